@@ -1,0 +1,134 @@
+// Command matchbox is the matchbox network-boot server and its CLI.
+//
+//	matchbox serve [flags]        run the server
+//	matchbox validate [flags]     check a data dir and list every problem
+//	matchbox version              print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+const usage = `matchbox network-boots and provisions bare-metal machines.
+
+Usage:
+  matchbox serve [flags]      run the server (boot HTTP endpoints)
+  matchbox validate [flags]   check a data dir and list every problem
+  matchbox version            print the version
+
+Run "matchbox COMMAND -help" for a command's flags. Every flag can also be
+set in the environment as MATCHBOX_<FLAG>, e.g. MATCHBOX_DATA_PATH.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(ctx, rest, stdout, stderr)
+	case "validate":
+		err = validate(ctx, rest, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		if strings.HasPrefix(cmd, "-") {
+			// poseidon/matchbox takes its flags without a subcommand.
+			err = serve(ctx, args, stdout, stderr)
+			break
+		}
+		fmt.Fprintf(stderr, "matchbox: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	case errors.Is(err, errProblems):
+		return 1
+	default:
+		fmt.Fprintf(stderr, "matchbox: %v\n", err)
+		return 1
+	}
+}
+
+var (
+	// errUsage marks an error already reported with the usage text.
+	errUsage = errors.New("usage")
+	// errProblems marks a validate run that found errors (already printed).
+	errProblems = errors.New("problems found")
+)
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from its MATCHBOX_* environment variable.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return errUsage
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := envName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func envName(flagName string) string {
+	return "MATCHBOX_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}

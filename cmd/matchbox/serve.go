@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"matchbox.dev/matchbox"
+	mbhttp "matchbox.dev/matchbox/http"
+	"matchbox.dev/matchbox/render"
+	"matchbox.dev/matchbox/sign"
+	"matchbox.dev/matchbox/storage"
+)
+
+// serveConfig is everything `matchbox serve` is told.
+type serveConfig struct {
+	address         string
+	dataPath        string
+	assetsPath      string
+	dbPath          string
+	logLevel        string
+	logFormat       string
+	keyRingPath     string
+	watch           bool
+	settle          time.Duration
+	shutdownTimeout time.Duration
+	cacheMB         int
+	// Flags of poseidon/matchbox's gRPC API, accepted so existing unit
+	// files keep working; the API is not served.
+	rpcAddress, certFile, keyFile, caFile string
+}
+
+func serveFlags(fs *flag.FlagSet) *serveConfig {
+	c := &serveConfig{}
+	fs.StringVar(&c.address, "address", "127.0.0.1:8080", "HTTP listen address for the boot endpoints")
+	fs.StringVar(&c.dataPath, "data-path", "/var/lib/matchbox", "data dir: groups/, profiles/, ignition/, cloud/, generic/")
+	fs.StringVar(&c.assetsPath, "assets-path", "/var/lib/matchbox/assets", "folder served under /assets/ (empty disables)")
+	fs.StringVar(&c.dbPath, "db-path", "", "embedded database file (default <data-path>/matchbox.db)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.keyRingPath, "key-ring-path", "", "private OpenPGP key ring that signs configs (.sig/.asc endpoints); passphrase in MATCHBOX_PASSPHRASE")
+	fs.BoolVar(&c.watch, "watch", true, "reload the data dir when its files change")
+	fs.DurationVar(&c.settle, "watch-settle", 200*time.Millisecond, "wait this long after the last change before reloading")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain open requests on shutdown")
+	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 64, "memory bound of the Butane→Ignition translation cache, in MiB")
+	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
+	fs.StringVar(&c.certFile, "cert-file", "", "poseidon/matchbox gRPC TLS certificate (accepted for compatibility)")
+	fs.StringVar(&c.keyFile, "key-file", "", "poseidon/matchbox gRPC TLS key (accepted for compatibility)")
+	fs.StringVar(&c.caFile, "ca-file", "", "poseidon/matchbox gRPC client CA (accepted for compatibility)")
+	return c
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is not text or json", format)
+}
+
+func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("matchbox serve", flag.ContinueOnError)
+	c := serveFlags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, versionString())
+		return nil
+	}
+	log, err := newLogger(c.logLevel, c.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	if c.rpcAddress != "" || c.certFile != "" || c.keyFile != "" || c.caFile != "" {
+		log.Warn("the poseidon/matchbox gRPC API is not served; -rpc-address, -cert-file, -key-file and -ca-file are ignored")
+	}
+	if c.dbPath == "" {
+		c.dbPath = filepath.Join(c.dataPath, "matchbox.db")
+	}
+	if st, err := os.Stat(c.dataPath); err != nil || !st.IsDir() {
+		return fmt.Errorf("-data-path %s: not a readable directory", c.dataPath)
+	}
+	if c.assetsPath != "" {
+		if st, err := os.Stat(c.assetsPath); err != nil || !st.IsDir() {
+			log.Warn("assets folder missing; /assets/ answers 404 until it exists", "path", c.assetsPath)
+		}
+	}
+
+	var signer *sign.Signer
+	if c.keyRingPath != "" {
+		signer, err = sign.LoadKeyRing(c.keyRingPath, []byte(os.Getenv("MATCHBOX_PASSPHRASE")))
+		if err != nil {
+			return err
+		}
+	}
+
+	db, err := storage.OpenBolt(c.dbPath)
+	if err != nil {
+		return fmt.Errorf("%w (set -db-path to a writable file)", err)
+	}
+	defer db.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "matchbox_build_info", Help: "Build information.", ConstLabels: prometheus.Labels{"version": versionString()},
+	}, func() float64 { return 1 }))
+
+	engine := render.NewEngine(render.Options{TranslateCacheBytes: c.cacheMB << 20})
+	catalog := matchbox.NewCatalog("datadir", "db")
+	cm := newCatalogMetrics(reg, engine)
+	reported := map[string]bool{}
+	catalog.OnChange(func(snap *matchbox.Snapshot) {
+		engine.Prune(snap)
+		probs := append(append([]matchbox.Problem{}, snap.Problems()...), engine.CheckTemplates(snap)...)
+		cm.update(snap, probs)
+		// Log each problem once, not again on every reload.
+		now := map[string]bool{}
+		for _, p := range probs {
+			key := p.String()
+			now[key] = true
+			if reported[key] {
+				continue
+			}
+			if p.Severity == matchbox.SeverityError {
+				log.Error("config problem", "file", p.Origin, "problem", p.Message)
+			} else {
+				log.Warn("config problem", "file", p.Origin, "problem", p.Message)
+			}
+		}
+		reported = now
+	})
+
+	start := time.Now()
+	dd := storage.NewDataDir(c.dataPath, log)
+	objs, err := dd.Load(ctx)
+	if err != nil {
+		return err
+	}
+	dbObjs, err := db.Objects(ctx)
+	if err != nil {
+		return err
+	}
+	catalog.Update(ctx, "db", dbObjs)
+	snap := catalog.Update(ctx, "datadir", objs)
+	log.Info("configuration loaded", "data_path", c.dataPath, "groups", len(snap.Groups()),
+		"profiles", len(snap.Profiles()), "templates", len(snap.Templates()), "took", time.Since(start).Round(time.Millisecond))
+
+	ln, err := net.Listen("tcp", c.address)
+	if err != nil {
+		return fmt.Errorf("-address: %w", err)
+	}
+	var ready atomic.Bool
+	srv := mbhttp.New(mbhttp.Config{
+		Catalog:    catalog,
+		Engine:     engine,
+		AssetsPath: c.assetsPath,
+		Signer:     signer,
+		Logger:     log,
+		Registry:   reg,
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("starting")
+			}
+			return nil
+		},
+		ShutdownTimeout: c.shutdownTimeout,
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	if c.watch {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := dd.Watch(ctx, c.settle, func(objs matchbox.Objects) {
+				t := time.Now()
+				snap := catalog.Update(ctx, "datadir", objs)
+				cm.reloads.Inc()
+				log.Info("data dir reloaded", "groups", len(snap.Groups()), "profiles", len(snap.Profiles()),
+					"templates", len(snap.Templates()), "took", time.Since(t).Round(time.Millisecond))
+			})
+			if err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx, ln); err != nil {
+			errc <- err
+		}
+	}()
+	ready.Store(true)
+	log.Info("matchbox serving", "version", versionString(), "address", ln.Addr().String(),
+		"assets_path", c.assetsPath, "db_path", c.dbPath, "signing", signer != nil)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("stopping", "err", runErr)
+	}
+	ready.Store(false)
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+// catalogMetrics exports the shape and health of the configuration.
+type catalogMetrics struct {
+	groups, profiles, templates prometheus.Gauge
+	problems                    *prometheus.GaugeVec
+	reloads                     prometheus.Counter
+}
+
+func newCatalogMetrics(reg *prometheus.Registry, eng *render.Engine) *catalogMetrics {
+	m := &catalogMetrics{
+		groups:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "matchbox_groups", Help: "Groups loaded."}),
+		profiles:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "matchbox_profiles", Help: "Profiles loaded."}),
+		templates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "matchbox_templates", Help: "Templates loaded."}),
+		problems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "matchbox_config_problems", Help: "Problems in the current configuration, by severity.",
+		}, []string{"severity"}),
+		reloads: prometheus.NewCounter(prometheus.CounterOpts{Name: "matchbox_datadir_reloads_total", Help: "Data dir reloads after file changes."}),
+	}
+	reg.MustRegister(m.groups, m.profiles, m.templates, m.problems, m.reloads,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "matchbox_ignition_translate_cache_hits_total", Help: "Butane translations answered from the cache.",
+		}, func() float64 { return float64(eng.Stats().TranslateHits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "matchbox_ignition_translate_cache_misses_total", Help: "Butane translations computed.",
+		}, func() float64 { return float64(eng.Stats().TranslateMisses) }),
+	)
+	return m
+}
+
+func (m *catalogMetrics) update(snap *matchbox.Snapshot, probs []matchbox.Problem) {
+	m.groups.Set(float64(len(snap.Groups())))
+	m.profiles.Set(float64(len(snap.Profiles())))
+	m.templates.Set(float64(len(snap.Templates())))
+	counts := map[string]float64{"error": 0, "warning": 0}
+	for _, p := range probs {
+		counts[strings.ToLower(string(p.Severity))]++
+	}
+	for sev, n := range counts {
+		m.problems.WithLabelValues(sev).Set(n)
+	}
+}
