@@ -165,8 +165,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	catalog.Update(ctx, "db", dbObjs)
 	snap := catalog.Update(ctx, "datadir", objs)
-	log.Info("configuration loaded", "data_path", c.dataPath, "groups", len(snap.Groups()),
-		"profiles", len(snap.Profiles()), "templates", len(snap.Templates()), "took", time.Since(start).Round(time.Millisecond))
+	ng, np, nt := snap.Counts()
+	log.Info("configuration loaded", "data_path", c.dataPath, "groups", ng,
+		"profiles", np, "templates", nt, "took", time.Since(start).Round(time.Millisecond))
 
 	ln, err := net.Listen("tcp", c.address)
 	if err != nil {
@@ -201,8 +202,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 				t := time.Now()
 				snap := catalog.Update(ctx, "datadir", objs)
 				cm.reloads.Inc()
-				log.Info("data dir reloaded", "groups", len(snap.Groups()), "profiles", len(snap.Profiles()),
-					"templates", len(snap.Templates()), "took", time.Since(t).Round(time.Millisecond))
+				ng, np, nt := snap.Counts()
+				log.Info("data dir reloaded", "groups", ng, "profiles", np,
+					"templates", nt, "took", time.Since(t).Round(time.Millisecond))
 			})
 			if err != nil {
 				errc <- err
@@ -262,9 +264,10 @@ func newCatalogMetrics(reg *prometheus.Registry, eng *render.Engine) *catalogMet
 }
 
 func (m *catalogMetrics) update(snap *matchbox.Snapshot, probs []matchbox.Problem) {
-	m.groups.Set(float64(len(snap.Groups())))
-	m.profiles.Set(float64(len(snap.Profiles())))
-	m.templates.Set(float64(len(snap.Templates())))
+	g, p, t := snap.Counts()
+	m.groups.Set(float64(g))
+	m.profiles.Set(float64(p))
+	m.templates.Set(float64(t))
 	counts := map[string]float64{"error": 0, "warning": 0}
 	for _, p := range probs {
 		counts[strings.ToLower(string(p.Severity))]++
