@@ -1,0 +1,11 @@
+package matchbox
+
+import "errors"
+
+// ErrNotFound is returned (wrapped) when a group, profile, template or
+// machine does not exist, or when no group matches a machine.
+var ErrNotFound = errors.New("not found")
+
+// ErrInvalid is returned (wrapped) for malformed input such as a MAC label
+// that is not a MAC address or an object that fails validation.
+var ErrInvalid = errors.New("invalid")

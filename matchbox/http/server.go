@@ -1,0 +1,417 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/render"
+	"matchbox.dev/matchbox/sign"
+)
+
+// Catalog is where the server takes the current snapshot from.
+type Catalog interface {
+	Snapshot() *matchbox.Snapshot
+}
+
+// Config configures a Server.
+type Config struct {
+	Catalog Catalog
+	Engine  *render.Engine
+	// AssetsPath is served under /assets/; empty disables it.
+	AssetsPath string
+	// Signer, when set, enables the .sig and .asc endpoint variants.
+	Signer *sign.Signer
+	Logger *slog.Logger
+	// Registry receives the server's metrics and is served at /metrics.
+	Registry *prometheus.Registry
+	// Ready reports whether the server is ready for traffic (/readyz).
+	Ready func() error
+	// ShutdownTimeout bounds the graceful drain (default 10s).
+	ShutdownTimeout time.Duration
+}
+
+// Server serves boot configs to machines.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	failures *prometheus.CounterVec
+	handler  nethttp.Handler
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() error { return nil }
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "matchbox_http_requests_total",
+		Help: "Boot HTTP requests by endpoint and status code.",
+	}, []string{"endpoint", "code"})
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "matchbox_http_request_duration_seconds",
+		Help:    "Time to answer boot HTTP requests, by endpoint.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1},
+	}, []string{"endpoint"})
+	s.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "matchbox_render_failures_total",
+		Help: "Requests that matched a profile but could not be rendered, by endpoint.",
+	}, []string{"endpoint"})
+	cfg.Registry.MustRegister(s.requests, s.duration, s.failures)
+	s.handler = s.routes()
+	return s
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() nethttp.Handler { return s.handler }
+
+// Serve answers requests on ln until ctx ends, then drains open requests
+// for up to ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &nethttp.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	// A fresh context: the serve context is already cancelled.
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http: shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, nethttp.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
+}
+
+// bootIPXE is the static script that makes iPXE send what it knows about
+// the machine to /ipxe.
+const bootIPXE = "#!ipxe\nchain ipxe?uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain}&hostname=${hostname}&serial=${serial}&arch=${buildarch:uristring}\n"
+
+const (
+	textType = "text/plain; charset=utf-8"
+	jsonType = "application/json"
+	sigType  = "application/pgp-signature"
+)
+
+// answer is a rendered body ready to write.
+type answer struct {
+	body        []byte
+	contentType string
+}
+
+// renderFunc produces the body for one endpoint.
+type renderFunc func(r *nethttp.Request, q *query) (answer, error)
+
+// query is one parsed boot request.
+type query struct {
+	labels map[string]string
+	raw    string
+	host   string
+	snap   *matchbox.Snapshot
+	sel    matchbox.Selection
+}
+
+func (q *query) data(withHost bool) map[string]any {
+	req := render.Request{Labels: q.labels, RawQuery: q.raw}
+	if withHost {
+		req.Host = q.host
+	}
+	return render.Data(q.sel.Group, req)
+}
+
+func (s *Server) routes() nethttp.Handler {
+	mux := nethttp.NewServeMux()
+	static := func(*nethttp.Request, *query) (answer, error) {
+		return answer{[]byte(bootIPXE), textType}, nil
+	}
+	eng := s.cfg.Engine
+	endpoints := []struct {
+		path   string
+		selects bool
+		fn     renderFunc
+	}{
+		{"/boot.ipxe", false, static},
+		{"/boot.ipxe.0", false, static},
+		{"/ipxe", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.IPXE(q.sel, q.data(true))
+			return answer{b, textType}, err
+		}},
+		{"/grub", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.GRUB(q.sel, q.data(true))
+			return answer{b, textType}, err
+		}},
+		{"/ignition", true, func(r *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.Ignition(r.Context(), q.snap, q.sel, q.data(true))
+			return answer{b, jsonType}, err
+		}},
+		{"/cloud", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.Template(q.snap, q.sel, matchbox.KindCloud, q.data(true))
+			return answer{b, textType}, err
+		}},
+		{"/generic", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.Template(q.snap, q.sel, matchbox.KindGeneric, q.data(true))
+			return answer{b, textType}, err
+		}},
+		{"/metadata", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			return answer{render.Metadata(q.data(false)), textType}, nil
+		}},
+	}
+	for _, ep := range endpoints {
+		name := strings.TrimPrefix(ep.path, "/")
+		mux.Handle(ep.path, s.boot(name, ep.selects, ep.fn, ""))
+		if s.cfg.Signer != nil {
+			mux.Handle(ep.path+".sig", s.boot(name+".sig", ep.selects, ep.fn, "sig"))
+			mux.Handle(ep.path+".asc", s.boot(name+".asc", ep.selects, ep.fn, "asc"))
+		}
+	}
+	if s.cfg.AssetsPath != "" {
+		mux.Handle("/assets/", s.instrument("assets", s.assets()))
+	}
+	mux.Handle("/healthz", s.instrument("healthz", getOnly(func(w nethttp.ResponseWriter, _ *nethttp.Request) {
+		writeBody(w, textType, []byte("ok\n"))
+	})))
+	mux.Handle("/readyz", s.instrument("readyz", getOnly(func(w nethttp.ResponseWriter, _ *nethttp.Request) {
+		if err := s.cfg.Ready(); err != nil {
+			w.Header().Set("Content-Type", textType)
+			w.WriteHeader(nethttp.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+		writeBody(w, textType, []byte("ready\n"))
+	})))
+	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/{$}", s.instrument("home", getOnly(func(w nethttp.ResponseWriter, _ *nethttp.Request) {
+		writeBody(w, textType, []byte("matchbox\n"))
+	})))
+	return mux
+}
+
+// statusWriter remembers the status code for metrics and logs.
+type statusWriter struct {
+	nethttp.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = nethttp.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps sendfile for assets.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.code == 0 {
+		w.code = nethttp.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(w.ResponseWriter, r)
+}
+
+func (s *Server) instrument(endpoint string, h nethttp.Handler) nethttp.Handler {
+	hist := s.duration.WithLabelValues(endpoint)
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		if sw.code == 0 {
+			sw.code = nethttp.StatusOK
+		}
+		hist.Observe(time.Since(start).Seconds())
+		s.requests.WithLabelValues(endpoint, codeString(sw.code)).Inc()
+	})
+}
+
+func codeString(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 404:
+		return "404"
+	default:
+		return fmt.Sprint(code)
+	}
+}
+
+func getOnly(fn nethttp.HandlerFunc) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
+			methodNotAllowed(w)
+			return
+		}
+		fn(w, r)
+	})
+}
+
+func methodNotAllowed(w nethttp.ResponseWriter) {
+	w.Header().Set("Allow", "GET, HEAD")
+	w.Header().Set("Content-Type", textType)
+	w.WriteHeader(nethttp.StatusMethodNotAllowed)
+	fmt.Fprintln(w, "method not allowed: use GET or HEAD")
+}
+
+func writeBody(w nethttp.ResponseWriter, contentType string, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(nethttp.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// boot builds the handler of one boot endpoint; sig is "", "sig" or "asc".
+func (s *Server) boot(endpoint string, selects bool, fn renderFunc, sig string) nethttp.Handler {
+	return s.instrument(endpoint, nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
+			methodNotAllowed(w)
+			return
+		}
+		q := &query{raw: r.URL.RawQuery, host: requestHost(r)}
+		if selects {
+			values, err := url.ParseQuery(r.URL.RawQuery)
+			if err != nil {
+				s.fail(w, r, endpoint, q, fmt.Errorf("%w: malformed query: %v", matchbox.ErrInvalid, err))
+				return
+			}
+			if q.labels, err = matchbox.ParseLabels(values); err != nil {
+				s.fail(w, r, endpoint, q, err)
+				return
+			}
+			q.snap = s.cfg.Catalog.Snapshot()
+			if q.sel, err = q.snap.Select(q.labels); err != nil {
+				s.fail(w, r, endpoint, q, err)
+				return
+			}
+		}
+		ans, err := fn(r, q)
+		if err != nil {
+			s.fail(w, r, endpoint, q, err)
+			return
+		}
+		if sig != "" {
+			var buf bytes.Buffer
+			if sig == "asc" {
+				err = s.cfg.Signer.SignArmored(&buf, ans.body)
+			} else {
+				err = s.cfg.Signer.Sign(&buf, ans.body)
+			}
+			if err != nil {
+				s.fail(w, r, endpoint, q, fmt.Errorf("sign: %w", err))
+				return
+			}
+			ans = answer{buf.Bytes(), sigType}
+		}
+		writeBody(w, ans.contentType, ans.body)
+		if selects {
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
+		}
+	}))
+}
+
+func (s *Server) attrs(r *nethttp.Request, endpoint string, q *query, code int) []slog.Attr {
+	attrs := []slog.Attr{
+		slog.String("endpoint", endpoint),
+		slog.Int("status", code),
+		slog.String("remote", r.RemoteAddr),
+	}
+	if mac := q.labels["mac"]; mac != "" {
+		attrs = append(attrs, slog.String("mac", mac))
+	} else if raw := r.URL.Query().Get("mac"); raw != "" {
+		attrs = append(attrs, slog.String("mac", raw))
+	}
+	if q.sel.Group != nil {
+		attrs = append(attrs, slog.String("group", q.sel.Group.ID))
+	}
+	if q.sel.Profile != nil {
+		attrs = append(attrs, slog.String("profile", q.sel.Profile.ID))
+	}
+	return attrs
+}
+
+// fail maps an error to its HTTP answer: the one place that does so.
+func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint string, q *query, err error) {
+	code := nethttp.StatusInternalServerError
+	level := slog.LevelError
+	var rerr *render.Error
+	switch {
+	case errors.Is(err, matchbox.ErrInvalid):
+		code, level = nethttp.StatusBadRequest, slog.LevelWarn
+	case errors.Is(err, matchbox.ErrNotFound):
+		code, level = nethttp.StatusNotFound, slog.LevelInfo
+	case errors.As(err, &rerr):
+		s.failures.WithLabelValues(endpoint).Inc()
+	}
+	attrs := append(s.attrs(r, endpoint, q, code), slog.String("err", err.Error()))
+	s.log.LogAttrs(r.Context(), level, "request failed", attrs...)
+	w.Header().Set("Content-Type", textType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, shortReason(err))
+}
+
+// shortReason is the first line of an error, bounded, for response bodies.
+func shortReason(err error) string {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if len(msg) > 512 {
+		msg = msg[:512] + "…"
+	}
+	return msg
+}
+
+// requestHost is the host:port the client used to reach us.
+func requestHost(r *nethttp.Request) string {
+	if r.Host != "" {
+		return r.Host
+	}
+	if a, ok := r.Context().Value(nethttp.LocalAddrContextKey).(net.Addr); ok {
+		return a.String()
+	}
+	return ""
+}

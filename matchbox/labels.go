@@ -1,0 +1,41 @@
+package matchbox
+
+import (
+	"fmt"
+	"net"
+	"strings"
+)
+
+// NormalizeMAC parses a MAC address in colon, hyphen or dot form and returns
+// it in lowercase colon form, the form selectors are compared in.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q is not a MAC address", ErrInvalid, s)
+	}
+	return hw.String(), nil
+}
+
+// ParseLabels turns request query values into selection labels: the first
+// value of each key; a key spelled "mac" in any case is parsed as a MAC
+// address and normalised. Unlike poseidon/matchbox, which silently drops an
+// unparseable MAC (and then may select the default group), a malformed MAC
+// is an error wrapping ErrInvalid.
+func ParseLabels(values map[string][]string) (map[string]string, error) {
+	labels := make(map[string]string, len(values))
+	for k, vs := range values {
+		if len(vs) == 0 {
+			continue
+		}
+		v := vs[0]
+		if strings.EqualFold(k, "mac") {
+			mac, err := NormalizeMAC(v)
+			if err != nil {
+				return nil, err
+			}
+			v = mac
+		}
+		labels[k] = v
+	}
+	return labels, nil
+}

@@ -1,0 +1,96 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"matchbox.dev/matchbox"
+)
+
+// CheckTemplates parses every template and profile boot argument list in
+// snap and validates raw Ignition, reporting what cannot be served. It is
+// cheap (no rendering) and runs after every catalog change.
+func (e *Engine) CheckTemplates(snap *matchbox.Snapshot) []matchbox.Problem {
+	var probs []matchbox.Problem
+	for _, t := range snap.Templates() {
+		if c := e.compile(t); c.err != nil {
+			probs = append(probs, matchbox.Problem{Origin: t.Origin, Severity: matchbox.SeverityError, Message: c.err.Error()})
+		}
+	}
+	for _, p := range snap.Profiles() {
+		if c := e.compileArgs(p); c.err != nil {
+			probs = append(probs, matchbox.Problem{Origin: p.Origin, Severity: matchbox.SeverityError, Message: c.err.Error()})
+		}
+	}
+	return probs
+}
+
+// sampleLabels is what a machine selected by g sends at least: its
+// selectors, plus the labels iPXE's boot script always sends.
+func sampleLabels(g *matchbox.Group) (map[string]string, string) {
+	labels := map[string]string{
+		"uuid": "00000000-0000-0000-0000-000000000000", "mac": "00:00:00:00:00:00",
+		"domain": "", "hostname": "", "serial": "", "arch": "x86_64",
+	}
+	for k, v := range g.Selector {
+		labels[k] = v
+	}
+	q := url.Values{}
+	for k, v := range labels {
+		q.Set(k, v)
+	}
+	return labels, q.Encode()
+}
+
+// CheckGroups renders, for every group, what a machine selected by it would
+// get (boot arguments and each template its profile names), with the
+// group's data and a sample request, and reports failures: missing
+// template keys, template errors and Butane/Ignition errors. It renders
+// every group, so it belongs in `matchbox validate`, not in the serve path.
+func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []matchbox.Problem {
+	var probs []matchbox.Problem
+	for _, g := range snap.Groups() {
+		if ctx.Err() != nil {
+			break
+		}
+		p, ok := snap.Profile(g.Profile)
+		if !ok {
+			continue // reported by the snapshot
+		}
+		sel := matchbox.Selection{Group: g, Profile: p}
+		labels, raw := sampleLabels(g)
+		data := Data(g, Request{Labels: labels, RawQuery: raw, Host: "matchbox.example:8080"})
+		report := func(what string, err error) {
+			var rerr *Error
+			if errors.As(err, &rerr) {
+				err = rerr.Err
+			}
+			probs = append(probs, matchbox.Problem{Origin: g.Origin, Severity: matchbox.SeverityError,
+				Message: fmt.Sprintf("group %q, profile %q: %s: %v", g.ID, p.ID, what, err)})
+		}
+		if p.Boot.Kernel != "" {
+			if _, err := e.bootArgs(sel, data); err != nil {
+				report("boot args", err)
+			}
+		}
+		if p.IgnitionID != "" {
+			if _, err := e.Ignition(ctx, snap, sel, data); err != nil && !errors.Is(err, matchbox.ErrNotFound) {
+				report("ignition "+p.IgnitionID, err)
+			}
+		}
+		for _, k := range []struct {
+			kind matchbox.TemplateKind
+			name string
+		}{{matchbox.KindCloud, p.CloudID}, {matchbox.KindGeneric, p.GenericID}} {
+			if k.name == "" {
+				continue
+			}
+			if _, err := e.Template(snap, sel, k.kind, data); err != nil && !errors.Is(err, matchbox.ErrNotFound) {
+				report(string(k.kind)+" "+k.name, err)
+			}
+		}
+	}
+	return probs
+}

@@ -1,0 +1,384 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"text/template"
+
+	"github.com/Masterminds/sprig/v3"
+	butane "github.com/coreos/butane/config"
+	butanecommon "github.com/coreos/butane/config/common"
+	ignition "github.com/coreos/ignition/v2/config"
+
+	"matchbox.dev/matchbox"
+)
+
+// Error is a render failure: the request matched, but what it should be
+// served cannot be produced. The message names the profile and template.
+type Error struct {
+	Group, Profile, Template string
+	Err                      error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("render")
+	if e.Profile != "" {
+		fmt.Fprintf(&b, " profile %q", e.Profile)
+	}
+	if e.Template != "" {
+		fmt.Fprintf(&b, " template %q", e.Template)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// funcs is poseidon/matchbox's template function set (sprig's text
+// functions), built once: sprig.TxtFuncMap allocates a new map per call.
+var funcs = sprig.TxtFuncMap()
+
+// Stats counts what the engine did, for metrics.
+type Stats struct {
+	TranslateHits, TranslateMisses uint64
+}
+
+// Engine renders configs. It caches parsed templates per template object
+// (unchanged objects keep their pointer across catalog reloads) and Butane
+// translations by rendered text. Safe for concurrent use.
+type Engine struct {
+	mu        sync.Mutex
+	templates map[*matchbox.Template]*compiled
+	args      map[*matchbox.Profile]*compiledArgs
+	butane    *lru
+}
+
+// compiled is a parsed template, or the reason it cannot be used.
+type compiled struct {
+	tmpl *template.Template
+	// raw holds validated raw Ignition JSON, served as is.
+	raw []byte
+	err error
+}
+
+// compiledArgs is a profile's kernel arguments; nil entries are literals.
+type compiledArgs struct {
+	tmpls []*template.Template
+	err   error
+}
+
+// Options configures an Engine.
+type Options struct {
+	// TranslateCacheBytes bounds the Butane translation cache (default 64 MiB).
+	TranslateCacheBytes int
+}
+
+// NewEngine returns an Engine.
+func NewEngine(opts Options) *Engine {
+	if opts.TranslateCacheBytes <= 0 {
+		opts.TranslateCacheBytes = 64 << 20
+	}
+	return &Engine{
+		templates: make(map[*matchbox.Template]*compiled),
+		args:      make(map[*matchbox.Profile]*compiledArgs),
+		butane:    newLRU(opts.TranslateCacheBytes),
+	}
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	h, m := e.butane.stats()
+	return Stats{TranslateHits: h, TranslateMisses: m}
+}
+
+// Prune drops cached templates that are no longer in snap. Call it after
+// every catalog change.
+func (e *Engine) Prune(snap *matchbox.Snapshot) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for t := range e.templates {
+		if cur, ok := snap.Template(t.Kind, t.Name); !ok || cur != t {
+			delete(e.templates, t)
+		}
+	}
+	for p := range e.args {
+		if cur, ok := snap.Profile(p.ID); !ok || cur != p {
+			delete(e.args, p)
+		}
+	}
+}
+
+func newTemplate(name string) *template.Template {
+	return template.New(name).Funcs(funcs).Option("missingkey=error")
+}
+
+func (e *Engine) compile(t *matchbox.Template) *compiled {
+	e.mu.Lock()
+	c, ok := e.templates[t]
+	e.mu.Unlock()
+	if ok {
+		return c
+	}
+	c = &compiled{}
+	if t.Kind == matchbox.KindIgnition && matchbox.IsRawIgnition(t.Name) {
+		c.raw, c.err = validateRawIgnition(t.Content)
+	} else {
+		c.tmpl, c.err = newTemplate(t.Name).Parse(string(t.Content))
+	}
+	e.mu.Lock()
+	e.templates[t] = c
+	e.mu.Unlock()
+	return c
+}
+
+func (e *Engine) compileArgs(p *matchbox.Profile) *compiledArgs {
+	e.mu.Lock()
+	c, ok := e.args[p]
+	e.mu.Unlock()
+	if ok {
+		return c
+	}
+	c = &compiledArgs{tmpls: make([]*template.Template, len(p.Boot.Args))}
+	for i, a := range p.Boot.Args {
+		if !strings.Contains(a, "{{") {
+			continue
+		}
+		t, err := newTemplate(fmt.Sprintf("boot.args[%d]", i)).Parse(a)
+		if err != nil {
+			c.err = fmt.Errorf("boot.args[%d]: %w", i, err)
+			break
+		}
+		c.tmpls[i] = t
+	}
+	e.mu.Lock()
+	e.args[p] = c
+	e.mu.Unlock()
+	return c
+}
+
+// bootArgs renders the profile's kernel arguments with data.
+func (e *Engine) bootArgs(sel matchbox.Selection, data map[string]any) ([]string, error) {
+	p := sel.Profile
+	c := e.compileArgs(p)
+	if c.err != nil {
+		return nil, &Error{Group: sel.Group.ID, Profile: p.ID, Err: c.err}
+	}
+	out := make([]string, len(p.Boot.Args))
+	var buf bytes.Buffer
+	for i, a := range p.Boot.Args {
+		if c.tmpls[i] == nil {
+			out[i] = a
+			continue
+		}
+		buf.Reset()
+		if err := c.tmpls[i].Execute(&buf, data); err != nil {
+			return nil, &Error{Group: sel.Group.ID, Profile: p.ID, Err: fmt.Errorf("boot.args[%d]: %w", i, err)}
+		}
+		out[i] = buf.String()
+	}
+	return out, nil
+}
+
+func checkKernel(sel matchbox.Selection) error {
+	if sel.Profile.Boot.Kernel == "" {
+		return &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Err: errors.New("profile has no boot.kernel")}
+	}
+	return nil
+}
+
+// IPXE renders the iPXE boot script for a selection, byte for byte as
+// poseidon/matchbox does, with templated kernel arguments.
+func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, error) {
+	if err := checkKernel(sel); err != nil {
+		return nil, err
+	}
+	args, err := e.bootArgs(sel, data)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString("#!ipxe\nkernel ")
+	b.WriteString(sel.Profile.Boot.Kernel)
+	for _, a := range args {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
+	for _, i := range sel.Profile.Boot.Initrd {
+		b.WriteString("\ninitrd ")
+		b.WriteString(i)
+	}
+	b.WriteString("\nboot\n")
+	return b.Bytes(), nil
+}
+
+// GRUB renders a GRUB2 config with an EFI and a BIOS menu entry, in
+// poseidon/matchbox's format, with templated kernel arguments.
+func (e *Engine) GRUB(sel matchbox.Selection, data map[string]any) ([]byte, error) {
+	if err := checkKernel(sel); err != nil {
+		return nil, err
+	}
+	args, err := e.bootArgs(sel, data)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString("default=0\nfallback=1\ntimeout=1\n")
+	for _, entry := range []struct{ title, linux, initrd string }{
+		{"CoreOS (EFI)", "linuxefi", "initrdefi"},
+		{"CoreOS (BIOS)", "linux", "initrd"},
+	} {
+		fmt.Fprintf(&b, "menuentry %q {\necho \"Loading kernel\"\n%s \"%s\"", entry.title, entry.linux, sel.Profile.Boot.Kernel)
+		for _, a := range args {
+			b.WriteByte(' ')
+			b.WriteString(a)
+		}
+		fmt.Fprintf(&b, "\necho \"Loading initrd\"\n%s ", entry.initrd)
+		for _, i := range sel.Profile.Boot.Initrd {
+			fmt.Fprintf(&b, " \"%s\"", grubInitrdPath(i))
+		}
+		b.WriteString("\n}\n")
+	}
+	return b.Bytes(), nil
+}
+
+// grubInitrdPath drops iPXE's initrd options ("--name main /path" becomes
+// "/path"): profiles written for iPXE name their initrd, and GRUB would
+// otherwise be told to load a file called "--name main /path".
+func grubInitrdPath(initrd string) string {
+	fields := strings.Fields(initrd)
+	for len(fields) > 1 && strings.HasPrefix(fields[0], "--") {
+		if strings.Contains(fields[0], "=") {
+			fields = fields[1:]
+		} else {
+			fields = fields[2:]
+		}
+	}
+	if len(fields) == 1 {
+		return fields[0]
+	}
+	return initrd
+}
+
+// templateFor returns the compiled template a profile names for kind.
+func (e *Engine) templateFor(snap *matchbox.Snapshot, sel matchbox.Selection, kind matchbox.TemplateKind) (*compiled, string, error) {
+	var name string
+	switch kind {
+	case matchbox.KindIgnition:
+		name = sel.Profile.IgnitionID
+	case matchbox.KindCloud:
+		name = sel.Profile.CloudID
+	case matchbox.KindGeneric:
+		name = sel.Profile.GenericID
+	}
+	if name == "" {
+		return nil, "", fmt.Errorf("profile %q has no %s template: %w", sel.Profile.ID, kind, matchbox.ErrNotFound)
+	}
+	t, ok := snap.Template(kind, name)
+	if !ok {
+		return nil, name, fmt.Errorf("profile %q names %s template %q, which does not exist: %w", sel.Profile.ID, kind, name, matchbox.ErrNotFound)
+	}
+	c := e.compile(t)
+	if c.err != nil {
+		return nil, name, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: t.Origin, Err: c.err}
+	}
+	return c, t.Origin, nil
+}
+
+// Template renders the cloud or generic template the profile names.
+func (e *Engine) Template(snap *matchbox.Snapshot, sel matchbox.Selection, kind matchbox.TemplateKind, data map[string]any) ([]byte, error) {
+	c, origin, err := e.templateFor(snap, sel, kind)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := c.tmpl.Execute(&buf, data); err != nil {
+		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
+	}
+	return buf.Bytes(), nil
+}
+
+// Ignition returns the Ignition config for a selection: raw Ignition JSON
+// as validated at load, or the Butane template rendered with data and
+// translated to the Ignition spec version its Butane version maps to.
+func (e *Engine) Ignition(ctx context.Context, snap *matchbox.Snapshot, sel matchbox.Selection, data map[string]any) ([]byte, error) {
+	c, origin, err := e.templateFor(snap, sel, matchbox.KindIgnition)
+	if err != nil {
+		return nil, err
+	}
+	if c.raw != nil {
+		return c.raw, nil
+	}
+	var buf bytes.Buffer
+	if err := c.tmpl.Execute(&buf, data); err != nil {
+		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
+	}
+	out, err := e.translate(ctx, buf.Bytes())
+	if err != nil {
+		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
+	}
+	return out, nil
+}
+
+// translate converts rendered Butane to Ignition JSON, through the cache.
+func (e *Engine) translate(_ context.Context, butaneText []byte) ([]byte, error) {
+	key := sha256.Sum256(butaneText)
+	if v, ok := e.butane.get(key); ok {
+		return v.out, v.err
+	}
+	out, err := TranslateButane(butaneText)
+	e.butane.add(key, cacheValue{out: out, err: err})
+	return out, err
+}
+
+// TranslateButane translates a Butane config of any variant and version the
+// butane library supports into compact Ignition JSON. Warnings are not
+// fatal; errors carry the report with line and column.
+func TranslateButane(src []byte) ([]byte, error) {
+	out, rep, err := butane.TranslateBytes(src, butanecommon.TranslateBytesOptions{Raw: true})
+	if err != nil {
+		if len(rep.Entries) > 0 {
+			return nil, fmt.Errorf("butane: %w: %s", err, strings.TrimSpace(rep.String()))
+		}
+		return nil, fmt.Errorf("butane: %w", err)
+	}
+	if rep.IsFatal() {
+		return nil, fmt.Errorf("butane: %s", strings.TrimSpace(rep.String()))
+	}
+	return out, nil
+}
+
+// validateRawIgnition checks raw Ignition JSON. Spec 3.x configs are parsed
+// and validated by the Ignition library; spec 2.x configs (still accepted by
+// Flatcar) are checked to be a JSON object with a 2.x version.
+func validateRawIgnition(raw []byte) ([]byte, error) {
+	var head struct {
+		Ignition struct {
+			Version string `json:"version"`
+		} `json:"ignition"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("ignition: not valid JSON: %w", err)
+	}
+	if strings.HasPrefix(head.Ignition.Version, "2.") {
+		return raw, nil
+	}
+	_, rep, err := ignition.Parse(raw)
+	if err != nil {
+		if len(rep.Entries) > 0 {
+			return nil, fmt.Errorf("ignition: %w: %s", err, strings.TrimSpace(rep.String()))
+		}
+		return nil, fmt.Errorf("ignition: %w", err)
+	}
+	if rep.IsFatal() {
+		return nil, fmt.Errorf("ignition: %s", strings.TrimSpace(rep.String()))
+	}
+	return raw, nil
+}

@@ -1,0 +1,283 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"matchbox.dev/matchbox"
+)
+
+// SchemaVersion is the version of the bbolt layout this build writes.
+// Opening a database with a newer version is refused; older versions are
+// migrated explicitly in migrate.
+const SchemaVersion = 1
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketGroups    = []byte("groups")
+	bucketProfiles  = []byte("profiles")
+	bucketTemplates = []byte("templates")
+	bucketMachines  = []byte("machines")
+	keySchema       = []byte("schema_version")
+)
+
+// Bolt is the embedded bbolt store. Every write is committed and synced to
+// disk before the call returns, so an acknowledged write survives a crash.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// OpenBolt opens (creating if needed) the database at path. It fails fast
+// when another process holds the database open.
+func OpenBolt(path string) (*Bolt, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open database %s: locked by another process (is another matchbox running?)", path)
+		}
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	b := &Bolt{db: db}
+	if err := b.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// Close closes the database.
+func (b *Bolt) Close() error { return b.db.Close() }
+
+func (b *Bolt) migrate() error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		version := 0
+		if v := meta.Get(keySchema); v != nil {
+			version, err = strconv.Atoi(string(v))
+			if err != nil {
+				return fmt.Errorf("corrupt schema version %q", v)
+			}
+		}
+		if version > SchemaVersion {
+			return fmt.Errorf("database schema version %d is newer than this matchbox supports (%d)", version, SchemaVersion)
+		}
+		// Version 0 → 1: create the buckets.
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+	})
+}
+
+func put(b *Bolt, bucket []byte, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Put([]byte(key), data)
+	})
+}
+
+func get(b *Bolt, bucket []byte, key string, v any, what string) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucket).Get([]byte(key))
+		if data == nil {
+			return fmt.Errorf("%s %q: %w", what, key, matchbox.ErrNotFound)
+		}
+		return json.Unmarshal(data, v)
+	})
+}
+
+func del(b *Bolt, bucket []byte, key, what string) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucket)
+		if bk.Get([]byte(key)) == nil {
+			return fmt.Errorf("%s %q: %w", what, key, matchbox.ErrNotFound)
+		}
+		return bk.Delete([]byte(key))
+	})
+}
+
+func list[T any](b *Bolt, bucket []byte) ([]*T, error) {
+	var out []*T
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			obj := new(T)
+			if err := json.Unmarshal(v, obj); err != nil {
+				return fmt.Errorf("decode %s %q: %w", bucket, k, err)
+			}
+			out = append(out, obj)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutGroup creates or replaces a group after validating it.
+func (b *Bolt) PutGroup(_ context.Context, g *matchbox.Group) error {
+	if err := NormalizeGroup(g); err != nil {
+		return err
+	}
+	return put(b, bucketGroups, g.ID, g)
+}
+
+// GetGroup returns a group by id.
+func (b *Bolt) GetGroup(_ context.Context, id string) (*matchbox.Group, error) {
+	var g matchbox.Group
+	if err := get(b, bucketGroups, id, &g, "group"); err != nil {
+		return nil, err
+	}
+	g.Origin = "db"
+	return &g, nil
+}
+
+// DeleteGroup deletes a group by id.
+func (b *Bolt) DeleteGroup(_ context.Context, id string) error {
+	return del(b, bucketGroups, id, "group")
+}
+
+// PutProfile creates or replaces a profile after validating it.
+func (b *Bolt) PutProfile(_ context.Context, p *matchbox.Profile) error {
+	if err := ValidateProfile(p); err != nil {
+		return err
+	}
+	return put(b, bucketProfiles, p.ID, p)
+}
+
+// GetProfile returns a profile by id.
+func (b *Bolt) GetProfile(_ context.Context, id string) (*matchbox.Profile, error) {
+	var p matchbox.Profile
+	if err := get(b, bucketProfiles, id, &p, "profile"); err != nil {
+		return nil, err
+	}
+	p.Origin = "db"
+	return &p, nil
+}
+
+// DeleteProfile deletes a profile by id.
+func (b *Bolt) DeleteProfile(_ context.Context, id string) error {
+	return del(b, bucketProfiles, id, "profile")
+}
+
+// storedTemplate is a template's database form.
+type storedTemplate struct {
+	Kind    matchbox.TemplateKind `json:"kind"`
+	Name    string                `json:"name"`
+	Content []byte                `json:"content"`
+}
+
+func templateKey(kind matchbox.TemplateKind, name string) string {
+	return string(kind) + "/" + name
+}
+
+// PutTemplate creates or replaces a template.
+func (b *Bolt) PutTemplate(_ context.Context, t *matchbox.Template) error {
+	if !validKind(t.Kind) {
+		return fmt.Errorf("%w: unknown template kind %q", matchbox.ErrInvalid, t.Kind)
+	}
+	if t.Name == "" {
+		return fmt.Errorf("%w: template has no name", matchbox.ErrInvalid)
+	}
+	return put(b, bucketTemplates, templateKey(t.Kind, t.Name), storedTemplate{t.Kind, t.Name, t.Content})
+}
+
+// GetTemplate returns a template by kind and name.
+func (b *Bolt) GetTemplate(_ context.Context, kind matchbox.TemplateKind, name string) (*matchbox.Template, error) {
+	var st storedTemplate
+	if err := get(b, bucketTemplates, templateKey(kind, name), &st, "template"); err != nil {
+		return nil, err
+	}
+	return &matchbox.Template{Kind: st.Kind, Name: st.Name, Content: st.Content, Origin: "db"}, nil
+}
+
+// DeleteTemplate deletes a template by kind and name.
+func (b *Bolt) DeleteTemplate(_ context.Context, kind matchbox.TemplateKind, name string) error {
+	return del(b, bucketTemplates, templateKey(kind, name), "template")
+}
+
+func validKind(k matchbox.TemplateKind) bool {
+	for _, kk := range matchbox.TemplateKinds {
+		if k == kk {
+			return true
+		}
+	}
+	return false
+}
+
+// Objects returns every group, profile and template in the database, in
+// key order, for the catalog.
+func (b *Bolt) Objects(_ context.Context) (matchbox.Objects, error) {
+	var objs matchbox.Objects
+	groups, err := list[matchbox.Group](b, bucketGroups)
+	if err != nil {
+		return objs, err
+	}
+	profiles, err := list[matchbox.Profile](b, bucketProfiles)
+	if err != nil {
+		return objs, err
+	}
+	tmpls, err := list[storedTemplate](b, bucketTemplates)
+	if err != nil {
+		return objs, err
+	}
+	for _, g := range groups {
+		g.Origin = "db"
+	}
+	for _, p := range profiles {
+		p.Origin = "db"
+	}
+	objs.Groups, objs.Profiles = groups, profiles
+	for _, st := range tmpls {
+		objs.Templates = append(objs.Templates, &matchbox.Template{Kind: st.Kind, Name: st.Name, Content: st.Content, Origin: "db"})
+	}
+	return objs, nil
+}
+
+// PutMachine creates or replaces a machine record.
+func (b *Bolt) PutMachine(_ context.Context, m *matchbox.Machine) error {
+	mac, err := matchbox.NormalizeMAC(m.MAC)
+	if err != nil {
+		return err
+	}
+	m.MAC = mac
+	return put(b, bucketMachines, m.MAC, m)
+}
+
+// GetMachine returns a machine by MAC address (any spelling).
+func (b *Bolt) GetMachine(_ context.Context, mac string) (*matchbox.Machine, error) {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return nil, err
+	}
+	var m matchbox.Machine
+	if err := get(b, bucketMachines, norm, &m, "machine"); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// ListMachines returns every machine, ordered by MAC.
+func (b *Bolt) ListMachines(_ context.Context) ([]*matchbox.Machine, error) {
+	return list[matchbox.Machine](b, bucketMachines)
+}
+
+// DeleteMachine deletes a machine by MAC address.
+func (b *Bolt) DeleteMachine(_ context.Context, mac string) error {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	return del(b, bucketMachines, norm, "machine")
+}

@@ -1,0 +1,367 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"matchbox.dev/matchbox"
+)
+
+// maxFileSize bounds a single data-dir file; larger files are reported and
+// skipped rather than read into memory.
+const maxFileSize = 16 << 20
+
+// fileStamp identifies a version of a file without reading it.
+type fileStamp struct {
+	mod   time.Time
+	size  int64
+	ino   uint64
+	ctime int64
+}
+
+type fileEntry struct {
+	stamp fileStamp
+	// The object the file defines (the last good one when the file is now
+	// broken but once parsed), or nil.
+	group    *matchbox.Group
+	profile  *matchbox.Profile
+	template *matchbox.Template
+	// problems found in the current version of the file.
+	problems []matchbox.Problem
+}
+
+// DataDir reads a poseidon/matchbox data dir: groups/*.json,
+// profiles/*.json and the ignition/, cloud/ and generic/ template folders.
+// It keeps every parsed file in memory, rereads only files that changed,
+// and when a file that once parsed becomes broken it keeps serving the last
+// good version and reports the problem, so a half-saved edit never changes
+// which machines get what.
+type DataDir struct {
+	root   string
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	files map[string]*fileEntry // by path relative to root
+}
+
+// NewDataDir returns a loader for the data dir at root.
+func NewDataDir(root string, logger *slog.Logger) *DataDir {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &DataDir{root: root, logger: logger, files: make(map[string]*fileEntry)}
+}
+
+// Root is the data dir's path.
+func (d *DataDir) Root() string { return d.root }
+
+// dataDirs are the folders read, relative to the root.
+var dataDirs = []string{"groups", "profiles", "ignition", "cloud", "generic"}
+
+// Load scans the data dir and returns every object with the problems found.
+// Unchanged files are not reread. A missing data dir is an error; missing
+// folders inside it are not.
+func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
+	st, err := os.Stat(d.root)
+	if err != nil {
+		return matchbox.Objects{}, fmt.Errorf("data dir: %w", err)
+	}
+	if !st.IsDir() {
+		return matchbox.Objects{}, fmt.Errorf("data dir %s: not a directory", d.root)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	seen := make(map[string]bool, len(d.files))
+	var extra []matchbox.Problem
+	for _, dir := range dataDirs {
+		if err := ctx.Err(); err != nil {
+			return matchbox.Objects{}, err
+		}
+		recursive := dir != "groups" && dir != "profiles"
+		base := filepath.Join(d.root, dir)
+		err := filepath.WalkDir(base, func(path string, de fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) && path == base {
+					return nil
+				}
+				extra = append(extra, matchbox.Problem{Origin: path, Severity: matchbox.SeverityError, Message: err.Error()})
+				return nil
+			}
+			name := de.Name()
+			if de.IsDir() {
+				if path != base && (!recursive || strings.HasPrefix(name, ".")) {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") {
+				return nil
+			}
+			if !recursive && !strings.HasSuffix(name, ".json") {
+				extra = append(extra, matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning,
+					Message: "ignored: only .json files are read in " + dir + "/"})
+				return nil
+			}
+			rel, _ := filepath.Rel(d.root, path)
+			seen[rel] = true
+			d.refresh(rel, dir)
+			return nil
+		})
+		if err != nil {
+			return matchbox.Objects{}, err
+		}
+	}
+	for rel := range d.files {
+		if !seen[rel] {
+			delete(d.files, rel)
+		}
+	}
+	return d.objects(extra), nil
+}
+
+// refresh rereads one file when its stamp changed.
+func (d *DataDir) refresh(rel, dir string) {
+	path := filepath.Join(d.root, rel)
+	fi, err := os.Stat(path)
+	ent := d.files[rel]
+	if ent == nil {
+		ent = &fileEntry{}
+		d.files[rel] = ent
+	}
+	if err != nil {
+		ent.problems = []matchbox.Problem{{Origin: path, Severity: matchbox.SeverityError, Message: err.Error()}}
+		return
+	}
+	stamp := stampOf(fi)
+	if stamp == ent.stamp && !stamp.mod.IsZero() {
+		return
+	}
+	ent.stamp = stamp
+	ent.problems = nil
+	fail := func(msg string) {
+		if ent.group != nil || ent.profile != nil || ent.template != nil {
+			msg += " (still serving the last version that loaded)"
+		}
+		ent.problems = append(ent.problems, matchbox.Problem{Origin: path, Severity: matchbox.SeverityError, Message: msg})
+	}
+	if !fi.Mode().IsRegular() {
+		fail("not a regular file")
+		return
+	}
+	if fi.Size() > maxFileSize {
+		fail(fmt.Sprintf("file is larger than %d bytes", maxFileSize))
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fail(err.Error())
+		return
+	}
+	warn := func(msg string) {
+		ent.problems = append(ent.problems, matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning, Message: msg})
+	}
+	switch dir {
+	case "groups":
+		g, unknown, err := ParseGroup(data)
+		if err != nil {
+			fail(err.Error())
+			return
+		}
+		g.Origin = path
+		ent.group = g
+		if len(unknown) > 0 {
+			warn("unknown keys ignored: " + strings.Join(unknown, ", "))
+		}
+	case "profiles":
+		p, unknown, err := ParseProfile(data)
+		if err != nil {
+			fail(err.Error())
+			return
+		}
+		// poseidon/matchbox finds a profile by its file name, so the file
+		// name is the id that groups refer to.
+		stem := strings.TrimSuffix(filepath.Base(rel), ".json")
+		if p.ID != stem {
+			warn(fmt.Sprintf("profile id %q differs from the file name; groups refer to it as %q", p.ID, stem))
+			p.ID = stem
+		}
+		p.Origin = path
+		ent.profile = p
+		if len(unknown) > 0 {
+			warn("unknown keys ignored: " + strings.Join(unknown, ", "))
+		}
+	default:
+		name, _ := filepath.Rel(dir, rel)
+		ent.template = &matchbox.Template{
+			Kind:    matchbox.TemplateKind(dir),
+			Name:    filepath.ToSlash(name),
+			Content: data,
+			Origin:  path,
+		}
+	}
+}
+
+func stampOf(fi fs.FileInfo) fileStamp {
+	s := fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.ino = st.Ino
+		s.ctime = st.Ctim.Nano()
+	}
+	return s
+}
+
+// objects collects the current objects in path order.
+func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
+	paths := make([]string, 0, len(d.files))
+	for p := range d.files {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	objs := matchbox.Objects{Problems: extra}
+	for _, p := range paths {
+		ent := d.files[p]
+		objs.Problems = append(objs.Problems, ent.problems...)
+		switch {
+		case ent.group != nil:
+			objs.Groups = append(objs.Groups, ent.group)
+		case ent.profile != nil:
+			objs.Profiles = append(objs.Profiles, ent.profile)
+		case ent.template != nil:
+			objs.Templates = append(objs.Templates, ent.template)
+		}
+	}
+	return objs
+}
+
+// Watch reloads the data dir whenever something in it changes and passes
+// the new objects to onChange, until ctx ends. Bursts of events (an editor
+// saving, a tool writing many files) are coalesced into one reload after
+// settle. Folders created later are picked up.
+func (d *DataDir) Watch(ctx context.Context, settle time.Duration, onChange func(matchbox.Objects)) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("data dir watch: %w", err)
+	}
+	defer w.Close()
+	d.addWatches(w)
+
+	var timer *time.Timer
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Has(fsnotify.Create) {
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					d.addWatches(w)
+				}
+			}
+			if timer == nil {
+				timer = time.NewTimer(settle)
+				fire = timer.C
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			// An overflow loses events: a full rescan below catches up.
+			d.logger.Warn("data dir watch error; rescanning", "err", err)
+			if timer == nil {
+				timer = time.NewTimer(settle)
+				fire = timer.C
+			}
+		case <-fire:
+			timer, fire = nil, nil
+			d.addWatches(w)
+			objs, err := d.Load(ctx)
+			if err != nil {
+				d.logger.Error("data dir reload failed; keeping the previous configuration", "err", err)
+				continue
+			}
+			onChange(objs)
+		}
+	}
+}
+
+// addWatches watches the root and every folder matchbox reads.
+func (d *DataDir) addWatches(w *fsnotify.Watcher) {
+	add := func(p string) {
+		if err := w.Add(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.logger.Warn("cannot watch folder", "path", p, "err", err)
+		}
+	}
+	add(d.root)
+	for _, dir := range dataDirs {
+		base := filepath.Join(d.root, dir)
+		if dir == "groups" || dir == "profiles" {
+			add(base)
+			continue
+		}
+		_ = filepath.WalkDir(base, func(path string, de fs.DirEntry, err error) error {
+			if err == nil && de.IsDir() {
+				if path != base && strings.HasPrefix(de.Name(), ".") {
+					return filepath.SkipDir
+				}
+				add(path)
+			}
+			return nil
+		})
+	}
+}
+
+// Objects returns the objects of the last Load without touching the disk.
+func (d *DataDir) Objects(_ context.Context) (matchbox.Objects, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.objects(nil), nil
+}
+
+// GetGroup returns a group from the last Load by id.
+func (d *DataDir) GetGroup(ctx context.Context, id string) (*matchbox.Group, error) {
+	objs, _ := d.Objects(ctx)
+	for _, g := range objs.Groups {
+		if g.ID == id {
+			return g, nil
+		}
+	}
+	return nil, fmt.Errorf("group %q: %w", id, matchbox.ErrNotFound)
+}
+
+// GetProfile returns a profile from the last Load by id.
+func (d *DataDir) GetProfile(ctx context.Context, id string) (*matchbox.Profile, error) {
+	objs, _ := d.Objects(ctx)
+	for _, p := range objs.Profiles {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("profile %q: %w", id, matchbox.ErrNotFound)
+}
+
+// GetTemplate returns a template from the last Load by kind and name.
+func (d *DataDir) GetTemplate(ctx context.Context, kind matchbox.TemplateKind, name string) (*matchbox.Template, error) {
+	objs, _ := d.Objects(ctx)
+	for _, t := range objs.Templates {
+		if t.Kind == kind && t.Name == name {
+			return t, nil
+		}
+	}
+	return nil, fmt.Errorf("%s template %q: %w", kind, name, matchbox.ErrNotFound)
+}

@@ -1,0 +1,118 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"matchbox.dev/matchbox"
+)
+
+// ParseGroup decodes a group in poseidon/matchbox's JSON format, normalises
+// a "mac" selector and validates it. Unknown keys are ignored, as
+// poseidon/matchbox does, and returned so that validation can report them.
+func ParseGroup(data []byte) (*matchbox.Group, []string, error) {
+	var g matchbox.Group
+	if err := strictDecode(data, &g); err != nil {
+		return nil, nil, err
+	}
+	if err := NormalizeGroup(&g); err != nil {
+		return nil, nil, err
+	}
+	return &g, unknownKeys(data, "id", "name", "profile", "selector", "metadata"), nil
+}
+
+// NormalizeGroup validates g and normalises its "mac" selector.
+func NormalizeGroup(g *matchbox.Group) error {
+	if g.ID == "" {
+		return fmt.Errorf("%w: group has no id", matchbox.ErrInvalid)
+	}
+	if g.Profile == "" {
+		return fmt.Errorf("%w: group %q has no profile", matchbox.ErrInvalid, g.ID)
+	}
+	for k, v := range g.Selector {
+		if strings.EqualFold(k, "mac") {
+			mac, err := matchbox.NormalizeMAC(v)
+			if err != nil {
+				return fmt.Errorf("group %q: selector %q: %w", g.ID, k, err)
+			}
+			g.Selector[k] = mac
+		}
+	}
+	return nil
+}
+
+// ParseProfile decodes a profile in poseidon/matchbox's JSON format.
+func ParseProfile(data []byte) (*matchbox.Profile, []string, error) {
+	var p matchbox.Profile
+	if err := strictDecode(data, &p); err != nil {
+		return nil, nil, err
+	}
+	if err := ValidateProfile(&p); err != nil {
+		return nil, nil, err
+	}
+	return &p, unknownKeys(data, "id", "name", "boot", "ignition_id", "cloud_id", "generic_id"), nil
+}
+
+// ValidateProfile checks the fields every profile needs.
+func ValidateProfile(p *matchbox.Profile) error {
+	if p.ID == "" {
+		return fmt.Errorf("%w: profile has no id", matchbox.ErrInvalid)
+	}
+	return nil
+}
+
+// strictDecode decodes one JSON object into v and refuses trailing data,
+// reporting syntax and type errors with their line and column.
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return jsonError(data, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", matchbox.ErrInvalid)
+	}
+	return nil
+}
+
+func jsonError(data []byte, err error) error {
+	var off int64 = -1
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		off = se.Offset
+	case errors.As(err, &te):
+		off = te.Offset
+	}
+	if off < 0 {
+		return fmt.Errorf("%w: bad JSON: %v", matchbox.ErrInvalid, err)
+	}
+	line, col := 1, 1
+	for _, c := range data[:min(int(off), len(data))] {
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return fmt.Errorf("%w: bad JSON at line %d, column %d: %v", matchbox.ErrInvalid, line, col, err)
+}
+
+func unknownKeys(data []byte, known ...string) []string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	var out []string
+	for k := range m {
+		if !slices.Contains(known, k) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,113 @@
+package matchbox
+
+import (
+	"sort"
+	"strings"
+	"time"
+)
+
+// Profile names the boot configuration a machine gets: the kernel, initrds
+// and kernel arguments for network boot, and the names of the Ignition,
+// cloud-config and generic templates rendered for it. The JSON form is
+// poseidon/matchbox's profile format.
+type Profile struct {
+	ID         string `json:"id"`
+	Name       string `json:"name,omitempty"`
+	Boot       Boot   `json:"boot,omitzero"`
+	IgnitionID string `json:"ignition_id,omitempty"`
+	CloudID    string `json:"cloud_id,omitempty"`
+	GenericID  string `json:"generic_id,omitempty"`
+
+	// Origin says where the profile came from (a file path or "db").
+	Origin string `json:"-"`
+}
+
+// Boot is the network boot part of a profile.
+type Boot struct {
+	Kernel string   `json:"kernel,omitempty"`
+	Initrd []string `json:"initrd,omitempty"`
+	Args   []string `json:"args,omitempty"`
+}
+
+// Group maps machines, by selector labels, to a profile and carries the
+// metadata that templates are rendered with. A group without selectors is a
+// default group and matches every machine.
+type Group struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name,omitempty"`
+	Profile  string            `json:"profile"`
+	Selector map[string]string `json:"selector,omitempty"`
+	Metadata map[string]any    `json:"metadata,omitempty"`
+
+	// Origin says where the group came from (a file path or "db").
+	Origin string `json:"-"`
+}
+
+// SelectorString is the selector as sorted "k=v" pairs joined by commas,
+// the string poseidon/matchbox compares to break ties between groups with
+// the same number of selectors.
+func (g *Group) SelectorString() string {
+	pairs := make([]string, 0, len(g.Selector))
+	for k, v := range g.Selector {
+		pairs = append(pairs, k+"="+v)
+	}
+	sort.Strings(pairs)
+	return strings.Join(pairs, ",")
+}
+
+// Matches reports whether every selector of g equals the label of the same
+// name (exact, case-sensitive AND). Extra labels do not matter.
+func (g *Group) Matches(labels map[string]string) bool {
+	for k, v := range g.Selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TemplateKind is the folder a template lives in and the endpoint that
+// renders it.
+type TemplateKind string
+
+// The template kinds a profile refers to.
+const (
+	KindIgnition TemplateKind = "ignition"
+	KindCloud    TemplateKind = "cloud"
+	KindGeneric  TemplateKind = "generic"
+)
+
+// TemplateKinds lists every template kind in a stable order.
+var TemplateKinds = []TemplateKind{KindIgnition, KindCloud, KindGeneric}
+
+// Template is a named config template: raw Ignition JSON (names ending in
+// .ign or .ignition) or Go text/template source.
+type Template struct {
+	Kind    TemplateKind
+	Name    string
+	Content []byte
+	// Origin says where the template came from (a file path or "db").
+	Origin string
+}
+
+// IsRawIgnition reports whether an Ignition template name denotes raw
+// Ignition JSON, served as is, rather than a Butane template.
+func IsRawIgnition(name string) bool {
+	return strings.HasSuffix(name, ".ign") || strings.HasSuffix(name, ".ignition")
+}
+
+// Machine is what matchbox knows about one machine, keyed by its primary
+// MAC address (lowercase, colon-separated).
+type Machine struct {
+	MAC       string            `json:"mac"`
+	UUID      string            `json:"uuid,omitempty"`
+	Serial    string            `json:"serial,omitempty"`
+	Hostname  string            `json:"hostname,omitempty"`
+	Arch      string            `json:"arch,omitempty"`
+	LastIP    string            `json:"last_ip,omitempty"`
+	FirstSeen time.Time         `json:"first_seen,omitzero"`
+	LastSeen  time.Time         `json:"last_seen,omitzero"`
+	Group     string            `json:"group,omitempty"`
+	Profile   string            `json:"profile,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
