@@ -75,7 +75,7 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 				report("boot args", err)
 			}
 		}
-		if p.IgnitionID != "" {
+		if p.IgnitionID != "" && !e.broken(snap, matchbox.KindIgnition, p.IgnitionID) {
 			if _, err := e.Ignition(ctx, snap, sel, data); err != nil && !errors.Is(err, matchbox.ErrNotFound) {
 				report("ignition "+p.IgnitionID, err)
 			}
@@ -84,7 +84,7 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 			kind matchbox.TemplateKind
 			name string
 		}{{matchbox.KindCloud, p.CloudID}, {matchbox.KindGeneric, p.GenericID}} {
-			if k.name == "" {
+			if k.name == "" || e.broken(snap, k.kind, k.name) {
 				continue
 			}
 			if _, err := e.Template(snap, sel, k.kind, data); err != nil && !errors.Is(err, matchbox.ErrNotFound) {
@@ -93,4 +93,12 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 		}
 	}
 	return probs
+}
+
+// broken reports whether a template fails on its own (parse or raw
+// Ignition validation), which CheckTemplates reports once, so that group
+// checks do not repeat it for every group using the template.
+func (e *Engine) broken(snap *matchbox.Snapshot, kind matchbox.TemplateKind, name string) bool {
+	t, ok := snap.Template(kind, name)
+	return ok && e.compile(t).err != nil
 }
