@@ -160,9 +160,9 @@ func (s *Server) routes() nethttp.Handler {
 	}
 	eng := s.cfg.Engine
 	endpoints := []struct {
-		path   string
+		path    string
 		selects bool
-		fn     renderFunc
+		fn      renderFunc
 	}{
 		{"/boot.ipxe", false, static},
 		{"/boot.ipxe.0", false, static},
