@@ -1,0 +1,318 @@
+// Command bootload measures matchbox under load on this machine: it
+// generates a data dir with N groups, starts a matchbox binary on it
+// (loopback only), records start-up time and memory, and drives the boot
+// endpoints with a bounded closed-loop load, printing throughput and
+// latency percentiles.
+//
+//	go build -o /tmp/matchbox ./cmd/matchbox
+//	go run ./tools/bootload -matchbox /tmp/matchbox -groups 10,1000,100000 -duration 5s
+//
+// Every request goes to 127.0.0.1; every loop is bounded by -duration.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	bin := flag.String("matchbox", "", "matchbox binary to run (required)")
+	sizes := flag.String("groups", "10,1000,100000", "comma-separated group counts")
+	dur := flag.Duration("duration", 5*time.Second, "load duration per endpoint")
+	conc := flag.Int("concurrency", 32, "concurrent client connections")
+	endpoints := flag.String("endpoints", "ipxe,metadata,ignition-cached,ignition-new", "endpoints to load")
+	keep := flag.String("keep", "", "keep the generated data dirs under this folder")
+	flag.Parse()
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "bootload: -matchbox is required")
+		os.Exit(2)
+	}
+	fmt.Printf("%-8s %-16s %10s %9s %9s %9s %7s\n", "groups", "endpoint", "req/s", "p50", "p99", "max", "errors")
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bootload: bad group count %q\n", s)
+			os.Exit(2)
+		}
+		if err := runSize(*bin, n, *dur, *conc, strings.Split(*endpoints, ","), *keep); err != nil {
+			fmt.Fprintln(os.Stderr, "bootload:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+func mac(i int) string {
+	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+}
+
+const butane = `variant: flatcar
+version: 1.1.0
+passwd:
+  users:
+    - name: core
+      ssh_authorized_keys:
+        - {{.ssh_key}}
+storage:
+  files:
+    - path: /etc/hostname
+      mode: 0644
+      contents:
+        inline: {{.hostname}}
+    - path: /etc/matchbox/node.env
+      contents:
+        inline: |
+          MAC={{.request.query.mac}}
+          RACK={{.rack}}
+          SEQ={{.request.query.seq}}
+systemd:
+  units:
+    - name: node-agent.service
+      enabled: true
+      contents: |
+        [Unit]
+        Description=Node agent
+        [Service]
+        ExecStart=/usr/bin/sleep infinity
+        [Install]
+        WantedBy=multi-user.target
+`
+
+// generate writes a data dir with n groups selected by MAC (plus a default
+// group), ten profiles and one Butane template.
+func generate(dir string, n int) error {
+	for _, d := range []string{"groups", "profiles", "ignition"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	for p := range 10 {
+		prof := map[string]any{
+			"id": fmt.Sprintf("p%d", p), "ignition_id": "node.yaml",
+			"boot": map[string]any{
+				"kernel": "/assets/flatcar/stable/amd64-usr/current/flatcar_production_pxe.vmlinuz",
+				"initrd": []string{"--name main /assets/flatcar/stable/amd64-usr/current/flatcar_production_pxe_image.cpio.gz"},
+				"args":   []string{"initrd=main", "flatcar.first_boot=yes", "ignition.config.url=http://{{.request.host}}/ignition?uuid=${uuid}&mac=${mac:hexhyp}", "console=ttyS0,115200n8"},
+			},
+		}
+		if err := writeJSON(filepath.Join(dir, "profiles", fmt.Sprintf("p%d.json", p)), prof); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ignition", "node.yaml"), []byte(butane), 0o644); err != nil {
+		return err
+	}
+	meta := func(i int) map[string]any {
+		return map[string]any{"hostname": fmt.Sprintf("node%d", i), "rack": fmt.Sprintf("r%d", i%40), "ssh_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbootload load@test", "port": 10250}
+	}
+	for i := range n - 1 {
+		g := map[string]any{"id": fmt.Sprintf("node%d", i), "profile": fmt.Sprintf("p%d", i%10),
+			"selector": map[string]string{"mac": mac(i)}, "metadata": meta(i)}
+		if err := writeJSON(filepath.Join(dir, "groups", fmt.Sprintf("node%d.json", i)), g); err != nil {
+			return err
+		}
+	}
+	// Groups with other selectors, so the index holds more than MACs.
+	for r := range 40 {
+		g := map[string]any{"id": fmt.Sprintf("rack%d-installed", r), "profile": "p1",
+			"selector": map[string]string{"rack": fmt.Sprintf("r%d", r), "os": "installed"}, "metadata": meta(-1)}
+		if err := writeJSON(filepath.Join(dir, "groups", fmt.Sprintf("rack%d-installed.json", r)), g); err != nil {
+			return err
+		}
+	}
+	return writeJSON(filepath.Join(dir, "groups", "default.json"), map[string]any{"id": "default", "profile": "p0", "metadata": meta(-1)})
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func rssMB(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return -1
+}
+
+func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string, keep string) error {
+	base := keep
+	if base == "" {
+		tmp, err := os.MkdirTemp("", "bootload")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		base = tmp
+	}
+	dir := filepath.Join(base, fmt.Sprintf("groups-%d", n))
+	if _, err := os.Stat(dir); err != nil {
+		if err := generate(dir, n); err != nil {
+			return err
+		}
+	}
+	addr, err := freePort()
+	if err != nil {
+		return err
+	}
+	dbPath := filepath.Join(base, fmt.Sprintf("db-%d", n))
+	os.Remove(dbPath)
+	cmd := exec.Command(bin, "serve", "-address", addr, "-data-path", dir, "-assets-path", "", "-db-path", dbPath, "-log-level", "error")
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	url := "http://" + addr
+	var startup time.Duration
+	for {
+		if resp, err := http.Get(url + "/readyz"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				startup = time.Since(start)
+				break
+			}
+		}
+		if time.Since(start) > 60*time.Second {
+			return errors.New("server not ready within 60s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fmt.Printf("%-8d %-16s start-up %v, RSS %.0f MB\n", n, "(server)", startup.Round(time.Millisecond), rssMB(cmd.Process.Pid))
+	macs := n - 1
+	if macs < 1 {
+		macs = 1
+	}
+	for _, ep := range endpoints {
+		var pathFor func(r *rand.Rand, i int) string
+		switch ep {
+		case "ipxe":
+			pathFor = func(r *rand.Rand, _ int) string { return "/ipxe?mac=" + mac(r.IntN(macs)) + "&uuid=x&arch=x86_64" }
+		case "metadata":
+			pathFor = func(r *rand.Rand, _ int) string { return "/metadata?mac=" + mac(r.IntN(macs)) }
+		case "ignition-cached":
+			// A working set of up to 1000 machines, rendered once before the
+			// measurement so every Butane text was translated before.
+			set := min(macs, 1000)
+			for i := range set {
+				if err := getOK(http.DefaultClient, url+"/ignition?seq=0&mac="+mac(i)); err != nil {
+					return err
+				}
+			}
+			pathFor = func(r *rand.Rand, _ int) string { return "/ignition?seq=0&mac=" + mac(r.IntN(set)) }
+		case "ignition-new":
+			var seq atomic.Int64
+			pathFor = func(r *rand.Rand, _ int) string {
+				return fmt.Sprintf("/ignition?seq=%d&mac=%s", seq.Add(1), mac(r.IntN(macs)))
+			}
+		default:
+			return fmt.Errorf("unknown endpoint %q", ep)
+		}
+		res := load(url, conc, dur, pathFor)
+		fmt.Printf("%-8d %-16s %10.0f %9v %9v %9v %7d\n", n, ep, res.rate, res.p50, res.p99, res.max, res.errors)
+	}
+	fmt.Printf("%-8d %-16s RSS after load %.0f MB\n", n, "(server)", rssMB(cmd.Process.Pid))
+	return nil
+}
+
+func getOK(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+type result struct {
+	rate          float64
+	p50, p99, max time.Duration
+	errors        int64
+}
+
+// load runs conc workers for dur, each on its own keep-alive connection.
+func load(url string, conc int, dur time.Duration, pathFor func(*rand.Rand, int) string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	var mu sync.Mutex
+	var all []time.Duration
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}, Timeout: 10 * time.Second}
+			r := rand.New(rand.NewPCG(uint64(w), 42))
+			lat := make([]time.Duration, 0, 1<<16)
+			for i := 0; ctx.Err() == nil && i < 50_000_000; i++ {
+				t := time.Now()
+				if err := getOK(client, url+pathFor(r, i)); err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(all)
+	res := result{errors: errs.Load()}
+	if len(all) > 0 {
+		res.rate = float64(len(all)) / elapsed.Seconds()
+		res.p50 = all[len(all)/2].Round(time.Microsecond)
+		res.p99 = all[len(all)*99/100].Round(time.Microsecond)
+		res.max = all[len(all)-1].Round(time.Microsecond)
+	}
+	return res
+}
