@@ -253,13 +253,21 @@ func (c *Catalog) OnChange(fn func(*Snapshot)) {
 }
 
 // Update replaces the objects of one source and rebuilds the snapshot.
-func (c *Catalog) Update(_ context.Context, source string, objs Objects) *Snapshot {
+func (c *Catalog) Update(ctx context.Context, source string, objs Objects) *Snapshot {
+	return c.UpdateSources(ctx, map[string]Objects{source: objs})
+}
+
+// UpdateSources replaces the objects of several sources and rebuilds the
+// snapshot once.
+func (c *Catalog) UpdateSources(_ context.Context, sources map[string]Objects) *Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !slices.Contains(c.order, source) {
-		c.order = append(c.order, source)
+	for source, objs := range sources {
+		if !slices.Contains(c.order, source) {
+			c.order = append(c.order, source)
+		}
+		c.sources[source] = objs
 	}
-	c.sources[source] = objs
 	all := make([]Objects, 0, len(c.order))
 	for _, name := range c.order {
 		all = append(all, c.sources[name])

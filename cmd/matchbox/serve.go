@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,8 +165,10 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	catalog.Update(ctx, "db", dbObjs)
-	snap := catalog.Update(ctx, "datadir", objs)
+	snap := catalog.UpdateSources(ctx, map[string]matchbox.Objects{"datadir": objs, "db": dbObjs})
+	// Hand the garbage of the initial load back to the OS.
+	runtime.GC()
+	debug.FreeOSMemory()
 	ng, np, nt := snap.Counts()
 	log.Info("configuration loaded", "data_path", c.dataPath, "groups", ng,
 		"profiles", np, "templates", nt, "took", time.Since(start).Round(time.Millisecond))

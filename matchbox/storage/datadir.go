@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +88,11 @@ func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
 
 	seen := make(map[string]bool, len(d.files))
 	var extra []matchbox.Problem
+	type job struct {
+		ent      *fileEntry
+		rel, dir string
+	}
+	var jobs []job
 	for _, dir := range dataDirs {
 		if err := ctx.Err(); err != nil {
 			return matchbox.Objects{}, err
@@ -117,13 +124,37 @@ func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
 			}
 			rel, _ := filepath.Rel(d.root, path)
 			seen[rel] = true
-			d.refresh(rel, dir)
+			ent := d.files[rel]
+			if ent == nil {
+				ent = &fileEntry{}
+				d.files[rel] = ent
+			}
+			jobs = append(jobs, job{ent, rel, dir})
 			return nil
 		})
 		if err != nil {
 			return matchbox.Objects{}, err
 		}
 	}
+	// Stat, read and parse in parallel: each job owns its entry.
+	workers := min(runtime.GOMAXPROCS(0), 8)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(jobs) {
+					return
+				}
+				j := jobs[i]
+				d.refresh(j.ent, j.rel, j.dir)
+			}
+		}()
+	}
+	wg.Wait()
 	for rel := range d.files {
 		if !seen[rel] {
 			delete(d.files, rel)
@@ -132,15 +163,10 @@ func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
 	return d.objects(extra), nil
 }
 
-// refresh rereads one file when its stamp changed.
-func (d *DataDir) refresh(rel, dir string) {
+// refresh rereads one file into ent when its stamp changed.
+func (d *DataDir) refresh(ent *fileEntry, rel, dir string) {
 	path := filepath.Join(d.root, rel)
 	fi, err := os.Stat(path)
-	ent := d.files[rel]
-	if ent == nil {
-		ent = &fileEntry{}
-		d.files[rel] = ent
-	}
 	if err != nil {
 		ent.problems = []matchbox.Problem{{Origin: path, Severity: matchbox.SeverityError, Message: err.Error()}}
 		return

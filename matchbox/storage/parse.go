@@ -16,13 +16,14 @@ import (
 // poseidon/matchbox does, and returned so that validation can report them.
 func ParseGroup(data []byte) (*matchbox.Group, []string, error) {
 	var g matchbox.Group
-	if err := strictDecode(data, &g); err != nil {
+	unknown, err := decodeObject(data, &g, "id", "name", "profile", "selector", "metadata")
+	if err != nil {
 		return nil, nil, err
 	}
 	if err := NormalizeGroup(&g); err != nil {
 		return nil, nil, err
 	}
-	return &g, unknownKeys(data, "id", "name", "profile", "selector", "metadata"), nil
+	return &g, unknown, nil
 }
 
 // NormalizeGroup validates g and normalises its "mac" selector.
@@ -48,13 +49,14 @@ func NormalizeGroup(g *matchbox.Group) error {
 // ParseProfile decodes a profile in poseidon/matchbox's JSON format.
 func ParseProfile(data []byte) (*matchbox.Profile, []string, error) {
 	var p matchbox.Profile
-	if err := strictDecode(data, &p); err != nil {
+	unknown, err := decodeObject(data, &p, "id", "name", "boot", "ignition_id", "cloud_id", "generic_id")
+	if err != nil {
 		return nil, nil, err
 	}
 	if err := ValidateProfile(&p); err != nil {
 		return nil, nil, err
 	}
-	return &p, unknownKeys(data, "id", "name", "boot", "ignition_id", "cloud_id", "generic_id"), nil
+	return &p, unknown, nil
 }
 
 // ValidateProfile checks the fields every profile needs.
@@ -65,10 +67,25 @@ func ValidateProfile(p *matchbox.Profile) error {
 	return nil
 }
 
-// strictDecode decodes one JSON object into v and refuses trailing data,
-// reporting syntax and type errors with their line and column.
-func strictDecode(data []byte, v any) error {
+// decodeObject decodes one JSON object into v, refusing trailing data and
+// reporting syntax and type errors with their line and column. Keys other
+// than known are ignored and returned. The common case (no unknown keys)
+// decodes once.
+func decodeObject(data []byte, v any, known ...string) ([]string, error) {
+	if err := strictDecode(data, v, true); err == nil {
+		return nil, nil
+	}
+	if err := strictDecode(data, v, false); err != nil {
+		return nil, err
+	}
+	return unknownKeys(data, known...), nil
+}
+
+func strictDecode(data []byte, v any, disallowUnknown bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
+	if disallowUnknown {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		return jsonError(data, err)
 	}
