@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
 	"matchbox.dev/matchbox"
 )
+
+// maxIDLen bounds object ids (database keys, file names).
+const maxIDLen = 1024
 
 // ParseGroup decodes a group in poseidon/matchbox's JSON format, normalises
 // a "mac" selector and validates it. Unknown keys are ignored, as
@@ -30,6 +34,9 @@ func ParseGroup(data []byte) (*matchbox.Group, []string, error) {
 func NormalizeGroup(g *matchbox.Group) error {
 	if g.ID == "" {
 		return fmt.Errorf("%w: group has no id", matchbox.ErrInvalid)
+	}
+	if len(g.ID) > maxIDLen {
+		return fmt.Errorf("%w: group id longer than %d bytes", matchbox.ErrInvalid, maxIDLen)
 	}
 	if g.Profile == "" {
 		return fmt.Errorf("%w: group %q has no profile", matchbox.ErrInvalid, g.ID)
@@ -64,6 +71,9 @@ func ValidateProfile(p *matchbox.Profile) error {
 	if p.ID == "" {
 		return fmt.Errorf("%w: profile has no id", matchbox.ErrInvalid)
 	}
+	if len(p.ID) > maxIDLen {
+		return fmt.Errorf("%w: profile id longer than %d bytes", matchbox.ErrInvalid, maxIDLen)
+	}
 	return nil
 }
 
@@ -89,7 +99,7 @@ func strictDecode(data []byte, v any, disallowUnknown bool) error {
 	if err := dec.Decode(v); err != nil {
 		return jsonError(data, err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: trailing data after the JSON object", matchbox.ErrInvalid)
 	}
 	return nil
@@ -101,9 +111,12 @@ func jsonError(data []byte, err error) error {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		off = se.Offset
+		// The offset counts the offending character.
+		off = max(se.Offset-1, 0)
 	case errors.As(err, &te):
 		off = te.Offset
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		off = int64(len(data))
 	}
 	if off < 0 {
 		return fmt.Errorf("%w: bad JSON: %v", matchbox.ErrInvalid, err)
@@ -126,7 +139,8 @@ func unknownKeys(data []byte, known ...string) []string {
 	}
 	var out []string
 	for k := range m {
-		if !slices.Contains(known, k) {
+		// encoding/json matches keys case-insensitively.
+		if !slices.ContainsFunc(known, func(kn string) bool { return strings.EqualFold(k, kn) }) {
 			out = append(out, k)
 		}
 	}
