@@ -21,7 +21,11 @@ type rankedGroup struct {
 // labels, so the cost depends on the number of labels and on how many
 // groups share a pair, not on the total number of groups.
 type Index struct {
-	buckets     map[pair][]rankedGroup
+	buckets map[pair][]rankedGroup
+	// always holds, in rank order, groups whose selector values are all
+	// empty: they match machines that send none of those labels, so no
+	// label lookup finds them.
+	always      []rankedGroup
 	bestDefault *Group
 	size        int
 }
@@ -83,11 +87,18 @@ func NewIndex(groups []*Group) *Index {
 		var best pair
 		bestN := -1
 		for k, v := range g.Selector {
+			if v == "" {
+				continue
+			}
 			p := pair{k, v}
 			n := freq[p]
 			if bestN < 0 || n < bestN || (n == bestN && (p.k < best.k || (p.k == best.k && p.v < best.v))) {
 				best, bestN = p, n
 			}
+		}
+		if bestN < 0 {
+			idx.always = append(idx.always, rankedGroup{g, rank})
+			continue
 		}
 		idx.buckets[best] = append(idx.buckets[best], rankedGroup{g, rank})
 	}
@@ -102,6 +113,12 @@ func (idx *Index) Len() int { return idx.size }
 func (idx *Index) Select(labels map[string]string) *Group {
 	var best *Group
 	bestRank := -1
+	for _, rg := range idx.always {
+		if rg.g.Matches(labels) {
+			best, bestRank = rg.g, rg.rank
+			break
+		}
+	}
 	for k, v := range labels {
 		for _, rg := range idx.buckets[pair{k, v}] {
 			if bestRank >= 0 && rg.rank >= bestRank {

@@ -56,10 +56,12 @@ func (g *Group) SelectorString() string {
 }
 
 // Matches reports whether every selector of g equals the label of the same
-// name (exact, case-sensitive AND). Extra labels do not matter.
+// name (exact, case-sensitive AND). Extra labels do not matter. As in
+// poseidon/matchbox, a missing label counts as the empty string, so a
+// selector with an empty value also matches machines without that label.
 func (g *Group) Matches(labels map[string]string) bool {
 	for k, v := range g.Selector {
-		if lv, ok := labels[k]; !ok || lv != v {
+		if labels[k] != v {
 			return false
 		}
 	}

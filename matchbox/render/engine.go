@@ -55,9 +55,10 @@ type Stats struct {
 // (unchanged objects keep their pointer across catalog reloads) and Butane
 // translations by rendered text. Safe for concurrent use.
 type Engine struct {
-	mu        sync.Mutex
-	templates map[*matchbox.Template]*compiled
-	args      map[*matchbox.Profile]*compiledArgs
+	// Read on every request, written once per template change: sync.Map
+	// keeps readers free of a shared lock.
+	templates sync.Map // *matchbox.Template → *compiled
+	args      sync.Map // *matchbox.Profile → *compiledArgs
 	butane    *lru
 }
 
@@ -86,11 +87,7 @@ func NewEngine(opts Options) *Engine {
 	if opts.TranslateCacheBytes <= 0 {
 		opts.TranslateCacheBytes = 64 << 20
 	}
-	return &Engine{
-		templates: make(map[*matchbox.Template]*compiled),
-		args:      make(map[*matchbox.Profile]*compiledArgs),
-		butane:    newLRU(opts.TranslateCacheBytes),
-	}
+	return &Engine{butane: newLRU(opts.TranslateCacheBytes)}
 }
 
 // Stats returns the engine's counters.
@@ -102,18 +99,20 @@ func (e *Engine) Stats() Stats {
 // Prune drops cached templates that are no longer in snap. Call it after
 // every catalog change.
 func (e *Engine) Prune(snap *matchbox.Snapshot) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for t := range e.templates {
+	e.templates.Range(func(k, _ any) bool {
+		t := k.(*matchbox.Template)
 		if cur, ok := snap.Template(t.Kind, t.Name); !ok || cur != t {
-			delete(e.templates, t)
+			e.templates.Delete(k)
 		}
-	}
-	for p := range e.args {
+		return true
+	})
+	e.args.Range(func(k, _ any) bool {
+		p := k.(*matchbox.Profile)
 		if cur, ok := snap.Profile(p.ID); !ok || cur != p {
-			delete(e.args, p)
+			e.args.Delete(k)
 		}
-	}
+		return true
+	})
 }
 
 func newTemplate(name string) *template.Template {
@@ -121,32 +120,24 @@ func newTemplate(name string) *template.Template {
 }
 
 func (e *Engine) compile(t *matchbox.Template) *compiled {
-	e.mu.Lock()
-	c, ok := e.templates[t]
-	e.mu.Unlock()
-	if ok {
-		return c
+	if c, ok := e.templates.Load(t); ok {
+		return c.(*compiled)
 	}
-	c = &compiled{}
+	c := &compiled{}
 	if t.Kind == matchbox.KindIgnition && matchbox.IsRawIgnition(t.Name) {
 		c.raw, c.err = validateRawIgnition(t.Content)
 	} else {
 		c.tmpl, c.err = newTemplate(t.Name).Parse(string(t.Content))
 	}
-	e.mu.Lock()
-	e.templates[t] = c
-	e.mu.Unlock()
-	return c
+	actual, _ := e.templates.LoadOrStore(t, c)
+	return actual.(*compiled)
 }
 
 func (e *Engine) compileArgs(p *matchbox.Profile) *compiledArgs {
-	e.mu.Lock()
-	c, ok := e.args[p]
-	e.mu.Unlock()
-	if ok {
-		return c
+	if c, ok := e.args.Load(p); ok {
+		return c.(*compiledArgs)
 	}
-	c = &compiledArgs{tmpls: make([]*template.Template, len(p.Boot.Args))}
+	c := &compiledArgs{tmpls: make([]*template.Template, len(p.Boot.Args))}
 	for i, a := range p.Boot.Args {
 		if !strings.Contains(a, "{{") {
 			continue
@@ -158,10 +149,8 @@ func (e *Engine) compileArgs(p *matchbox.Profile) *compiledArgs {
 		}
 		c.tmpls[i] = t
 	}
-	e.mu.Lock()
-	e.args[p] = c
-	e.mu.Unlock()
-	return c
+	actual, _ := e.args.LoadOrStore(p, c)
+	return actual.(*compiledArgs)
 }
 
 // bootArgs renders the profile's kernel arguments with data.

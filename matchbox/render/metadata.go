@@ -13,6 +13,9 @@ import (
 // leaf, keys uppercased and nested keys joined with "_". Compared with
 // poseidon/matchbox the lines are sorted, whole numbers print as integers
 // (not 1e+06) and arrays are kept, JSON-encoded; null values are left out.
+// Every line stays one KEY=value line: CR and LF in values are written as
+// \r and \n, and entries whose name is empty or holds CR, LF or "=" are
+// left out.
 func Metadata(data map[string]any) []byte {
 	var lines []string
 	lines = appendEnv(lines, "", data)
@@ -25,7 +28,19 @@ func Metadata(data map[string]any) []byte {
 	return []byte(b.String())
 }
 
+// lineEscaper keeps a value on its line.
+var lineEscaper = strings.NewReplacer("\r", `\r`, "\n", `\n`)
+
+func validName(name string) bool {
+	return name != "" && !strings.ContainsAny(name, "\r\n=")
+}
+
 func appendEnv(lines []string, prefix string, m map[string]any) []string {
+	add := func(name, value string) {
+		if validName(name) {
+			lines = append(lines, name+"="+lineEscaper.Replace(value))
+		}
+	}
 	for k, v := range m {
 		name := strings.ToUpper(prefix + k)
 		switch val := v.(type) {
@@ -33,25 +48,25 @@ func appendEnv(lines []string, prefix string, m map[string]any) []string {
 			lines = appendEnv(lines, prefix+k+"_", val)
 		case map[string]string:
 			for sk, sv := range val {
-				lines = append(lines, strings.ToUpper(prefix+k+"_"+sk)+"="+sv)
+				add(strings.ToUpper(prefix+k+"_"+sk), sv)
 			}
 		case string:
-			lines = append(lines, name+"="+val)
+			add(name, val)
 		case bool:
-			lines = append(lines, name+"="+strconv.FormatBool(val))
+			add(name, strconv.FormatBool(val))
 		case float64:
-			lines = append(lines, name+"="+formatNumber(val))
+			add(name, formatNumber(val))
 		case json.Number:
-			lines = append(lines, name+"="+val.String())
+			add(name, val.String())
 		case int:
-			lines = append(lines, name+"="+strconv.Itoa(val))
+			add(name, strconv.Itoa(val))
 		case nil:
 		default:
 			js, err := json.Marshal(val)
 			if err != nil {
 				js = fmt.Appendf(nil, "%v", val)
 			}
-			lines = append(lines, name+"="+string(js))
+			add(name, string(js))
 		}
 	}
 	return lines
