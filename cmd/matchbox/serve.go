@@ -198,7 +198,10 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	if c.watch {
+	watching := make(chan struct{})
+	if !c.watch {
+		close(watching)
+	} else {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -209,7 +212,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 				ng, np, nt := snap.Counts()
 				log.Info("data dir reloaded", "groups", ng, "profiles", np,
 					"templates", nt, "took", time.Since(t).Round(time.Millisecond))
-			})
+			}, func() { close(watching) })
 			if err != nil {
 				errc <- err
 			}
@@ -222,6 +225,15 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			errc <- err
 		}
 	}()
+	// Ready once the data dir is watched, so no edit made after this
+	// point can be missed.
+	select {
+	case <-watching:
+	case err := <-errc:
+		cancel()
+		wg.Wait()
+		return err
+	}
 	ready.Store(true)
 	log.Info("matchbox serving", "version", versionString(), "address", ln.Addr().String(),
 		"assets_path", c.assetsPath, "db_path", c.dbPath, "signing", signer != nil)

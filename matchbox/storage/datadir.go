@@ -76,12 +76,18 @@ var dataDirs = []string{"groups", "profiles", "ignition", "cloud", "generic"}
 // Unchanged files are not reread. A missing data dir is an error; missing
 // folders inside it are not.
 func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
+	objs, _, err := d.load(ctx)
+	return objs, err
+}
+
+// load is Load that also tells whether anything changed since the last load.
+func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 	st, err := os.Stat(d.root)
 	if err != nil {
-		return matchbox.Objects{}, fmt.Errorf("data dir: %w", err)
+		return matchbox.Objects{}, false, fmt.Errorf("data dir: %w", err)
 	}
 	if !st.IsDir() {
-		return matchbox.Objects{}, fmt.Errorf("data dir %s: not a directory", d.root)
+		return matchbox.Objects{}, false, fmt.Errorf("data dir %s: not a directory", d.root)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -95,7 +101,7 @@ func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
 	var jobs []job
 	for _, dir := range dataDirs {
 		if err := ctx.Err(); err != nil {
-			return matchbox.Objects{}, err
+			return matchbox.Objects{}, false, err
 		}
 		recursive := dir != "groups" && dir != "profiles"
 		base := filepath.Join(d.root, dir)
@@ -133,13 +139,13 @@ func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
 			return nil
 		})
 		if err != nil {
-			return matchbox.Objects{}, err
+			return matchbox.Objects{}, false, err
 		}
 	}
 	// Stat, read and parse in parallel: each job owns its entry.
 	workers := min(runtime.GOMAXPROCS(0), 8)
 	var wg sync.WaitGroup
-	var next atomic.Int64
+	var next, reread atomic.Int64
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -150,30 +156,35 @@ func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
 					return
 				}
 				j := jobs[i]
-				d.refresh(j.ent, j.rel, j.dir)
+				if d.refresh(j.ent, j.rel, j.dir) {
+					reread.Add(1)
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	changed := reread.Load() > 0
 	for rel := range d.files {
 		if !seen[rel] {
 			delete(d.files, rel)
+			changed = true
 		}
 	}
-	return d.objects(extra), nil
+	return d.objects(extra), changed, nil
 }
 
-// refresh rereads one file into ent when its stamp changed.
-func (d *DataDir) refresh(ent *fileEntry, rel, dir string) {
+// refresh rereads one file into ent when its stamp changed, and reports
+// whether it did.
+func (d *DataDir) refresh(ent *fileEntry, rel, dir string) bool {
 	path := filepath.Join(d.root, rel)
 	fi, err := os.Stat(path)
 	if err != nil {
 		ent.problems = []matchbox.Problem{{Origin: path, Severity: matchbox.SeverityError, Message: err.Error()}}
-		return
+		return true
 	}
 	stamp := stampOf(fi)
 	if stamp == ent.stamp && !stamp.mod.IsZero() {
-		return
+		return false
 	}
 	ent.stamp = stamp
 	ent.problems = nil
@@ -185,16 +196,16 @@ func (d *DataDir) refresh(ent *fileEntry, rel, dir string) {
 	}
 	if !fi.Mode().IsRegular() {
 		fail("not a regular file")
-		return
+		return true
 	}
 	if fi.Size() > maxFileSize {
 		fail(fmt.Sprintf("file is larger than %d bytes", maxFileSize))
-		return
+		return true
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		fail(err.Error())
-		return
+		return true
 	}
 	warn := func(msg string) {
 		ent.problems = append(ent.problems, matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning, Message: msg})
@@ -204,7 +215,7 @@ func (d *DataDir) refresh(ent *fileEntry, rel, dir string) {
 		g, unknown, err := ParseGroup(data)
 		if err != nil {
 			fail(err.Error())
-			return
+			return true
 		}
 		g.Origin = path
 		ent.group = g
@@ -215,7 +226,7 @@ func (d *DataDir) refresh(ent *fileEntry, rel, dir string) {
 		p, unknown, err := ParseProfile(data)
 		if err != nil {
 			fail(err.Error())
-			return
+			return true
 		}
 		// poseidon/matchbox finds a profile by its file name, so the file
 		// name is the id that groups refer to.
@@ -238,6 +249,7 @@ func (d *DataDir) refresh(ent *fileEntry, rel, dir string) {
 			Origin:  path,
 		}
 	}
+	return true
 }
 
 func stampOf(fi fs.FileInfo) fileStamp {
@@ -276,13 +288,24 @@ func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
 // the new objects to onChange, until ctx ends. Bursts of events (an editor
 // saving, a tool writing many files) are coalesced into one reload after
 // settle. Folders created later are picked up.
-func (d *DataDir) Watch(ctx context.Context, settle time.Duration, onChange func(matchbox.Objects)) error {
+//
+// Watch calls started (when not nil) once the watches are in place; changes
+// made between the last Load and that moment are caught by a rescan then.
+func (d *DataDir) Watch(ctx context.Context, settle time.Duration, onChange func(matchbox.Objects), started func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("data dir watch: %w", err)
 	}
 	defer w.Close()
 	d.addWatches(w)
+	if objs, changed, err := d.load(ctx); err != nil {
+		d.logger.Error("data dir reload failed; keeping the previous configuration", "err", err)
+	} else if changed {
+		onChange(objs)
+	}
+	if started != nil {
+		started()
+	}
 
 	var timer *time.Timer
 	var fire <-chan time.Time
@@ -316,12 +339,14 @@ func (d *DataDir) Watch(ctx context.Context, settle time.Duration, onChange func
 		case <-fire:
 			timer, fire = nil, nil
 			d.addWatches(w)
-			objs, err := d.Load(ctx)
+			objs, changed, err := d.load(ctx)
 			if err != nil {
 				d.logger.Error("data dir reload failed; keeping the previous configuration", "err", err)
 				continue
 			}
-			onChange(objs)
+			if changed {
+				onChange(objs)
+			}
 		}
 	}
 }
