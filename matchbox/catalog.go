@@ -104,23 +104,28 @@ func NewSnapshot(sources ...Objects) *Snapshot {
 	for _, g := range s.groups {
 		groups = append(groups, g)
 	}
-	s.index = NewIndex(groups)
-	s.problems = append(s.problems, s.checkReferences(groups)...)
+	slices.SortFunc(groups, func(a, b *Group) int { return strings.Compare(a.ID, b.ID) })
+	sels := make([]string, len(groups))
+	for i, g := range groups {
+		sels[i] = g.SelectorString()
+	}
+	s.index = newIndex(groups, sels)
+	s.problems = append(s.problems, s.checkReferences(groups, sels)...)
 	return s
 }
 
 // checkReferences reports groups naming missing profiles, profiles naming
 // missing templates, several default groups and identical selector sets.
-func (s *Snapshot) checkReferences(groups []*Group) []Problem {
+// groups are sorted by id; sels are their selector strings.
+func (s *Snapshot) checkReferences(groups []*Group, sels []string) []Problem {
 	var probs []Problem
-	slices.SortFunc(groups, func(a, b *Group) int { return strings.Compare(a.ID, b.ID) })
 	bySel := make(map[string]*Group)
-	for _, g := range groups {
+	for i, g := range groups {
 		if _, ok := s.profiles[g.Profile]; !ok {
 			probs = append(probs, Problem{g.Origin, SeverityError,
 				fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile)})
 		}
-		sel := g.SelectorString()
+		sel := sels[i]
 		if prev, ok := bySel[sel]; ok {
 			what := "has the same selectors as"
 			if sel == "" {

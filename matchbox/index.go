@@ -9,23 +9,40 @@ import (
 // allocating a joined string per lookup.
 type pair struct{ k, v string }
 
-// rankedGroup is a group with its precedence: lower rank wins.
-type rankedGroup struct {
-	g    *Group
-	rank int
+// entry is a group with what precedence compares, computed once.
+type entry struct {
+	g   *Group
+	sel string // SelectorString
+	n   int    // number of selectors
+}
+
+// precedes reports whether e wins over o when both match a machine.
+func (e *entry) precedes(o *entry) bool {
+	return compareEntries(e, o) < 0
+}
+
+func compareEntries(a, b *entry) int {
+	if a.n != b.n {
+		return cmp.Compare(b.n, a.n)
+	}
+	if a.sel != b.sel {
+		return -cmp.Compare(a.sel, b.sel)
+	}
+	return cmp.Compare(a.g.ID, b.g.ID)
 }
 
 // Index answers "which group does a machine with these labels get" without
 // scanning every group. Each group with selectors is filed under its least
 // common selector pair; a request looks up only the buckets of its own
 // labels, so the cost depends on the number of labels and on how many
-// groups share a pair, not on the total number of groups.
+// groups share a pair, not on the total number of groups. Buckets are kept
+// in precedence order, so a lookup stops at the first match.
 type Index struct {
-	buckets map[pair][]rankedGroup
-	// always holds, in rank order, groups whose selector values are all
-	// empty: they match machines that send none of those labels, so no
+	buckets map[pair][]entry
+	// always holds, in precedence order, groups whose selector values are
+	// all empty: they match machines that send none of those labels, so no
 	// label lookup finds them.
-	always      []rankedGroup
+	always      []entry
 	bestDefault *Group
 	size        int
 }
@@ -35,52 +52,35 @@ type Index struct {
 // sorted "k=v" selector string (poseidon/matchbox's rule); identical
 // selector sets, which poseidon/matchbox leaves undefined, by the lower id.
 func Precedes(a, b *Group) bool {
-	return compareGroups(a, b) < 0
-}
-
-func compareGroups(a, b *Group) int {
-	if la, lb := len(a.Selector), len(b.Selector); la != lb {
-		return cmp.Compare(lb, la)
-	}
-	if sa, sb := a.SelectorString(), b.SelectorString(); sa != sb {
-		return -cmp.Compare(sa, sb)
-	}
-	return cmp.Compare(a.ID, b.ID)
+	ea := entry{a, a.SelectorString(), len(a.Selector)}
+	eb := entry{b, b.SelectorString(), len(b.Selector)}
+	return ea.precedes(&eb)
 }
 
 // NewIndex builds the selection index for groups.
 func NewIndex(groups []*Group) *Index {
-	type keyed struct {
-		g   *Group
-		sel string
-	}
-	sorted := make([]keyed, len(groups))
+	sels := make([]string, len(groups))
 	for i, g := range groups {
-		sorted[i] = keyed{g, g.SelectorString()}
+		sels[i] = g.SelectorString()
 	}
-	// Sort once by precedence; the position is the rank.
-	slices.SortFunc(sorted, func(a, b keyed) int {
-		if la, lb := len(a.g.Selector), len(b.g.Selector); la != lb {
-			return cmp.Compare(lb, la)
-		}
-		if a.sel != b.sel {
-			return -cmp.Compare(a.sel, b.sel)
-		}
-		return cmp.Compare(a.g.ID, b.g.ID)
-	})
+	return newIndex(groups, sels)
+}
 
-	freq := make(map[pair]int)
+// newIndex builds the index from groups and their selector strings.
+func newIndex(groups []*Group, sels []string) *Index {
+	freq := make(map[pair]int, len(groups))
 	for _, g := range groups {
 		for k, v := range g.Selector {
 			freq[pair{k, v}]++
 		}
 	}
-	idx := &Index{buckets: make(map[pair][]rankedGroup, len(freq)), size: len(groups)}
-	for rank, kg := range sorted {
-		g := kg.g
-		if len(g.Selector) == 0 {
-			if idx.bestDefault == nil {
-				idx.bestDefault = g
+	idx := &Index{buckets: make(map[pair][]entry, len(freq)), size: len(groups)}
+	var bestDefault *entry
+	for i, g := range groups {
+		e := entry{g, sels[i], len(g.Selector)}
+		if e.n == 0 {
+			if bestDefault == nil || e.precedes(bestDefault) {
+				bestDefault = &e
 			}
 			continue
 		}
@@ -97,10 +97,20 @@ func NewIndex(groups []*Group) *Index {
 			}
 		}
 		if bestN < 0 {
-			idx.always = append(idx.always, rankedGroup{g, rank})
+			idx.always = append(idx.always, e)
 			continue
 		}
-		idx.buckets[best] = append(idx.buckets[best], rankedGroup{g, rank})
+		idx.buckets[best] = append(idx.buckets[best], e)
+	}
+	if bestDefault != nil {
+		idx.bestDefault = bestDefault.g
+	}
+	byPrecedence := func(a, b entry) int { return compareEntries(&a, &b) }
+	slices.SortFunc(idx.always, byPrecedence)
+	for _, b := range idx.buckets {
+		if len(b) > 1 {
+			slices.SortFunc(b, byPrecedence)
+		}
 	}
 	return idx
 }
@@ -111,22 +121,23 @@ func (idx *Index) Len() int { return idx.size }
 // Select returns the group a machine with these labels gets, or nil when
 // no group matches.
 func (idx *Index) Select(labels map[string]string) *Group {
-	var best *Group
-	bestRank := -1
-	for _, rg := range idx.always {
-		if rg.g.Matches(labels) {
-			best, bestRank = rg.g, rg.rank
+	var best *entry
+	for i := range idx.always {
+		if idx.always[i].g.Matches(labels) {
+			best = &idx.always[i]
 			break
 		}
 	}
 	for k, v := range labels {
-		for _, rg := range idx.buckets[pair{k, v}] {
-			if bestRank >= 0 && rg.rank >= bestRank {
-				// Buckets are in rank order: nothing later can win.
+		bucket := idx.buckets[pair{k, v}]
+		for i := range bucket {
+			e := &bucket[i]
+			if best != nil && !e.precedes(best) {
+				// Buckets are in precedence order: nothing later can win.
 				break
 			}
-			if rg.g.Matches(labels) {
-				best, bestRank = rg.g, rg.rank
+			if e.g.Matches(labels) {
+				best = e
 				break
 			}
 		}
@@ -134,5 +145,5 @@ func (idx *Index) Select(labels map[string]string) *Group {
 	if best == nil {
 		return idx.bestDefault
 	}
-	return best
+	return best.g
 }

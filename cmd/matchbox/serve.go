@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +42,7 @@ type serveConfig struct {
 	settle          time.Duration
 	shutdownTimeout time.Duration
 	cacheMB         int
+	memoryLimit     string
 	// Flags of poseidon/matchbox's gRPC API, accepted so existing unit
 	// files keep working; the API is not served.
 	rpcAddress, certFile, keyFile, caFile string
@@ -57,7 +60,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.BoolVar(&c.watch, "watch", true, "reload the data dir when its files change")
 	fs.DurationVar(&c.settle, "watch-settle", 200*time.Millisecond, "wait this long after the last change before reloading")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain open requests on shutdown")
-	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 64, "memory bound of the Butane→Ignition translation cache, in MiB")
+	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 32, "memory bound of the Butane→Ignition translation cache, in MiB")
+	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", `soft memory limit of the Go runtime: "auto" (from the loaded configuration), "off", or MiB`)
 	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
 	fs.StringVar(&c.certFile, "cert-file", "", "poseidon/matchbox gRPC TLS certificate (accepted for compatibility)")
 	fs.StringVar(&c.keyFile, "key-file", "", "poseidon/matchbox gRPC TLS key (accepted for compatibility)")
@@ -157,6 +161,17 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	start := time.Now()
 	dd := storage.NewDataDir(c.dataPath, log)
+	// Watch before loading, so that no edit can fall between the two.
+	var watcher *storage.Watcher
+	if c.watch {
+		if watcher, err = dd.NewWatcher(); err != nil {
+			return err
+		}
+		defer watcher.Close()
+	}
+	// The initial load allocates mostly what it keeps: collect less often
+	// while it runs.
+	gcPercent := debug.SetGCPercent(400)
 	objs, err := dd.Load(ctx)
 	if err != nil {
 		return err
@@ -167,8 +182,13 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	snap := catalog.UpdateSources(ctx, map[string]matchbox.Objects{"datadir": objs, "db": dbObjs})
 	// Hand the garbage of the initial load back to the OS.
-	runtime.GC()
+	debug.SetGCPercent(gcPercent)
 	debug.FreeOSMemory()
+	mem, err := newMemoryTuner(c.memoryLimit, c.cacheMB<<20, log)
+	if err != nil {
+		return err
+	}
+	mem.tune(false)
 	ng, np, nt := snap.Counts()
 	log.Info("configuration loaded", "data_path", c.dataPath, "groups", ng,
 		"profiles", np, "templates", nt, "took", time.Since(start).Round(time.Millisecond))
@@ -198,21 +218,19 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	watching := make(chan struct{})
-	if !c.watch {
-		close(watching)
-	} else {
+	if watcher != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := dd.Watch(ctx, c.settle, func(objs matchbox.Objects) {
+			err := watcher.Run(ctx, c.settle, func(objs matchbox.Objects) {
 				t := time.Now()
 				snap := catalog.Update(ctx, "datadir", objs)
 				cm.reloads.Inc()
+				mem.tune(true)
 				ng, np, nt := snap.Counts()
 				log.Info("data dir reloaded", "groups", ng, "profiles", np,
 					"templates", nt, "took", time.Since(t).Round(time.Millisecond))
-			}, func() { close(watching) })
+			})
 			if err != nil {
 				errc <- err
 			}
@@ -225,15 +243,6 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			errc <- err
 		}
 	}()
-	// Ready once the data dir is watched, so no edit made after this
-	// point can be missed.
-	select {
-	case <-watching:
-	case err := <-errc:
-		cancel()
-		wg.Wait()
-		return err
-	}
 	ready.Store(true)
 	log.Info("matchbox serving", "version", versionString(), "address", ln.Addr().String(),
 		"assets_path", c.assetsPath, "db_path", c.dbPath, "signing", signer != nil)
@@ -291,4 +300,53 @@ func (m *catalogMetrics) update(snap *matchbox.Snapshot, probs []matchbox.Proble
 	for sev, n := range counts {
 		m.problems.WithLabelValues(sev).Set(n)
 	}
+}
+
+// memoryTuner sets the Go runtime's soft memory limit from the size of the
+// loaded configuration, so that garbage between collections stays bounded
+// (the default lets the heap grow to twice the live data): 1.5 times the
+// live heap plus the translation cache bound plus 64 MiB of headroom for
+// requests. GOMEMLIMIT in the environment, or -memory-limit, overrides it.
+type memoryTuner struct {
+	auto       bool
+	cacheBytes int64
+	log        *slog.Logger
+}
+
+func newMemoryTuner(mode string, cacheBytes int, log *slog.Logger) (*memoryTuner, error) {
+	t := &memoryTuner{cacheBytes: int64(cacheBytes), log: log}
+	switch {
+	case os.Getenv("GOMEMLIMIT") != "":
+		log.Info("memory limit from GOMEMLIMIT", "bytes", debug.SetMemoryLimit(-1))
+	case mode == "off":
+	case mode == "auto":
+		t.auto = true
+	default:
+		mib, err := strconv.ParseInt(mode, 10, 64)
+		if err != nil || mib <= 0 {
+			return nil, fmt.Errorf(`-memory-limit: %q is not "auto", "off" or a number of MiB`, mode)
+		}
+		debug.SetMemoryLimit(mib << 20)
+	}
+	return t, nil
+}
+
+// tune recomputes the automatic limit; call it after the configuration
+// changed, with collect set unless a collection just ran.
+func (t *memoryTuner) tune(collect bool) {
+	if !t.auto {
+		return
+	}
+	if collect {
+		runtime.GC()
+	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return
+	}
+	live := int64(sample[0].Value.Uint64())
+	limit := live*3/2 + t.cacheBytes + 64<<20
+	debug.SetMemoryLimit(limit)
+	t.log.Debug("memory limit set", "live_bytes", live, "limit_bytes", limit)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"text/template"
@@ -60,6 +61,10 @@ type Engine struct {
 	templates sync.Map // *matchbox.Template → *compiled
 	args      sync.Map // *matchbox.Profile → *compiledArgs
 	butane    *lru
+	// translating bounds concurrent Butane translations: they are CPU-bound
+	// and allocate megabytes each, so more of them than CPUs only costs
+	// memory.
+	translating chan struct{}
 }
 
 // compiled is a parsed template, or the reason it cannot be used.
@@ -78,16 +83,19 @@ type compiledArgs struct {
 
 // Options configures an Engine.
 type Options struct {
-	// TranslateCacheBytes bounds the Butane translation cache (default 64 MiB).
+	// TranslateCacheBytes bounds the Butane translation cache (default 32 MiB).
 	TranslateCacheBytes int
 }
 
 // NewEngine returns an Engine.
 func NewEngine(opts Options) *Engine {
 	if opts.TranslateCacheBytes <= 0 {
-		opts.TranslateCacheBytes = 64 << 20
+		opts.TranslateCacheBytes = 32 << 20
 	}
-	return &Engine{butane: newLRU(opts.TranslateCacheBytes)}
+	return &Engine{
+		butane:      newLRU(opts.TranslateCacheBytes),
+		translating: make(chan struct{}, runtime.GOMAXPROCS(0)),
+	}
 }
 
 // Stats returns the engine's counters.
@@ -317,9 +325,20 @@ func (e *Engine) Ignition(ctx context.Context, snap *matchbox.Snapshot, sel matc
 }
 
 // translate converts rendered Butane to Ignition JSON, through the cache.
-func (e *Engine) translate(_ context.Context, butaneText []byte) ([]byte, error) {
+func (e *Engine) translate(ctx context.Context, butaneText []byte) ([]byte, error) {
 	key := sha256.Sum256(butaneText)
 	if v, ok := e.butane.get(key); ok {
+		return v.out, v.err
+	}
+	select {
+	case e.translating <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-e.translating }()
+	// Another request may have translated the same text while this one
+	// waited.
+	if v, ok := e.butane.peek(key); ok {
 		return v.out, v.err
 	}
 	out, err := TranslateButane(butaneText)

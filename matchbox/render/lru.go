@@ -48,6 +48,16 @@ func (c *lru) get(k [32]byte) (cacheValue, bool) {
 	return cacheValue{}, false
 }
 
+// peek is get without counting a hit or miss.
+func (c *lru) peek(k [32]byte) (cacheValue, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[k]; ok {
+		return el.Value.(*lruEntry).val, true
+	}
+	return cacheValue{}, false
+}
+
 func (c *lru) add(k [32]byte, v cacheValue) {
 	n := entrySize(v)
 	if n > c.max {

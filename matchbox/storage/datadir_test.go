@@ -745,7 +745,7 @@ func TestDataDirWatch(t *testing.T) {
 	defer cancel()
 	rec := &watchRecorder{}
 	done := make(chan error, 1)
-	go func() { done <- d.Watch(ctx, 50*time.Millisecond, rec.onChange, nil) }()
+	go func() { done <- d.Watch(ctx, 50*time.Millisecond, rec.onChange) }()
 
 	hasGroup := func(id, profile string) func(matchbox.Objects) bool {
 		return func(objs matchbox.Objects) bool {
