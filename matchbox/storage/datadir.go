@@ -294,7 +294,6 @@ func (d *DataDir) refresh(ent *fileEntry, rel, dir string, regular bool) bool {
 	return true
 }
 
-
 // objects collects the current objects in path order.
 func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
 	paths := make([]string, 0, len(d.files))
