@@ -16,7 +16,7 @@ import (
 // SchemaVersion is the version of the bbolt layout this build writes.
 // Opening a database with a newer version is refused; older versions are
 // migrated explicitly in migrate.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	bucketMeta      = []byte("meta")
@@ -70,8 +70,9 @@ func (b *Bolt) migrate() error {
 		if version > SchemaVersion {
 			return fmt.Errorf("database schema version %d is newer than this matchbox supports (%d)", version, SchemaVersion)
 		}
-		// Version 0 → 1: create the buckets.
-		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines} {
+		// Version 0 → 1: configuration and machine buckets.
+		// Version 1 → 2: event histories and DHCP leases.
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketEvents, bucketLeases} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -1,0 +1,653 @@
+package dhcp
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"matchbox.dev/matchbox"
+)
+
+// Listener is one socket the server answers on.
+type Listener struct {
+	Conn net.PacketConn
+	// Interface names the network interface, for logs.
+	Interface string
+	// ServerIP is this interface's IPv4 address: option 54, siaddr and
+	// the host of boot URLs.
+	ServerIP netip.Addr
+	// Prefix is the interface's subnet: non-relayed clients get addresses
+	// from the pool inside it.
+	Prefix netip.Prefix
+	Mode   Mode
+	// BINL marks the PXE boot-server socket (UDP 4011).
+	BINL bool
+}
+
+// Config configures a Server.
+type Config struct {
+	Subnets   []Subnet
+	LeaseTime time.Duration
+	BootFiles BootFiles
+	// BootURL is the iPXE script URL given to iPXE clients reaching us at
+	// serverIP (http://serverIP:port/boot.ipxe by default).
+	BootURL func(serverIP netip.Addr) string
+	// HTTPBootURL is the full URL of a boot file for UEFI HTTP Boot.
+	HTTPBootURL  func(serverIP netip.Addr, file string) string
+	Booter       Booter
+	Reservations Reservations
+	Leases       matchbox.LeaseStore
+	Recorder     *matchbox.Recorder
+	Logger       *slog.Logger
+	Registry     prometheus.Registerer
+	// MaxInFlight bounds packets handled at once (default 1024).
+	MaxInFlight int
+}
+
+// Server answers DHCP and PXE requests.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	leases  *leaseTable
+	rec     *matchbox.Recorder
+	sem     chan struct{}
+	packets *prometheus.CounterVec
+	replies *prometheus.CounterVec
+	dropped *prometheus.CounterVec
+}
+
+// New returns a Server; it loads persisted leases in full mode.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LeaseTime <= 0 {
+		cfg.LeaseTime = time.Hour
+	}
+	if cfg.BootFiles == nil {
+		cfg.BootFiles = DefaultBootFiles()
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+	}
+	if cfg.BootURL == nil || cfg.HTTPBootURL == nil {
+		return nil, errors.New("dhcp: BootURL and HTTPBootURL are required")
+	}
+	for i := range cfg.Subnets {
+		if cfg.Subnets[i].LeaseTime <= 0 {
+			cfg.Subnets[i].LeaseTime = cfg.LeaseTime
+		}
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		leases: newLeaseTable(cfg.Subnets, cfg.Leases),
+		rec:    cfg.Recorder,
+		sem:    make(chan struct{}, cfg.MaxInFlight),
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_dhcp_requests_total", Help: "DHCP requests received, by mode and message type.",
+		}, []string{"mode", "type"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_dhcp_replies_total", Help: "DHCP replies sent, by mode and message type (offer, ack, nak, proxy-offer, binl-ack).",
+		}, []string{"mode", "type"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_dhcp_dropped_total", Help: "DHCP packets not answered, by reason.",
+		}, []string{"reason"}),
+	}
+	n, err := s.leases.load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: load leases: %w", err)
+	}
+	if len(cfg.Subnets) > 0 {
+		s.log.Info("dhcp leases loaded", "leases", n, "subnets", len(cfg.Subnets))
+	}
+	if cfg.Registry != nil {
+		inUse := prometheus.NewDesc("matchbox_dhcp_leases_in_use", "Active bound leases per subnet.", []string{"subnet"}, nil)
+		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, collectorFunc{
+			desc: inUse,
+			collect: func(ch chan<- prometheus.Metric) {
+				for subnet, n := range s.leases.inUse() {
+					ch <- prometheus.MustNewConstMetric(inUse, prometheus.GaugeValue, float64(n), subnet)
+				}
+			},
+		})
+	}
+	return s, nil
+}
+
+// collectorFunc is a prometheus.Collector from a function.
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
+
+// Leases returns the leases held in memory (bound, offered and declined).
+func (s *Server) Leases() []matchbox.Lease { return s.leases.all() }
+
+// Serve answers on every listener until ctx ends, then closes them.
+func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.serveOne(ctx, l); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		for _, l := range listeners {
+			l.Conn.Close()
+		}
+	}()
+	wg.Wait()
+	// Wait for packets still being handled.
+	for range cap(s.sem) {
+		s.sem <- struct{}{}
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) serveOne(ctx context.Context, l Listener) error {
+	buf := make([]byte, 4096)
+	for {
+		n, peer, err := l.Conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dhcp %s: %w", l.Interface, err)
+		}
+		pkt := make([]byte, n)
+		copy(pkt, buf[:n])
+		s.sem <- struct{}{}
+		go func() {
+			defer func() { <-s.sem }()
+			s.handle(ctx, l, pkt, peer)
+		}()
+	}
+}
+
+// client is what a request tells about the machine.
+type client struct {
+	mac      string
+	uuid     string
+	arch     uint16
+	hasArch  bool
+	ipxe     bool
+	vendor   string // option 60 as sent
+	httpBoot bool
+	pxe      bool // PXEClient, HTTPClient or iPXE
+}
+
+func classify(m *dhcpv4.DHCPv4) client {
+	c := client{mac: m.ClientHWAddr.String(), vendor: m.ClassIdentifier()}
+	if archs := m.ClientArch(); len(archs) > 0 {
+		c.arch, c.hasArch = uint16(archs[0]), true
+	}
+	for _, uc := range m.UserClass() {
+		if uc == "iPXE" {
+			c.ipxe = true
+		}
+	}
+	c.httpBoot = strings.HasPrefix(c.vendor, "HTTPClient")
+	c.pxe = c.ipxe || c.httpBoot || strings.HasPrefix(c.vendor, "PXEClient")
+	if !c.hasArch && c.pxe {
+		// The arch field of option 60 ("PXEClient:Arch:00007:…") is decimal.
+		if i := strings.Index(c.vendor, ":Arch:"); i >= 0 && len(c.vendor) >= i+11 {
+			if v, err := strconv.ParseUint(c.vendor[i+6:i+11], 10, 16); err == nil {
+				c.arch, c.hasArch = uint16(v), true
+			}
+		}
+	}
+	if g := m.GetOneOption(dhcpv4.OptionClientMachineIdentifier); len(g) == 17 && g[0] == 0 {
+		c.uuid = formatGUID(g[1:])
+	}
+	return c
+}
+
+// formatGUID renders option 97's 16 bytes as PXE firmware prints them
+// (the first three fields little-endian, as iPXE's ${uuid} does).
+func formatGUID(b []byte) string {
+	return fmt.Sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])
+}
+
+// boot is a PXE answer.
+type boot struct {
+	file   string
+	vendor string // option 60 to echo
+	sel    matchbox.Selection
+}
+
+// bootAnswer decides what a PXE client is told to boot, or why nothing.
+// The returned boot carries the machine's selection (for its host name)
+// even when there is no boot answer.
+func (s *Server) bootAnswer(l Listener, c client) (boot, string) {
+	labels := map[string]string{"mac": c.mac}
+	if c.uuid != "" {
+		labels["uuid"] = c.uuid
+	}
+	sel, ok := s.cfg.Booter.Netboot(labels)
+	if !c.pxe {
+		return boot{sel: sel}, "not a PXE client"
+	}
+	if !ok {
+		return boot{sel: sel}, "no group for this machine"
+	}
+	switch {
+	case c.ipxe:
+		// iPXE already runs: send it the script, never a binary (no loop).
+		return boot{file: s.cfg.BootURL(l.ServerIP), vendor: vendorEcho(c, "PXEClient"), sel: sel}, ""
+	case c.httpBoot || (c.hasArch && httpBootArch(c.arch)):
+		f, ok := s.cfg.BootFiles[c.arch]
+		if !ok {
+			return boot{sel: sel}, fmt.Sprintf("no boot file configured for %s", ArchName(c.arch))
+		}
+		return boot{file: s.cfg.HTTPBootURL(l.ServerIP, f), vendor: "HTTPClient", sel: sel}, ""
+	default:
+		if !c.hasArch {
+			c.arch = 0
+		}
+		f, ok := s.cfg.BootFiles[c.arch]
+		if !ok {
+			return boot{sel: sel}, fmt.Sprintf("no boot file configured for %s", ArchName(c.arch))
+		}
+		return boot{file: f, vendor: "PXEClient", sel: sel}, ""
+	}
+}
+
+func vendorEcho(c client, def string) string {
+	if strings.HasPrefix(c.vendor, "PXEClient") || strings.HasPrefix(c.vendor, "HTTPClient") {
+		return c.vendor[:strings.IndexByte(c.vendor+":", ':')]
+	}
+	return def
+}
+
+// addBoot puts a PXE answer into a reply.
+func addBoot(reply *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, l Listener, b boot, c client, proxy bool) {
+	reply.ServerIPAddr = net.IP(l.ServerIP.AsSlice())
+	reply.BootFileName = b.file
+	reply.UpdateOption(dhcpv4.OptBootFileName(b.file))
+	reply.UpdateOption(dhcpv4.OptClassIdentifier(b.vendor))
+	if !c.ipxe && !c.httpBoot {
+		reply.UpdateOption(dhcpv4.OptTFTPServerName(l.ServerIP.String()))
+	}
+	if g := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); g != nil {
+		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, g))
+	}
+	// Legacy BIOS PXE ROMs in proxy mode need PXE discovery control
+	// (option 43, sub-option 6 = 8: boot the file in this packet). UEFI
+	// clients get no option 43 and move to UDP 4011, as EDK2 expects.
+	if proxy && !c.ipxe && c.hasArch && c.arch == 0 {
+		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
+}
+
+// handle answers one packet. Errors and drops are logged and counted here.
+func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Addr) {
+	m, err := dhcpv4.FromBytes(pkt)
+	if err != nil {
+		s.dropped.WithLabelValues("malformed").Inc()
+		s.log.Debug("dhcp: malformed packet", "interface", l.Interface, "peer", peer, "err", err)
+		return
+	}
+	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
+		s.dropped.WithLabelValues("not-a-request").Inc()
+		return
+	}
+	mt := m.MessageType()
+	mode := string(l.Mode)
+	if l.BINL {
+		mode += "-4011"
+	}
+	s.packets.WithLabelValues(mode, strings.ToLower(mt.String())).Inc()
+	c := classify(m)
+	var reply *dhcpv4.DHCPv4
+	var event matchbox.Event
+	switch {
+	case l.BINL:
+		reply, event = s.binl(l, m, c)
+	case l.Mode == ModeProxy:
+		reply, event = s.proxy(l, m, c)
+	case l.Mode == ModeFull:
+		reply, event = s.full(ctx, l, m, c)
+	}
+	if reply == nil {
+		return
+	}
+	if err := s.send(l, m, reply, peer); err != nil {
+		s.dropped.WithLabelValues("send-failed").Inc()
+		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", c.mac, "err", err)
+		return
+	}
+	s.replies.WithLabelValues(mode, replyKind(reply, l)).Inc()
+	if event.Kind != "" {
+		event.MAC = c.mac
+		if c.hasArch {
+			event.Arch = ArchName(c.arch)
+		}
+		event.UUID = c.uuid
+		if event.Detail == "" {
+			event.Detail = mode
+		} else {
+			event.Detail = mode + ": " + event.Detail
+		}
+		s.rec.Record(event)
+	}
+}
+
+func replyKind(r *dhcpv4.DHCPv4, l Listener) string {
+	switch {
+	case l.BINL:
+		return "binl-ack"
+	case l.Mode == ModeProxy:
+		return "proxy-offer"
+	}
+	return strings.ToLower(r.MessageType().String())
+}
+
+// send writes reply to the right place: back to where the request came
+// from when it has an address (a relay, a renewing client, a client on
+// 4011), otherwise broadcast on the receiving interface.
+func (s *Server) send(l Listener, req, reply *dhcpv4.DHCPv4, peer net.Addr) error {
+	dst, _ := peer.(*net.UDPAddr)
+	if dst == nil || dst.IP == nil || dst.IP.IsUnspecified() {
+		if gw := req.GatewayIPAddr; gw != nil && !gw.IsUnspecified() {
+			dst = &net.UDPAddr{IP: gw, Port: dhcpv4.ServerPort}
+		} else {
+			dst = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+		}
+	}
+	_, err := l.Conn.WriteTo(reply.ToBytes(), dst)
+	return err
+}
+
+func newReply(req *dhcpv4.DHCPv4, l Listener, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	reply, err := dhcpv4.NewReplyFromRequest(req)
+	if err != nil {
+		// Only transaction id generation can fail, and the id is copied.
+		reply = &dhcpv4.DHCPv4{OpCode: dhcpv4.OpcodeBootReply, HWType: req.HWType, TransactionID: req.TransactionID,
+			ClientHWAddr: req.ClientHWAddr, Flags: req.Flags, GatewayIPAddr: req.GatewayIPAddr, Options: dhcpv4.Options{}}
+	}
+	reply.UpdateOption(dhcpv4.OptMessageType(mt))
+	reply.UpdateOption(dhcpv4.OptServerIdentifier(net.IP(l.ServerIP.AsSlice())))
+	return reply
+}
+
+// proxy answers PXE DISCOVERs on port 67 with boot information only.
+func (s *Server) proxy(l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event) {
+	if m.MessageType() != dhcpv4.MessageTypeDiscover {
+		return nil, matchbox.Event{}
+	}
+	b, why := s.bootAnswer(l, c)
+	if why != "" {
+		s.noBoot(l, c, why)
+		return nil, matchbox.Event{}
+	}
+	reply := newReply(m, l, dhcpv4.MessageTypeOffer)
+	reply.YourIPAddr = net.IPv4zero
+	addBoot(reply, m, l, b, c, true)
+	return reply, matchbox.Event{Kind: matchbox.EventPXEOffer, File: b.file, Group: b.sel.Group.ID, Profile: profileID(b.sel)}
+}
+
+// binl answers the PXE boot-server exchange on UDP 4011.
+func (s *Server) binl(l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event) {
+	if mt := m.MessageType(); mt != dhcpv4.MessageTypeRequest && mt != dhcpv4.MessageTypeInform {
+		return nil, matchbox.Event{}
+	}
+	b, why := s.bootAnswer(l, c)
+	if why != "" {
+		s.noBoot(l, c, why)
+		return nil, matchbox.Event{}
+	}
+	reply := newReply(m, l, dhcpv4.MessageTypeAck)
+	reply.ClientIPAddr = m.ClientIPAddr
+	addBoot(reply, m, l, b, c, false)
+	return reply, matchbox.Event{Kind: matchbox.EventPXEOffer, IP: ipString(m.ClientIPAddr), File: b.file,
+		Group: b.sel.Group.ID, Profile: profileID(b.sel), Detail: "boot server"}
+}
+
+func (s *Server) noBoot(l Listener, c client, why string) {
+	s.dropped.WithLabelValues("no-boot").Inc()
+	s.log.Info("dhcp: no boot answer", "interface", l.Interface, "mac", c.mac, "arch", ArchName(c.arch), "reason", why)
+}
+
+func profileID(sel matchbox.Selection) string {
+	if sel.Profile != nil {
+		return sel.Profile.ID
+	}
+	return ""
+}
+
+func ipString(ip net.IP) string {
+	if ip == nil || ip.IsUnspecified() {
+		return ""
+	}
+	return ip.String()
+}
+
+func toAddr(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return netip.Addr{}
+	}
+	return a
+}
+
+func ipsOf(addrs []netip.Addr) []net.IP {
+	out := make([]net.IP, len(addrs))
+	for i, a := range addrs {
+		out[i] = net.IP(a.AsSlice())
+	}
+	return out
+}
+
+// poolFor picks the pool a request draws from: the relay's subnet when
+// relayed, else the receiving interface's.
+func (s *Server) poolFor(l Listener, m *dhcpv4.DHCPv4) *pool {
+	if gw := toAddr(m.GatewayIPAddr); gw.IsValid() && !gw.IsUnspecified() {
+		return s.leases.poolContaining(gw)
+	}
+	if l.Prefix.IsValid() {
+		for _, p := range s.leases.pools {
+			if p.subnet.Prefix.Overlaps(l.Prefix) {
+				return p
+			}
+		}
+	}
+	return s.leases.poolContaining(l.ServerIP)
+}
+
+func (s *Server) requestOf(m *dhcpv4.DHCPv4, c client) request {
+	r := request{mac: c.mac, hostname: m.HostName()}
+	if id := m.GetOneOption(dhcpv4.OptionClientIdentifier); len(id) > 0 {
+		r.clientID = hex.EncodeToString(id)
+	}
+	r.key = clientKey(r.clientID, r.mac)
+	if gw := toAddr(m.GatewayIPAddr); gw.IsValid() && !gw.IsUnspecified() {
+		r.relay = gw.String()
+	}
+	if ri := m.RelayAgentInfo(); ri != nil {
+		if v := ri.Get(dhcpv4.GenericOptionCode(1)); v != nil {
+			r.circuitID = hex.EncodeToString(v)
+		}
+		if v := ri.Get(dhcpv4.GenericOptionCode(2)); v != nil {
+			r.remoteID = hex.EncodeToString(v)
+		}
+	}
+	r.requested = toAddr(m.RequestedIPAddress())
+	if s.cfg.Reservations != nil {
+		if ip, ok := s.cfg.Reservations.Reserved(c.mac); ok {
+			r.reserved = ip
+		}
+	}
+	return r
+}
+
+// addLeaseOptions adds the subnet's options to an OFFER or ACK.
+func addLeaseOptions(reply *dhcpv4.DHCPv4, p *pool, hostname string) {
+	sub := p.subnet
+	reply.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(sub.Prefix.Bits(), 32)))
+	reply.UpdateOption(dhcpv4.OptIPAddressLeaseTime(sub.LeaseTime))
+	reply.UpdateOption(dhcpv4.OptRenewTimeValue(sub.LeaseTime / 2))
+	reply.UpdateOption(dhcpv4.OptRebindingTimeValue(sub.LeaseTime * 7 / 8))
+	if len(sub.Routers) > 0 {
+		reply.UpdateOption(dhcpv4.OptRouter(ipsOf(sub.Routers)...))
+	}
+	if len(sub.DNS) > 0 {
+		reply.UpdateOption(dhcpv4.OptDNS(ipsOf(sub.DNS)...))
+	}
+	if len(sub.NTP) > 0 {
+		reply.UpdateOption(dhcpv4.OptNTPServers(ipsOf(sub.NTP)...))
+	}
+	if sub.Domain != "" {
+		reply.UpdateOption(dhcpv4.OptDomainName(sub.Domain))
+	}
+	if hostname != "" {
+		reply.UpdateOption(dhcpv4.OptHostName(hostname))
+	}
+}
+
+// hostnameFor is the host name a machine's group gives it, if any.
+func hostnameFor(sel matchbox.Selection) string {
+	if sel.Group == nil {
+		return ""
+	}
+	if h, ok := sel.Group.Metadata["hostname"].(string); ok {
+		return h
+	}
+	return ""
+}
+
+// full answers in full mode: address leases, with PXE answers for PXE
+// clients the core lets boot.
+func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event) {
+	mt := m.MessageType()
+	if mt == dhcpv4.MessageTypeInform {
+		reply := newReply(m, l, dhcpv4.MessageTypeAck)
+		reply.ClientIPAddr = m.ClientIPAddr
+		if p := s.poolFor(l, m); p != nil {
+			addLeaseOptions(reply, p, "")
+			reply.Options.Del(dhcpv4.OptionIPAddressLeaseTime)
+			reply.Options.Del(dhcpv4.OptionRenewTimeValue)
+			reply.Options.Del(dhcpv4.OptionRebindingTimeValue)
+		}
+		var ev matchbox.Event
+		if b, why := s.bootAnswer(l, c); why == "" {
+			addBoot(reply, m, l, b, c, false)
+			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
+		}
+		ev.Kind, ev.IP = matchbox.EventDHCPInform, ipString(m.ClientIPAddr)
+		return reply, ev
+	}
+	p := s.poolFor(l, m)
+	if p == nil {
+		s.dropped.WithLabelValues("no-subnet").Inc()
+		s.log.Debug("dhcp: no subnet for request", "interface", l.Interface, "mac", c.mac, "relay", ipString(m.GatewayIPAddr))
+		return nil, matchbox.Event{}
+	}
+	r := s.requestOf(m, c)
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		ip, err := s.leases.offer(p, r)
+		if err != nil {
+			s.dropped.WithLabelValues("pool-exhausted").Inc()
+			s.log.Warn("dhcp: no address to offer", "subnet", p.subnet.Prefix, "mac", c.mac, "err", err)
+			return nil, matchbox.Event{}
+		}
+		reply := newReply(m, l, dhcpv4.MessageTypeOffer)
+		reply.YourIPAddr = net.IP(ip.AsSlice())
+		ev := matchbox.Event{Kind: matchbox.EventDHCPOffer, IP: ip.String()}
+		b, why := s.bootAnswer(l, c)
+		addLeaseOptions(reply, p, hostnameFor(b.sel))
+		if why == "" {
+			addBoot(reply, m, l, b, c, false)
+			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
+		}
+		return reply, ev
+	case dhcpv4.MessageTypeRequest:
+		if sid := toAddr(m.ServerIdentifier()); sid.IsValid() && sid != l.ServerIP {
+			// The client took another server's offer.
+			s.leases.forgetOffer(p, r.key)
+			return nil, matchbox.Event{}
+		}
+		ip := r.requested
+		if !ip.IsValid() {
+			ip = toAddr(m.ClientIPAddr)
+		}
+		if !ip.IsValid() || ip.IsUnspecified() {
+			s.dropped.WithLabelValues("no-address-requested").Inc()
+			return nil, matchbox.Event{}
+		}
+		lease, err := s.leases.bind(ctx, p, r, ip, p.subnet.LeaseTime)
+		if errors.Is(err, errNotYours) {
+			nak := newReply(m, l, dhcpv4.MessageTypeNak)
+			nak.UpdateOption(dhcpv4.OptMessage(err.Error()))
+			if !m.GatewayIPAddr.IsUnspecified() && m.GatewayIPAddr != nil {
+				nak.SetBroadcast()
+			}
+			return nak, matchbox.Event{Kind: matchbox.EventDHCPNak, IP: ip.String(), Detail: err.Error()}
+		}
+		if err != nil {
+			s.dropped.WithLabelValues("commit-failed").Inc()
+			s.log.Error("dhcp: lease not committed; no ACK sent", "mac", c.mac, "ip", ip, "err", err)
+			return nil, matchbox.Event{}
+		}
+		s.rec.Learn(lease.IP, c.mac)
+		reply := newReply(m, l, dhcpv4.MessageTypeAck)
+		reply.YourIPAddr = net.IP(ip.AsSlice())
+		reply.ClientIPAddr = m.ClientIPAddr
+		ev := matchbox.Event{Kind: matchbox.EventDHCPAck, IP: ip.String()}
+		b, why := s.bootAnswer(l, c)
+		addLeaseOptions(reply, p, hostnameFor(b.sel))
+		if why == "" {
+			addBoot(reply, m, l, b, c, false)
+			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
+		}
+		return reply, ev
+	case dhcpv4.MessageTypeDecline:
+		ip := r.requested
+		if err := s.leases.decline(ctx, p, r.key, ip); err != nil {
+			s.log.Info("dhcp: decline ignored", "mac", c.mac, "ip", ip, "err", err)
+			return nil, matchbox.Event{}
+		}
+		s.log.Warn("dhcp: client declined its address (in use by someone else?); quarantined", "mac", c.mac, "ip", ip)
+		s.rec.Record(matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPDecline, IP: ip.String()})
+		return nil, matchbox.Event{}
+	case dhcpv4.MessageTypeRelease:
+		ip := toAddr(m.ClientIPAddr)
+		if err := s.leases.release(ctx, p, r.key, ip); err != nil {
+			s.log.Info("dhcp: release ignored", "mac", c.mac, "ip", ip, "err", err)
+			return nil, matchbox.Event{}
+		}
+		s.rec.Record(matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPRelease, IP: ip.String()})
+		return nil, matchbox.Event{}
+	}
+	return nil, matchbox.Event{}
+}
