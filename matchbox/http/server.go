@@ -164,6 +164,8 @@ func (s *Server) routes() nethttp.Handler {
 		selects bool
 		fn      renderFunc
 	}{
+		// /metadata needs only the group (as in poseidon/matchbox): it
+		// answers even when the group names a missing profile.
 		{"/boot.ipxe", false, static},
 		{"/boot.ipxe.0", false, static},
 		{"/ipxe", true, func(_ *nethttp.Request, q *query) (answer, error) {
@@ -192,10 +194,17 @@ func (s *Server) routes() nethttp.Handler {
 	}
 	for _, ep := range endpoints {
 		name := strings.TrimPrefix(ep.path, "/")
-		mux.Handle(ep.path, s.boot(name, ep.selects, ep.fn, ""))
+		sel := selectNone
+		if ep.selects {
+			sel = selectProfile
+			if ep.path == "/metadata" {
+				sel = selectGroup
+			}
+		}
+		mux.Handle(ep.path, s.boot(name, sel, ep.fn, ""))
 		if s.cfg.Signer != nil {
-			mux.Handle(ep.path+".sig", s.boot(name+".sig", ep.selects, ep.fn, "sig"))
-			mux.Handle(ep.path+".asc", s.boot(name+".asc", ep.selects, ep.fn, "asc"))
+			mux.Handle(ep.path+".sig", s.boot(name+".sig", sel, ep.fn, "sig"))
+			mux.Handle(ep.path+".asc", s.boot(name+".asc", sel, ep.fn, "asc"))
 		}
 	}
 	if s.cfg.AssetsPath != "" {
@@ -302,8 +311,18 @@ func writeBody(w nethttp.ResponseWriter, contentType string, body []byte) {
 	_, _ = w.Write(body)
 }
 
+// selection says what an endpoint needs selected before it renders.
+type selection int
+
+const (
+	selectNone    selection = iota // static answer
+	selectGroup                    // a matching group
+	selectProfile                  // a matching group and its profile
+)
+
 // boot builds the handler of one boot endpoint; sig is "", "sig" or "asc".
-func (s *Server) boot(endpoint string, selects bool, fn renderFunc, sig string) nethttp.Handler {
+func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string) nethttp.Handler {
+	selects := need != selectNone
 	return s.instrument(endpoint, nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
 			methodNotAllowed(w)
@@ -321,7 +340,7 @@ func (s *Server) boot(endpoint string, selects bool, fn renderFunc, sig string) 
 				return
 			}
 			q.snap = s.cfg.Catalog.Snapshot()
-			if q.sel, err = q.snap.Select(q.labels); err != nil {
+			if q.sel, err = q.snap.Select(q.labels); err != nil && !(need == selectGroup && q.sel.Group != nil) {
 				s.fail(w, r, endpoint, q, err)
 				return
 			}

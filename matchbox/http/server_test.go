@@ -151,6 +151,8 @@ func TestBootEndpoints(t *testing.T) {
 			body: "COUNT=1000000\nMAC=52:54:00:00:00:01\nREQUEST_QUERY_FOO=bar\nREQUEST_QUERY_MAC=52:54:00:00:00:01\nREQUEST_RAW_QUERY=mac=52:54:00:00:00:01&foo=bar\nSSH_KEY=ssh-ed25519 AAAA test\n"},
 		{name: "no match", path: "/ipxe?mac=52:54:00:00:00:99", code: 404, contentType: textType, contains: []string{"no group matches"}},
 		{name: "missing profile", path: "/ipxe?mac=52:54:00:00:00:05", code: 404, contains: []string{`profile "missing"`}},
+		{name: "metadata needs only the group", path: "/metadata?mac=52:54:00:00:00:05", code: 200, contentType: textType,
+			body: "MAC=52:54:00:00:00:05\nREQUEST_QUERY_MAC=52:54:00:00:00:05\nREQUEST_RAW_QUERY=mac=52:54:00:00:00:05\n"},
 		{name: "profile without cloud template", path: "/cloud?mac=52:54:00:00:00:02", code: 404, contains: []string{"no cloud template"}},
 		{name: "bad mac", path: "/ipxe?mac=not-a-mac", code: 400, contentType: textType, contains: []string{"not a MAC"}},
 		{name: "malformed query", path: "/ignition?mac=52:54:00:00:00:01&x=%zz", code: 400, contains: []string{"malformed query"}},

@@ -72,9 +72,12 @@ func appendEnv(lines []string, prefix string, m map[string]any) []string {
 	return lines
 }
 
+// formatNumber prints whole numbers without an exponent (up to 1e21,
+// where JSON writers switch to exponents too) and others in Go's shortest
+// form.
 func formatNumber(f float64) string {
-	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-		return strconv.FormatInt(int64(f), 10)
+	if f == math.Trunc(f) && math.Abs(f) < 1e21 {
+		return strconv.FormatFloat(f, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
