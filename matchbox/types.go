@@ -112,4 +112,7 @@ type Machine struct {
 	Group     string            `json:"group,omitempty"`
 	Profile   string            `json:"profile,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// ReservedIP is the IPv4 address the DHCP server always gives this
+	// machine in full mode.
+	ReservedIP string `json:"reserved_ip,omitempty"`
 }

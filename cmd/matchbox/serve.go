@@ -87,6 +87,7 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("matchbox serve", flag.ContinueOnError)
 	c := serveFlags(fs)
+	nbc := netbootFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -198,10 +199,22 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("-address: %w", err)
 	}
 	var ready atomic.Bool
+	rec := matchbox.NewRecorder(db, log)
+	nb, err := setupNetboot(ctx, nbc, ln.Addr().String(), catalog, db, rec, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	bootFiles := ""
+	if nbc.dhcpMode != "off" || nbc.tftpAddress != "" {
+		bootFiles = nbc.tftpRoot
+	}
 	srv := mbhttp.New(mbhttp.Config{
-		Catalog:    catalog,
-		Engine:     engine,
-		AssetsPath: c.assetsPath,
+		Catalog:       catalog,
+		Engine:        engine,
+		Recorder:      rec,
+		BootFilesPath: bootFiles,
+		AssetsPath:    c.assetsPath,
 		Signer:     signer,
 		Logger:     log,
 		Registry:   reg,
@@ -217,7 +230,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 2+len(nb.run))
 	if watcher != nil {
 		wg.Add(1)
 		go func() {
@@ -242,6 +255,27 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err := srv.Serve(ctx, ln); err != nil {
 			errc <- err
 		}
+	}()
+	for _, run := range nb.run {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	// The recorder stops last, after the front-ends, and writes what is
+	// left.
+	recDone := make(chan struct{})
+	recCtx, recCancel := context.WithCancel(context.Background())
+	go func() {
+		rec.Run(recCtx, time.Second)
+		close(recDone)
+	}()
+	defer func() {
+		recCancel()
+		<-recDone
 	}()
 	ready.Store(true)
 	log.Info("matchbox serving", "version", versionString(), "address", ln.Addr().String(),

@@ -8,25 +8,30 @@ import (
 	"os"
 	"path"
 	"strings"
+
+	"matchbox.dev/matchbox"
 )
 
 // assets serves static files from AssetsPath with Range and conditional
 // requests. Paths are confined to the root, symlinks included (os.Root);
 // directories are never listed.
-func (s *Server) assets() nethttp.Handler {
+func (s *Server) assets() nethttp.Handler { return s.files(s.cfg.AssetsPath, "/assets/") }
+
+// files serves the folder root under the URL prefix (see assets).
+func (s *Server) files(rootPath, prefix string) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
 			methodNotAllowed(w)
 			return
 		}
-		name := strings.TrimPrefix(path.Clean("/"+strings.TrimPrefix(r.URL.Path, "/assets/")), "/")
+		name := strings.TrimPrefix(path.Clean("/"+strings.TrimPrefix(r.URL.Path, prefix)), "/")
 		if name == "" || strings.ContainsRune(name, 0) {
 			nethttp.NotFound(w, r)
 			return
 		}
-		root, err := os.OpenRoot(s.cfg.AssetsPath)
+		root, err := os.OpenRoot(rootPath)
 		if err != nil {
-			s.log.Error("assets folder unavailable", "path", s.cfg.AssetsPath, "err", err)
+			s.log.Error("folder unavailable", "path", rootPath, "err", err)
 			nethttp.NotFound(w, r)
 			return
 		}
@@ -47,5 +52,14 @@ func (s *Server) assets() nethttp.Handler {
 		}
 		w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
 		nethttp.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+		// Kernel and initrd downloads carry no MAC: attribute them by the
+		// address the machine used for its boot requests or DHCP lease.
+		// Range requests after the first byte are not separate steps.
+		if ip := remoteIP(r); ip.IsValid() && r.Method == nethttp.MethodGet && !strings.HasPrefix(r.Header.Get("Range"), "bytes=") {
+			if mac, ok := s.cfg.Recorder.MACOf(ip); ok {
+				s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventAssetServed, IP: ip.String(), File: prefix + name,
+					Detail: fmt.Sprintf("%d bytes", fi.Size())})
+			}
+		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type Config struct {
 	Engine  *render.Engine
 	// AssetsPath is served under /assets/; empty disables it.
 	AssetsPath string
+	// BootFilesPath (the TFTP root) is served under /boot/ for UEFI HTTP
+	// Boot clients; empty disables it.
+	BootFilesPath string
 	// Signer, when set, enables the .sig and .asc endpoint variants.
 	Signer *sign.Signer
 	Logger *slog.Logger
@@ -41,6 +45,8 @@ type Config struct {
 	Ready func() error
 	// ShutdownTimeout bounds the graceful drain (default 10s).
 	ShutdownTimeout time.Duration
+	// Recorder records boot steps on machines (nil: not recorded).
+	Recorder *matchbox.Recorder
 }
 
 // Server serves boot configs to machines.
@@ -66,6 +72,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = matchbox.NewRecorder(nil, nil)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -209,6 +218,9 @@ func (s *Server) routes() nethttp.Handler {
 	}
 	if s.cfg.AssetsPath != "" {
 		mux.Handle("/assets/", s.instrument("assets", s.assets()))
+	}
+	if s.cfg.BootFilesPath != "" {
+		mux.Handle("/boot/", s.instrument("boot-files", s.files(s.cfg.BootFilesPath, "/boot/")))
 	}
 	mux.Handle("/healthz", s.instrument("healthz", getOnly(func(w nethttp.ResponseWriter, _ *nethttp.Request) {
 		writeBody(w, textType, []byte("ok\n"))
@@ -365,7 +377,8 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 		}
 		writeBody(w, ans.contentType, ans.body)
 		if selects {
-			s.log.LogAttrs(r.Context(), slog.LevelInfo, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
+			s.log.LogAttrs(r.Context(), slog.LevelDebug, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
+			s.record(r, endpoint, q, matchbox.EventHTTPServed, "")
 		}
 	}))
 }
@@ -405,11 +418,40 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 	}
 	attrs := append(s.attrs(r, endpoint, q, code), slog.String("err", err.Error()))
 	s.log.LogAttrs(r.Context(), level, "request failed", attrs...)
+	s.record(r, endpoint, q, matchbox.EventHTTPFailed, fmt.Sprintf("%d: %s", code, shortReason(err)))
 	w.Header().Set("Content-Type", textType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	fmt.Fprintln(w, shortReason(err))
+}
+
+// record records a boot request on the machine named by its mac label, and
+// remembers the machine's address for requests that carry no MAC (assets).
+func (s *Server) record(r *nethttp.Request, endpoint string, q *query, kind matchbox.EventKind, detail string) {
+	mac := q.labels["mac"]
+	if mac == "" {
+		return
+	}
+	ev := matchbox.Event{MAC: mac, Kind: kind, File: "/" + endpoint, Arch: q.labels["arch"], UUID: q.labels["uuid"], Detail: detail}
+	if ip := remoteIP(r); ip.IsValid() {
+		ev.IP = ip.String()
+	}
+	if q.sel.Group != nil {
+		ev.Group = q.sel.Group.ID
+	}
+	if q.sel.Profile != nil {
+		ev.Profile = q.sel.Profile.ID
+	}
+	s.cfg.Recorder.Record(ev)
+}
+
+func remoteIP(r *nethttp.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // shortReason is the first line of an error, bounded, for response bodies.

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/dhcp"
+	"matchbox.dev/matchbox/storage"
+	"matchbox.dev/matchbox/tftp"
+)
+
+// listFlag is a repeatable flag; one value may also hold several items
+// separated by sep (for the MATCHBOX_* environment form).
+type listFlag struct {
+	items []string
+	sep   string
+}
+
+func (l *listFlag) String() string { return strings.Join(l.items, l.sep) }
+
+func (l *listFlag) Set(v string) error {
+	for _, item := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(l.sep, r) }) {
+		if item = strings.TrimSpace(item); item != "" {
+			l.items = append(l.items, item)
+		}
+	}
+	return nil
+}
+
+// netbootConfig holds the DHCP and TFTP flags.
+type netbootConfig struct {
+	dhcpMode    string
+	interfaces  listFlag
+	ranges      listFlag
+	router      string
+	dns         string
+	ntp         string
+	domain      string
+	leaseTime   time.Duration
+	bootFiles   listFlag
+	dhcpPort    int
+	binlPort    int
+	tftpAddress string
+	tftpRoot    string
+	bootURL     string
+}
+
+func netbootFlags(fs *flag.FlagSet) *netbootConfig {
+	n := &netbootConfig{interfaces: listFlag{sep: ", "}, ranges: listFlag{sep: "; "}, bootFiles: listFlag{sep: ", "}}
+	fs.StringVar(&n.dhcpMode, "dhcp-mode", "off", "DHCP: off, proxy (PXE answers beside an existing DHCP server) or full (own the address pools)")
+	fs.Var(&n.interfaces, "dhcp-interface", "network interface to answer DHCP on (repeatable)")
+	fs.Var(&n.ranges, "dhcp-range", "full mode address range START,END[,NETMASK] (repeatable, one per subnet)")
+	fs.StringVar(&n.router, "dhcp-router", "", "full mode: default gateway given to clients")
+	fs.StringVar(&n.dns, "dhcp-dns", "", "full mode: DNS servers IP[,IP]")
+	fs.StringVar(&n.ntp, "dhcp-ntp", "", "full mode: NTP servers IP[,IP]")
+	fs.StringVar(&n.domain, "dhcp-domain", "", "full mode: domain name given to clients")
+	fs.DurationVar(&n.leaseTime, "dhcp-lease-time", time.Hour, "full mode: lease time")
+	fs.Var(&n.bootFiles, "dhcp-boot-file", "override the boot file of a client architecture, ARCH=FILE (option 93 value, e.g. 7=snponly.efi; repeatable)")
+	fs.IntVar(&n.dhcpPort, "dhcp-port", 67, "DHCP server port")
+	fs.IntVar(&n.binlPort, "dhcp-pxe-port", 4011, "PXE boot server (BINL) port")
+	fs.StringVar(&n.tftpAddress, "tftp-address", "", "TFTP listen address HOST:PORT, e.g. :69 (TFTP off when empty)")
+	fs.StringVar(&n.tftpRoot, "tftp-root", "/usr/lib/ipxe", "folder of iPXE binaries served over TFTP (Debian's ipxe package)")
+	fs.StringVar(&n.bootURL, "boot-url", "", "URL of the iPXE script told to iPXE clients (default http://<receiving interface address>:<HTTP port>/boot.ipxe)")
+	return n
+}
+
+func parseAddrs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		a, err := netip.ParseAddr(f)
+		if err != nil || !a.Is4() {
+			return nil, fmt.Errorf("%q is not an IPv4 address", f)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// catalogBooter lets a machine netboot when a group (and its profile)
+// matches it: the core's decision.
+type catalogBooter struct{ catalog *matchbox.Catalog }
+
+func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, bool) {
+	sel, err := b.catalog.Snapshot().Select(labels)
+	return sel, err == nil
+}
+
+// reservations reads fixed addresses from the machine's group metadata
+// ("dhcp_address") or its machine record.
+type reservations struct {
+	catalog *matchbox.Catalog
+	db      *storage.Bolt
+	log     *slog.Logger
+}
+
+func (r reservations) Reserved(mac string) (netip.Addr, bool) {
+	if sel, err := r.catalog.Snapshot().Select(map[string]string{"mac": mac}); sel.Group != nil && err == nil {
+		if s, ok := sel.Group.Metadata["dhcp_address"].(string); ok {
+			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+				return a, true
+			}
+			r.log.Warn("group metadata dhcp_address is not an IPv4 address", "group", sel.Group.ID, "value", s)
+		}
+	}
+	if m, err := r.db.GetMachine(context.Background(), mac); err == nil && m.ReservedIP != "" {
+		if a, err := netip.ParseAddr(m.ReservedIP); err == nil && a.Is4() {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// netboot is the running DHCP and TFTP front-ends.
+type netboot struct {
+	run []func(ctx context.Context) error
+}
+
+// setupNetboot opens the DHCP and TFTP sockets the flags ask for.
+func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
+	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
+	nb := &netboot{}
+	mode, err := dhcp.ParseMode(n.dhcpMode)
+	if err != nil {
+		return nil, fmt.Errorf("-dhcp-mode: %w", err)
+	}
+	_, httpPort, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("-address: %w", err)
+	}
+	bootURL := func(ip netip.Addr) string {
+		if n.bootURL != "" {
+			return n.bootURL
+		}
+		return "http://" + net.JoinHostPort(ip.String(), httpPort) + "/boot.ipxe"
+	}
+	httpHost, _, _ := net.SplitHostPort(httpAddr)
+	if (mode != dhcp.ModeOff || n.tftpAddress != "") && n.bootURL == "" {
+		if ip, err := netip.ParseAddr(httpHost); err == nil && ip.IsLoopback() {
+			log.Warn("the HTTP endpoints listen on loopback only: machines cannot reach them; use -address 0.0.0.0:PORT or -boot-url", "address", httpAddr)
+		}
+	}
+
+	if mode != dhcp.ModeOff {
+		if len(n.interfaces.items) == 0 {
+			return nil, fmt.Errorf("-dhcp-mode %s needs at least one -dhcp-interface", mode)
+		}
+		files := dhcp.DefaultBootFiles()
+		for _, bf := range n.bootFiles.items {
+			arch, file, ok := strings.Cut(bf, "=")
+			a, err := strconv.ParseUint(strings.TrimSpace(arch), 10, 16)
+			if !ok || err != nil || file == "" {
+				return nil, fmt.Errorf("-dhcp-boot-file %q: want ARCH=FILE with a decimal option 93 value", bf)
+			}
+			files[uint16(a)] = strings.TrimSpace(file)
+		}
+		var listeners []dhcp.Listener
+		var prefixes []netip.Prefix
+		for _, ifname := range n.interfaces.items {
+			prefix, err := dhcp.InterfacePrefix(ifname)
+			if err != nil {
+				return nil, err
+			}
+			prefixes = append(prefixes, prefix)
+			for _, port := range []int{n.dhcpPort, n.binlPort} {
+				conn, err := dhcp.ListenInterface(ctx, ifname, port)
+				if err != nil {
+					for _, l := range listeners {
+						l.Conn.Close()
+					}
+					return nil, err
+				}
+				listeners = append(listeners, dhcp.Listener{Conn: conn, Interface: ifname, ServerIP: prefix.Addr(),
+					Prefix: prefix.Masked(), Mode: mode, BINL: port == n.binlPort})
+			}
+		}
+		var subnets []dhcp.Subnet
+		if mode == dhcp.ModeFull {
+			if len(n.ranges.items) == 0 {
+				return nil, fmt.Errorf("-dhcp-mode full needs at least one -dhcp-range")
+			}
+			routers, err := parseAddrs(n.router)
+			if err != nil {
+				return nil, fmt.Errorf("-dhcp-router: %w", err)
+			}
+			dns, err := parseAddrs(n.dns)
+			if err != nil {
+				return nil, fmt.Errorf("-dhcp-dns: %w", err)
+			}
+			ntp, err := parseAddrs(n.ntp)
+			if err != nil {
+				return nil, fmt.Errorf("-dhcp-ntp: %w", err)
+			}
+			for _, r := range n.ranges.items {
+				// Without a netmask, a range on an interface's subnet takes
+				// that subnet's.
+				var fallback netip.Prefix
+				start, _, _ := strings.Cut(r, ",")
+				for _, p := range prefixes {
+					if p.Masked().Contains(parseOrZero(start)) {
+						fallback = p.Masked()
+					}
+				}
+				sub, err := dhcp.ParseRange(r, fallback)
+				if err != nil {
+					return nil, fmt.Errorf("-dhcp-range: %w", err)
+				}
+				sub.Routers, sub.DNS, sub.NTP, sub.Domain, sub.LeaseTime = routers, dns, ntp, n.domain, n.leaseTime
+				subnets = append(subnets, sub)
+			}
+		}
+		srv, err := dhcp.New(ctx, dhcp.Config{
+			Subnets:   subnets,
+			LeaseTime: n.leaseTime,
+			BootFiles: files,
+			BootURL:   bootURL,
+			HTTPBootURL: func(ip netip.Addr, file string) string {
+				return "http://" + net.JoinHostPort(ip.String(), httpPort) + "/boot/" + file
+			},
+			Booter:       catalogBooter{catalog},
+			Reservations: reservations{catalog, db, log},
+			Leases:       db,
+			Recorder:     rec,
+			Logger:       log.With("component", "dhcp"),
+			Registry:     reg,
+		})
+		if err != nil {
+			for _, l := range listeners {
+				l.Conn.Close()
+			}
+			return nil, err
+		}
+		nb.run = append(nb.run, func(ctx context.Context) error { return srv.Serve(ctx, listeners...) })
+		log.Info("dhcp serving", "mode", mode, "interfaces", n.interfaces.String(), "subnets", len(subnets))
+	}
+
+	if n.tftpAddress != "" {
+		conn, err := net.ListenPacket("udp4", n.tftpAddress)
+		if err != nil {
+			return nil, fmt.Errorf("-tftp-address: %w", err)
+		}
+		ts := tftp.New(tftp.Config{
+			Root: n.tftpRoot,
+			Generated: map[string]tftp.Generator{
+				// For firmware that asks for a script over TFTP.
+				"boot.ipxe": func(local netip.Addr) []byte {
+					return []byte("#!ipxe\nchain " + bootURL(local) + "\n")
+				},
+			},
+			Recorder: rec,
+			Logger:   log.With("component", "tftp"),
+			Registry: reg,
+		})
+		nb.run = append(nb.run, func(ctx context.Context) error { return ts.Serve(ctx, conn) })
+		log.Info("tftp serving", "address", conn.LocalAddr().String(), "root", n.tftpRoot)
+	}
+	return nb, nil
+}
+
+func parseOrZero(s string) netip.Addr {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a
+}
