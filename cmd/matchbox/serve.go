@@ -215,9 +215,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Recorder:      rec,
 		BootFilesPath: bootFiles,
 		AssetsPath:    c.assetsPath,
-		Signer:     signer,
-		Logger:     log,
-		Registry:   reg,
+		Signer:        signer,
+		Logger:        log,
+		Registry:      reg,
 		Ready: func() error {
 			if !ready.Load() {
 				return errors.New("starting")
