@@ -123,6 +123,8 @@ func (r reservations) Reserved(mac string) (netip.Addr, bool) {
 // netboot is the running DHCP and TFTP front-ends.
 type netboot struct {
 	run []func(ctx context.Context) error
+	// pinned are the boot files served from outside the TFTP root.
+	pinned map[string]string
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
@@ -150,18 +152,27 @@ func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalo
 		}
 	}
 
+	files := dhcp.DefaultBootFiles()
+	for _, bf := range n.bootFiles.items {
+		arch, file, ok := strings.Cut(bf, "=")
+		a, err := strconv.ParseUint(strings.TrimSpace(arch), 10, 16)
+		if !ok || err != nil || file == "" {
+			return nil, fmt.Errorf("-dhcp-boot-file %q: want ARCH=FILE with a decimal option 93 value", bf)
+		}
+		files[uint16(a)] = strings.TrimSpace(file)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, f)
+	}
+	nb.pinned = tftp.PinBootFiles(n.tftpRoot, names)
+	for name, target := range nb.pinned {
+		log.Info("boot file is a link out of the TFTP root; serving its target", "file", name, "target", target)
+	}
+
 	if mode != dhcp.ModeOff {
 		if len(n.interfaces.items) == 0 {
 			return nil, fmt.Errorf("-dhcp-mode %s needs at least one -dhcp-interface", mode)
-		}
-		files := dhcp.DefaultBootFiles()
-		for _, bf := range n.bootFiles.items {
-			arch, file, ok := strings.Cut(bf, "=")
-			a, err := strconv.ParseUint(strings.TrimSpace(arch), 10, 16)
-			if !ok || err != nil || file == "" {
-				return nil, fmt.Errorf("-dhcp-boot-file %q: want ARCH=FILE with a decimal option 93 value", bf)
-			}
-			files[uint16(a)] = strings.TrimSpace(file)
 		}
 		var listeners []dhcp.Listener
 		var prefixes []netip.Prefix
@@ -249,7 +260,8 @@ func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalo
 			return nil, fmt.Errorf("-tftp-address: %w", err)
 		}
 		ts := tftp.New(tftp.Config{
-			Root: n.tftpRoot,
+			Root:   n.tftpRoot,
+			Pinned: nb.pinned,
 			Generated: map[string]tftp.Generator{
 				// For firmware that asks for a script over TFTP.
 				"boot.ipxe": func(local netip.Addr) []byte {

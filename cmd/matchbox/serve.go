@@ -210,14 +210,15 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		bootFiles = nbc.tftpRoot
 	}
 	srv := mbhttp.New(mbhttp.Config{
-		Catalog:       catalog,
-		Engine:        engine,
-		Recorder:      rec,
-		BootFilesPath: bootFiles,
-		AssetsPath:    c.assetsPath,
-		Signer:        signer,
-		Logger:        log,
-		Registry:      reg,
+		Catalog:         catalog,
+		Engine:          engine,
+		Recorder:        rec,
+		BootFilesPath:   bootFiles,
+		BootFilesPinned: nb.pinned,
+		AssetsPath:      c.assetsPath,
+		Signer:          signer,
+		Logger:          log,
+		Registry:        reg,
 		Ready: func() error {
 			if !ready.Load() {
 				return errors.New("starting")

@@ -486,7 +486,12 @@ func (s *Server) poolFor(l Listener, m *dhcpv4.DHCPv4) *pool {
 
 func (s *Server) requestOf(m *dhcpv4.DHCPv4, c client) request {
 	r := request{mac: c.mac, hostname: m.HostName()}
-	if id := m.GetOneOption(dhcpv4.OptionClientIdentifier); len(id) > 0 {
+	// One machine, one address through the whole boot: UEFI PXE, iPXE and
+	// the booted OS identify themselves differently (a GUID client id, no
+	// client id, hardware type 1 + MAC), so network-booting clients and
+	// client ids that are just the MAC are keyed by the MAC.
+	if id := m.GetOneOption(dhcpv4.OptionClientIdentifier); len(id) > 0 && !c.pxe &&
+		!(len(id) == 7 && id[0] == 1 && net.HardwareAddr(id[1:]).String() == c.mac) {
 		r.clientID = hex.EncodeToString(id)
 	}
 	r.key = clientKey(r.clientID, r.mac)

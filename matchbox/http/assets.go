@@ -15,10 +15,11 @@ import (
 // assets serves static files from AssetsPath with Range and conditional
 // requests. Paths are confined to the root, symlinks included (os.Root);
 // directories are never listed.
-func (s *Server) assets() nethttp.Handler { return s.files(s.cfg.AssetsPath, "/assets/") }
+func (s *Server) assets() nethttp.Handler { return s.files(s.cfg.AssetsPath, "/assets/", nil) }
 
-// files serves the folder root under the URL prefix (see assets).
-func (s *Server) files(rootPath, prefix string) nethttp.Handler {
+// files serves the folder root under the URL prefix (see assets); pinned
+// names are served from their absolute paths.
+func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
 			methodNotAllowed(w)
@@ -29,14 +30,20 @@ func (s *Server) files(rootPath, prefix string) nethttp.Handler {
 			nethttp.NotFound(w, r)
 			return
 		}
-		root, err := os.OpenRoot(rootPath)
-		if err != nil {
-			s.log.Error("folder unavailable", "path", rootPath, "err", err)
-			nethttp.NotFound(w, r)
-			return
+		var f *os.File
+		var err error
+		if p, ok := pinned[name]; ok {
+			f, err = os.Open(p)
+		} else {
+			root, rerr := os.OpenRoot(rootPath)
+			if rerr != nil {
+				s.log.Error("folder unavailable", "path", rootPath, "err", rerr)
+				nethttp.NotFound(w, r)
+				return
+			}
+			defer root.Close()
+			f, err = root.Open(name)
 		}
-		defer root.Close()
-		f, err := root.Open(name)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				s.log.Info("asset refused", "path", name, "remote", r.RemoteAddr, "err", err)

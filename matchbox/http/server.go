@@ -36,6 +36,9 @@ type Config struct {
 	// BootFilesPath (the TFTP root) is served under /boot/ for UEFI HTTP
 	// Boot clients; empty disables it.
 	BootFilesPath string
+	// BootFilesPinned maps boot file names to absolute paths outside
+	// BootFilesPath that are served all the same (see tftp.Config.Pinned).
+	BootFilesPinned map[string]string
 	// Signer, when set, enables the .sig and .asc endpoint variants.
 	Signer *sign.Signer
 	Logger *slog.Logger
@@ -220,7 +223,7 @@ func (s *Server) routes() nethttp.Handler {
 		mux.Handle("/assets/", s.instrument("assets", s.assets()))
 	}
 	if s.cfg.BootFilesPath != "" {
-		mux.Handle("/boot/", s.instrument("boot-files", s.files(s.cfg.BootFilesPath, "/boot/")))
+		mux.Handle("/boot/", s.instrument("boot-files", s.files(s.cfg.BootFilesPath, "/boot/", s.cfg.BootFilesPinned)))
 	}
 	mux.Handle("/healthz", s.instrument("healthz", getOnly(func(w nethttp.ResponseWriter, _ *nethttp.Request) {
 		writeBody(w, textType, []byte("ok\n"))

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,6 +38,12 @@ type Config struct {
 	Root string
 	// Generated files, by name, served before looking in Root.
 	Generated map[string]Generator
+	// Pinned files, by name: absolute paths served for these names even
+	// though they are outside Root. Debian's ipxe package links
+	// /usr/lib/ipxe/ipxe.efi to /boot/ipxe.efi; the configured boot files
+	// are pinned so that such links work while every other name stays
+	// confined to Root.
+	Pinned map[string]string
 	// MaxTransfers caps concurrent transfers (default 64); more are refused.
 	MaxTransfers int
 	// Timeout is the per-packet timeout (default 3s), Retries how often a
@@ -79,7 +86,7 @@ func New(cfg Config) *Server {
 		log:   cfg.Logger,
 		slots: make(chan struct{}, cfg.MaxTransfers),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "matchbox_tftp_transfers_total", Help: "TFTP read requests by result (sent, not-found, refused, busy, failed).",
+			Name: "matchbox_tftp_transfers_total", Help: "TFTP read requests by result (sent, size-probe, not-found, refused, busy, failed).",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "matchbox_tftp_bytes_total", Help: "Bytes sent over TFTP.",
@@ -117,6 +124,36 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 
 // errAccess is the refusal of a path that is not allowed.
 var errAccess = errors.New("access violation")
+
+// PinBootFiles returns, for the given file names, those that are symlinks
+// in root leading outside it, with the absolute path they lead to.
+func PinBootFiles(root string, names []string) map[string]string {
+	out := map[string]string{}
+	for _, n := range names {
+		clean, err := CleanPath(n)
+		if err != nil {
+			continue
+		}
+		p := filepath.Join(root, filepath.FromSlash(clean))
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			continue
+		}
+		target, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue
+		}
+		absRoot, err := filepath.EvalSymlinks(root)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(absRoot, target); err == nil && !strings.HasPrefix(rel, "..") {
+			continue // inside the root: no pin needed
+		}
+		out[clean] = target
+	}
+	return out
+}
 
 // CleanPath turns a requested file name into a path inside the root, or
 // refuses it. A leading "/" means the root (as tftpd-hpa -s does); "..",
@@ -197,6 +234,13 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	}
 	n, err := rf.ReadFrom(src)
 	s.bytes.Add(float64(n))
+	if err != nil && strings.Contains(err.Error(), "code=8") {
+		// The client stopped after option negotiation (error 8): UEFI PXE
+		// asks for the size first, then requests the file again.
+		s.transfers.WithLabelValues("size-probe").Inc()
+		s.log.Debug("tftp: client took the size and stopped", "remote", remote, "file", name)
+		return nil
+	}
 	if err != nil {
 		s.transfers.WithLabelValues("failed").Inc()
 		s.log.Info("tftp: transfer failed", "remote", remote, "mac", mac, "file", name, "bytes", n, "err", err)
@@ -214,8 +258,21 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	return nil
 }
 
-// open opens name inside the root; symlinks leading outside are refused.
+// open opens name inside the root (or its pinned path); symlinks leading
+// outside the root are refused.
 func (s *Server) open(name string) (*os.File, fs.FileInfo, error) {
+	if p, ok := s.cfg.Pinned[name]; ok {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			return nil, nil, fmt.Errorf("%w: %s is not a regular file", errAccess, name)
+		}
+		return f, fi, nil
+	}
 	root, err := os.OpenRoot(s.cfg.Root)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tftp root: %w", err)
