@@ -439,7 +439,7 @@ func (l *lab) checkBoot(fw firmware, mac, serial string, viaTFTP bool, dhcpEvent
 		"MBTEST: dhcp bound 192.168.77.",
 		"MBTEST: ignition begin",
 		`"version":"3.4.0"`,
-		"hello%20from%20matchbox%20to%20" + strings.ReplaceAll(mac, ":", "%3A"),
+		"hello%20from%20matchbox%20to%20"+strings.ReplaceAll(mac, ":", "%3A"),
 		"MBTEST: ignition end",
 	)
 	at := 0
