@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -458,4 +460,90 @@ func TestBoltKill9Child(t *testing.T) {
 		fmt.Fprintf(os.Stdout, "ack %s\n", g.ID)
 	}
 	os.Exit(0)
+}
+
+func TestRecordEventsBoundedAndMachineRecords(t *testing.T) {
+	b, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var batch []matchbox.Event
+	total := storage.MaxEventsPerMachine + 50
+	for i := range total {
+		batch = append(batch, matchbox.Event{Time: start.Add(time.Duration(i) * time.Second), MAC: "52-54-00-00-00-01",
+			Kind: matchbox.EventHTTPServed, File: fmt.Sprintf("/ipxe#%d", i), IP: "10.0.0.5", Group: "g", Profile: "p", Arch: "x86_64"})
+		if len(batch) == 37 || i == total-1 {
+			if err := b.RecordEvents(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = nil
+		}
+	}
+	// Events without a valid MAC are skipped, not fatal.
+	if err := b.RecordEvents(ctx, []matchbox.Event{{MAC: "junk", Kind: matchbox.EventDHCPOffer}}); err != nil {
+		t.Fatal(err)
+	}
+	events, err := b.MachineEvents(ctx, "52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != storage.MaxEventsPerMachine {
+		t.Fatalf("kept %d events, want the newest %d", len(events), storage.MaxEventsPerMachine)
+	}
+	if events[0].File != "/ipxe#50" || events[len(events)-1].File != fmt.Sprintf("/ipxe#%d", total-1) {
+		t.Errorf("kept events %s .. %s", events[0].File, events[len(events)-1].File)
+	}
+	m, err := b.GetMachine(ctx, "52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.FirstSeen.Equal(start) || !m.LastSeen.Equal(start.Add(time.Duration(total-1)*time.Second)) ||
+		m.LastIP != "10.0.0.5" || m.Group != "g" || m.Profile != "p" || m.Arch != "x86_64" {
+		t.Errorf("machine record %+v", m)
+	}
+	if _, err := b.MachineEvents(ctx, "52:54:00:00:00:99"); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("unknown machine: %v", err)
+	}
+}
+
+func TestLeasesStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	b, err := storage.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l1 := matchbox.Lease{IP: netip.MustParseAddr("10.0.0.10"), MAC: "52:54:00:00:00:01", State: matchbox.LeaseBound, Subnet: "10.0.0.0/24", Expires: time.Now().Add(time.Hour)}
+	l2 := l1
+	l2.IP, l2.MAC = netip.MustParseAddr("10.0.0.11"), "52:54:00:00:00:02"
+	var wg sync.WaitGroup
+	for _, l := range []matchbox.Lease{l1, l2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.PutLeases(ctx, l); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := b.PutLeases(ctx, matchbox.Lease{IP: netip.MustParseAddr("::1")}); !errors.Is(err, matchbox.ErrInvalid) {
+		t.Errorf("IPv6 lease: %v", err)
+	}
+	if err := b.DeleteLeases(ctx, l1.IP); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b, err = storage.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, err := b.Leases(ctx)
+	if err != nil || len(got) != 1 || got[0].IP != l2.IP || got[0].MAC != l2.MAC || got[0].Updated.IsZero() {
+		t.Errorf("leases after reopen: %+v, %v", got, err)
+	}
 }
