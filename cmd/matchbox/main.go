@@ -100,17 +100,24 @@ var (
 // parseFlags parses args, then fills every flag not given on the command
 // line from its MATCHBOX_* environment variable.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	_, err := parseFlagsSet(fs, args, stderr)
+	return err
+}
+
+// parseFlagsSet is parseFlags that also returns the names of the flags
+// set by the command line or the environment.
+func parseFlagsSet(fs *flag.FlagSet, args []string, stderr io.Writer) (map[string]bool, error) {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return nil, err
 		}
-		return errUsage
+		return nil, errUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
-		return errUsage
+		return nil, errUsage
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -121,12 +128,13 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 		}
 		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
+			set[f.Name] = true
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
 			}
 		}
 	})
-	return errors.Join(errs...)
+	return set, errors.Join(errs...)
 }
 
 func envName(flagName string) string {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -128,13 +127,9 @@ type netboot struct {
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
-func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
+func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
 	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
 	nb := &netboot{}
-	mode, err := dhcp.ParseMode(n.dhcpMode)
-	if err != nil {
-		return nil, fmt.Errorf("-dhcp-mode: %w", err)
-	}
 	_, httpPort, err := net.SplitHostPort(httpAddr)
 	if err != nil {
 		return nil, fmt.Errorf("-address: %w", err)
@@ -146,20 +141,19 @@ func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalo
 		return "http://" + net.JoinHostPort(ip.String(), httpPort) + "/boot.ipxe"
 	}
 	httpHost, _, _ := net.SplitHostPort(httpAddr)
-	if (mode != dhcp.ModeOff || n.tftpAddress != "") && n.bootURL == "" {
+	if (n.dhcpMode != "off" || fc != nil && fc.dhcp != nil || n.tftpAddress != "") && n.bootURL == "" {
 		if ip, err := netip.ParseAddr(httpHost); err == nil && ip.IsLoopback() {
 			log.Warn("the HTTP endpoints listen on loopback only: machines cannot reach them; use -address 0.0.0.0:PORT or -boot-url", "address", httpAddr)
 		}
 	}
 
+	ifaces, subnetSpecs, overrides, err := n.dhcpPlan(fc)
+	if err != nil {
+		return nil, err
+	}
 	files := dhcp.DefaultBootFiles()
-	for _, bf := range n.bootFiles.items {
-		arch, file, ok := strings.Cut(bf, "=")
-		a, err := strconv.ParseUint(strings.TrimSpace(arch), 10, 16)
-		if !ok || err != nil || file == "" {
-			return nil, fmt.Errorf("-dhcp-boot-file %q: want ARCH=FILE with a decimal option 93 value", bf)
-		}
-		files[uint16(a)] = strings.TrimSpace(file)
+	for arch, f := range overrides {
+		files[arch] = f
 	}
 	var names []string
 	for _, f := range files {
@@ -170,64 +164,49 @@ func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalo
 		log.Info("boot file is a link out of the TFTP root; serving its target", "file", name, "target", target)
 	}
 
-	if mode != dhcp.ModeOff {
-		if len(n.interfaces.items) == 0 {
-			return nil, fmt.Errorf("-dhcp-mode %s needs at least one -dhcp-interface", mode)
-		}
+	if len(ifaces) > 0 {
 		var listeners []dhcp.Listener
 		var prefixes []netip.Prefix
-		for _, ifname := range n.interfaces.items {
-			prefix, err := dhcp.InterfacePrefix(ifname)
+		closeAll := func() {
+			for _, l := range listeners {
+				l.Conn.Close()
+			}
+		}
+		for _, ifc := range ifaces {
+			prefix, err := dhcp.InterfacePrefix(ifc.name)
 			if err != nil {
+				closeAll()
 				return nil, err
 			}
 			prefixes = append(prefixes, prefix)
 			for _, port := range []int{n.dhcpPort, n.binlPort} {
-				conn, err := dhcp.ListenInterface(ctx, ifname, port)
+				conn, err := dhcp.ListenInterface(ctx, ifc.name, port)
 				if err != nil {
-					for _, l := range listeners {
-						l.Conn.Close()
-					}
+					closeAll()
 					return nil, err
 				}
-				listeners = append(listeners, dhcp.Listener{Conn: conn, Interface: ifname, ServerIP: prefix.Addr(),
-					Prefix: prefix.Masked(), Mode: mode, BINL: port == n.binlPort})
+				listeners = append(listeners, dhcp.Listener{Conn: conn, Interface: ifc.name, ServerIP: prefix.Addr(),
+					Prefix: prefix.Masked(), Mode: ifc.mode, BINL: port == n.binlPort})
 			}
 		}
 		var subnets []dhcp.Subnet
-		if mode == dhcp.ModeFull {
-			if len(n.ranges.items) == 0 {
-				return nil, fmt.Errorf("-dhcp-mode full needs at least one -dhcp-range")
-			}
-			routers, err := parseAddrs(n.router)
-			if err != nil {
-				return nil, fmt.Errorf("-dhcp-router: %w", err)
-			}
-			dns, err := parseAddrs(n.dns)
-			if err != nil {
-				return nil, fmt.Errorf("-dhcp-dns: %w", err)
-			}
-			ntp, err := parseAddrs(n.ntp)
-			if err != nil {
-				return nil, fmt.Errorf("-dhcp-ntp: %w", err)
-			}
-			for _, r := range n.ranges.items {
-				// Without a netmask, a range on an interface's subnet takes
-				// that subnet's.
-				var fallback netip.Prefix
-				start, _, _ := strings.Cut(r, ",")
-				for _, p := range prefixes {
-					if p.Masked().Contains(parseOrZero(start)) {
-						fallback = p.Masked()
-					}
+		for _, sp := range subnetSpecs {
+			// Without a netmask, a range on an interface's subnet takes
+			// that subnet's.
+			var fallback netip.Prefix
+			start, _, _ := strings.Cut(sp.rng, ",")
+			for _, p := range prefixes {
+				if p.Masked().Contains(parseOrZero(start)) {
+					fallback = p.Masked()
 				}
-				sub, err := dhcp.ParseRange(r, fallback)
-				if err != nil {
-					return nil, fmt.Errorf("-dhcp-range: %w", err)
-				}
-				sub.Routers, sub.DNS, sub.NTP, sub.Domain, sub.LeaseTime = routers, dns, ntp, n.domain, n.leaseTime
-				subnets = append(subnets, sub)
 			}
+			sub, err := dhcp.ParseRange(sp.rng, fallback)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("%s: %w", sp.where, err)
+			}
+			sub.Routers, sub.DNS, sub.NTP, sub.Domain, sub.LeaseTime = sp.routers, sp.dns, sp.ntp, sp.domain, sp.leaseTime
+			subnets = append(subnets, sub)
 		}
 		srv, err := dhcp.New(ctx, dhcp.Config{
 			Subnets:   subnets,
@@ -245,13 +224,14 @@ func setupNetboot(ctx context.Context, n *netbootConfig, httpAddr string, catalo
 			Registry:     reg,
 		})
 		if err != nil {
-			for _, l := range listeners {
-				l.Conn.Close()
-			}
+			closeAll()
 			return nil, err
 		}
 		nb.run = append(nb.run, func(ctx context.Context) error { return srv.Serve(ctx, listeners...) })
-		log.Info("dhcp serving", "mode", mode, "interfaces", n.interfaces.String(), "subnets", len(subnets))
+		for _, ifc := range ifaces {
+			log.Info("dhcp serving", "interface", ifc.name, "mode", ifc.mode)
+		}
+		log.Info("dhcp subnets", "count", len(subnets))
 	}
 
 	if n.tftpAddress != "" {

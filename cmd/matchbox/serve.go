@@ -43,6 +43,7 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	cacheMB         int
 	memoryLimit     string
+	configFile      string
 	// Flags of poseidon/matchbox's gRPC API, accepted so existing unit
 	// files keep working; the API is not served.
 	rpcAddress, certFile, keyFile, caFile string
@@ -61,6 +62,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.settle, "watch-settle", 200*time.Millisecond, "wait this long after the last change before reloading")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain open requests on shutdown")
 	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 32, "memory bound of the Butane→Ignition translation cache, in MiB")
+	fs.StringVar(&c.configFile, "config", "", "config file (YAML or JSON): serve flags by name, and a dhcp section for per-interface modes and per-subnet options")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", `soft memory limit of the Go runtime: "auto" (from the loaded configuration), "off", or MiB`)
 	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
 	fs.StringVar(&c.certFile, "cert-file", "", "poseidon/matchbox gRPC TLS certificate (accepted for compatibility)")
@@ -89,8 +91,18 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	c := serveFlags(fs)
 	nbc := netbootFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	set, err := parseFlagsSet(fs, args, stderr)
+	if err != nil {
 		return err
+	}
+	var fc *fileConfig
+	if c.configFile != "" {
+		if fc, err = loadFileConfig(c.configFile, fs); err != nil {
+			return err
+		}
+		if err := fc.apply(fs, set); err != nil {
+			return err
+		}
 	}
 	if *showVersion {
 		fmt.Fprintln(stderr, versionString())
@@ -200,13 +212,13 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	var ready atomic.Bool
 	rec := matchbox.NewRecorder(db, log)
-	nb, err := setupNetboot(ctx, nbc, ln.Addr().String(), catalog, db, rec, reg, log)
+	nb, err := setupNetboot(ctx, nbc, fc, ln.Addr().String(), catalog, db, rec, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	bootFiles := ""
-	if nbc.dhcpMode != "off" || nbc.tftpAddress != "" {
+	if nbc.dhcpMode != "off" || fc != nil && fc.dhcp != nil || nbc.tftpAddress != "" {
 		bootFiles = nbc.tftpRoot
 	}
 	srv := mbhttp.New(mbhttp.Config{

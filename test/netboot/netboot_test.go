@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -329,9 +330,13 @@ func (l *lab) close() {
 func (l *lab) startMatchbox(args ...string) {
 	l.t.Helper()
 	l.dbPath = filepath.Join(l.dir, "matchbox.db")
-	full := append([]string{"netns", "exec", l.ns, shared.bin, "serve",
+	full := []string{"netns", "exec", l.ns, shared.bin, "serve",
 		"-address", httpAddr, "-data-path", filepath.Join(l.dir, "data"), "-assets-path", filepath.Join(l.dir, "assets"),
-		"-db-path", l.dbPath, "-dhcp-interface", "br0", "-tftp-address", serverIP + ":69"}, args...)
+		"-db-path", l.dbPath, "-tftp-address", serverIP + ":69"}
+	if !slices.Contains(args, "-config") {
+		full = append(full, "-dhcp-interface", "br0")
+	}
+	full = append(full, args...)
 	l.mb = exec.Command("ip", full...)
 	l.mbLog = &lockedBuffer{}
 	l.mb.Stdout, l.mb.Stderr = l.mbLog, l.mbLog
@@ -495,9 +500,16 @@ func (l *lab) checkBoot(fw firmware, mac, serial string, viaTFTP bool, dhcpEvent
 	}
 }
 
+// TestFullModeSeaBIOS sets DHCP up through the config file; the other
+// cases use flags.
 func TestFullModeSeaBIOS(t *testing.T) {
 	l := newLab(t)
-	l.startMatchbox("-dhcp-mode", "full", "-dhcp-range", "192.168.77.100,192.168.77.150")
+	conf := filepath.Join(l.dir, "matchbox.yaml")
+	body := "dhcp:\n  interfaces: [{name: br0, mode: full}]\n  subnets:\n    - {range: \"192.168.77.100,192.168.77.150\", lease-time: 10m}\n"
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.startMatchbox("-config", conf)
 	const mac = "52:54:00:77:00:01"
 	serial := l.bootVM(seabios, mac)
 	l.checkBoot(seabios, mac, serial, false, []matchbox.EventKind{matchbox.EventDHCPOffer, matchbox.EventDHCPAck})
