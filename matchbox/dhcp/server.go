@@ -405,15 +405,7 @@ func (s *Server) proxy(l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, 
 	if m.MessageType() != dhcpv4.MessageTypeDiscover {
 		return nil, matchbox.Event{}
 	}
-	b, why := s.bootAnswer(l, c)
-	if why != "" {
-		s.noBoot(l, c, why)
-		return nil, matchbox.Event{}
-	}
-	reply := newReply(m, l, dhcpv4.MessageTypeOffer)
-	reply.YourIPAddr = net.IPv4zero
-	addBoot(reply, m, l, b, c, true)
-	return reply, matchbox.Event{Kind: matchbox.EventPXEOffer, File: b.file, Group: b.sel.Group.ID, Profile: profileID(b.sel)}
+	return s.bootOnly(l, m, c, dhcpv4.MessageTypeOffer, true, "")
 }
 
 // binl answers the PXE boot-server exchange on UDP 4011.
@@ -421,16 +413,22 @@ func (s *Server) binl(l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, m
 	if mt := m.MessageType(); mt != dhcpv4.MessageTypeRequest && mt != dhcpv4.MessageTypeInform {
 		return nil, matchbox.Event{}
 	}
+	return s.bootOnly(l, m, c, dhcpv4.MessageTypeAck, false, "boot server")
+}
+
+// bootOnly builds a reply that carries boot information and no address.
+func (s *Server) bootOnly(l Listener, m *dhcpv4.DHCPv4, c client, mt dhcpv4.MessageType, proxy bool, detail string) (*dhcpv4.DHCPv4, matchbox.Event) {
 	b, why := s.bootAnswer(l, c)
 	if why != "" {
 		s.noBoot(l, c, why)
 		return nil, matchbox.Event{}
 	}
-	reply := newReply(m, l, dhcpv4.MessageTypeAck)
+	reply := newReply(m, l, mt)
+	reply.YourIPAddr = net.IPv4zero
 	reply.ClientIPAddr = m.ClientIPAddr
-	addBoot(reply, m, l, b, c, false)
+	addBoot(reply, m, l, b, c, proxy)
 	return reply, matchbox.Event{Kind: matchbox.EventPXEOffer, IP: ipString(m.ClientIPAddr), File: b.file,
-		Group: b.sel.Group.ID, Profile: profileID(b.sel), Detail: "boot server"}
+		Group: b.sel.Group.ID, Profile: profileID(b.sel), Detail: detail}
 }
 
 func (s *Server) noBoot(l Listener, c client, why string) {

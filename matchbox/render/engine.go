@@ -184,20 +184,19 @@ func (e *Engine) bootArgs(sel matchbox.Selection, data map[string]any) ([]string
 	return out, nil
 }
 
-func checkKernel(sel matchbox.Selection) error {
+// kernelArgs checks that the profile has a kernel and renders its
+// arguments: what both boot script formats start from.
+func (e *Engine) kernelArgs(sel matchbox.Selection, data map[string]any) ([]string, error) {
 	if sel.Profile.Boot.Kernel == "" {
-		return &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Err: errors.New("profile has no boot.kernel")}
+		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Err: errors.New("profile has no boot.kernel")}
 	}
-	return nil
+	return e.bootArgs(sel, data)
 }
 
 // IPXE renders the iPXE boot script for a selection, byte for byte as
 // poseidon/matchbox does, with templated kernel arguments.
 func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, error) {
-	if err := checkKernel(sel); err != nil {
-		return nil, err
-	}
-	args, err := e.bootArgs(sel, data)
+	args, err := e.kernelArgs(sel, data)
 	if err != nil {
 		return nil, err
 	}
@@ -219,10 +218,7 @@ func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, erro
 // GRUB renders a GRUB2 config with an EFI and a BIOS menu entry, in
 // poseidon/matchbox's format, with templated kernel arguments.
 func (e *Engine) GRUB(sel matchbox.Selection, data map[string]any) ([]byte, error) {
-	if err := checkKernel(sel); err != nil {
-		return nil, err
-	}
-	args, err := e.bootArgs(sel, data)
+	args, err := e.kernelArgs(sel, data)
 	if err != nil {
 		return nil, err
 	}
