@@ -64,7 +64,20 @@ type Recorder struct {
 	byIP    map[netip.Addr]string
 	kick    chan struct{}
 	dropped uint64
+	// recent remembers when an identical event was last stored, so that
+	// retransmissions and request storms do not flood the history.
+	recent map[eventKey]time.Time
 }
+
+// eventKey identifies repeats of an event.
+type eventKey struct {
+	mac, ip, file string
+	kind          EventKind
+}
+
+// RepeatWindow is how long an event identical to one already stored (same
+// machine, step, address and file) is logged but not stored again.
+const RepeatWindow = 10 * time.Second
 
 // maxPending bounds events waiting for the store; beyond it new events are
 // dropped (and counted) rather than growing memory without bound.
@@ -75,7 +88,7 @@ func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1)}
+	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1), recent: make(map[eventKey]time.Time)}
 }
 
 // Record records one event. It never blocks on storage.
@@ -83,20 +96,28 @@ func (r *Recorder) Record(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	attrs := []slog.Attr{slog.String("mac", e.MAC), slog.String("event", string(e.Kind))}
-	for _, kv := range [][2]string{{"arch", e.Arch}, {"ip", e.IP}, {"uuid", e.UUID}, {"file", e.File}, {"group", e.Group}, {"profile", e.Profile}, {"detail", e.Detail}} {
-		if kv[1] != "" {
-			attrs = append(attrs, slog.String(kv[0], kv[1]))
+	if r.log.Enabled(context.Background(), slog.LevelInfo) {
+		attrs := []slog.Attr{slog.String("mac", e.MAC), slog.String("event", string(e.Kind))}
+		for _, kv := range [][2]string{{"arch", e.Arch}, {"ip", e.IP}, {"uuid", e.UUID}, {"file", e.File}, {"group", e.Group}, {"profile", e.Profile}, {"detail", e.Detail}} {
+			if kv[1] != "" {
+				attrs = append(attrs, slog.String(kv[0], kv[1]))
+			}
 		}
+		r.log.LogAttrs(context.Background(), slog.LevelInfo, "machine event", attrs...)
 	}
-	r.log.LogAttrs(context.Background(), slog.LevelInfo, "machine event", attrs...)
 	if e.MAC == "" {
 		return
 	}
+	key := eventKey{e.MAC, e.IP, e.File, e.Kind}
 	r.mu.Lock()
 	if ip, err := netip.ParseAddr(e.IP); err == nil {
 		r.byIP[ip] = e.MAC
 	}
+	if last, ok := r.recent[key]; ok && e.Time.Sub(last) < RepeatWindow && e.Time.Sub(last) >= 0 {
+		r.mu.Unlock()
+		return
+	}
+	r.recent[key] = e.Time
 	if len(r.pending) >= maxPending {
 		r.dropped++
 	} else {
@@ -159,6 +180,12 @@ func (r *Recorder) Flush(ctx context.Context) {
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = nil
+	now := time.Now()
+	for k, t := range r.recent {
+		if now.Sub(t) >= RepeatWindow {
+			delete(r.recent, k)
+		}
+	}
 	r.mu.Unlock()
 	if len(batch) == 0 || r.store == nil {
 		return

@@ -51,6 +51,7 @@ type netbootConfig struct {
 	binlPort    int
 	tftpAddress string
 	tftpRoot    string
+	tftpMax     int
 	bootURL     string
 }
 
@@ -68,6 +69,7 @@ func netbootFlags(fs *flag.FlagSet) *netbootConfig {
 	fs.IntVar(&n.dhcpPort, "dhcp-port", 67, "DHCP server port")
 	fs.IntVar(&n.binlPort, "dhcp-pxe-port", 4011, "PXE boot server (BINL) port")
 	fs.StringVar(&n.tftpAddress, "tftp-address", "", "TFTP listen address HOST:PORT, e.g. :69 (TFTP off when empty)")
+	fs.IntVar(&n.tftpMax, "tftp-max-transfers", 128, "concurrent TFTP transfers; more wait briefly for a slot, then are refused")
 	fs.StringVar(&n.tftpRoot, "tftp-root", "/usr/lib/ipxe", "folder of iPXE binaries served over TFTP (Debian's ipxe package)")
 	fs.StringVar(&n.bootURL, "boot-url", "", "URL of the iPXE script told to iPXE clients (default http://<receiving interface address>:<HTTP port>/boot.ipxe)")
 	return n
@@ -111,8 +113,8 @@ func (r reservations) Reserved(mac string) (netip.Addr, bool) {
 			r.log.Warn("group metadata dhcp_address is not an IPv4 address", "group", sel.Group.ID, "value", s)
 		}
 	}
-	if m, err := r.db.GetMachine(context.Background(), mac); err == nil && m.ReservedIP != "" {
-		if a, err := netip.ParseAddr(m.ReservedIP); err == nil && a.Is4() {
+	if s, err := r.db.ReservedIP(context.Background(), mac); err == nil && s != "" {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
 			return a, true
 		}
 	}
@@ -240,8 +242,9 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			return nil, fmt.Errorf("-tftp-address: %w", err)
 		}
 		ts := tftp.New(tftp.Config{
-			Root:   n.tftpRoot,
-			Pinned: nb.pinned,
+			Root:         n.tftpRoot,
+			Pinned:       nb.pinned,
+			MaxTransfers: n.tftpMax,
 			Generated: map[string]tftp.Generator{
 				// For firmware that asks for a script over TFTP.
 				"boot.ipxe": func(local netip.Addr) []byte {

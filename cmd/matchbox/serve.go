@@ -212,6 +212,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	var ready atomic.Bool
 	rec := matchbox.NewRecorder(db, log)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "matchbox_events_dropped_total", Help: "Machine events not stored because storage fell behind.",
+	}, func() float64 { return float64(rec.Dropped()) }))
 	nb, err := setupNetboot(ctx, nbc, fc, ln.Addr().String(), catalog, db, rec, reg, log)
 	if err != nil {
 		ln.Close()

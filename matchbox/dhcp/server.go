@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ type Server struct {
 	packets *prometheus.CounterVec
 	replies *prometheus.CounterVec
 	dropped *prometheus.CounterVec
+	// counters caches child counters by labels.
+	counters sync.Map
 }
 
 // New returns a Server; it loads persisted leases in full mode.
@@ -173,7 +176,33 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	}
 }
 
+// readersPerSocket is how many goroutines read each socket. Packets are
+// handled by the goroutine that read them (no goroutine per packet), except
+// those that wait for a lease commit, which get their own.
+var readersPerSocket = max(2, runtime.GOMAXPROCS(0)*2)
+
 func (s *Server) serveOne(ctx context.Context, l Listener) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, readersPerSocket)
+	for range readersPerSocket {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.readLoop(ctx, l); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) readLoop(ctx context.Context, l Listener) error {
 	buf := make([]byte, 4096)
 	for {
 		n, peer, err := l.Conn.ReadFrom(buf)
@@ -183,14 +212,34 @@ func (s *Server) serveOne(ctx context.Context, l Listener) error {
 			}
 			return fmt.Errorf("dhcp %s: %w", l.Interface, err)
 		}
-		pkt := make([]byte, n)
-		copy(pkt, buf[:n])
-		s.sem <- struct{}{}
-		go func() {
-			defer func() { <-s.sem }()
-			s.handle(ctx, l, pkt, peer)
-		}()
+		m, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			s.drop("malformed")
+			s.log.Debug("dhcp: malformed packet", "interface", l.Interface, "peer", peer, "err", err)
+			continue
+		}
+		if commits(l, m) {
+			s.sem <- struct{}{}
+			go func() {
+				defer func() { <-s.sem }()
+				s.respond(ctx, l, m, peer)
+			}()
+			continue
+		}
+		s.respond(ctx, l, m, peer)
 	}
+}
+
+// commits reports whether answering m waits for the lease store.
+func commits(l Listener, m *dhcpv4.DHCPv4) bool {
+	if l.Mode != ModeFull || l.BINL {
+		return false
+	}
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline, dhcpv4.MessageTypeRelease:
+		return true
+	}
+	return false
 }
 
 // client is what a request tells about the machine.
@@ -309,16 +358,43 @@ func addBoot(reply *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, l Listener, b boot, c cli
 	}
 }
 
-// handle answers one packet. Errors and drops are logged and counted here.
+// handle answers one raw packet (see respond).
 func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Addr) {
 	m, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
-		s.dropped.WithLabelValues("malformed").Inc()
-		s.log.Debug("dhcp: malformed packet", "interface", l.Interface, "peer", peer, "err", err)
+		s.drop("malformed")
 		return
 	}
+	s.respond(ctx, l, m, peer)
+}
+
+// count increments vec{mode, kind}, caching the child counter: resolving
+// label values hashes them on every call.
+func (s *Server) count(vec *prometheus.CounterVec, which, mode, kind string) {
+	key := [3]string{which, mode, kind}
+	if c, ok := s.counters.Load(key); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := vec.WithLabelValues(mode, strings.ToLower(kind))
+	s.counters.Store(key, c)
+	c.Inc()
+}
+
+func (s *Server) drop(reason string) {
+	if c, ok := s.counters.Load([3]string{"drop", reason}); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := s.dropped.WithLabelValues(reason)
+	s.counters.Store([3]string{"drop", reason}, c)
+	c.Inc()
+}
+
+// respond answers one packet. Errors and drops are logged and counted here.
+func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
-		s.dropped.WithLabelValues("not-a-request").Inc()
+		s.drop("not-a-request")
 		return
 	}
 	mt := m.MessageType()
@@ -326,7 +402,7 @@ func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Ad
 	if l.BINL {
 		mode += "-4011"
 	}
-	s.packets.WithLabelValues(mode, strings.ToLower(mt.String())).Inc()
+	s.count(s.packets, "req", mode, mt.String())
 	c := classify(m)
 	var reply *dhcpv4.DHCPv4
 	var event matchbox.Event
@@ -342,11 +418,11 @@ func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Ad
 		return
 	}
 	if err := s.send(l, m, reply, peer); err != nil {
-		s.dropped.WithLabelValues("send-failed").Inc()
+		s.drop("send-failed")
 		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", c.mac, "err", err)
 		return
 	}
-	s.replies.WithLabelValues(mode, replyKind(reply, l)).Inc()
+	s.count(s.replies, "rep", mode, replyKind(reply, l))
 	if event.Kind != "" {
 		event.MAC = c.mac
 		if c.hasArch {
@@ -388,12 +464,22 @@ func (s *Server) send(l Listener, req, reply *dhcpv4.DHCPv4, peer net.Addr) erro
 	return err
 }
 
+// newReply starts a reply to req: what dhcpv4.NewReplyFromRequest does
+// (copying the relay agent information and client identifier, RFC 3046
+// and 6842), without drawing a random transaction id only to replace it.
 func newReply(req *dhcpv4.DHCPv4, l Listener, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-	reply, err := dhcpv4.NewReplyFromRequest(req)
-	if err != nil {
-		// Only transaction id generation can fail, and the id is copied.
-		reply = &dhcpv4.DHCPv4{OpCode: dhcpv4.OpcodeBootReply, HWType: req.HWType, TransactionID: req.TransactionID,
-			ClientHWAddr: req.ClientHWAddr, Flags: req.Flags, GatewayIPAddr: req.GatewayIPAddr, Options: dhcpv4.Options{}}
+	reply := &dhcpv4.DHCPv4{
+		OpCode: dhcpv4.OpcodeBootReply, HWType: req.HWType, TransactionID: req.TransactionID,
+		ClientHWAddr: req.ClientHWAddr, Flags: req.Flags, GatewayIPAddr: req.GatewayIPAddr,
+		ClientIPAddr: net.IPv4zero, YourIPAddr: net.IPv4zero, ServerIPAddr: net.IPv4zero, Options: dhcpv4.Options{},
+	}
+	if reply.GatewayIPAddr == nil {
+		reply.GatewayIPAddr = net.IPv4zero
+	}
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if v := req.GetOneOption(code); v != nil {
+			reply.UpdateOption(dhcpv4.OptGeneric(code, v))
+		}
 	}
 	reply.UpdateOption(dhcpv4.OptMessageType(mt))
 	reply.UpdateOption(dhcpv4.OptServerIdentifier(net.IP(l.ServerIP.AsSlice())))
@@ -432,7 +518,7 @@ func (s *Server) bootOnly(l Listener, m *dhcpv4.DHCPv4, c client, mt dhcpv4.Mess
 }
 
 func (s *Server) noBoot(l Listener, c client, why string) {
-	s.dropped.WithLabelValues("no-boot").Inc()
+	s.drop("no-boot")
 	s.log.Info("dhcp: no boot answer", "interface", l.Interface, "mac", c.mac, "arch", ArchName(c.arch), "reason", why)
 }
 
@@ -571,7 +657,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 	}
 	p := s.poolFor(l, m)
 	if p == nil {
-		s.dropped.WithLabelValues("no-subnet").Inc()
+		s.drop("no-subnet")
 		s.log.Debug("dhcp: no subnet for request", "interface", l.Interface, "mac", c.mac, "relay", ipString(m.GatewayIPAddr))
 		return nil, matchbox.Event{}
 	}
@@ -580,7 +666,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 	case dhcpv4.MessageTypeDiscover:
 		ip, err := s.leases.offer(p, r)
 		if err != nil {
-			s.dropped.WithLabelValues("pool-exhausted").Inc()
+			s.drop("pool-exhausted")
 			s.log.Warn("dhcp: no address to offer", "subnet", p.subnet.Prefix, "mac", c.mac, "err", err)
 			return nil, matchbox.Event{}
 		}
@@ -605,7 +691,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			ip = toAddr(m.ClientIPAddr)
 		}
 		if !ip.IsValid() || ip.IsUnspecified() {
-			s.dropped.WithLabelValues("no-address-requested").Inc()
+			s.drop("no-address-requested")
 			return nil, matchbox.Event{}
 		}
 		lease, err := s.leases.bind(ctx, p, r, ip, p.subnet.LeaseTime)
@@ -618,7 +704,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			return nak, matchbox.Event{Kind: matchbox.EventDHCPNak, IP: ip.String(), Detail: err.Error()}
 		}
 		if err != nil {
-			s.dropped.WithLabelValues("commit-failed").Inc()
+			s.drop("commit-failed")
 			s.log.Error("dhcp: lease not committed; no ACK sent", "mac", c.mac, "ip", ip, "err", err)
 			return nil, matchbox.Event{}
 		}

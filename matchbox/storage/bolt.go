@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -267,6 +268,29 @@ func (b *Bolt) GetMachine(_ context.Context, mac string) (*matchbox.Machine, err
 		return nil, err
 	}
 	return &m, nil
+}
+
+// ReservedIP returns the reserved address on a machine's record, reading
+// the record only when it has one (the DHCP server asks on every packet).
+func (b *Bolt) ReservedIP(_ context.Context, mac string) (string, error) {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return "", err
+	}
+	var ip string
+	err = b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketMachines).Get([]byte(norm))
+		if data == nil || !bytes.Contains(data, []byte(`"reserved_ip"`)) {
+			return nil
+		}
+		var m matchbox.Machine
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+		ip = m.ReservedIP
+		return nil
+	})
+	return ip, err
 }
 
 // ListMachines returns every machine, ordered by MAC.

@@ -44,7 +44,8 @@ type Config struct {
 	// are pinned so that such links work while every other name stays
 	// confined to Root.
 	Pinned map[string]string
-	// MaxTransfers caps concurrent transfers (default 64); more are refused.
+	// MaxTransfers caps concurrent transfers (default 128); a request
+	// beyond it waits up to Timeout for a slot, then is refused as busy.
 	MaxTransfers int
 	// Timeout is the per-packet timeout (default 3s), Retries how often a
 	// packet is resent (default 5).
@@ -70,7 +71,7 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxTransfers <= 0 {
-		cfg.MaxTransfers = 64
+		cfg.MaxTransfers = 128
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Second
@@ -202,10 +203,14 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 		return err
 	}
 
+	// Queue briefly for a slot rather than refuse at once: firmware does
+	// not always retry a refused transfer.
+	wait := time.NewTimer(s.cfg.Timeout)
 	select {
 	case s.slots <- struct{}{}:
+		wait.Stop()
 		defer func() { <-s.slots }()
-	default:
+	case <-wait.C:
 		return fail("busy", errors.New("server busy: too many transfers, retry later"))
 	}
 
