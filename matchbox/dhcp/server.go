@@ -16,6 +16,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
 
 	"matchbox.dev/matchbox"
 )
@@ -202,7 +203,24 @@ func (s *Server) serveOne(ctx context.Context, l Listener) error {
 	}
 }
 
+// sendFunc sends one reply datagram.
+type sendFunc func(b []byte, dst net.Addr) error
+
+// direct sends on the listener's socket at once.
+func direct(l Listener) sendFunc {
+	return func(b []byte, dst net.Addr) error {
+		_, err := l.Conn.WriteTo(b, dst)
+		return err
+	}
+}
+
+// batchSize is how many datagrams one system call reads or writes.
+const batchSize = 32
+
 func (s *Server) readLoop(ctx context.Context, l Listener) error {
+	if uc, ok := l.Conn.(*net.UDPConn); ok {
+		return s.readBatches(ctx, l, ipv4.NewPacketConn(uc))
+	}
 	buf := make([]byte, 4096)
 	for {
 		n, peer, err := l.Conn.ReadFrom(buf)
@@ -222,11 +240,64 @@ func (s *Server) readLoop(ctx context.Context, l Listener) error {
 			s.sem <- struct{}{}
 			go func() {
 				defer func() { <-s.sem }()
-				s.respond(ctx, l, m, peer)
+				s.respond(ctx, l, m, peer, direct(l))
 			}()
 			continue
 		}
-		s.respond(ctx, l, m, peer)
+		s.respond(ctx, l, m, peer, direct(l))
+	}
+}
+
+// readBatches is readLoop on a UDP socket: under load one system call reads
+// (recvmmsg) and one writes (sendmmsg) many datagrams, the cost that
+// dominates a DHCP server.
+func (s *Server) readBatches(ctx context.Context, l Listener, pc *ipv4.PacketConn) error {
+	msgs := make([]ipv4.Message, batchSize)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 4096)}
+	}
+	var out []ipv4.Message
+	queue := func(b []byte, dst net.Addr) error {
+		out = append(out, ipv4.Message{Buffers: [][]byte{b}, Addr: dst})
+		return nil
+	}
+	for {
+		n, err := pc.ReadBatch(msgs, 0)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dhcp %s: %w", l.Interface, err)
+		}
+		out = out[:0]
+		for i := range n {
+			m, err := dhcpv4.FromBytes(msgs[i].Buffers[0][:msgs[i].N])
+			if err != nil {
+				s.drop("malformed")
+				continue
+			}
+			peer := msgs[i].Addr
+			if commits(l, m) {
+				s.sem <- struct{}{}
+				go func() {
+					defer func() { <-s.sem }()
+					s.respond(ctx, l, m, peer, direct(l))
+				}()
+				continue
+			}
+			s.respond(ctx, l, m, peer, queue)
+		}
+		for len(out) > 0 {
+			k, err := pc.WriteBatch(out, 0)
+			if err != nil {
+				for range out {
+					s.drop("send-failed")
+				}
+				s.log.Warn("dhcp: replies not sent", "interface", l.Interface, "count", len(out), "err", err)
+				break
+			}
+			out = out[k:]
+		}
 	}
 }
 
@@ -365,7 +436,7 @@ func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Ad
 		s.drop("malformed")
 		return
 	}
-	s.respond(ctx, l, m, peer)
+	s.respond(ctx, l, m, peer, direct(l))
 }
 
 // count increments vec{mode, kind}, caching the child counter: resolving
@@ -392,7 +463,7 @@ func (s *Server) drop(reason string) {
 }
 
 // respond answers one packet. Errors and drops are logged and counted here.
-func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr) {
+func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr, out sendFunc) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
 		s.drop("not-a-request")
 		return
@@ -417,7 +488,7 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 	if reply == nil {
 		return
 	}
-	if err := s.send(l, m, reply, peer); err != nil {
+	if err := send(m, reply, peer, out); err != nil {
 		s.drop("send-failed")
 		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", c.mac, "err", err)
 		return
@@ -451,7 +522,7 @@ func replyKind(r *dhcpv4.DHCPv4, l Listener) string {
 // send writes reply to the right place: back to where the request came
 // from when it has an address (a relay, a renewing client, a client on
 // 4011), otherwise broadcast on the receiving interface.
-func (s *Server) send(l Listener, req, reply *dhcpv4.DHCPv4, peer net.Addr) error {
+func send(req, reply *dhcpv4.DHCPv4, peer net.Addr, out sendFunc) error {
 	dst, _ := peer.(*net.UDPAddr)
 	if dst == nil || dst.IP == nil || dst.IP.IsUnspecified() {
 		if gw := req.GatewayIPAddr; gw != nil && !gw.IsUnspecified() {
@@ -460,8 +531,7 @@ func (s *Server) send(l Listener, req, reply *dhcpv4.DHCPv4, peer net.Addr) erro
 			dst = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 		}
 	}
-	_, err := l.Conn.WriteTo(reply.ToBytes(), dst)
-	return err
+	return out(reply.ToBytes(), dst)
 }
 
 // newReply starts a reply to req: what dhcpv4.NewReplyFromRequest does
