@@ -11,6 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// rcvBuf is the receive buffer asked for each DHCP socket.
+const rcvBuf = 8 << 20
+
 // ListenInterface opens a UDP socket on port bound to the network
 // interface ifname (SO_BINDTODEVICE), able to receive and send broadcasts,
 // so that replies leave through the interface the request came in on.
@@ -27,6 +30,12 @@ func ListenInterface(ctx context.Context, ifname string, port int) (net.PacketCo
 				if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, 1); serr != nil {
 					return
 				}
+			}
+			// A large receive buffer absorbs boot storms (a rack powering
+			// on at once). SO_RCVBUFFORCE passes rmem_max when privileged;
+			// otherwise the kernel caps SO_RCVBUF, which is fine.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 			}
 			if ifname != "" {
 				serr = unix.BindToDevice(int(fd), ifname)

@@ -180,7 +180,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 // readersPerSocket is how many goroutines read each socket. Packets are
 // handled by the goroutine that read them (no goroutine per packet), except
 // those that wait for a lease commit, which get their own.
-var readersPerSocket = max(2, runtime.GOMAXPROCS(0)*2)
+var readersPerSocket = max(1, runtime.GOMAXPROCS(0)/2)
 
 func (s *Server) serveOne(ctx context.Context, l Listener) error {
 	var wg sync.WaitGroup
