@@ -2,6 +2,7 @@ package matchbox
 
 import (
 	"context"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -65,14 +66,21 @@ type Recorder struct {
 	kick    chan struct{}
 	dropped uint64
 	// recent remembers when an identical event was last stored, so that
-	// retransmissions and request storms do not flood the history.
-	recent map[eventKey]time.Time
+	// retransmissions and request storms do not flood the history. Keyed
+	// by a hash of the event's identity (pointer-free, so the collector
+	// does not scan it under load).
+	recent map[uint64]int64
 }
 
-// eventKey identifies repeats of an event.
-type eventKey struct {
-	mac, ip, file string
-	kind          EventKind
+// eventHash identifies repeats of an event: same machine, step, address
+// and file.
+func eventHash(e *Event) uint64 {
+	h := fnv.New64a()
+	for _, s := range []string{e.MAC, string(e.Kind), e.IP, e.File} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
 }
 
 // RepeatWindow is how long an event identical to one already stored (same
@@ -88,7 +96,7 @@ func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1), recent: make(map[eventKey]time.Time)}
+	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1), recent: make(map[uint64]int64)}
 }
 
 // Record records one event. It never blocks on storage.
@@ -108,16 +116,17 @@ func (r *Recorder) Record(e Event) {
 	if e.MAC == "" {
 		return
 	}
-	key := eventKey{e.MAC, e.IP, e.File, e.Kind}
+	key := eventHash(&e)
+	now := e.Time.UnixNano()
 	r.mu.Lock()
 	if ip, err := netip.ParseAddr(e.IP); err == nil {
 		r.byIP[ip] = e.MAC
 	}
-	if last, ok := r.recent[key]; ok && e.Time.Sub(last) < RepeatWindow && e.Time.Sub(last) >= 0 {
+	if last, ok := r.recent[key]; ok && now-last < int64(RepeatWindow) && now >= last {
 		r.mu.Unlock()
 		return
 	}
-	r.recent[key] = e.Time
+	r.recent[key] = now
 	if len(r.pending) >= maxPending {
 		r.dropped++
 	} else {
@@ -180,9 +189,9 @@ func (r *Recorder) Flush(ctx context.Context) {
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = nil
-	now := time.Now()
+	now := time.Now().UnixNano()
 	for k, t := range r.recent {
-		if now.Sub(t) >= RepeatWindow {
+		if now-t >= int64(RepeatWindow) {
 			delete(r.recent, k)
 		}
 	}

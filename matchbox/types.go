@@ -115,4 +115,7 @@ type Machine struct {
 	// ReservedIP is the IPv4 address the DHCP server always gives this
 	// machine in full mode.
 	ReservedIP string `json:"reserved_ip,omitempty"`
+	// EventSeq counts the events ever recorded for the machine (the
+	// newest ones are kept).
+	EventSeq uint64 `json:"event_seq,omitempty"`
 }

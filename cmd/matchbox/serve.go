@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	nethttp "net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -44,6 +46,7 @@ type serveConfig struct {
 	cacheMB         int
 	memoryLimit     string
 	configFile      string
+	debugAddress    string
 	// Flags of poseidon/matchbox's gRPC API, accepted so existing unit
 	// files keep working; the API is not served.
 	rpcAddress, certFile, keyFile, caFile string
@@ -62,6 +65,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.settle, "watch-settle", 200*time.Millisecond, "wait this long after the last change before reloading")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain open requests on shutdown")
 	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 32, "memory bound of the Butane→Ignition translation cache, in MiB")
+	fs.StringVar(&c.debugAddress, "debug-address", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty)")
 	fs.StringVar(&c.configFile, "config", "", "config file (YAML or JSON): serve flags by name, and a dhcp section for per-interface modes and per-subnet options")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", `soft memory limit of the Go runtime: "auto" (from the loaded configuration), "off", or MiB`)
 	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
@@ -281,6 +285,10 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			}
 		}()
 	}
+	if mem.auto {
+		// The machine inventory grows with the fleet: follow the live heap.
+		go mem.follow(ctx, 15*time.Second)
+	}
 	// The recorder stops last, after the front-ends, and writes what is
 	// left.
 	recDone := make(chan struct{})
@@ -293,6 +301,18 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		recCancel()
 		<-recDone
 	}()
+	if c.debugAddress != "" {
+		dln, err := net.Listen("tcp", c.debugAddress)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("-debug-address: %w", err)
+		}
+		dsrv := &nethttp.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = dsrv.Serve(dln) }()
+		defer dsrv.Close()
+		log.Info("profiling endpoints serving", "address", dln.Addr().String())
+	}
 	ready.Store(true)
 	log.Info("matchbox serving", "version", versionString(), "address", ln.Addr().String(),
 		"assets_path", c.assetsPath, "db_path", c.dbPath, "signing", signer != nil)
@@ -381,6 +401,21 @@ func newMemoryTuner(mode string, cacheBytes int, log *slog.Logger) (*memoryTuner
 	return t, nil
 }
 
+// follow recomputes the limit every interval from the live heap measured
+// by the last collection, until ctx ends.
+func (t *memoryTuner) follow(ctx context.Context, interval time.Duration) {
+	tk := time.NewTicker(interval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			t.tune(false)
+		}
+	}
+}
+
 // tune recomputes the automatic limit; call it after the configuration
 // changed, with collect set unless a collection just ran.
 func (t *memoryTuner) tune(collect bool) {
@@ -399,4 +434,15 @@ func (t *memoryTuner) tune(collect bool) {
 	limit := live*3/2 + t.cacheBytes + 64<<20
 	debug.SetMemoryLimit(limit)
 	t.log.Debug("memory limit set", "live_bytes", live, "limit_bytes", limit)
+}
+
+// debugHandler serves Go's profiling endpoints.
+func debugHandler() nethttp.Handler {
+	mux := nethttp.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -17,7 +17,7 @@ import (
 // SchemaVersion is the version of the bbolt layout this build writes.
 // Opening a database with a newer version is refused; older versions are
 // migrated explicitly in migrate.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 var (
 	bucketMeta      = []byte("meta")
@@ -72,8 +72,15 @@ func (b *Bolt) migrate() error {
 			return fmt.Errorf("database schema version %d is newer than this matchbox supports (%d)", version, SchemaVersion)
 		}
 		// Version 0 → 1: configuration and machine buckets.
-		// Version 1 → 2: event histories and DHCP leases.
-		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketEvents, bucketLeases} {
+		// Version 1 → 2: event histories (a bucket per machine) and leases.
+		// Version 2 → 3: event histories in one flat bucket (history); the
+		// per-machine buckets cost too much under load and are dropped.
+		if version == 2 && tx.Bucket(bucketEventsV2) != nil {
+			if err := tx.DeleteBucket(bucketEventsV2); err != nil {
+				return err
+			}
+		}
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

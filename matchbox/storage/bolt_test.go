@@ -547,3 +547,42 @@ func TestLeasesStore(t *testing.T) {
 		t.Errorf("leases after reopen: %+v, %v", got, err)
 	}
 }
+
+func TestMigrateV2Events(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		meta, _ := tx.CreateBucketIfNotExists([]byte("meta"))
+		if err := meta.Put([]byte("schema_version"), []byte("2")); err != nil {
+			return err
+		}
+		ev, _ := tx.CreateBucketIfNotExists([]byte("events"))
+		_, err := ev.CreateBucket([]byte("52:54:00:00:00:01"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	b, err := storage.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("events")) != nil || tx.Bucket([]byte("history")) == nil {
+			t.Error("schema 2 events bucket not migrated to history")
+		}
+		if v := tx.Bucket([]byte("meta")).Get([]byte("schema_version")); string(v) != strconv.Itoa(storage.SchemaVersion) {
+			t.Errorf("schema version %s", v)
+		}
+		return nil
+	})
+}

@@ -1,11 +1,14 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -14,7 +17,12 @@ import (
 )
 
 var (
-	bucketEvents = []byte("events") // one nested bucket per MAC, keyed by sequence
+	// bucketHistory holds every machine's events in one flat bucket, keyed
+	// by the MAC (lowercase colon form) followed by the machine's 8-byte
+	// event sequence number, so a machine's history is one prefix range.
+	bucketHistory = []byte("history")
+	// bucketEventsV2 is schema 2's nested layout, dropped by migration.
+	bucketEventsV2 = []byte("events")
 	bucketLeases = []byte("leases") // keyed by the 4-byte address
 )
 
@@ -26,66 +34,70 @@ const MaxEventsPerMachine = 200
 // machine records (first/last seen, last IP, arch, UUID, group, profile),
 // creating records on first contact, in one transaction.
 func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
+	// Normalise and sort by machine (stable: time order within one), so
+	// the batch writes each machine's range once, in key order.
+	valid := make([]matchbox.Event, 0, len(events))
+	for _, e := range events {
+		mac, err := matchbox.NormalizeMAC(e.MAC)
+		if err != nil {
+			continue
+		}
+		e.MAC = mac
+		valid = append(valid, e)
+	}
+	slices.SortStableFunc(valid, func(a, b matchbox.Event) int { return strings.Compare(a.MAC, b.MAC) })
 	return b.db.Update(func(tx *bolt.Tx) error {
 		machines := tx.Bucket(bucketMachines)
-		evs := tx.Bucket(bucketEvents)
-		seen := make(map[string]*matchbox.Machine)
-		for _, e := range events {
-			mac, err := matchbox.NormalizeMAC(e.MAC)
-			if err != nil {
-				continue
+		hist := tx.Bucket(bucketHistory)
+		var m *matchbox.Machine
+		flush := func() error {
+			if m == nil {
+				return nil
 			}
-			e.MAC = mac
-			m, ok := seen[mac]
-			if !ok {
-				m = &matchbox.Machine{MAC: mac}
-				if data := machines.Get([]byte(mac)); data != nil {
-					if err := json.Unmarshal(data, m); err != nil {
-						return fmt.Errorf("decode machine %s: %w", mac, err)
-					}
-				}
-				seen[mac] = m
-			}
-			applyEvent(m, e)
-			mb, err := evs.CreateBucketIfNotExists([]byte(mac))
-			if err != nil {
-				return err
-			}
-			seq, err := mb.NextSequence()
-			if err != nil {
-				return err
-			}
-			data, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			if err := mb.Put(seqKey(seq), data); err != nil {
-				return err
-			}
-			if seq > MaxEventsPerMachine {
-				if err := mb.Delete(seqKey(seq - MaxEventsPerMachine)); err != nil {
-					return err
-				}
-			}
-		}
-		for mac, m := range seen {
 			data, err := json.Marshal(m)
 			if err != nil {
 				return err
 			}
-			if err := machines.Put([]byte(mac), data); err != nil {
+			return machines.Put([]byte(m.MAC), data)
+		}
+		for _, e := range valid {
+			if m == nil || m.MAC != e.MAC {
+				if err := flush(); err != nil {
+					return err
+				}
+				m = &matchbox.Machine{MAC: e.MAC}
+				if data := machines.Get([]byte(e.MAC)); data != nil {
+					if err := json.Unmarshal(data, m); err != nil {
+						return fmt.Errorf("decode machine %s: %w", e.MAC, err)
+					}
+				}
+			}
+			applyEvent(m, e)
+			m.EventSeq++
+			data, err := json.Marshal(e)
+			if err != nil {
 				return err
 			}
+			if err := hist.Put(historyKey(e.MAC, m.EventSeq), data); err != nil {
+				return err
+			}
+			if m.EventSeq > MaxEventsPerMachine {
+				if err := hist.Delete(historyKey(e.MAC, m.EventSeq-MaxEventsPerMachine)); err != nil {
+					return err
+				}
+			}
 		}
-		return nil
+		return flush()
 	})
 }
 
-func seqKey(seq uint64) []byte {
-	var k [8]byte
-	binary.BigEndian.PutUint64(k[:], seq)
-	return k[:]
+func historyKey(mac string, seq uint64) []byte {
+	k := make([]byte, len(mac)+8)
+	copy(k, mac)
+	binary.BigEndian.PutUint64(k[len(mac):], seq)
+	return k
 }
+
 
 // applyEvent updates what a machine record knows from one event.
 func applyEvent(m *matchbox.Machine, e matchbox.Event) {
@@ -120,21 +132,19 @@ func (b *Bolt) MachineEvents(_ context.Context, mac string) ([]matchbox.Event, e
 	}
 	var out []matchbox.Event
 	err = b.db.View(func(tx *bolt.Tx) error {
-		mb := tx.Bucket(bucketEvents).Bucket([]byte(norm))
-		if mb == nil {
-			if tx.Bucket(bucketMachines).Get([]byte(norm)) == nil {
-				return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
-			}
-			return nil
+		if tx.Bucket(bucketMachines).Get([]byte(norm)) == nil {
+			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
 		}
-		return mb.ForEach(func(_, v []byte) error {
+		prefix := []byte(norm)
+		c := tx.Bucket(bucketHistory).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
 			var e matchbox.Event
 			if err := json.Unmarshal(v, &e); err != nil {
 				return err
 			}
 			out = append(out, e)
-			return nil
-		})
+		}
+		return nil
 	})
 	return out, err
 }
