@@ -23,7 +23,7 @@ var (
 	bucketHistory = []byte("history")
 	// bucketEventsV2 is schema 2's nested layout, dropped by migration.
 	bucketEventsV2 = []byte("events")
-	bucketLeases = []byte("leases") // keyed by the 4-byte address
+	bucketLeases   = []byte("leases") // keyed by the 4-byte address
 )
 
 // MaxEventsPerMachine bounds the event history kept per machine; older
@@ -97,7 +97,6 @@ func historyKey(mac string, seq uint64) []byte {
 	binary.BigEndian.PutUint64(k[len(mac):], seq)
 	return k
 }
-
 
 // applyEvent updates what a machine record knows from one event.
 func applyEvent(m *matchbox.Machine, e matchbox.Event) {
