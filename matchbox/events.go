@@ -2,7 +2,7 @@ package matchbox
 
 import (
 	"context"
-	"hash/fnv"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -75,13 +75,14 @@ type Recorder struct {
 // eventHash identifies repeats of an event: same machine, step, address
 // and file.
 func eventHash(e *Event) uint64 {
-	h := fnv.New64a()
-	for _, s := range []string{e.MAC, string(e.Kind), e.IP, e.File} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return h.Sum64()
+	h := maphash.String(hashSeed, e.MAC)
+	h = h*31 + maphash.String(hashSeed, string(e.Kind))
+	h = h*31 + maphash.String(hashSeed, e.IP)
+	return h*31 + maphash.String(hashSeed, e.File)
 }
+
+// hashSeed seeds eventHash for the life of the process.
+var hashSeed = maphash.MakeSeed()
 
 // RepeatWindow is how long an event identical to one already stored (same
 // machine, step, address and file) is logged but not stored again.

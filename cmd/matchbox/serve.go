@@ -373,10 +373,12 @@ func (m *catalogMetrics) update(snap *matchbox.Snapshot, probs []matchbox.Proble
 }
 
 // memoryTuner sets the Go runtime's soft memory limit from the size of the
-// loaded configuration, so that garbage between collections stays bounded
-// (the default lets the heap grow to twice the live data): 1.5 times the
-// live heap plus the translation cache bound plus 64 MiB of headroom for
-// requests. GOMEMLIMIT in the environment, or -memory-limit, overrides it.
+// loaded configuration: 1.5 times the live heap plus the translation cache
+// bound plus 64 MiB of headroom for requests, recomputed as the inventory
+// grows. Below that limit it lets garbage reach 4 times the live heap
+// (GOGC 400) before collecting, so small servers are not collecting many
+// times a second under load. GOMEMLIMIT or GOGC in the environment, or
+// -memory-limit, override it.
 type memoryTuner struct {
 	auto       bool
 	cacheBytes int64
@@ -391,6 +393,12 @@ func newMemoryTuner(mode string, cacheBytes int, log *slog.Logger) (*memoryTuner
 	case mode == "off":
 	case mode == "auto":
 		t.auto = true
+		// With the limit bounding memory, collect less often than Go's
+		// default below it: a small heap would otherwise be collected
+		// many times a second under a DHCP storm, stalling replies.
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(400)
+		}
 	default:
 		mib, err := strconv.ParseInt(mode, 10, 64)
 		if err != nil || mib <= 0 {
