@@ -704,6 +704,24 @@ func hostnameFor(sel matchbox.Selection) string {
 	return ""
 }
 
+// leaseReply builds an OFFER or ACK of ip with the subnet's options and,
+// for a PXE client the core lets boot, its boot answer.
+func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, p *pool, ip netip.Addr, mt dhcpv4.MessageType, kind matchbox.EventKind) (*dhcpv4.DHCPv4, matchbox.Event) {
+	reply := newReply(m, l, mt)
+	reply.YourIPAddr = net.IP(ip.AsSlice())
+	if mt == dhcpv4.MessageTypeAck {
+		reply.ClientIPAddr = m.ClientIPAddr
+	}
+	ev := matchbox.Event{Kind: kind, IP: ip.String()}
+	b, why := s.bootAnswer(l, c)
+	addLeaseOptions(reply, p, hostnameFor(b.sel))
+	if why == "" {
+		addBoot(reply, m, l, b, c, false)
+		ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
+	}
+	return reply, ev
+}
+
 // full answers in full mode: address leases, with PXE answers for PXE
 // clients the core lets boot.
 func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event) {
@@ -740,16 +758,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			s.log.Warn("dhcp: no address to offer", "subnet", p.subnet.Prefix, "mac", c.mac, "err", err)
 			return nil, matchbox.Event{}
 		}
-		reply := newReply(m, l, dhcpv4.MessageTypeOffer)
-		reply.YourIPAddr = net.IP(ip.AsSlice())
-		ev := matchbox.Event{Kind: matchbox.EventDHCPOffer, IP: ip.String()}
-		b, why := s.bootAnswer(l, c)
-		addLeaseOptions(reply, p, hostnameFor(b.sel))
-		if why == "" {
-			addBoot(reply, m, l, b, c, false)
-			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
-		}
-		return reply, ev
+		return s.leaseReply(l, m, c, p, ip, dhcpv4.MessageTypeOffer, matchbox.EventDHCPOffer)
 	case dhcpv4.MessageTypeRequest:
 		if sid := toAddr(m.ServerIdentifier()); sid.IsValid() && sid != l.ServerIP {
 			// The client took another server's offer.
@@ -779,17 +788,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			return nil, matchbox.Event{}
 		}
 		s.rec.Learn(lease.IP, c.mac)
-		reply := newReply(m, l, dhcpv4.MessageTypeAck)
-		reply.YourIPAddr = net.IP(ip.AsSlice())
-		reply.ClientIPAddr = m.ClientIPAddr
-		ev := matchbox.Event{Kind: matchbox.EventDHCPAck, IP: ip.String()}
-		b, why := s.bootAnswer(l, c)
-		addLeaseOptions(reply, p, hostnameFor(b.sel))
-		if why == "" {
-			addBoot(reply, m, l, b, c, false)
-			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
-		}
-		return reply, ev
+		return s.leaseReply(l, m, c, p, ip, dhcpv4.MessageTypeAck, matchbox.EventDHCPAck)
 	case dhcpv4.MessageTypeDecline:
 		ip := r.requested
 		if err := s.leases.decline(ctx, p, r.key, ip); err != nil {
