@@ -17,15 +17,38 @@ import (
 // \r and \n, and entries whose name is empty or holds CR, LF or "=" are
 // left out.
 func Metadata(data map[string]any) []byte {
-	var lines []string
-	lines = appendEnv(lines, "", data)
+	lines := appendEnv(make([]string, 0, 2*len(data)+4), "", data)
 	slices.Sort(lines)
-	var b strings.Builder
+	n := 0
 	for _, l := range lines {
-		b.WriteString(l)
-		b.WriteByte('\n')
+		n += len(l) + 1
 	}
-	return []byte(b.String())
+	out := make([]byte, 0, n)
+	for _, l := range lines {
+		out = append(out, l...)
+		out = append(out, '\n')
+	}
+	return out
+}
+
+// envLine is NAME=value with the name uppercased, in one allocation.
+func envLine(name, value string) string {
+	value = lineEscaper.Replace(value)
+	b := make([]byte, 0, len(name)+1+len(value))
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 0x80 {
+			// Non-ASCII: let Unicode case mapping do it.
+			return strings.ToUpper(name) + "=" + value
+		}
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	b = append(b, '=')
+	b = append(b, value...)
+	return string(b)
 }
 
 // lineEscaper keeps a value on its line.
@@ -38,17 +61,17 @@ func validName(name string) bool {
 func appendEnv(lines []string, prefix string, m map[string]any) []string {
 	add := func(name, value string) {
 		if validName(name) {
-			lines = append(lines, name+"="+lineEscaper.Replace(value))
+			lines = append(lines, envLine(name, value))
 		}
 	}
 	for k, v := range m {
-		name := strings.ToUpper(prefix + k)
+		name := prefix + k
 		switch val := v.(type) {
 		case map[string]any:
 			lines = appendEnv(lines, prefix+k+"_", val)
 		case map[string]string:
 			for sk, sv := range val {
-				add(strings.ToUpper(prefix+k+"_"+sk), sv)
+				add(prefix+k+"_"+sk, sv)
 			}
 		case string:
 			add(name, val)
