@@ -230,22 +230,29 @@ func (s *Server) readLoop(ctx context.Context, l Listener) error {
 			}
 			return fmt.Errorf("dhcp %s: %w", l.Interface, err)
 		}
-		m, err := dhcpv4.FromBytes(buf[:n])
-		if err != nil {
-			s.drop("malformed")
-			s.log.Debug("dhcp: malformed packet", "interface", l.Interface, "peer", peer, "err", err)
-			continue
-		}
-		if commits(l, m) {
-			s.sem <- struct{}{}
-			go func() {
-				defer func() { <-s.sem }()
-				s.respond(ctx, l, m, peer, direct(l))
-			}()
-			continue
-		}
-		s.respond(ctx, l, m, peer, direct(l))
+		s.dispatch(ctx, l, buf[:n], peer, direct(l))
 	}
+}
+
+// dispatch answers one datagram read by a socket reader: inline, or in its
+// own goroutine when the answer waits for a lease commit (those replies are
+// sent directly, not through out).
+func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.Addr, out sendFunc) {
+	m, err := dhcpv4.FromBytes(raw)
+	if err != nil {
+		s.drop("malformed")
+		s.log.Debug("dhcp: malformed packet", "interface", l.Interface, "peer", peer, "err", err)
+		return
+	}
+	if commits(l, m) {
+		s.sem <- struct{}{}
+		go func() {
+			defer func() { <-s.sem }()
+			s.respond(ctx, l, m, peer, direct(l))
+		}()
+		return
+	}
+	s.respond(ctx, l, m, peer, out)
 }
 
 // readBatches is readLoop on a UDP socket: under load one system call reads
@@ -271,21 +278,7 @@ func (s *Server) readBatches(ctx context.Context, l Listener, pc *ipv4.PacketCon
 		}
 		out = out[:0]
 		for i := range n {
-			m, err := dhcpv4.FromBytes(msgs[i].Buffers[0][:msgs[i].N])
-			if err != nil {
-				s.drop("malformed")
-				continue
-			}
-			peer := msgs[i].Addr
-			if commits(l, m) {
-				s.sem <- struct{}{}
-				go func() {
-					defer func() { <-s.sem }()
-					s.respond(ctx, l, m, peer, direct(l))
-				}()
-				continue
-			}
-			s.respond(ctx, l, m, peer, queue)
+			s.dispatch(ctx, l, msgs[i].Buffers[0][:msgs[i].N], msgs[i].Addr, queue)
 		}
 		for len(out) > 0 {
 			k, err := pc.WriteBatch(out, 0)
@@ -429,7 +422,8 @@ func addBoot(reply *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, l Listener, b boot, c cli
 	}
 }
 
-// handle answers one raw packet (see respond).
+// handle answers one raw packet synchronously, commits included (see
+// respond); tests and benchmarks use it.
 func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Addr) {
 	m, err := dhcpv4.FromBytes(pkt)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	nethttp "net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -285,19 +286,8 @@ func (s *Server) instrument(endpoint string, h nethttp.Handler) nethttp.Handler 
 			sw.code = nethttp.StatusOK
 		}
 		hist.Observe(time.Since(start).Seconds())
-		s.requests.WithLabelValues(endpoint, codeString(sw.code)).Inc()
+		s.requests.WithLabelValues(endpoint, strconv.Itoa(sw.code)).Inc()
 	})
-}
-
-func codeString(code int) string {
-	switch code {
-	case 200:
-		return "200"
-	case 404:
-		return "404"
-	default:
-		return fmt.Sprint(code)
-	}
 }
 
 func getOnly(fn nethttp.HandlerFunc) nethttp.Handler {
