@@ -9,11 +9,33 @@ import (
 // NormalizeMAC parses a MAC address in colon, hyphen or dot form and returns
 // it in lowercase colon form, the form selectors are compared in.
 func NormalizeMAC(s string) (string, error) {
+	if isCanonicalMAC(s) {
+		return s, nil // the common case, without allocating
+	}
 	hw, err := net.ParseMAC(s)
 	if err != nil {
 		return "", fmt.Errorf("%w: %q is not a MAC address", ErrInvalid, s)
 	}
 	return hw.String(), nil
+}
+
+// isCanonicalMAC reports whether s is a 6-byte MAC in lowercase colon
+// form.
+func isCanonicalMAC(s string) bool {
+	if len(s) != 17 {
+		return false
+	}
+	for i := 0; i < 17; i++ {
+		c := s[i]
+		if i%3 == 2 {
+			if c != ':' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseLabels turns request query values into selection labels: the first

@@ -2,6 +2,7 @@ package matchbox
 
 import (
 	"errors"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -203,6 +204,24 @@ func FuzzParseLabels(f *testing.F) {
 		}
 		if diff := cmp.Diff(labels, relabels); diff != "" {
 			t.Errorf("re-parsing is not idempotent (-first +second):\n%s", diff)
+		}
+	})
+}
+
+// NormalizeMAC's allocation-free path for canonical input agrees with
+// net.ParseMAC on every input.
+func FuzzNormalizeMAC(f *testing.F) {
+	for _, s := range []string{"52:54:00:a1:9c:ae", "52:54:00:A1:9C:AE", "52:54:00:a1:9c:a:", "52:54:00:a1:9c:ag", "5254.00a1.9cae", "52-54-00-a1-9c-ae"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := NormalizeMAC(s)
+		hw, perr := net.ParseMAC(s)
+		if (err == nil) != (perr == nil) {
+			t.Fatalf("NormalizeMAC(%q) error %v, net.ParseMAC error %v", s, err, perr)
+		}
+		if err == nil && got != hw.String() {
+			t.Errorf("NormalizeMAC(%q) = %q, want %q", s, got, hw.String())
 		}
 	})
 }

@@ -17,7 +17,7 @@ import (
 // SchemaVersion is the version of the bbolt layout this build writes.
 // Opening a database with a newer version is refused; older versions are
 // migrated explicitly in migrate.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 var (
 	bucketMeta      = []byte("meta")
@@ -75,6 +75,9 @@ func (b *Bolt) migrate() error {
 		// Version 1 → 2: event histories (a bucket per machine) and leases.
 		// Version 2 → 3: event histories in one flat bucket (history); the
 		// per-machine buckets cost too much under load and are dropped.
+		// Version 3 → 4: machine records and events are written in a
+		// binary form (codec.go); JSON records stay readable, so nothing
+		// is rewritten, but older builds must not open the database.
 		if version == 2 && tx.Bucket(bucketEventsV2) != nil {
 			if err := tx.DeleteBucket(bucketEventsV2); err != nil {
 				return err
@@ -261,7 +264,10 @@ func (b *Bolt) PutMachine(_ context.Context, m *matchbox.Machine) error {
 		return err
 	}
 	m.MAC = mac
-	return put(b, bucketMachines, m.MAC, m)
+	data := appendMachine(nil, m)
+	return b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMachines).Put([]byte(m.MAC), data)
+	})
 }
 
 // GetMachine returns a machine by MAC address (any spelling).
@@ -271,7 +277,14 @@ func (b *Bolt) GetMachine(_ context.Context, mac string) (*matchbox.Machine, err
 		return nil, err
 	}
 	var m matchbox.Machine
-	if err := get(b, bucketMachines, norm, &m, "machine"); err != nil {
+	err = b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketMachines).Get([]byte(norm))
+		if data == nil {
+			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
+		}
+		return decodeMachine(data, &m)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -287,12 +300,12 @@ func (b *Bolt) ReservedIP(_ context.Context, mac string) (string, error) {
 	var ip string
 	err = b.db.View(func(tx *bolt.Tx) error {
 		data := tx.Bucket(bucketMachines).Get([]byte(norm))
-		if data == nil || !bytes.Contains(data, []byte(`"reserved_ip"`)) {
+		if data == nil || (data[0] == '{' && !bytes.Contains(data, []byte(`"reserved_ip"`))) {
 			return nil
 		}
 		var m matchbox.Machine
-		if err := json.Unmarshal(data, &m); err != nil {
-			return err
+		if err := decodeMachine(data, &m); err != nil {
+			return fmt.Errorf("machine %s: %w", norm, err)
 		}
 		ip = m.ReservedIP
 		return nil
@@ -302,7 +315,18 @@ func (b *Bolt) ReservedIP(_ context.Context, mac string) (string, error) {
 
 // ListMachines returns every machine, ordered by MAC.
 func (b *Bolt) ListMachines(_ context.Context) ([]*matchbox.Machine, error) {
-	return list[matchbox.Machine](b, bucketMachines)
+	var out []*matchbox.Machine
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMachines).ForEach(func(k, v []byte) error {
+			m := new(matchbox.Machine)
+			if err := decodeMachine(v, m); err != nil {
+				return fmt.Errorf("machine %s: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // DeleteMachine deletes a machine by MAC address.

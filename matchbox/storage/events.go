@@ -46,39 +46,39 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
 		valid = append(valid, e)
 	}
 	slices.SortStableFunc(valid, func(a, b matchbox.Event) int { return strings.Compare(a.MAC, b.MAC) })
+	var mem arena
 	return b.db.Update(func(tx *bolt.Tx) error {
 		machines := tx.Bucket(bucketMachines)
 		hist := tx.Bucket(bucketHistory)
-		var m *matchbox.Machine
+		var m matchbox.Machine
+		have := false
 		flush := func() error {
-			if m == nil {
+			if !have {
 				return nil
 			}
-			data, err := json.Marshal(m)
-			if err != nil {
-				return err
-			}
-			return machines.Put([]byte(m.MAC), data)
+			key := mem.encode(func(buf []byte) []byte { return append(buf, m.MAC...) })
+			data := mem.encode(func(buf []byte) []byte { return appendMachine(buf, &m) })
+			return machines.Put(key, data)
 		}
-		for _, e := range valid {
-			if m == nil || m.MAC != e.MAC {
+		for i := range valid {
+			e := &valid[i]
+			if !have || m.MAC != e.MAC {
 				if err := flush(); err != nil {
 					return err
 				}
-				m = &matchbox.Machine{MAC: e.MAC}
+				m, have = matchbox.Machine{MAC: e.MAC}, true
 				if data := machines.Get([]byte(e.MAC)); data != nil {
-					if err := json.Unmarshal(data, m); err != nil {
-						return fmt.Errorf("decode machine %s: %w", e.MAC, err)
+					if err := decodeMachine(data, &m); err != nil {
+						return fmt.Errorf("machine %s: %w", e.MAC, err)
 					}
+					m.MAC = e.MAC
 				}
 			}
-			applyEvent(m, e)
+			applyEvent(&m, *e)
 			m.EventSeq++
-			data, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			if err := hist.Put(historyKey(e.MAC, m.EventSeq), data); err != nil {
+			key := mem.encode(func(buf []byte) []byte { return appendHistoryKey(buf, e.MAC, m.EventSeq) })
+			data := mem.encode(func(buf []byte) []byte { return appendEvent(buf, e, false) })
+			if err := hist.Put(key, data); err != nil {
 				return err
 			}
 			if m.EventSeq > MaxEventsPerMachine {
@@ -92,10 +92,11 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
 }
 
 func historyKey(mac string, seq uint64) []byte {
-	k := make([]byte, len(mac)+8)
-	copy(k, mac)
-	binary.BigEndian.PutUint64(k[len(mac):], seq)
-	return k
+	return appendHistoryKey(make([]byte, 0, len(mac)+8), mac, seq)
+}
+
+func appendHistoryKey(b []byte, mac string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, mac...), seq)
 }
 
 // applyEvent updates what a machine record knows from one event.
@@ -137,9 +138,9 @@ func (b *Bolt) MachineEvents(_ context.Context, mac string) ([]matchbox.Event, e
 		prefix := []byte(norm)
 		c := tx.Bucket(bucketHistory).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
-			var e matchbox.Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return err
+			e := matchbox.Event{MAC: norm}
+			if err := decodeEvent(v, &e); err != nil {
+				return fmt.Errorf("machine %s: %w", norm, err)
 			}
 			out = append(out, e)
 		}
