@@ -3,6 +3,7 @@ package matchbox
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 )
 
@@ -58,6 +59,56 @@ func ParseLabels(values map[string][]string) (map[string]string, error) {
 			v = mac
 		}
 		labels[k] = v
+	}
+	return labels, nil
+}
+
+// ParseQueryLabels is ParseLabels of url.ParseQuery(raw) in one pass,
+// without building the intermediate url.Values: it runs on every boot
+// request. Any malformed pair (bad escape, a ';' separator) is an error
+// wrapping ErrInvalid, as a failed url.ParseQuery is.
+func ParseQueryLabels(raw string) (map[string]string, error) {
+	labels := make(map[string]string, 4)
+	var firstErr error
+	for raw != "" {
+		var part string
+		part, raw, _ = strings.Cut(raw, "&")
+		if part == "" {
+			continue
+		}
+		if strings.Contains(part, ";") {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w: malformed query: invalid semicolon separator in query", ErrInvalid)
+			}
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		k, err := url.QueryUnescape(k)
+		if err == nil {
+			v, err = url.QueryUnescape(v)
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w: malformed query: %v", ErrInvalid, err)
+			}
+			continue
+		}
+		if _, seen := labels[k]; seen {
+			continue // the first value counts
+		}
+		labels[k] = v
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	for k, v := range labels {
+		if strings.EqualFold(k, "mac") {
+			mac, err := NormalizeMAC(v)
+			if err != nil {
+				return nil, err
+			}
+			labels[k] = mac
+		}
 	}
 	return labels, nil
 }

@@ -2,6 +2,7 @@ package matchbox
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/url"
 	"strings"
@@ -222,6 +223,37 @@ func FuzzNormalizeMAC(f *testing.F) {
 		}
 		if err == nil && got != hw.String() {
 			t.Errorf("NormalizeMAC(%q) = %q, want %q", s, got, hw.String())
+		}
+	})
+}
+
+// ParseQueryLabels agrees with url.ParseQuery followed by ParseLabels.
+func FuzzParseQueryLabels(f *testing.F) {
+	for _, s := range []string{
+		"", "mac=52-54-00-a1-9c-ae", "uuid=${uuid}&mac=52-54-00-A1-9C-AE&domain=&hostname=&serial=&arch=x86_64",
+		"MAC=5254.00a1.9cae&mac=52:54:00:00:00:01", "mac=not-a-mac", "mac=52%3A54%3A00%3Aa1%3A9c%3Aae&mac=zz",
+		"os=a&os=b&os=", "a=1;b=2", "%zz=1", "=&&=x&k", "a=%2", "a+b=c+d", "k=v&k", "mac=&mac=52:54:00:00:00:01",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, err := ParseQueryLabels(raw)
+		values, perr := url.ParseQuery(raw)
+		var want map[string]string
+		if perr == nil {
+			want, perr = ParseLabels(values)
+		}
+		if (err == nil) != (perr == nil) {
+			t.Fatalf("ParseQueryLabels(%q) = %v, %v; ParseQuery+ParseLabels = %v, %v", raw, got, err, want, perr)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("ParseQueryLabels(%q) = %v, want %v", raw, got, want)
 		}
 	})
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	nethttp "net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -151,6 +150,7 @@ type renderFunc func(r *nethttp.Request, q *query) (answer, error)
 
 // query is one parsed boot request.
 type query struct {
+	file   string // "/" + the endpoint, for events
 	labels map[string]string
 	raw    string
 	host   string
@@ -328,19 +328,16 @@ const (
 // boot builds the handler of one boot endpoint; sig is "", "sig" or "asc".
 func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string) nethttp.Handler {
 	selects := need != selectNone
+	file := "/" + endpoint
 	return s.instrument(endpoint, nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
 			methodNotAllowed(w)
 			return
 		}
-		q := &query{raw: r.URL.RawQuery, host: requestHost(r)}
+		q := &query{file: file, raw: r.URL.RawQuery, host: requestHost(r)}
 		if selects {
-			values, err := url.ParseQuery(r.URL.RawQuery)
-			if err != nil {
-				s.fail(w, r, endpoint, q, fmt.Errorf("%w: malformed query: %v", matchbox.ErrInvalid, err))
-				return
-			}
-			if q.labels, err = matchbox.ParseLabels(values); err != nil {
+			var err error
+			if q.labels, err = matchbox.ParseQueryLabels(r.URL.RawQuery); err != nil {
 				s.fail(w, r, endpoint, q, err)
 				return
 			}
@@ -370,7 +367,9 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 		}
 		writeBody(w, ans.contentType, ans.body)
 		if selects {
-			s.log.LogAttrs(r.Context(), slog.LevelDebug, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
+			if s.log.Enabled(r.Context(), slog.LevelDebug) {
+				s.log.LogAttrs(r.Context(), slog.LevelDebug, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
+			}
 			s.record(r, endpoint, q, matchbox.EventHTTPServed, "")
 		}
 	}))
@@ -426,7 +425,7 @@ func (s *Server) record(r *nethttp.Request, endpoint string, q *query, kind matc
 	if mac == "" {
 		return
 	}
-	ev := matchbox.Event{MAC: mac, Kind: kind, File: "/" + endpoint, Arch: q.labels["arch"], UUID: q.labels["uuid"], Detail: detail}
+	ev := matchbox.Event{MAC: mac, Kind: kind, File: q.file, Arch: q.labels["arch"], UUID: q.labels["uuid"], Detail: detail}
 	if ip := remoteIP(r); ip.IsValid() {
 		ev.IP = ip.String()
 	}
