@@ -92,6 +92,12 @@ const RepeatWindow = 10 * time.Second
 // dropped (and counted) rather than growing memory without bound.
 const maxPending = 100_000
 
+// flushAt is how many pending events make Run write before the interval
+// ends. Large batches matter for the store: a boot storm of many machines
+// touches one database page per machine, and a page touched by several
+// events of one batch is rewritten once.
+const flushAt = 3_000
+
 // NewRecorder returns a recorder writing to store (nil: log only).
 func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 	if log == nil {
@@ -178,7 +184,7 @@ func (r *Recorder) Run(ctx context.Context, interval time.Duration) {
 			r.mu.Lock()
 			n := len(r.pending)
 			r.mu.Unlock()
-			if n >= 1000 {
+			if n >= flushAt {
 				r.Flush(ctx)
 			}
 		}

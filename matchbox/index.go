@@ -52,8 +52,8 @@ type Index struct {
 // sorted "k=v" selector string (poseidon/matchbox's rule); identical
 // selector sets, which poseidon/matchbox leaves undefined, by the lower id.
 func Precedes(a, b *Group) bool {
-	ea := entry{a, a.SelectorString(), len(a.Selector)}
-	eb := entry{b, b.SelectorString(), len(b.Selector)}
+	ea := entry{a, a.SelectorString(), a.SelectorCount()}
+	eb := entry{b, b.SelectorString(), b.SelectorCount()}
 	return ea.precedes(&eb)
 }
 
@@ -70,14 +70,14 @@ func NewIndex(groups []*Group) *Index {
 func newIndex(groups []*Group, sels []string) *Index {
 	freq := make(map[pair]int, len(groups))
 	for _, g := range groups {
-		for k, v := range g.Selector {
+		for k, v := range g.Selectors() {
 			freq[pair{k, v}]++
 		}
 	}
 	idx := &Index{buckets: make(map[pair][]entry, len(freq)), size: len(groups)}
 	var bestDefault *entry
 	for i, g := range groups {
-		e := entry{g, sels[i], len(g.Selector)}
+		e := entry{g, sels[i], g.SelectorCount()}
 		if e.n == 0 {
 			if bestDefault == nil || e.precedes(bestDefault) {
 				bestDefault = &e
@@ -86,7 +86,7 @@ func newIndex(groups []*Group, sels []string) *Index {
 		}
 		var best pair
 		bestN := -1
-		for k, v := range g.Selector {
+		for k, v := range g.Selectors() {
 			if v == "" {
 				continue
 			}

@@ -3,6 +3,7 @@ package matchbox
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -346,6 +347,7 @@ func TestSelectMatchesReference(t *testing.T) {
 				if idx.Len() != len(groups) {
 					t.Fatalf("Len = %d, want %d", idx.Len(), len(groups))
 				}
+				frozen := NewIndex(frozenCopies(groups))
 				for range 4 {
 					labels := randomLabels(r)
 					want, n := wantSelect(groups, labels)
@@ -354,6 +356,10 @@ func TestSelectMatchesReference(t *testing.T) {
 					}
 					if got := idx.Select(labels); got != want {
 						t.Fatalf("iteration %d: Select(%v) = %s, want %s (%d tied)\ngroups:\n%s",
+							iter, labels, groupID(got), groupID(want), n, dumpGroups(groups))
+					}
+					if got := frozen.Select(labels); groupID(got) != groupID(want) {
+						t.Fatalf("iteration %d: frozen groups: Select(%v) = %s, want %s (%d tied)\ngroups:\n%s",
 							iter, labels, groupID(got), groupID(want), n, dumpGroups(groups))
 					}
 				}
@@ -465,7 +471,23 @@ func FuzzSelect(f *testing.F) {
 			t.Fatalf("Select(%v) = %s, want %s (%d tied)\ngroups:\n%s",
 				labels, groupID(got), groupID(want), n, dumpGroups(groups))
 		}
+		if got := NewIndex(frozenCopies(groups)).Select(labels); groupID(got) != groupID(want) {
+			t.Fatalf("frozen groups: Select(%v) = %s, want %s (%d tied)\ngroups:\n%s",
+				labels, groupID(got), groupID(want), n, dumpGroups(groups))
+		}
 	})
+}
+
+// frozenCopies returns frozen copies of groups.
+func frozenCopies(groups []*Group) []*Group {
+	out := make([]*Group, len(groups))
+	for i, g := range groups {
+		c := *g
+		c.Selector = maps.Clone(g.Selector)
+		c.Freeze()
+		out[i] = &c
+	}
+	return out
 }
 
 func TestIndexDoesNotKeepCallerOrder(t *testing.T) {

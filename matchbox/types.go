@@ -41,14 +41,19 @@ type Group struct {
 
 	// Origin says where the group came from (a file path or "db").
 	Origin string `json:"-"`
+
+	// The compact form of a frozen group (frozen.go).
+	sel, meta string
+	nsel      int
+	frozen    bool
 }
 
 // SelectorString is the selector as sorted "k=v" pairs joined by commas,
 // the string poseidon/matchbox compares to break ties between groups with
 // the same number of selectors.
 func (g *Group) SelectorString() string {
-	pairs := make([]string, 0, len(g.Selector))
-	for k, v := range g.Selector {
+	pairs := make([]string, 0, g.SelectorCount())
+	for k, v := range g.Selectors() {
 		pairs = append(pairs, k+"="+v)
 	}
 	sort.Strings(pairs)
@@ -60,6 +65,17 @@ func (g *Group) SelectorString() string {
 // poseidon/matchbox, a missing label counts as the empty string, so a
 // selector with an empty value also matches machines without that label.
 func (g *Group) Matches(labels map[string]string) bool {
+	if g.frozen {
+		for s := g.sel; s != ""; {
+			var k, v string
+			k, s = cutString(s)
+			v, s = cutString(s)
+			if labels[k] != v {
+				return false
+			}
+		}
+		return true
+	}
 	for k, v := range g.Selector {
 		if labels[k] != v {
 			return false

@@ -817,7 +817,7 @@ func TestCompatLoad(t *testing.T) {
 	// Selectors in hyphen and upper-case form are normalised at load.
 	for id, want := range map[string]string{"node1": "52:54:00:12:34:56", "node2": "52:54:00:ab:cd:ef", "node2-installed": "52:54:00:ab:cd:ef", "eu-rack1-mac": "52:54:00:00:00:0c"} {
 		grp, ok := snap.Group(id)
-		if !ok || grp.Selector["mac"] != want {
+		if !ok || func() string { v, _ := grp.SelectorValue("mac"); return v }() != want {
 			t.Errorf("group %s mac selector: %+v, want %s", id, grp, want)
 		}
 	}

@@ -106,11 +106,12 @@ type reservations struct {
 
 func (r reservations) Reserved(mac string) (netip.Addr, bool) {
 	if sel, err := r.catalog.Snapshot().Select(map[string]string{"mac": mac}); sel.Group != nil && err == nil {
-		if s, ok := sel.Group.Metadata["dhcp_address"].(string); ok {
+		if v, _ := sel.Group.MetadataValue("dhcp_address"); v != nil {
+			s, _ := v.(string)
 			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
 				return a, true
 			}
-			r.log.Warn("group metadata dhcp_address is not an IPv4 address", "group", sel.Group.ID, "value", s)
+			r.log.Warn("group metadata dhcp_address is not an IPv4 address", "group", sel.Group.ID, "value", v)
 		}
 	}
 	if s, err := r.db.ReservedIP(context.Background(), mac); err == nil && s != "" {

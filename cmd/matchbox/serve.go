@@ -205,7 +205,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mem.tune(false)
+	mem.loaded(false)
 	ng, np, nt := snap.Counts()
 	log.Info("configuration loaded", "data_path", c.dataPath, "groups", ng,
 		"profiles", np, "templates", nt, "took", time.Since(start).Round(time.Millisecond))
@@ -259,7 +259,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 				t := time.Now()
 				snap := catalog.Update(ctx, "datadir", objs)
 				cm.reloads.Inc()
-				mem.tune(true)
+				mem.loaded(true)
 				ng, np, nt := snap.Counts()
 				log.Info("data dir reloaded", "groups", ng, "profiles", np,
 					"templates", nt, "took", time.Since(t).Round(time.Millisecond))
@@ -373,16 +373,23 @@ func (m *catalogMetrics) update(snap *matchbox.Snapshot, probs []matchbox.Proble
 }
 
 // memoryTuner sets the Go runtime's soft memory limit from the size of the
-// loaded configuration: 1.5 times the live heap plus the translation cache
-// bound plus 64 MiB of headroom for requests, recomputed as the inventory
-// grows. Below that limit it lets garbage reach 4 times the live heap
-// (GOGC 400) before collecting, so small servers are not collecting many
-// times a second under load. GOMEMLIMIT or GOGC in the environment, or
-// -memory-limit, override it.
+// loaded configuration: the live heap, plus as much again as the
+// configuration took when it was loaded (the garbage allowed between
+// collections grows with what each collection has to walk), plus the
+// translation cache bound and 64 MiB for requests. The live heap is
+// sampled again every interval (lease tables and caches grow), but the
+// headroom is only re-measured when the configuration is reloaded, so a
+// heap inflated by a burst of requests does not inflate it. Below the
+// limit garbage may reach 4 times the live heap (GOGC 400) before a
+// collection, so small servers are not collecting many times a second
+// under load. GOMEMLIMIT or GOGC in the environment, or -memory-limit,
+// override it.
 type memoryTuner struct {
 	auto       bool
 	cacheBytes int64
 	log        *slog.Logger
+	// config is the live heap right after the last configuration load.
+	config atomic.Int64
 }
 
 func newMemoryTuner(mode string, cacheBytes int, log *slog.Logger) (*memoryTuner, error) {
@@ -419,29 +426,48 @@ func (t *memoryTuner) follow(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
-			t.tune(false)
+			t.tune()
 		}
 	}
 }
 
-// tune recomputes the automatic limit; call it after the configuration
-// changed, with collect set unless a collection just ran.
-func (t *memoryTuner) tune(collect bool) {
+// loaded re-measures the configuration's size and the limit; call it after
+// the configuration changed, with collect set unless a collection just ran.
+func (t *memoryTuner) loaded(collect bool) {
 	if !t.auto {
 		return
 	}
 	if collect {
 		runtime.GC()
 	}
+	if live, ok := liveHeap(); ok {
+		t.config.Store(live)
+	}
+	t.tune()
+}
+
+// tune recomputes the automatic limit from the current live heap.
+func (t *memoryTuner) tune() {
+	if !t.auto {
+		return
+	}
+	live, ok := liveHeap()
+	if !ok {
+		return
+	}
+	limit := live + t.config.Load() + t.cacheBytes + 64<<20
+	debug.SetMemoryLimit(limit)
+	t.log.Debug("memory limit set", "live_bytes", live, "config_bytes", t.config.Load(), "limit_bytes", limit)
+}
+
+// liveHeap is the heap the last collection found live.
+func liveHeap() (int64, bool) {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(sample)
 	if sample[0].Value.Kind() != metrics.KindUint64 {
-		return
+		return 0, false
 	}
-	live := int64(sample[0].Value.Uint64())
-	limit := live*3/2 + t.cacheBytes + 64<<20
-	debug.SetMemoryLimit(limit)
-	t.log.Debug("memory limit set", "live_bytes", live, "limit_bytes", limit)
+	return int64(sample[0].Value.Uint64()), true
 }
 
 // debugHandler serves Go's profiling endpoints.

@@ -692,7 +692,7 @@ func hostnameFor(sel matchbox.Selection) string {
 	if sel.Group == nil {
 		return ""
 	}
-	if h, ok := sel.Group.Metadata["hostname"].(string); ok {
+	if h, ok := metadataString(sel.Group, "hostname"); ok {
 		return h
 	}
 	return ""
@@ -802,4 +802,11 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 		return nil, matchbox.Event{}
 	}
 	return nil, matchbox.Event{}
+}
+
+// metadataString returns a string metadata value of g.
+func metadataString(g *matchbox.Group, key string) (string, bool) {
+	v, _ := g.MetadataValue(key)
+	s, ok := v.(string)
+	return s, ok
 }

@@ -33,6 +33,7 @@ func benchCatalog(n int) *matchbox.Catalog {
 			Selector: map[string]string{"mac": benchMAC(i)},
 			Metadata: map[string]any{"ssh_key": "ssh-ed25519 AAAA bench", "hostname": fmt.Sprintf("node%d", i), "port": 10250.0},
 		})
+		objs.Groups[i].Freeze() // as the data dir and the database hand them out
 	}
 	cat := matchbox.NewCatalog("bench")
 	cat.Update(context.Background(), "bench", objs)

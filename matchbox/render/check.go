@@ -34,7 +34,7 @@ func sampleLabels(g *matchbox.Group) (map[string]string, string) {
 		"uuid": "00000000-0000-0000-0000-000000000000", "mac": "00:00:00:00:00:00",
 		"domain": "", "hostname": "", "serial": "", "arch": "x86_64",
 	}
-	for k, v := range g.Selector {
+	for k, v := range g.Selectors() {
 		labels[k] = v
 	}
 	q := url.Values{}

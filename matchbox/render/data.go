@@ -1,7 +1,6 @@
 package render
 
 import (
-	"maps"
 	"strings"
 
 	"matchbox.dev/matchbox"
@@ -23,9 +22,9 @@ type Request struct {
 // then the reserved "request" entry with "query" and "raw_query" (and
 // "host", a matchbox addition).
 func Data(g *matchbox.Group, req Request) map[string]any {
-	data := make(map[string]any, len(g.Metadata)+len(g.Selector)+1)
-	maps.Copy(data, g.Metadata)
-	for k, v := range g.Selector {
+	data := make(map[string]any, g.MetadataCount()+g.SelectorCount()+1)
+	g.CopyMetadata(data)
+	for k, v := range g.Selectors() {
 		data[strings.ToLower(k)] = v
 	}
 	labels := req.Labels

@@ -246,6 +246,7 @@ func (b *Bolt) Objects(_ context.Context) (matchbox.Objects, error) {
 	}
 	for _, g := range groups {
 		g.Origin = "db"
+		g.Freeze() // held by the catalog for the life of the server
 	}
 	for _, p := range profiles {
 		p.Origin = "db"

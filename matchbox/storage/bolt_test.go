@@ -410,7 +410,7 @@ func TestBoltKill9(t *testing.T) {
 			t.Errorf("acknowledged group %s (write %d of %d) is missing", id, i+1, len(acked))
 			continue
 		}
-		if want := killGroup(i); g.Profile != want.Profile || g.Selector["mac"] != strings.ToLower(strings.ReplaceAll(want.Selector["mac"], "-", ":")) {
+		if want := killGroup(i); g.Profile != want.Profile || selectorValue(g, "mac") != strings.ToLower(strings.ReplaceAll(want.Selector["mac"], "-", ":")) {
 			t.Errorf("acknowledged group %s = %+v, want %+v", id, g, want)
 		}
 	}
@@ -585,4 +585,9 @@ func TestMigrateV2Events(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func selectorValue(g *matchbox.Group, key string) string {
+	v, _ := g.SelectorValue(key)
+	return v
 }

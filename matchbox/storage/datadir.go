@@ -260,6 +260,7 @@ func (d *DataDir) refresh(ent *fileEntry, rel, dir string, regular bool) bool {
 			return true
 		}
 		g.Origin = path
+		g.Freeze() // held for the life of the server
 		ent.group = g
 		if len(unknown) > 0 {
 			warn("unknown keys ignored: " + strings.Join(unknown, ", "))

@@ -17,6 +17,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/storage"
+	"matchbox.dev/matchbox/storage/storagetest"
 )
 
 // TestDataDirMatchboxExample loads a data dir laid out and written the way
@@ -77,7 +78,7 @@ func TestDataDirMatchboxExample(t *testing.T) {
 	}
 	// Objects are returned in path order, so the order is part of the
 	// contract here and no sorting option is used.
-	if diff := cmp.Diff(want, objs, cmpopts.EquateEmpty()); diff != "" {
+	if diff := cmp.Diff(want, objs, cmpopts.EquateEmpty(), storagetest.GroupOptions); diff != "" {
 		t.Errorf("Load (-want +got):\n%s", diff)
 	}
 	snap := matchbox.NewSnapshot(objs)

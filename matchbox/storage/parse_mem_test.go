@@ -29,6 +29,7 @@ func BenchmarkGroupMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			g.Origin = fmt.Sprintf("/var/lib/matchbox/groups/node%d.json", i)
+			g.Freeze() // as the data dir and the database hold them
 			groups[i] = g
 		}
 		runtime.GC()

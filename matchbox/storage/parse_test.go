@@ -11,6 +11,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/storage"
+	"matchbox.dev/matchbox/storage/storagetest"
 )
 
 func TestParseGroup(t *testing.T) {
@@ -84,7 +85,7 @@ func TestParseGroup(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseGroup: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, g, cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(tt.want, g, cmpopts.EquateEmpty(), storagetest.GroupOptions); diff != "" {
 				t.Errorf("group (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(tt.unknown, unknown, cmpopts.EquateEmpty()); diff != "" {
@@ -186,7 +187,7 @@ func TestParseUnknownKeysCaseInsensitive(t *testing.T) {
 			t.Fatalf("ParseGroup: %v", err)
 		}
 		want := &matchbox.Group{ID: "a", Profile: "p", Selector: map[string]string{"os": "x"}}
-		if diff := cmp.Diff(want, g); diff != "" {
+		if diff := cmp.Diff(want, g, storagetest.GroupOptions); diff != "" {
 			t.Errorf("group (-want +got):\n%s", diff)
 		}
 		if diff := cmp.Diff([]string{"comment"}, unknown); diff != "" {
@@ -316,7 +317,7 @@ func FuzzParseGroup(f *testing.F) {
 		if err != nil {
 			t.Fatalf("ParseGroup of the re-encoded group %s: %v", again, err)
 		}
-		if diff := cmp.Diff(g, g2, cmpopts.EquateEmpty()); diff != "" {
+		if diff := cmp.Diff(g, g2, cmpopts.EquateEmpty(), storagetest.GroupOptions); diff != "" {
 			t.Errorf("re-parsed group differs (-first +second):\n%s", diff)
 		}
 		if len(unknown2) != 0 {
