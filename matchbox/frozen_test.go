@@ -103,9 +103,9 @@ func TestFreeze(t *testing.T) {
 		{ID: "every-type", Profile: "p", Selector: map[string]string{"os": "", "region": "eu", "zone": "a=b,c"},
 			Metadata: map[string]any{
 				"null": nil, "t": true, "f": false, "n": -1.5e300, "s": "✓ \x00 \"q\"", "empty": "",
-				"a":   []any{float64(1), "x", nil, []any{}, map[string]any{}},
-				"o":   map[string]any{"nested": map[string]any{"deep": []any{map[string]any{"k": "v"}}}},
-				"":    "empty key",
+				"a": []any{float64(1), "x", nil, []any{}, map[string]any{}},
+				"o": map[string]any{"nested": map[string]any{"deep": []any{map[string]any{"k": "v"}}}},
+				"":  "empty key",
 			}},
 	} {
 		t.Run(g.ID, func(t *testing.T) { checkFrozen(t, g) })
