@@ -65,11 +65,14 @@ type Recorder struct {
 	byIP    map[netip.Addr]string
 	kick    chan struct{}
 	dropped uint64
-	// recent remembers when an identical event was last stored, so that
-	// retransmissions and request storms do not flood the history. Keyed
-	// by a hash of the event's identity (pointer-free, so the collector
-	// does not scan it under load).
-	recent map[uint64]int64
+	// recent and older remember when an identical event was last stored,
+	// so that retransmissions and request storms do not flood the
+	// history. Keyed by a hash of the event's identity (pointer-free, so
+	// the collector does not scan them). Every RepeatWindow recent becomes
+	// older and older is dropped: expiry costs nothing under the lock,
+	// however many machines are booting.
+	recent, older map[uint64]int64
+	rotated       int64 // when recent was started, Unix nanoseconds
 }
 
 // eventHash identifies repeats of an event: same machine, step, address
@@ -103,7 +106,8 @@ func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1), recent: make(map[uint64]int64)}
+	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1),
+		recent: make(map[uint64]int64), older: make(map[uint64]int64), rotated: time.Now().UnixNano()}
 }
 
 // Record records one event. It never blocks on storage.
@@ -129,7 +133,18 @@ func (r *Recorder) Record(e Event) {
 	if ip, err := netip.ParseAddr(e.IP); err == nil {
 		r.byIP[ip] = e.MAC
 	}
-	if last, ok := r.recent[key]; ok && now-last < int64(RepeatWindow) && now >= last {
+	switch {
+	case now < r.rotated: // an event from before the last rotation
+		r.rotated = now
+	case now-r.rotated >= int64(RepeatWindow):
+		// Entries live between one and two windows: long enough.
+		r.older, r.recent, r.rotated = r.recent, make(map[uint64]int64, len(r.recent)), now
+	}
+	last, ok := r.recent[key]
+	if !ok {
+		last, ok = r.older[key]
+	}
+	if ok && now-last < int64(RepeatWindow) && now >= last {
 		r.mu.Unlock()
 		return
 	}
@@ -196,12 +211,6 @@ func (r *Recorder) Flush(ctx context.Context) {
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = nil
-	now := time.Now().UnixNano()
-	for k, t := range r.recent {
-		if now-t >= int64(RepeatWindow) {
-			delete(r.recent, k)
-		}
-	}
 	r.mu.Unlock()
 	if len(batch) == 0 || r.store == nil {
 		return

@@ -57,3 +57,45 @@ func TestRecorder(t *testing.T) {
 		t.Errorf("dropped %d", r.Dropped())
 	}
 }
+
+// Repeats are recognised across the rotation of the repeat tables: an
+// event is suppressed for a whole RepeatWindow after it was stored, however
+// the window falls against the rotations.
+func TestRecorderRepeatsAcrossRotation(t *testing.T) {
+	var stored []time.Time
+	r := NewRecorder(storeFunc(func(ev []Event) error {
+		for _, e := range ev {
+			stored = append(stored, e.Time)
+		}
+		return nil
+	}), nil)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(d time.Duration) {
+		r.Record(Event{Time: t0.Add(d), MAC: "52:54:00:00:00:01", Kind: EventHTTPServed, File: "/ipxe"})
+	}
+	other := func(d time.Duration) {
+		r.Record(Event{Time: t0.Add(d), MAC: "52:54:00:00:00:02", Kind: EventHTTPServed, File: "/ipxe"})
+	}
+	w := RepeatWindow
+	other(0)        // starts the tables at t0
+	ev(w * 9 / 10)  // stored
+	other(w + 1)    // rotation: the event moves to the older table
+	ev(w * 3 / 2)   // 0.6 windows after it was stored: suppressed
+	other(2*w + 2)  // second rotation: the event's entry is dropped
+	ev(w*19/10 + 1) // a full window after it was stored: stored again
+	ev(w * 2)       // suppressed
+	r.Flush(context.Background())
+	var mine []time.Duration
+	for _, s := range stored {
+		mine = append(mine, s.Sub(t0))
+	}
+	want := []time.Duration{0, w * 9 / 10, w + 1, 2*w + 2, w*19/10 + 1}
+	if len(mine) != len(want) {
+		t.Fatalf("stored at %v, want %v", mine, want)
+	}
+	for i := range want {
+		if mine[i] != want[i] {
+			t.Fatalf("stored at %v, want %v", mine, want)
+		}
+	}
+}

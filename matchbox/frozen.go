@@ -45,12 +45,19 @@ func (g *Group) Freeze() {
 	if !ok {
 		return
 	}
-	var sel []byte
+	// One string holds the selector pairs, the selector string (so the
+	// index shares it) and the metadata: one object for the collector.
+	selStr := g.SelectorString()
+	var buf []byte
 	for _, k := range slices.Sorted(maps.Keys(g.Selector)) {
-		sel = appendString(sel, k)
-		sel = appendString(sel, g.Selector[k])
+		buf = appendString(buf, k)
+		buf = appendString(buf, g.Selector[k])
 	}
-	g.sel, g.meta, g.nsel, g.frozen = string(sel), string(meta), len(g.Selector), true
+	selEnd := len(buf)
+	buf = append(buf, selStr...)
+	strEnd := len(buf)
+	buf = append(buf, meta...)
+	g.data, g.selEnd, g.strEnd, g.nsel, g.frozen = string(buf), uint32(selEnd), uint32(strEnd), uint32(len(g.Selector)), true
 	g.Selector, g.Metadata = nil, nil
 }
 
@@ -63,7 +70,7 @@ func (g *Group) Thawed() *Group {
 	c := *g
 	if g.frozen {
 		c.Selector, c.Metadata = g.SelectorMap(), g.MetadataMap()
-		c.sel, c.meta, c.nsel, c.frozen = "", "", 0, false
+		c.data, c.selEnd, c.strEnd, c.nsel, c.frozen = "", 0, 0, 0, false
 	}
 	return &c
 }
@@ -78,7 +85,7 @@ func (g *Group) MarshalJSON() ([]byte, error) {
 // SelectorCount is the number of selectors.
 func (g *Group) SelectorCount() int {
 	if g.frozen {
-		return g.nsel
+		return int(g.nsel)
 	}
 	return len(g.Selector)
 }
@@ -94,7 +101,7 @@ func (g *Group) Selectors() iter.Seq2[string, string] {
 			}
 			return
 		}
-		s := g.sel
+		s := g.selPart()
 		for s != "" {
 			var k, v string
 			k, s = cutString(s)
@@ -129,7 +136,7 @@ func (g *Group) SelectorMap() map[string]string {
 	if g.nsel == 0 {
 		return nil
 	}
-	m := make(map[string]string, g.nsel)
+	m := make(map[string]string, int(g.nsel))
 	for k, v := range g.Selectors() {
 		m[k] = v
 	}
@@ -142,7 +149,7 @@ func (g *Group) MetadataMap() map[string]any {
 	if !g.frozen {
 		return g.Metadata
 	}
-	v, _ := decodeValue(g.meta)
+	v, _ := decodeValue(g.metaPart())
 	m, _ := v.(map[string]any)
 	return m
 }
@@ -152,10 +159,10 @@ func (g *Group) MetadataCount() int {
 	if !g.frozen {
 		return len(g.Metadata)
 	}
-	if g.meta == "" || g.meta[0] != valObject {
+	if g.metaPart() == "" || g.metaPart()[0] != valObject {
 		return 0
 	}
-	n, _ := cutUvarint(g.meta[1:])
+	n, _ := cutUvarint(g.metaPart()[1:])
 	return int(n)
 }
 
@@ -165,10 +172,10 @@ func (g *Group) CopyMetadata(dst map[string]any) {
 		maps.Copy(dst, g.Metadata)
 		return
 	}
-	if g.meta == "" || g.meta[0] != valObject {
+	if g.metaPart() == "" || g.metaPart()[0] != valObject {
 		return
 	}
-	n, s := cutUvarint(g.meta[1:])
+	n, s := cutUvarint(g.metaPart()[1:])
 	for range n {
 		var k string
 		k, s = cutString(s)
@@ -182,10 +189,10 @@ func (g *Group) MetadataValue(key string) (any, bool) {
 		v, ok := g.Metadata[key]
 		return v, ok
 	}
-	if g.meta == "" || g.meta[0] != valObject {
+	if g.metaPart() == "" || g.metaPart()[0] != valObject {
 		return nil, false
 	}
-	n, s := cutUvarint(g.meta[1:])
+	n, s := cutUvarint(g.metaPart()[1:])
 	for range n {
 		var k string
 		k, s = cutString(s)
@@ -197,6 +204,12 @@ func (g *Group) MetadataValue(key string) (any, bool) {
 	}
 	return nil, false
 }
+
+// selPart is the encoded selector pairs of a frozen group.
+func (g *Group) selPart() string { return g.data[:g.selEnd] }
+
+// metaPart is the encoded metadata of a frozen group.
+func (g *Group) metaPart() string { return g.data[g.strEnd:] }
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))

@@ -16,6 +16,9 @@ type entry struct {
 	n   int    // number of selectors
 }
 
+// span is a bucket's range in Index.entries.
+type span struct{ start, n uint32 }
+
 // precedes reports whether e wins over o when both match a machine.
 func (e *entry) precedes(o *entry) bool {
 	return compareEntries(e, o) < 0
@@ -38,7 +41,11 @@ func compareEntries(a, b *entry) int {
 // groups share a pair, not on the total number of groups. Buckets are kept
 // in precedence order, so a lookup stops at the first match.
 type Index struct {
-	buckets map[pair][]entry
+	// buckets locates each pair's entries in entries, which holds every
+	// bucket's entries one after another: one array for all groups
+	// rather than a slice per pair.
+	buckets map[pair]span
+	entries []entry
 	// always holds, in precedence order, groups whose selector values are
 	// all empty: they match machines that send none of those labels, so no
 	// label lookup finds them.
@@ -74,7 +81,12 @@ func newIndex(groups []*Group, sels []string) *Index {
 			freq[pair{k, v}]++
 		}
 	}
-	idx := &Index{buckets: make(map[pair][]entry, len(freq)), size: len(groups)}
+	idx := &Index{size: len(groups)}
+	type filed struct {
+		p pair
+		e entry
+	}
+	var all []filed
 	var bestDefault *entry
 	for i, g := range groups {
 		e := entry{g, sels[i], g.SelectorCount()}
@@ -100,16 +112,33 @@ func newIndex(groups []*Group, sels []string) *Index {
 			idx.always = append(idx.always, e)
 			continue
 		}
-		idx.buckets[best] = append(idx.buckets[best], e)
+		all = append(all, filed{best, e})
 	}
 	if bestDefault != nil {
 		idx.bestDefault = bestDefault.g
 	}
 	byPrecedence := func(a, b entry) int { return compareEntries(&a, &b) }
 	slices.SortFunc(idx.always, byPrecedence)
-	for _, b := range idx.buckets {
-		if len(b) > 1 {
-			slices.SortFunc(b, byPrecedence)
+	// Order by bucket, then by precedence within each bucket.
+	slices.SortFunc(all, func(a, b filed) int {
+		if c := cmp.Compare(a.p.k, b.p.k); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.p.v, b.p.v); c != 0 {
+			return c
+		}
+		return compareEntries(&a.e, &b.e)
+	})
+	idx.entries = make([]entry, len(all))
+	idx.buckets = make(map[pair]span, len(freq))
+	for i, f := range all {
+		idx.entries[i] = f.e
+		if i > 0 && all[i-1].p == f.p {
+			sp := idx.buckets[f.p]
+			sp.n++
+			idx.buckets[f.p] = sp
+		} else {
+			idx.buckets[f.p] = span{uint32(i), 1}
 		}
 	}
 	return idx
@@ -129,7 +158,11 @@ func (idx *Index) Select(labels map[string]string) *Group {
 		}
 	}
 	for k, v := range labels {
-		bucket := idx.buckets[pair{k, v}]
+		sp, ok := idx.buckets[pair{k, v}]
+		if !ok {
+			continue
+		}
+		bucket := idx.entries[sp.start : sp.start+sp.n]
 		for i := range bucket {
 			e := &bucket[i]
 			if best != nil && !e.precedes(best) {

@@ -42,16 +42,21 @@ type Group struct {
 	// Origin says where the group came from (a file path or "db").
 	Origin string `json:"-"`
 
-	// The compact form of a frozen group (frozen.go).
-	sel, meta string
-	nsel      int
-	frozen    bool
+	// The compact form of a frozen group (frozen.go): data holds the
+	// selector pairs up to selEnd, the selector string up to strEnd, then
+	// the metadata.
+	data                 string
+	selEnd, strEnd, nsel uint32
+	frozen               bool
 }
 
 // SelectorString is the selector as sorted "k=v" pairs joined by commas,
 // the string poseidon/matchbox compares to break ties between groups with
 // the same number of selectors.
 func (g *Group) SelectorString() string {
+	if g.frozen {
+		return g.data[g.selEnd:g.strEnd]
+	}
 	pairs := make([]string, 0, g.SelectorCount())
 	for k, v := range g.Selectors() {
 		pairs = append(pairs, k+"="+v)
@@ -66,7 +71,7 @@ func (g *Group) SelectorString() string {
 // selector with an empty value also matches machines without that label.
 func (g *Group) Matches(labels map[string]string) bool {
 	if g.frozen {
-		for s := g.sel; s != ""; {
+		for s := g.selPart(); s != ""; {
 			var k, v string
 			k, s = cutString(s)
 			v, s = cutString(s)

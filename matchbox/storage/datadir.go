@@ -95,9 +95,9 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 	seen := make(map[string]bool, len(d.files))
 	var extra []matchbox.Problem
 	type job struct {
-		ent      *fileEntry
-		rel, dir string
-		regular  bool
+		ent            *fileEntry
+		rel, path, dir string
+		regular        bool
 	}
 	var jobs []job
 	for _, dir := range dataDirs {
@@ -129,14 +129,14 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 					Message: "ignored: only .json files are read in " + dir + "/"})
 				return nil
 			}
-			rel, _ := filepath.Rel(d.root, path)
+			rel := relPath(d.root, path)
 			seen[rel] = true
 			ent := d.files[rel]
 			if ent == nil {
 				ent = &fileEntry{}
 				d.files[rel] = ent
 			}
-			jobs = append(jobs, job{ent, rel, dir, de.Type().IsRegular()})
+			jobs = append(jobs, job{ent, rel, path, dir, de.Type().IsRegular()})
 			return nil
 		})
 		if err != nil {
@@ -157,7 +157,7 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 					return
 				}
 				j := jobs[i]
-				if d.refresh(j.ent, j.rel, j.dir, j.regular) {
+				if d.refresh(j.ent, j.rel, j.path, j.dir, j.regular) {
 					reread.Add(1)
 				}
 			}
@@ -174,10 +174,27 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 	return d.objects(extra), changed, nil
 }
 
+// relPath is path relative to root. For the paths WalkDir gives under root
+// it is a substring of path, so the file's key and its origin share one
+// string (at 100,000 files that is 100,000 objects fewer to collect).
+func relPath(root, path string) string {
+	r := filepath.Clean(root)
+	if r == "." && !filepath.IsAbs(path) && !strings.HasPrefix(path, "..") {
+		return path
+	}
+	if len(path) > len(r)+1 && strings.HasPrefix(path, r) && path[len(r)] == filepath.Separator {
+		return path[len(r)+1:]
+	}
+	rel, err := filepath.Rel(root, path)
+	if err != nil {
+		return path
+	}
+	return rel
+}
+
 // refresh rereads one file into ent when its stamp changed, and reports
 // whether it did.
-func (d *DataDir) refresh(ent *fileEntry, rel, dir string, regular bool) bool {
-	path := filepath.Join(d.root, rel)
+func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) bool {
 	var st syscall.Stat_t
 	fd := -1
 	var err error

@@ -46,6 +46,7 @@ func main() {
 	endpoints := flag.String("endpoints", "ipxe,metadata,ignition-cached,ignition-new", "endpoints to load")
 	keep := flag.String("keep", "", "keep the generated data dirs under this folder")
 	machines := flag.Int("machines", 100_000, "distinct machines the requests come from, whatever the group count (those without a group of their own get the default group)")
+	rate := flag.Int("rate", 10_000, "after each saturating run, also measure latency at this fixed request rate per second (0: off)")
 	loader := flag.String("load", "auto", `load generator: "wrk", "go" (built in) or "auto" (wrk when on PATH)`)
 	flag.Parse()
 	switch *loader {
@@ -66,6 +67,7 @@ func main() {
 		os.Exit(2)
 	}
 	numMachines = *machines
+	fixedRate = *rate
 	fmt.Printf("load generator: %s, %d connections\n", *loader, *conc)
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "bootload: -matchbox is required")
@@ -189,6 +191,9 @@ var useWrk bool
 // numMachines is the number of distinct machines requests come from.
 var numMachines int
 
+// fixedRate is the request rate of the latency runs (0: none).
+var fixedRate int
+
 // rss describes a process's resident memory from /proc/PID/status: the
 // total, the anonymous part (Go heap, stacks, runtime) and the
 // file-backed part (the binary and the database pages mapped by bbolt,
@@ -303,6 +308,13 @@ func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string,
 			res = load(url, conc, dur, pathFor)
 		}
 		fmt.Printf("%-8d %-16s %10.0f %9v %9v %9v %7d\n", n, ep, res.rate, res.p50, res.p99, res.max, res.errors)
+		if fixedRate > 0 && ep != "ignition-new" {
+			// Let the server finish what the saturating run left behind
+			// (inventory writes, a collection) before measuring latency.
+			time.Sleep(3 * time.Second)
+			res := loadAtRate(url, conc, dur, fixedRate, pathFor)
+			fmt.Printf("%-8d %-16s %10.0f %9v %9v %9v %7d\n", n, fmt.Sprintf("%s@%d/s", ep, fixedRate), res.rate, res.p50, res.p99, res.max, res.errors)
+		}
 	}
 	fmt.Printf("%-8d %-16s RSS after load %s\n", n, "(server)", rss(cmd.Process.Pid))
 	return nil
@@ -352,6 +364,58 @@ func load(url string, conc int, dur time.Duration, pathFor func(*rand.Rand, int)
 					continue
 				}
 				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(all)
+	res := result{errors: errs.Load()}
+	if len(all) > 0 {
+		res.rate = float64(len(all)) / elapsed.Seconds()
+		res.p50 = all[len(all)/2].Round(time.Microsecond)
+		res.p99 = all[len(all)*99/100].Round(time.Microsecond)
+		res.max = all[len(all)-1].Round(time.Microsecond)
+	}
+	return res
+}
+
+// loadAtRate sends requests at a fixed rate for dur (open loop: request i
+// is due at start + i/rate whether or not earlier ones have finished) over
+// conc keep-alive connections, and measures each latency from the moment
+// the request was due, so time spent waiting for a free connection counts.
+func loadAtRate(url string, conc int, dur time.Duration, rate int, pathFor func(*rand.Rand, int) string) result {
+	total := int64(dur.Seconds() * float64(rate))
+	interval := time.Second / time.Duration(rate)
+	var next, errs atomic.Int64
+	var mu sync.Mutex
+	var all []time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}, Timeout: 10 * time.Second}
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			var lat []time.Duration
+			for {
+				i := next.Add(1) - 1
+				if i >= total {
+					break
+				}
+				due := start.Add(time.Duration(i) * interval)
+				if d := time.Until(due); d > 0 {
+					time.Sleep(d)
+				}
+				if err := getOK(client, url+pathFor(r, int(i))); err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat = append(lat, time.Since(due))
 			}
 			mu.Lock()
 			all = append(all, lat...)
