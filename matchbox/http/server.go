@@ -397,6 +397,13 @@ func (s *Server) attrs(r *nethttp.Request, endpoint string, q *query, code int) 
 
 // fail maps an error to its HTTP answer: the one place that does so.
 func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint string, q *query, err error) {
+	if r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
+		// The client went away (or the server is shutting down) while
+		// its answer was rendered: nothing failed, and nobody is
+		// listening for a status.
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request abandoned by the client", append(s.attrs(r, endpoint, q, 0), slog.String("err", err.Error()))...)
+		return
+	}
 	code := nethttp.StatusInternalServerError
 	level := slog.LevelError
 	var rerr *render.Error

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	nethttp "net/http"
 	"net/http/httptest"
@@ -357,5 +358,34 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 	if _, err := nethttp.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		t.Error("server still answering after shutdown")
+	}
+}
+
+// A client that goes away while its Ignition is rendered is not a render
+// failure: no error log, no failure count, no translation started.
+func TestAbandonedRequest(t *testing.T) {
+	cat := matchbox.NewCatalog("test")
+	cat.Update(context.Background(), "test", testObjects())
+	var logs bytes.Buffer
+	srv := New(Config{Catalog: cat, Engine: render.NewEngine(render.Options{}),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	h := srv.Handler()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequest("GET", "/ignition?mac=52:54:00:00:00:01", nil).WithContext(ctx)
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "abandoned") {
+		t.Errorf("logs of an abandoned request:\n%s", logs.String())
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if strings.Contains(rec.Body.String(), `matchbox_render_failures_total{endpoint="ignition"} 1`) {
+		t.Error("an abandoned request counted as a render failure")
+	}
+	// The same request from a client that waits still renders.
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/ignition?mac=52:54:00:00:00:01", nil))
+	if rec.Code != 200 {
+		t.Errorf("after an abandoned request: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -326,6 +326,9 @@ func (e *Engine) translate(ctx context.Context, butaneText []byte) ([]byte, erro
 	if v, ok := e.butane.get(key); ok {
 		return v.out, v.err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // nobody waits for the answer: skip the translation
+	}
 	select {
 	case e.translating <- struct{}{}:
 	case <-ctx.Done():

@@ -46,7 +46,7 @@ func main() {
 	endpoints := flag.String("endpoints", "ipxe,metadata,ignition-cached,ignition-new", "endpoints to load")
 	keep := flag.String("keep", "", "keep the generated data dirs under this folder")
 	machines := flag.Int("machines", 100_000, "distinct machines the requests come from, whatever the group count (those without a group of their own get the default group)")
-	rate := flag.Int("rate", 10_000, "after each saturating run, also measure latency at this fixed request rate per second (0: off)")
+	rate := flag.Int("rate", 5_000, "after each saturating run, also measure latency at this fixed request rate per second (0: off)")
 	loader := flag.String("load", "auto", `load generator: "wrk", "go" (built in) or "auto" (wrk when on PATH)`)
 	flag.Parse()
 	switch *loader {
