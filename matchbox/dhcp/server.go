@@ -347,8 +347,21 @@ func classify(m *dhcpv4.DHCPv4) client {
 // formatGUID renders option 97's 16 bytes as PXE firmware prints them
 // (the first three fields little-endian, as iPXE's ${uuid} does).
 func formatGUID(b []byte) string {
-	return fmt.Sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])
+	// The first three fields are little-endian (SMBIOS 2.6 and later, as
+	// iPXE's ${uuid} prints them); one allocation, on every PXE packet.
+	const hexdigits = "0123456789abcdef"
+	order := [16]int{3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15}
+	var out [36]byte
+	j := 0
+	for i, k := range order {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = hexdigits[b[k]>>4], hexdigits[b[k]&0x0f]
+		j += 2
+	}
+	return string(out[:])
 }
 
 // boot is a PXE answer.

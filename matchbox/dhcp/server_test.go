@@ -593,3 +593,17 @@ func TestLeasesSorted(t *testing.T) {
 		t.Errorf("network/broadcast: %v", got)
 	}
 }
+
+func TestFormatGUID(t *testing.T) {
+	b := make([]byte, 16)
+	for round := range 200 {
+		for i := range b {
+			b[i] = byte(round*31 + i*17)
+		}
+		want := fmt.Sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])
+		if got := formatGUID(b); got != want {
+			t.Fatalf("formatGUID(%x) = %s, want %s", b, got, want)
+		}
+	}
+}
