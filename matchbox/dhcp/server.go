@@ -214,7 +214,7 @@ func direct(l Listener) sendFunc {
 	}
 }
 
-// batchSize is how many datagrams one system call reads or writes.
+// batchSize is how many datagrams one system call reads.
 const batchSize = 32
 
 func (s *Server) readLoop(ctx context.Context, l Listener) error {
@@ -230,14 +230,13 @@ func (s *Server) readLoop(ctx context.Context, l Listener) error {
 			}
 			return fmt.Errorf("dhcp %s: %w", l.Interface, err)
 		}
-		s.dispatch(ctx, l, buf[:n], peer, direct(l))
+		s.dispatch(ctx, l, buf[:n], peer)
 	}
 }
 
 // dispatch answers one datagram read by a socket reader: inline, or in its
-// own goroutine when the answer waits for a lease commit (those replies are
-// sent directly, not through out).
-func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.Addr, out sendFunc) {
+// own goroutine when the answer waits for a lease commit.
+func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.Addr) {
 	m, err := dhcpv4.FromBytes(raw)
 	if err != nil {
 		s.drop("malformed")
@@ -252,21 +251,18 @@ func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.
 		}()
 		return
 	}
-	s.respond(ctx, l, m, peer, out)
+	s.respond(ctx, l, m, peer, direct(l))
 }
 
-// readBatches is readLoop on a UDP socket: under load one system call reads
-// (recvmmsg) and one writes (sendmmsg) many datagrams, the cost that
-// dominates a DHCP server.
+// readBatches is readLoop on a UDP socket: under load one system call
+// reads many datagrams (recvmmsg). Replies go out one by one as each is
+// ready: sent as one batch (sendmmsg) they reach a client in bursts that
+// overflow its socket buffer at high rates (measured with perfdhcp: a
+// quarter of the drops at 25,000 offers/s, half the latency).
 func (s *Server) readBatches(ctx context.Context, l Listener, pc *ipv4.PacketConn) error {
 	msgs := make([]ipv4.Message, batchSize)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, 4096)}
-	}
-	var out []ipv4.Message
-	queue := func(b []byte, dst net.Addr) error {
-		out = append(out, ipv4.Message{Buffers: [][]byte{b}, Addr: dst})
-		return nil
 	}
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
@@ -276,20 +272,8 @@ func (s *Server) readBatches(ctx context.Context, l Listener, pc *ipv4.PacketCon
 			}
 			return fmt.Errorf("dhcp %s: %w", l.Interface, err)
 		}
-		out = out[:0]
 		for i := range n {
-			s.dispatch(ctx, l, msgs[i].Buffers[0][:msgs[i].N], msgs[i].Addr, queue)
-		}
-		for len(out) > 0 {
-			k, err := pc.WriteBatch(out, 0)
-			if err != nil {
-				for range out {
-					s.drop("send-failed")
-				}
-				s.log.Warn("dhcp: replies not sent", "interface", l.Interface, "count", len(out), "err", err)
-				break
-			}
-			out = out[k:]
+			s.dispatch(ctx, l, msgs[i].Buffers[0][:msgs[i].N], msgs[i].Addr)
 		}
 	}
 }
