@@ -9,3 +9,12 @@ var ErrNotFound = errors.New("not found")
 // ErrInvalid is returned (wrapped) for malformed input such as a MAC label
 // that is not a MAC address or an object that fails validation.
 var ErrInvalid = errors.New("invalid")
+
+// ErrConflict is returned (wrapped) when a write conflicts with what
+// exists: an id already taken, an object that is read-only here.
+var ErrConflict = errors.New("conflict")
+
+// ErrPrecondition is returned (wrapped) when a conditional write finds the
+// object changed since the writer read it (an If-Match that no longer
+// matches).
+var ErrPrecondition = errors.New("precondition failed")

@@ -59,12 +59,16 @@ func (b *syncBuffer) String() string {
 }
 
 type server struct {
-	url string
-	cmd *exec.Cmd
-	log *syncBuffer
+	url    string
+	apiURL string // the admin API, when it runs
+	cmd    *exec.Cmd
+	log    *syncBuffer
 }
 
-var addrRE = regexp.MustCompile(`msg="matchbox serving".* address=(\S+)`)
+var (
+	addrRE    = regexp.MustCompile(`msg="matchbox serving".* address=(\S+)`)
+	apiAddrRE = regexp.MustCompile(`msg="admin API listening" address=(\S+)`)
+)
 
 // startServer runs `matchbox serve` with args (and env) on a free loopback
 // port and waits until it serves.
@@ -72,6 +76,9 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
 	if !hasFlag(args, "address") && !hasEnv(env, "MATCHBOX_ADDRESS") {
 		args = append(args, "-address", "127.0.0.1:0")
+	}
+	if !hasFlag(args, "api-address") && !hasEnv(env, "MATCHBOX_API_ADDRESS") {
+		args = append(args, "-api-address", "127.0.0.1:0")
 	}
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
@@ -90,12 +97,18 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	found := make(chan string, 1)
+	found, apiFound := make(chan string, 1), make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()
 			logs.Write([]byte(line + "\n"))
+			if m := apiAddrRE.FindStringSubmatch(line); m != nil {
+				select {
+				case apiFound <- m[1]:
+				default:
+				}
+			}
 			if m := addrRE.FindStringSubmatch(line); m != nil {
 				found <- m[1]
 			}
@@ -104,6 +117,11 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 	select {
 	case addr := <-found:
 		s.url = "http://" + addr
+		select { // logged before the boot endpoints serve
+		case a := <-apiFound:
+			s.apiURL = "http://" + a
+		default:
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("server did not start; log:\n%s", logs.String())
 	}
@@ -154,7 +172,8 @@ func repoRoot(t *testing.T) string {
 // TestQuickStart runs the README's quick start: the shipped data, no root,
 // no other service.
 func TestQuickStart(t *testing.T) {
-	s := startServer(t, nil, "-data-path", repoRoot(t), "-assets-path", t.TempDir(), "-db-path", filepath.Join(t.TempDir(), "m.db"))
+	s := startServer(t, nil, "-data-path", repoRoot(t), "-assets-path", t.TempDir(), "-db-path", filepath.Join(t.TempDir(), "m.db"),
+		"-api-address=") // no admin token written into the repository
 
 	code, body := fetch(t, s.url+"/ipxe?mac=52-54-00-a1-9c-ae")
 	if code != 200 {

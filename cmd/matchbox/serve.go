@@ -94,6 +94,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("matchbox serve", flag.ContinueOnError)
 	c := serveFlags(fs)
 	nbc := netbootFlags(fs)
+	ac := apiFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	set, err := parseFlagsSet(fs, args, stderr)
 	if err != nil {
@@ -223,6 +224,14 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if runAPI != nil {
+		nb.run = append(nb.run, runAPI)
 	}
 	bootFiles := ""
 	if nbc.dhcpMode != "off" || fc != nil && fc.dhcp != nil || nbc.tftpAddress != "" {

@@ -83,7 +83,7 @@ func (b *Bolt) migrate() error {
 				return err
 			}
 		}
-		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases} {
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

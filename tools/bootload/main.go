@@ -241,7 +241,7 @@ func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string,
 	}
 	dbPath := filepath.Join(base, fmt.Sprintf("db-%d", n))
 	os.Remove(dbPath)
-	cmd := exec.Command(bin, "serve", "-address", addr, "-data-path", dir, "-assets-path", "", "-db-path", dbPath, "-log-level", "error")
+	cmd := exec.Command(bin, "serve", "-address", addr, "-data-path", dir, "-assets-path", "", "-db-path", dbPath, "-log-level", "error", "-api-address", "")
 	cmd.Stderr = os.Stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

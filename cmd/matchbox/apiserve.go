@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"path/filepath"
+	"time"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/storage"
+)
+
+// apiConfig is the admin API's part of `matchbox serve`.
+type apiConfig struct {
+	address   string
+	tokenFile string
+	certFile  string
+	keyFile   string
+	insecure  bool
+}
+
+func apiFlags(fs *flag.FlagSet) *apiConfig {
+	c := &apiConfig{}
+	fs.StringVar(&c.address, "api-address", "127.0.0.1:8081", "admin API listen address (empty disables the API)")
+	fs.StringVar(&c.tokenFile, "api-token-file", "", "file holding the admin API token (default: one is generated on first start into <data-path>/admin.token)")
+	fs.StringVar(&c.certFile, "api-cert-file", "", "TLS certificate of the admin API (PEM)")
+	fs.StringVar(&c.keyFile, "api-key-file", "", "TLS private key of the admin API (PEM)")
+	fs.BoolVar(&c.insecure, "api-insecure", false, "allow the admin API without TLS on an address other than loopback")
+	return c
+}
+
+// loopbackOnly reports whether addr listens on loopback only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// setupAPI opens the admin API's listener and returns what serves it
+// (nil when the API is off).
+func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, log *slog.Logger) (func(context.Context) error, error) {
+	if ac.address == "" {
+		return nil, nil
+	}
+	useTLS := ac.certFile != "" || ac.keyFile != ""
+	if useTLS && (ac.certFile == "" || ac.keyFile == "") {
+		return nil, errors.New("-api-cert-file and -api-key-file go together")
+	}
+	if !useTLS && !loopbackOnly(ac.address) && !ac.insecure {
+		return nil, fmt.Errorf("-api-address %s is not a loopback address: give -api-cert-file and -api-key-file, or -api-insecure to send tokens in the clear", ac.address)
+	}
+	file, err := api.EnsureAdminToken(ctx, db, ac.tokenFile, filepath.Join(dataPath, "admin.token"))
+	if err != nil {
+		return nil, err
+	}
+	if file != "" {
+		log.Info("admin API token", "file", file)
+	} else {
+		log.Warn("the admin API token file is gone; the token registered before still works (remove the token named admin from the database, or give -api-token-file, to set a new one)")
+	}
+	srv, err := api.New(ctx, api.Config{
+		Store:   db,
+		Catalog: catalog,
+		Logger:  log,
+		Reload: func(ctx context.Context) error {
+			objs, err := db.Objects(ctx)
+			if err != nil {
+				return err
+			}
+			catalog.Update(ctx, "db", objs)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", ac.address)
+	if err != nil {
+		return nil, fmt.Errorf("-api-address: %w", err)
+	}
+	hs := &nethttp.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if useTLS {
+		cert, err := tls.LoadX509KeyPair(ac.certFile, ac.keyFile)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("admin API TLS: %w", err)
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	log.Info("admin API listening", "address", ln.Addr().String(), "tls", useTLS)
+	return func(ctx context.Context) error {
+		done := make(chan error, 1)
+		go func() {
+			if useTLS {
+				done <- hs.ServeTLS(ln, "", "")
+			} else {
+				done <- hs.Serve(ln)
+			}
+		}()
+		select {
+		case err := <-done:
+			return fmt.Errorf("admin API: %w", err)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+			<-done
+			return nil
+		}
+	}, nil
+}

@@ -1,0 +1,626 @@
+// Package api is matchbox's admin API: a JSON REST API under /api/v1/ for
+// automation and the CLI, on its own listener, separate from the boot
+// endpoints machines use. Every call needs a bearer token; tokens have a
+// role (read or admin) and are stored only as hashes.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"matchbox.dev/matchbox"
+)
+
+// Store is what the API needs from the database.
+type Store interface {
+	GroupVersion(ctx context.Context, id string) (*matchbox.Group, string, error)
+	PutGroupIf(ctx context.Context, g *matchbox.Group, cond matchbox.Condition) (string, error)
+	DeleteGroupIf(ctx context.Context, id string, cond matchbox.Condition) error
+	ProfileVersion(ctx context.Context, id string) (*matchbox.Profile, string, error)
+	PutProfileIf(ctx context.Context, p *matchbox.Profile, cond matchbox.Condition) (string, error)
+	DeleteProfileIf(ctx context.Context, id string, cond matchbox.Condition) error
+	CreateToken(ctx context.Context, t matchbox.Token) error
+	DeleteToken(ctx context.Context, name string) error
+	Tokens(ctx context.Context) ([]matchbox.Token, error)
+}
+
+// Config configures the API.
+type Config struct {
+	Store Store
+	// Catalog is what the boot endpoints serve; the API reads it for
+	// objects from the data dir and for reference checks.
+	Catalog *matchbox.Catalog
+	// Reload makes the catalog see the database's current objects; it is
+	// called after every successful write, before the reply, so a machine
+	// asking right after gets the new configuration.
+	Reload func(ctx context.Context) error
+	Logger *slog.Logger
+	// MaxBody bounds request bodies (default 1 MiB).
+	MaxBody int64
+}
+
+// Server is the admin API.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	// writes serialises writes so that a reference check and the write it
+	// guards see the same configuration.
+	writes sync.Mutex
+
+	mu     sync.RWMutex
+	tokens map[string]matchbox.Token // by hash
+}
+
+// New returns the API server, with the stored tokens loaded.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	if err := s.loadTokens(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) loadTokens(ctx context.Context) error {
+	ts, err := s.cfg.Store.Tokens(ctx)
+	if err != nil {
+		return fmt.Errorf("load API tokens: %w", err)
+	}
+	m := make(map[string]matchbox.Token, len(ts))
+	for _, t := range ts {
+		m[t.Hash] = t
+	}
+	s.mu.Lock()
+	s.tokens = m
+	s.mu.Unlock()
+	return nil
+}
+
+// NewSecret returns a new random token secret.
+func NewSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "mbx_" + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// HashSecret is how a token secret is stored.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Handler serves the API.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter()
+	v1 := r.PathPrefix("/api/v1").Subrouter()
+	v1.HandleFunc("/groups", s.auth(matchbox.RoleRead, s.listGroups)).Methods(http.MethodGet)
+	v1.HandleFunc("/groups/{id}", s.auth(matchbox.RoleRead, s.getGroup)).Methods(http.MethodGet)
+	v1.HandleFunc("/groups/{id}", s.auth(matchbox.RoleAdmin, s.putGroup)).Methods(http.MethodPut)
+	v1.HandleFunc("/groups/{id}", s.auth(matchbox.RoleAdmin, s.deleteGroup)).Methods(http.MethodDelete)
+	v1.HandleFunc("/profiles", s.auth(matchbox.RoleRead, s.listProfiles)).Methods(http.MethodGet)
+	v1.HandleFunc("/profiles/{id}", s.auth(matchbox.RoleRead, s.getProfile)).Methods(http.MethodGet)
+	v1.HandleFunc("/profiles/{id}", s.auth(matchbox.RoleAdmin, s.putProfile)).Methods(http.MethodPut)
+	v1.HandleFunc("/profiles/{id}", s.auth(matchbox.RoleAdmin, s.deleteProfile)).Methods(http.MethodDelete)
+	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)
+	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.createToken)).Methods(http.MethodPost)
+	v1.HandleFunc("/tokens/{name}", s.auth(matchbox.RoleAdmin, s.revokeToken)).Methods(http.MethodDelete)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API path", nil)
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this path", nil)
+	})
+	return r
+}
+
+type ctxKey struct{}
+
+// caller is the token a request was made with.
+func caller(r *http.Request) matchbox.Token {
+	t, _ := r.Context().Value(ctxKey{}).(matchbox.Token)
+	return t
+}
+
+// auth requires a bearer token with at least role need.
+func (s *Server) auth(need matchbox.Role, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || secret == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="matchbox"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token is required (Authorization: Bearer TOKEN)", nil)
+			return
+		}
+		s.mu.RLock()
+		t, known := s.tokens[HashSecret(strings.TrimSpace(secret))]
+		s.mu.RUnlock()
+		if !known {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="matchbox", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked token", nil)
+			return
+		}
+		if need == matchbox.RoleAdmin && t.Role != matchbox.RoleAdmin {
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q has role %s; this needs admin", t.Name, t.Role), nil)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+	}
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string, details map[string]any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(apiError{Code: code, Message: msg, Details: details})
+}
+
+// fail maps a store or validation error to its answer.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, matchbox.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error(), nil)
+	case errors.Is(err, matchbox.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "invalid", err.Error(), nil)
+	case errors.Is(err, matchbox.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error(), nil)
+	case errors.Is(err, matchbox.ErrPrecondition):
+		writeError(w, http.StatusPreconditionFailed, "precondition_failed", err.Error(), nil)
+	default:
+		s.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "token", caller(r).Name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error(), nil)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, etag string, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decode reads one JSON object into v: bounded size, unknown fields and
+// trailing data refused.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json", nil)
+		return false
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBody), nil)
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "invalid_json", "request body: "+err.Error(), nil)
+		return false
+	}
+	return true
+}
+
+// condition reads If-Match / If-None-Match.
+func condition(r *http.Request) matchbox.Condition {
+	return matchbox.Condition{IfMatch: strings.TrimSpace(r.Header.Get("If-Match")), IfNoneMatch: strings.TrimSpace(r.Header.Get("If-None-Match")) == "*"}
+}
+
+// reload makes the boot endpoints see a write.
+func (s *Server) reload(r *http.Request) error {
+	if s.cfg.Reload == nil {
+		return nil
+	}
+	return s.cfg.Reload(r.Context())
+}
+
+// readOnly is the error for objects that come from the data dir.
+func readOnly(what, id, origin string) error {
+	return fmt.Errorf("%w: %s %q comes from the data dir (%s) and is read-only through the API: edit the file instead", matchbox.ErrConflict, what, id, origin)
+}
+
+func fromDB(origin string) bool { return origin == "db" }
+
+// objectJSON is an object's JSON with where it comes from added.
+func objectJSON(v any, origin string) map[string]any {
+	data, _ := json.Marshal(v)
+	var m map[string]any
+	_ = json.Unmarshal(data, &m)
+	if fromDB(origin) {
+		m["source"] = "api"
+	} else {
+		m["source"] = "data-dir"
+		m["read_only"] = true
+	}
+	return m
+}
+
+// Groups.
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
+	groups := s.cfg.Catalog.Snapshot().Groups()
+	out := make([]map[string]any, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, objectJSON(g, g.Origin))
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+}
+
+func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	g, tag, err := s.cfg.Store.GroupVersion(r.Context(), id)
+	if errors.Is(err, matchbox.ErrNotFound) {
+		if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok {
+			writeJSON(w, http.StatusOK, "", objectJSON(dg, dg.Origin))
+			return
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tag, objectJSON(g, "db"))
+}
+
+func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	var g matchbox.Group
+	if !s.decode(w, r, &g) {
+		return
+	}
+	if g.ID == "" {
+		g.ID = id
+	}
+	if g.ID != id {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("body id %q differs from the path's %q", g.ID, id), nil)
+		return
+	}
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	snap := s.cfg.Catalog.Snapshot()
+	if dg, ok := snap.Group(id); ok && !fromDB(dg.Origin) {
+		s.fail(w, r, readOnly("group", id, dg.Origin))
+		return
+	}
+	if _, ok := snap.Profile(g.Profile); !ok && g.Profile != "" {
+		writeError(w, http.StatusBadRequest, "invalid_reference", fmt.Sprintf("group %q names profile %q, which does not exist", id, g.Profile),
+			map[string]any{"field": "profile", "profile": g.Profile})
+		return
+	}
+	_, existed, _ := s.cfg.Store.GroupVersion(r.Context(), id)
+	tag, err := s.cfg.Store.PutGroupIf(r.Context(), &g, condition(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, fmt.Errorf("group %q stored, but the boot endpoints do not serve it yet: %w", id, err))
+		return
+	}
+	s.log.Info("group written", "group", id, "token", caller(r).Name)
+	status := http.StatusOK
+	if existed == "" {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, tag, objectJSON(&g, "db"))
+}
+
+func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
+		s.fail(w, r, readOnly("group", id, dg.Origin))
+		return
+	}
+	if err := s.cfg.Store.DeleteGroupIf(r.Context(), id, condition(r)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("group deleted", "group", id, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Profiles.
+
+func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
+	profiles := s.cfg.Catalog.Snapshot().Profiles()
+	out := make([]map[string]any, 0, len(profiles))
+	for _, p := range profiles {
+		out = append(out, objectJSON(p, p.Origin))
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+}
+
+func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	p, tag, err := s.cfg.Store.ProfileVersion(r.Context(), id)
+	if errors.Is(err, matchbox.ErrNotFound) {
+		if dp, ok := s.cfg.Catalog.Snapshot().Profile(id); ok {
+			writeJSON(w, http.StatusOK, "", objectJSON(dp, dp.Origin))
+			return
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tag, objectJSON(p, "db"))
+}
+
+func (s *Server) putProfile(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	var p matchbox.Profile
+	if !s.decode(w, r, &p) {
+		return
+	}
+	if p.ID == "" {
+		p.ID = id
+	}
+	if p.ID != id {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("body id %q differs from the path's %q", p.ID, id), nil)
+		return
+	}
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	snap := s.cfg.Catalog.Snapshot()
+	if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
+		s.fail(w, r, readOnly("profile", id, dp.Origin))
+		return
+	}
+	for _, ref := range []struct {
+		kind        matchbox.TemplateKind
+		name, field string
+	}{
+		{matchbox.KindIgnition, p.IgnitionID, "ignition_id"}, {matchbox.KindCloud, p.CloudID, "cloud_id"}, {matchbox.KindGeneric, p.GenericID, "generic_id"},
+	} {
+		if ref.name == "" {
+			continue
+		}
+		if _, ok := snap.Template(ref.kind, ref.name); !ok {
+			writeError(w, http.StatusBadRequest, "invalid_reference", fmt.Sprintf("profile %q names %s template %q, which does not exist", id, ref.kind, ref.name),
+				map[string]any{"field": ref.field, "template": ref.name})
+			return
+		}
+	}
+	_, existed, _ := s.cfg.Store.ProfileVersion(r.Context(), id)
+	tag, err := s.cfg.Store.PutProfileIf(r.Context(), &p, condition(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, fmt.Errorf("profile %q stored, but the boot endpoints do not serve it yet: %w", id, err))
+		return
+	}
+	s.log.Info("profile written", "profile", id, "token", caller(r).Name)
+	status := http.StatusOK
+	if existed == "" {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, tag, objectJSON(&p, "db"))
+}
+
+func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	snap := s.cfg.Catalog.Snapshot()
+	if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
+		s.fail(w, r, readOnly("profile", id, dp.Origin))
+		return
+	}
+	var users []string
+	for _, g := range snap.Groups() {
+		if g.Profile == id {
+			users = append(users, g.ID)
+		}
+	}
+	if len(users) > 0 {
+		sort.Strings(users)
+		writeError(w, http.StatusConflict, "in_use", fmt.Sprintf("profile %q is used by %d group(s); delete or change them first", id, len(users)),
+			map[string]any{"groups": users})
+		return
+	}
+	if err := s.cfg.Store.DeleteProfileIf(r.Context(), id, condition(r)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("profile deleted", "profile", id, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Tokens.
+
+type tokenInfo struct {
+	Name    string        `json:"name"`
+	Role    matchbox.Role `json:"role"`
+	Created time.Time     `json:"created"`
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.cfg.Store.Tokens(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]tokenInfo, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenInfo{t.Name, t.Role, t.Created})
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string        `json:"name"`
+		Role matchbox.Role `json:"role"`
+	}
+	if !s.decode(w, r, &req) {
+		return
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	t := matchbox.Token{Name: req.Name, Role: req.Role, Hash: HashSecret(secret), Created: time.Now().UTC()}
+	if err := s.cfg.Store.CreateToken(r.Context(), t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.mu.Lock()
+	s.tokens[t.Hash] = t
+	s.mu.Unlock()
+	s.log.Info("API token created", "name", t.Name, "role", t.Role, "by", caller(r).Name)
+	writeJSON(w, http.StatusCreated, "", map[string]any{"name": t.Name, "role": t.Role, "created": t.Created, "token": secret})
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["name"]
+	if err := s.cfg.Store.DeleteToken(r.Context(), name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.mu.Lock()
+	for h, t := range s.tokens {
+		if t.Name == name {
+			delete(s.tokens, h)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("API token revoked", "name", name, "by", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// AdminTokenName is the name of the token the server creates for itself.
+const AdminTokenName = "admin"
+
+// EnsureAdminToken makes sure an admin token exists. With tokenFile set,
+// the secret in that file is the admin token (registered or replaced under
+// the name "admin"). Otherwise, on first start, a new secret is generated,
+// written to defaultFile (mode 0600, never logged) and registered; a
+// secret already in defaultFile is registered again if the database lost
+// it. It returns the file holding the secret.
+func EnsureAdminToken(ctx context.Context, store Store, tokenFile, defaultFile string) (string, error) {
+	ts, err := store.Tokens(ctx)
+	if err != nil {
+		return "", err
+	}
+	var have *matchbox.Token
+	for i := range ts {
+		if ts[i].Name == AdminTokenName {
+			have = &ts[i]
+		}
+	}
+	register := func(secret string) error {
+		h := HashSecret(secret)
+		if have != nil && have.Hash == h && have.Role == matchbox.RoleAdmin {
+			return nil
+		}
+		if have != nil {
+			if err := store.DeleteToken(ctx, AdminTokenName); err != nil {
+				return err
+			}
+		}
+		return store.CreateToken(ctx, matchbox.Token{Name: AdminTokenName, Role: matchbox.RoleAdmin, Hash: h, Created: time.Now().UTC()})
+	}
+	readSecret := func(path string) (string, error) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		secret := strings.TrimSpace(string(data))
+		if len(secret) < 16 {
+			return "", fmt.Errorf("API token file %s: the token must be at least 16 characters", path)
+		}
+		return secret, nil
+	}
+	if tokenFile != "" {
+		secret, err := readSecret(tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("-api-token-file: %w", err)
+		}
+		return tokenFile, register(secret)
+	}
+	if secret, err := readSecret(defaultFile); err == nil {
+		return defaultFile, register(secret)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if have != nil {
+		// Registered before; its file was removed. The token still works
+		// for whoever kept it.
+		return "", nil
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(defaultFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("write the admin token: %w", err)
+	}
+	if _, err := io.WriteString(f, secret+"\n"); err != nil {
+		f.Close()
+		os.Remove(defaultFile)
+		return "", fmt.Errorf("write the admin token: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(defaultFile)
+		return "", fmt.Errorf("write the admin token: %w", err)
+	}
+	if err := register(secret); err != nil {
+		os.Remove(defaultFile)
+		return "", err
+	}
+	return defaultFile, nil
+}

@@ -1,0 +1,328 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/storage"
+)
+
+type fixture struct {
+	url     string
+	admin   string
+	db      *storage.Bolt
+	catalog *matchbox.Catalog
+}
+
+// newFixture runs the API over real HTTP on loopback, on a real bbolt
+// database, with a data dir source holding a read-only group and profile.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := storage.OpenBolt(filepath.Join(dir, "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cat := matchbox.NewCatalog("datadir", "db")
+	ctx := context.Background()
+	cat.Update(ctx, "datadir", matchbox.Objects{
+		Groups:   []*matchbox.Group{{ID: "filegroup", Profile: "fileprofile", Origin: "/data/groups/filegroup.json"}},
+		Profiles: []*matchbox.Profile{{ID: "fileprofile", Origin: "/data/profiles/fileprofile.json"}},
+	})
+	file, err := api.EnsureAdminToken(ctx, db, "", filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(file)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file %s: %v, mode %v", file, err, st.Mode())
+	}
+	secret, _ := os.ReadFile(file)
+	srv, err := api.New(ctx, api.Config{Store: db, Catalog: cat, Reload: func(ctx context.Context) error {
+		objs, err := db.Objects(ctx)
+		if err != nil {
+			return err
+		}
+		cat.Update(ctx, "db", objs)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return &fixture{url: ts.URL, admin: strings.TrimSpace(string(secret)), db: db, catalog: cat}
+}
+
+type reply struct {
+	code int
+	body map[string]any
+	raw  string
+	etag string
+}
+
+func (f *fixture) do(t *testing.T, method, path, token string, body any, hdr ...string) reply {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, f.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := reply{code: resp.StatusCode, raw: string(raw), etag: resp.Header.Get("ETag")}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
+}
+
+func TestGroupLifecycle(t *testing.T) {
+	f := newFixture(t)
+	// A profile, then a group using it; the boot side sees it at once.
+	if r := f.do(t, "PUT", "/api/v1/profiles/live", f.admin, map[string]any{"boot": map[string]any{"kernel": "/assets/k"}}); r.code != 201 || r.etag == "" {
+		t.Fatalf("create profile: %d %s", r.code, r.raw)
+	}
+	r := f.do(t, "PUT", "/api/v1/groups/node1", f.admin, map[string]any{"profile": "live", "selector": map[string]string{"mac": "52-54-00-00-00-01"}})
+	if r.code != 201 || r.etag == "" {
+		t.Fatalf("create group: %d %s", r.code, r.raw)
+	}
+	sel, err := f.catalog.Snapshot().Select(map[string]string{"mac": "52:54:00:00:00:01"})
+	if err != nil || sel.Group == nil || sel.Group.ID != "node1" || sel.Profile.ID != "live" {
+		t.Fatalf("boot selection after the write: %+v, %v", sel, err)
+	}
+	// Read back, with the same ETag and the MAC normalised.
+	g := f.do(t, "GET", "/api/v1/groups/node1", f.admin, nil)
+	if g.code != 200 || g.etag != r.etag || g.body["selector"].(map[string]any)["mac"] != "52:54:00:00:00:01" || g.body["source"] != "api" {
+		t.Fatalf("get group: %d %s etag %s (want %s)", g.code, g.raw, g.etag, r.etag)
+	}
+	// A conditional update with the current ETag works; with the old one
+	// it is refused and changes nothing.
+	u := f.do(t, "PUT", "/api/v1/groups/node1", f.admin, map[string]any{"profile": "live", "name": "renamed"}, "If-Match", r.etag)
+	if u.code != 200 || u.etag == r.etag {
+		t.Fatalf("conditional update: %d %s", u.code, u.raw)
+	}
+	stale := f.do(t, "PUT", "/api/v1/groups/node1", f.admin, map[string]any{"profile": "live", "name": "lost"}, "If-Match", r.etag)
+	if stale.code != 412 || stale.body["code"] != "precondition_failed" {
+		t.Fatalf("stale update: %d %s", stale.code, stale.raw)
+	}
+	if got, _, _ := f.db.GroupVersion(context.Background(), "node1"); got.Name != "renamed" {
+		t.Errorf("after a refused stale write the group is %+v", got)
+	}
+	if c := f.do(t, "PUT", "/api/v1/groups/node1", f.admin, map[string]any{"profile": "live"}, "If-None-Match", "*"); c.code != 412 {
+		t.Errorf("create-only over an existing group: %d %s", c.code, c.raw)
+	}
+	// The profile is in use.
+	if d := f.do(t, "DELETE", "/api/v1/profiles/live", f.admin, nil); d.code != 409 || d.body["code"] != "in_use" {
+		t.Errorf("delete a used profile: %d %s", d.code, d.raw)
+	}
+	if d := f.do(t, "DELETE", "/api/v1/groups/node1", f.admin, nil); d.code != 204 {
+		t.Fatalf("delete group: %d %s", d.code, d.raw)
+	}
+	// The data dir's group has no selector: it is the default group.
+	if sel, _ := f.catalog.Snapshot().Select(map[string]string{"mac": "52:54:00:00:00:01"}); sel.Group == nil || sel.Group.ID != "filegroup" {
+		t.Errorf("after the delete the machine gets %+v, want the default group", sel.Group)
+	}
+	if d := f.do(t, "GET", "/api/v1/groups/node1", f.admin, nil); d.code != 404 || d.body["code"] != "not_found" {
+		t.Errorf("get a deleted group: %d %s", d.code, d.raw)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	f := newFixture(t)
+	big := strings.Repeat("x", 2<<20)
+	for _, tt := range []struct {
+		name, method, path string
+		body               any
+		code               int
+		errCode            string
+	}{
+		{"bad json", "PUT", "/api/v1/groups/g", `{"profile": `, 400, "invalid_json"},
+		{"unknown field", "PUT", "/api/v1/groups/g", `{"profile": "fileprofile", "selectors": {}}`, 400, "invalid_json"},
+		{"trailing data", "PUT", "/api/v1/groups/g", `{"profile": "fileprofile"} {}`, 400, "invalid_json"},
+		{"too large", "PUT", "/api/v1/groups/g", `{"profile": "fileprofile", "name": "` + big + `"}`, 413, "too_large"},
+		{"invalid mac", "PUT", "/api/v1/groups/g", map[string]any{"profile": "fileprofile", "selector": map[string]string{"mac": "zz"}}, 400, "invalid"},
+		{"missing profile", "PUT", "/api/v1/groups/g", map[string]any{"profile": "nope"}, 400, "invalid_reference"},
+		{"id mismatch", "PUT", "/api/v1/groups/g", map[string]any{"id": "other", "profile": "fileprofile"}, 400, "invalid"},
+		{"data dir group", "PUT", "/api/v1/groups/filegroup", map[string]any{"profile": "fileprofile"}, 409, "conflict"},
+		{"delete data dir group", "DELETE", "/api/v1/groups/filegroup", nil, 409, "conflict"},
+		{"missing template", "PUT", "/api/v1/profiles/p", map[string]any{"ignition_id": "nope.yaml"}, 400, "invalid_reference"},
+		{"data dir profile", "PUT", "/api/v1/profiles/fileprofile", map[string]any{}, 409, "conflict"},
+		{"bad role", "POST", "/api/v1/tokens", map[string]any{"name": "x", "role": "root"}, 400, "invalid"},
+		{"no such path", "GET", "/api/v1/nothing", nil, 404, "not_found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := f.do(t, tt.method, tt.path, f.admin, tt.body)
+			if r.code != tt.code || r.body["code"] != tt.errCode || r.body["message"] == "" {
+				t.Errorf("%s %s: %d %.300s, want %d with code %q", tt.method, tt.path, r.code, r.raw, tt.code, tt.errCode)
+			}
+		})
+	}
+	objs, err := f.db.Objects(context.Background())
+	if err != nil || len(objs.Groups)+len(objs.Profiles)+len(objs.Templates) != 0 {
+		t.Errorf("refused writes changed the store: %+v, %v", objs, err)
+	}
+	// The data dir's objects are readable and marked read-only.
+	if r := f.do(t, "GET", "/api/v1/groups/filegroup", f.admin, nil); r.code != 200 || r.body["read_only"] != true {
+		t.Errorf("get data dir group: %d %s", r.code, r.raw)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	f := newFixture(t)
+	write := map[string]any{"profile": "fileprofile"}
+	// No token, a wrong token: 401.
+	if r := f.do(t, "GET", "/api/v1/groups", "", nil); r.code != 401 || r.body["code"] != "unauthenticated" {
+		t.Errorf("no token: %d %s", r.code, r.raw)
+	}
+	if r := f.do(t, "PUT", "/api/v1/groups/g", "mbx_wrong", write); r.code != 401 {
+		t.Errorf("wrong token: %d %s", r.code, r.raw)
+	}
+	// A read token reads but cannot write.
+	c := f.do(t, "POST", "/api/v1/tokens", f.admin, map[string]any{"name": "ci", "role": "read"})
+	readTok, _ := c.body["token"].(string)
+	if c.code != 201 || readTok == "" {
+		t.Fatalf("create token: %d %s", c.code, c.raw)
+	}
+	if r := f.do(t, "GET", "/api/v1/groups", readTok, nil); r.code != 200 {
+		t.Errorf("read token reading: %d %s", r.code, r.raw)
+	}
+	if r := f.do(t, "PUT", "/api/v1/groups/g", readTok, write); r.code != 403 || r.body["code"] != "forbidden" {
+		t.Errorf("read token writing: %d %s", r.code, r.raw)
+	}
+	if r := f.do(t, "POST", "/api/v1/tokens", readTok, map[string]any{"name": "escalate", "role": "admin"}); r.code != 403 {
+		t.Errorf("read token creating a token: %d %s", r.code, r.raw)
+	}
+	// Token secrets are never listed; a second token with the same name
+	// is refused.
+	l := f.do(t, "GET", "/api/v1/tokens", f.admin, nil)
+	if l.code != 200 || strings.Contains(l.raw, readTok) || strings.Contains(l.raw, f.admin) || strings.Contains(l.raw, "hash") || !strings.Contains(l.raw, `"ci"`) {
+		t.Errorf("token list: %d %s", l.code, l.raw)
+	}
+	if r := f.do(t, "POST", "/api/v1/tokens", f.admin, map[string]any{"name": "ci", "role": "admin"}); r.code != 409 {
+		t.Errorf("duplicate token name: %d %s", r.code, r.raw)
+	}
+	// A revoked token stops working at once.
+	if r := f.do(t, "DELETE", "/api/v1/tokens/ci", f.admin, nil); r.code != 204 {
+		t.Fatalf("revoke: %d %s", r.code, r.raw)
+	}
+	if r := f.do(t, "GET", "/api/v1/groups", readTok, nil); r.code != 401 {
+		t.Errorf("revoked token: %d %s", r.code, r.raw)
+	}
+	objs, _ := f.db.Objects(context.Background())
+	if len(objs.Groups) != 0 {
+		t.Errorf("refused writes stored groups: %+v", objs.Groups)
+	}
+}
+
+// Concurrent writers that each read the group, change it and write it back
+// with If-Match: every accepted write is based on the one before it, so no
+// update is lost, and the final state is the count of accepted writes.
+func TestConcurrentWritersLoseNothing(t *testing.T) {
+	f := newFixture(t)
+	if r := f.do(t, "PUT", "/api/v1/groups/counter", f.admin, map[string]any{"profile": "fileprofile", "metadata": map[string]any{"n": 0}}); r.code != 201 {
+		t.Fatalf("create: %d %s", r.code, r.raw)
+	}
+	const writers, rounds = 8, 15
+	var mu sync.Mutex
+	accepted, refused := 0, 0
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				g := f.do(t, "GET", "/api/v1/groups/counter", f.admin, nil)
+				n := g.body["metadata"].(map[string]any)["n"].(float64)
+				r := f.do(t, "PUT", "/api/v1/groups/counter", f.admin,
+					map[string]any{"profile": "fileprofile", "metadata": map[string]any{"n": n + 1}}, "If-Match", g.etag)
+				mu.Lock()
+				switch r.code {
+				case 200:
+					accepted++
+				case 412:
+					refused++
+				default:
+					t.Errorf("write: %d %s", r.code, r.raw)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	g, _, err := f.db.GroupVersion(context.Background(), "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g.MetadataMap()["n"]; fmt.Sprint(got) != fmt.Sprint(accepted) {
+		t.Errorf("final n = %v after %d accepted writes (%d refused): an update was lost", got, accepted, refused)
+	}
+	if accepted == 0 || accepted+refused != writers*rounds {
+		t.Errorf("accepted %d, refused %d of %d", accepted, refused, writers*rounds)
+	}
+}
+
+func TestAdminTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	db, err := storage.OpenBolt(filepath.Join(dir, "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	def := filepath.Join(dir, "admin.token")
+	if _, err := api.EnsureAdminToken(ctx, db, "", def); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(def)
+	// A restart keeps the same token.
+	if _, err := api.EnsureAdminToken(ctx, db, "", def); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(def); !bytes.Equal(first, again) {
+		t.Error("restart replaced the admin token")
+	}
+	// -api-token-file replaces it.
+	given := filepath.Join(dir, "given")
+	os.WriteFile(given, []byte("mbx_given_token_0123456789\n"), 0o600)
+	if _, err := api.EnsureAdminToken(ctx, db, given, def); err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := db.Tokens(ctx)
+	if len(ts) != 1 || ts[0].Hash != api.HashSecret("mbx_given_token_0123456789") || ts[0].Role != matchbox.RoleAdmin {
+		t.Errorf("tokens after -api-token-file: %+v", ts)
+	}
+	os.WriteFile(given, []byte("short"), 0o600)
+	if _, err := api.EnsureAdminToken(ctx, db, given, def); err == nil || !strings.Contains(err.Error(), "16") {
+		t.Errorf("short token file: %v", err)
+	}
+}

@@ -1,0 +1,184 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"matchbox.dev/matchbox"
+)
+
+// Versioned reads and conditional writes, for the admin API: every stored
+// object has an ETag (a hash of its stored bytes), and a write can require
+// that the object still has the ETag its writer read, checked and written
+// in one transaction so two writers never silently overwrite each other.
+
+var bucketTokens = []byte("tokens") // keyed by token name
+
+// etag is the ETag of stored bytes (quoted, as HTTP sends it).
+func etag(data []byte) string {
+	sum := sha256.Sum256(data)
+	return `"` + hex.EncodeToString(sum[:12]) + `"`
+}
+
+// check applies cond to the stored value (nil: absent).
+func check(cond matchbox.Condition, what, key string, stored []byte) error {
+	switch {
+	case cond.IfNoneMatch && stored != nil:
+		return fmt.Errorf("%w: %s %q already exists", matchbox.ErrPrecondition, what, key)
+	case cond.IfMatch == "":
+		return nil
+	case stored == nil:
+		return fmt.Errorf("%w: %s %q does not exist", matchbox.ErrPrecondition, what, key)
+	case cond.IfMatch != "*" && cond.IfMatch != etag(stored):
+		return fmt.Errorf("%w: %s %q changed since it was read (ETag %s, not %s)", matchbox.ErrPrecondition, what, key, etag(stored), cond.IfMatch)
+	}
+	return nil
+}
+
+func putIf(b *Bolt, bucket []byte, what, key string, v any, cond matchbox.Condition) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucket)
+		if err := check(cond, what, key, bk.Get([]byte(key))); err != nil {
+			return err
+		}
+		return bk.Put([]byte(key), data)
+	})
+	if err != nil {
+		return "", err
+	}
+	return etag(data), nil
+}
+
+func deleteIf(b *Bolt, bucket []byte, what, key string, cond matchbox.Condition) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucket)
+		stored := bk.Get([]byte(key))
+		if stored == nil {
+			return fmt.Errorf("%s %q: %w", what, key, matchbox.ErrNotFound)
+		}
+		if err := check(cond, what, key, stored); err != nil {
+			return err
+		}
+		return bk.Delete([]byte(key))
+	})
+}
+
+func getVersion(b *Bolt, bucket []byte, what, key string, v any) (string, error) {
+	var tag string
+	err := b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucket).Get([]byte(key))
+		if data == nil {
+			return fmt.Errorf("%s %q: %w", what, key, matchbox.ErrNotFound)
+		}
+		tag = etag(data)
+		if err := json.Unmarshal(data, v); err != nil {
+			return fmt.Errorf("%s %q: %w", what, key, err)
+		}
+		return nil
+	})
+	return tag, err
+}
+
+// GroupVersion returns a group and its ETag.
+func (b *Bolt) GroupVersion(_ context.Context, id string) (*matchbox.Group, string, error) {
+	var g matchbox.Group
+	tag, err := getVersion(b, bucketGroups, "group", id, &g)
+	if err != nil {
+		return nil, "", err
+	}
+	g.Origin = "db"
+	return &g, tag, nil
+}
+
+// PutGroupIf validates g and writes it if cond holds; it returns the new
+// ETag.
+func (b *Bolt) PutGroupIf(_ context.Context, g *matchbox.Group, cond matchbox.Condition) (string, error) {
+	if err := NormalizeGroup(g); err != nil {
+		return "", err
+	}
+	return putIf(b, bucketGroups, "group", g.ID, g, cond)
+}
+
+// DeleteGroupIf deletes a group if cond holds.
+func (b *Bolt) DeleteGroupIf(_ context.Context, id string, cond matchbox.Condition) error {
+	return deleteIf(b, bucketGroups, "group", id, cond)
+}
+
+// ProfileVersion returns a profile and its ETag.
+func (b *Bolt) ProfileVersion(_ context.Context, id string) (*matchbox.Profile, string, error) {
+	var p matchbox.Profile
+	tag, err := getVersion(b, bucketProfiles, "profile", id, &p)
+	if err != nil {
+		return nil, "", err
+	}
+	p.Origin = "db"
+	return &p, tag, nil
+}
+
+// PutProfileIf validates p and writes it if cond holds; it returns the new
+// ETag.
+func (b *Bolt) PutProfileIf(_ context.Context, p *matchbox.Profile, cond matchbox.Condition) (string, error) {
+	if err := ValidateProfile(p); err != nil {
+		return "", err
+	}
+	return putIf(b, bucketProfiles, "profile", p.ID, p, cond)
+}
+
+// DeleteProfileIf deletes a profile if cond holds.
+func (b *Bolt) DeleteProfileIf(_ context.Context, id string, cond matchbox.Condition) error {
+	return deleteIf(b, bucketProfiles, "profile", id, cond)
+}
+
+// CreateToken stores a new token; a name already taken is ErrConflict.
+func (b *Bolt) CreateToken(_ context.Context, t matchbox.Token) error {
+	if t.Name == "" || len(t.Name) > 128 || strings.ContainsAny(t.Name, "/ \t\n") {
+		return fmt.Errorf("%w: token name %q: 1 to 128 characters, no spaces or slashes", matchbox.ErrInvalid, t.Name)
+	}
+	if !t.Role.Valid() {
+		return fmt.Errorf("%w: token role %q: want read or admin", matchbox.ErrInvalid, t.Role)
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketTokens)
+		if bk.Get([]byte(t.Name)) != nil {
+			return fmt.Errorf("%w: a token named %q exists (revoke it first)", matchbox.ErrConflict, t.Name)
+		}
+		return bk.Put([]byte(t.Name), data)
+	})
+}
+
+// DeleteToken revokes a token by name.
+func (b *Bolt) DeleteToken(_ context.Context, name string) error {
+	return del(b, bucketTokens, name, "token")
+}
+
+// Tokens lists the stored tokens by name.
+func (b *Bolt) Tokens(_ context.Context) ([]matchbox.Token, error) {
+	var out []matchbox.Token
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+			var t matchbox.Token
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("token %q: %w", k, err)
+			}
+			out = append(out, t)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b matchbox.Token) int { return strings.Compare(a.Name, b.Name) })
+	return out, err
+}
