@@ -91,3 +91,76 @@ func TestAPIRefusesPlaintextOffLoopback(t *testing.T) {
 		t.Errorf("serve with a plaintext API on 0.0.0.0: exit %d, %s", code, out)
 	}
 }
+
+// The CLI, as an operator uses it, against a running server: apply a
+// profile (YAML) and a group (JSON), the machine boots with them, list and
+// get, tokens, and one-line errors with a non-zero exit.
+func TestCLI(t *testing.T) {
+	data := t.TempDir()
+	for _, d := range []string{"groups", "profiles"} {
+		os.MkdirAll(filepath.Join(data, d), 0o755)
+	}
+	s := startServer(t, nil, "-data-path", data, "-assets-path", "", "-db-path", filepath.Join(t.TempDir(), "m.db"))
+	env := []string{"MATCHBOX_ENDPOINT=" + s.apiURL, "MATCHBOX_TOKEN_FILE=" + filepath.Join(data, "admin.token")}
+	files := t.TempDir()
+	writeFile(t, filepath.Join(files, "live.yaml"), "id: live\nboot:\n  kernel: /assets/vmlinuz\n  args: [console=ttyS0]\n")
+	writeFile(t, filepath.Join(files, "node1.json"), `{"id": "node1", "profile": "live", "selector": {"mac": "52:54:00:aa:bb:01"}}`)
+
+	code, out := runCLI(t, env, "profile", "apply", "-f", filepath.Join(files, "live.yaml"))
+	if code != 0 || !strings.Contains(out, "profile live created") {
+		t.Fatalf("profile apply: %d %s", code, out)
+	}
+	code, out = runCLI(t, env, "group", "apply", "-f", filepath.Join(files, "node1.json"))
+	if code != 0 || !strings.Contains(out, "group node1 created") {
+		t.Fatalf("group apply: %d %s", code, out)
+	}
+	if code, body := fetch(t, s.url+"/ipxe?mac=52:54:00:aa:bb:01"); code != 200 || !strings.Contains(body, "kernel /assets/vmlinuz") {
+		t.Fatalf("/ipxe after the CLI apply: %d %s", code, body)
+	}
+	code, out = runCLI(t, env, "group", "apply", "-f", filepath.Join(files, "node1.json"))
+	if code != 0 || !strings.Contains(out, "group node1 updated") {
+		t.Errorf("second apply: %d %s", code, out)
+	}
+	code, out = runCLI(t, env, "group", "list")
+	if code != 0 || !strings.Contains(out, "ID") || !strings.Contains(out, "node1") || !strings.Contains(out, "mac=52:54:00:aa:bb:01") {
+		t.Errorf("group list: %d %s", code, out)
+	}
+	code, out = runCLI(t, env, "group", "get", "node1", "-o", "json")
+	var g map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &g) != nil || g["profile"] != "live" {
+		t.Errorf("group get -o json: %d %s", code, out)
+	}
+	// Tokens: create prints only the token; a read token cannot write.
+	code, out = runCLI(t, env, "token", "create", "-name", "ci", "-role", "read")
+	readTok := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(readTok, "mbx_") || strings.Contains(readTok, "\n") {
+		t.Fatalf("token create: %d %q", code, out)
+	}
+	roEnv := []string{"MATCHBOX_ENDPOINT=" + s.apiURL, "MATCHBOX_TOKEN=" + readTok}
+	code, out = runCLI(t, roEnv, "group", "delete", "node1")
+	if code != 1 || !strings.Contains(out, "forbidden") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("delete with a read token: %d %q", code, out)
+	}
+	if code, out := runCLI(t, env, "token", "revoke", "ci"); code != 0 {
+		t.Errorf("token revoke: %d %s", code, out)
+	}
+	if code, out := runCLI(t, roEnv, "group", "list"); code != 1 || !strings.Contains(out, "revoked") {
+		t.Errorf("revoked token: %d %s", code, out)
+	}
+	// Errors are one line and a non-zero exit.
+	writeFile(t, filepath.Join(files, "bad.json"), `{"id": "bad", "profile": "nope"}`)
+	code, out = runCLI(t, env, "group", "apply", "-f", filepath.Join(files, "bad.json"))
+	if code != 1 || !strings.Contains(out, `profile "nope"`) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("apply of a group naming a missing profile: %d %q", code, out)
+	}
+	code, out = runCLI(t, []string{"MATCHBOX_ENDPOINT=http://127.0.0.1:1", "MATCHBOX_TOKEN=x"}, "group", "list")
+	if code != 1 || !strings.Contains(out, "cannot reach the admin API") {
+		t.Errorf("unreachable API: %d %q", code, out)
+	}
+	if code, out := runCLI(t, env, "group", "frobnicate"); code != 2 {
+		t.Errorf("unknown verb: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "group", "delete", "node1"); code != 0 || !strings.Contains(out, "deleted") {
+		t.Errorf("delete: %d %s", code, out)
+	}
+}

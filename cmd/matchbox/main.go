@@ -3,6 +3,7 @@
 //	matchbox serve [flags]        run the server
 //	matchbox validate [flags]     check a data dir and list every problem
 //	matchbox version              print the version
+//	matchbox group|profile|token  use a running server's admin API
 package main
 
 import (
@@ -34,9 +35,14 @@ func versionString() string {
 const usage = `matchbox network-boots and provisions bare-metal machines.
 
 Usage:
-  matchbox serve [flags]      run the server (boot HTTP endpoints)
+  matchbox serve [flags]      run the server (boot endpoints, DHCP, TFTP, admin API)
   matchbox validate [flags]   check a data dir and list every problem
   matchbox version            print the version
+  matchbox group   list | get ID | apply -f FILE | delete ID
+  matchbox profile list | get ID | apply -f FILE | delete ID
+  matchbox token   list | create -name NAME -role read|admin | revoke NAME
+                              talk to a running server's admin API
+                              ("matchbox group -help" for connection flags)
 
 Run "matchbox COMMAND -help" for a command's flags. Every flag can also be
 set in the environment as MATCHBOX_<FLAG>, e.g. MATCHBOX_DATA_PATH.
@@ -62,6 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, rest, stdout, stderr)
 	case "validate":
 		err = validate(ctx, rest, stdout, stderr)
+	case "group", "profile":
+		err = objectCLI(ctx, cmd, rest, stdout, stderr)
+	case "token":
+		err = tokenCLI(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":

@@ -1,0 +1,468 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// The CLI side of matchbox: commands that talk to a running server's admin
+// API.
+
+const cliUsage = `Usage:
+  matchbox group   list | get ID | apply -f FILE | delete ID
+  matchbox profile list | get ID | apply -f FILE | delete ID
+  matchbox token   list | create -name NAME -role read|admin | revoke NAME
+
+FILE is JSON or YAML (one object; "-" reads standard input).
+
+Connection (flags, or the environment):
+  -endpoint URL     admin API (MATCHBOX_ENDPOINT, default http://127.0.0.1:8081)
+  -token TOKEN      API token (MATCHBOX_TOKEN)
+  -token-file FILE  file holding the token (MATCHBOX_TOKEN_FILE, default
+                    /var/lib/matchbox/admin.token when readable)
+  -ca-file FILE     CA certificate that signed the API's TLS certificate
+                    (MATCHBOX_CA_FILE)
+  -o table|json     output format of list and get (default table for list,
+                    json for get)
+`
+
+// client talks to the admin API.
+type client struct {
+	endpoint string
+	token    string
+	http     *http.Client
+}
+
+// apiFailure is an error answer of the API.
+type apiFailure struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiFailure) Error() string {
+	if e.code == "" {
+		return fmt.Sprintf("%d %s", e.status, e.message)
+	}
+	return fmt.Sprintf("%s (%d): %s", e.code, e.status, e.message)
+}
+
+func (c *client) do(ctx context.Context, method, path string, body any, out any) (http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Code, Message string }
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(data))
+		}
+		return nil, &apiFailure{resp.StatusCode, e.Code, e.Message}
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return nil, fmt.Errorf("unexpected answer from %s: %w", c.endpoint, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// cliFlags are the connection and output flags every CLI command takes.
+type cliFlags struct {
+	endpoint, token, tokenFile, caFile, output string
+}
+
+func (f *cliFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.endpoint, "endpoint", envOr("MATCHBOX_ENDPOINT", "http://127.0.0.1:8081"), "admin API URL")
+	fs.StringVar(&f.token, "token", os.Getenv("MATCHBOX_TOKEN"), "API token")
+	fs.StringVar(&f.tokenFile, "token-file", os.Getenv("MATCHBOX_TOKEN_FILE"), "file holding the API token")
+	fs.StringVar(&f.caFile, "ca-file", os.Getenv("MATCHBOX_CA_FILE"), "CA certificate of the API's TLS certificate")
+	fs.StringVar(&f.output, "o", "", "output: table or json")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (f *cliFlags) client() (*client, error) {
+	token := f.token
+	if token == "" {
+		file := f.tokenFile
+		if file == "" {
+			file = "/var/lib/matchbox/admin.token"
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			if f.tokenFile == "" {
+				return nil, errors.New("no API token: give -token, -token-file, MATCHBOX_TOKEN or MATCHBOX_TOKEN_FILE")
+			}
+			return nil, fmt.Errorf("-token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(data))
+	}
+	u, err := url.Parse(f.endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("-endpoint %q: want http(s)://HOST:PORT", f.endpoint)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca-file %s: no PEM certificate in it", f.caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &client{endpoint: strings.TrimRight(f.endpoint, "/"), token: token, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// objectCLI runs `matchbox group|profile VERB …`.
+func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
+	plural := kind + "s"
+	fs := flag.NewFlagSet("matchbox "+kind, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf cliFlags
+	cf.register(fs)
+	file := fs.String("f", "", "file to apply (JSON or YAML; - for standard input)")
+	ifMatch := fs.String("if-match", "", "apply only if the object still has this ETag")
+	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(pos) == 0 {
+		fmt.Fprint(stderr, cliUsage)
+		return errUsage
+	}
+	verb, pos := pos[0], pos[1:]
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	switch {
+	case verb == "list" && len(pos) == 0:
+		var out struct {
+			Items []map[string]any `json:"items"`
+		}
+		if _, err := c.do(ctx, "GET", "/api/v1/"+plural, nil, &out); err != nil {
+			return fmt.Errorf("list %s: %w", plural, err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out.Items)
+		}
+		return printObjects(stdout, kind, out.Items)
+	case verb == "get" && len(pos) == 1:
+		var obj map[string]any
+		h, err := c.do(ctx, "GET", "/api/v1/"+plural+"/"+url.PathEscape(pos[0]), nil, &obj)
+		if err != nil {
+			return fmt.Errorf("get %s %s: %w", kind, pos[0], err)
+		}
+		if cf.output == "table" {
+			return printObjects(stdout, kind, []map[string]any{obj})
+		}
+		if tag := h.Get("ETag"); tag != "" && cf.output != "json" {
+			fmt.Fprintf(stderr, "ETag: %s\n", tag)
+		}
+		return printJSON(stdout, obj)
+	case verb == "apply" && len(pos) == 0 && *file != "":
+		obj, err := readObject(*file)
+		if err != nil {
+			return err
+		}
+		id, _ := obj["id"].(string)
+		if id == "" {
+			return fmt.Errorf("%s: the %s has no id", *file, kind)
+		}
+		var out map[string]any
+		path := "/api/v1/" + plural + "/" + url.PathEscape(id)
+		if *ifMatch != "" {
+			h, err := c.doIfMatch(ctx, path, obj, *ifMatch, &out)
+			return reportApply(stdout, kind, id, h, err)
+		}
+		h, err := c.doStatus(ctx, "PUT", path, obj, &out)
+		return reportApply(stdout, kind, id, h, err)
+	case verb == "delete" && len(pos) == 1:
+		if _, err := c.do(ctx, "DELETE", "/api/v1/"+plural+"/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return fmt.Errorf("delete %s %s: %w", kind, pos[0], err)
+		}
+		fmt.Fprintf(stdout, "%s %s deleted\n", kind, pos[0])
+		return nil
+	}
+	fmt.Fprint(stderr, cliUsage)
+	return errUsage
+}
+
+// applied is what an apply reports: created or updated, and the new ETag.
+type applied struct {
+	status int
+	etag   string
+}
+
+func (c *client) doStatus(ctx context.Context, method, path string, body, out any) (applied, error) {
+	return c.send(ctx, method, path, body, "", out)
+}
+
+func (c *client) doIfMatch(ctx context.Context, path string, body any, etag string, out any) (applied, error) {
+	return c.send(ctx, "PUT", path, body, etag, out)
+}
+
+// send is do with an optional If-Match, reporting the status.
+func (c *client) send(ctx context.Context, method, path string, body any, etag string, out any) (applied, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return applied{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, bytes.NewReader(data))
+	if err != nil {
+		return applied{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if etag != "" {
+		req.Header.Set("If-Match", etag)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return applied{}, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode >= 300 {
+		var e struct{ Code, Message string }
+		if json.Unmarshal(raw, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(raw))
+		}
+		return applied{}, &apiFailure{resp.StatusCode, e.Code, e.Message}
+	}
+	if out != nil {
+		_ = json.Unmarshal(raw, out)
+	}
+	return applied{resp.StatusCode, resp.Header.Get("ETag")}, nil
+}
+
+func reportApply(w io.Writer, kind, id string, a applied, err error) error {
+	if err != nil {
+		return fmt.Errorf("apply %s %s: %w", kind, id, err)
+	}
+	what := "updated"
+	if a.status == http.StatusCreated {
+		what = "created"
+	}
+	fmt.Fprintf(w, "%s %s %s (ETag %s)\n", kind, id, what, a.etag)
+	return nil
+}
+
+// readObject reads one JSON or YAML object from a file ("-": stdin).
+func readObject(path string) (map[string]any, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(os.Stdin, 16<<20))
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]any
+	if ext := strings.ToLower(filepath.Ext(path)); ext == ".json" || bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&obj); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return obj, nil
+	}
+	if err := yaml.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if obj == nil {
+		return nil, fmt.Errorf("%s: no object in it", path)
+	}
+	return obj, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printObjects prints groups or profiles as a table.
+func printObjects(w io.Writer, kind string, items []map[string]any) error {
+	sort.Slice(items, func(i, j int) bool { return fmt.Sprint(items[i]["id"]) < fmt.Sprint(items[j]["id"]) })
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if kind == "group" {
+		fmt.Fprintln(tw, "ID\tPROFILE\tSELECTOR\tSOURCE")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%v\t%v\t%s\t%v\n", it["id"], it["profile"], selectorText(it["selector"]), it["source"])
+		}
+	} else {
+		fmt.Fprintln(tw, "ID\tKERNEL\tIGNITION\tSOURCE")
+		for _, it := range items {
+			kernel := ""
+			if b, ok := it["boot"].(map[string]any); ok {
+				kernel = fmt.Sprint(b["kernel"])
+			}
+			fmt.Fprintf(tw, "%v\t%s\t%v\t%v\n", it["id"], kernel, orDash(it["ignition_id"]), it["source"])
+		}
+	}
+	return tw.Flush()
+}
+
+func orDash(v any) any {
+	if v == nil || v == "" {
+		return "-"
+	}
+	return v
+}
+
+func selectorText(v any) string {
+	m, _ := v.(map[string]any)
+	if len(m) == 0 {
+		return "(default)"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%v", k, m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// tokenCLI runs `matchbox token VERB …`.
+func tokenCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("matchbox token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf cliFlags
+	cf.register(fs)
+	name := fs.String("name", "", "name of the new token")
+	role := fs.String("role", "read", "role of the new token: read or admin")
+	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(pos) == 0 {
+		fmt.Fprint(stderr, cliUsage)
+		return errUsage
+	}
+	verb, pos := pos[0], pos[1:]
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	switch {
+	case verb == "list" && len(pos) == 0:
+		var out struct {
+			Items []struct {
+				Name    string    `json:"name"`
+				Role    string    `json:"role"`
+				Created time.Time `json:"created"`
+			} `json:"items"`
+		}
+		if _, err := c.do(ctx, "GET", "/api/v1/tokens", nil, &out); err != nil {
+			return fmt.Errorf("list tokens: %w", err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out.Items)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+		for _, t := range out.Items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Role, t.Created.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case verb == "create" && len(pos) == 0:
+		if *name == "" {
+			return errors.New("token create: -name is required")
+		}
+		var out struct {
+			Token string `json:"token"`
+		}
+		if _, err := c.do(ctx, "POST", "/api/v1/tokens", map[string]string{"name": *name, "role": *role}, &out); err != nil {
+			return fmt.Errorf("create token %s: %w", *name, err)
+		}
+		// Only the token, so scripts can capture it; it is shown once.
+		fmt.Fprintln(stdout, out.Token)
+		return nil
+	case verb == "revoke" && len(pos) == 1:
+		if _, err := c.do(ctx, "DELETE", "/api/v1/tokens/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return fmt.Errorf("revoke token %s: %w", pos[0], err)
+		}
+		fmt.Fprintf(stdout, "token %s revoked\n", pos[0])
+		return nil
+	}
+	fmt.Fprint(stderr, cliUsage)
+	return errUsage
+}
