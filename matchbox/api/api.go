@@ -25,6 +25,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/render"
 )
 
 // Store is what the API needs from the database.
@@ -35,6 +36,9 @@ type Store interface {
 	ProfileVersion(ctx context.Context, id string) (*matchbox.Profile, string, error)
 	PutProfileIf(ctx context.Context, p *matchbox.Profile, cond matchbox.Condition) (string, error)
 	DeleteProfileIf(ctx context.Context, id string, cond matchbox.Condition) error
+	TemplateVersion(ctx context.Context, kind matchbox.TemplateKind, name string) (*matchbox.Template, string, error)
+	PutTemplateIf(ctx context.Context, t *matchbox.Template, cond matchbox.Condition) (string, error)
+	DeleteTemplateIf(ctx context.Context, kind matchbox.TemplateKind, name string, cond matchbox.Condition) error
 	CreateToken(ctx context.Context, t matchbox.Token) error
 	DeleteToken(ctx context.Context, name string) error
 	Tokens(ctx context.Context) ([]matchbox.Token, error)
@@ -125,6 +129,11 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/profiles/{id}", s.auth(matchbox.RoleRead, s.getProfile)).Methods(http.MethodGet)
 	v1.HandleFunc("/profiles/{id}", s.auth(matchbox.RoleAdmin, s.putProfile)).Methods(http.MethodPut)
 	v1.HandleFunc("/profiles/{id}", s.auth(matchbox.RoleAdmin, s.deleteProfile)).Methods(http.MethodDelete)
+	v1.HandleFunc("/templates", s.auth(matchbox.RoleRead, s.listTemplates)).Methods(http.MethodGet)
+	v1.HandleFunc("/templates/{kind}", s.auth(matchbox.RoleRead, s.listTemplates)).Methods(http.MethodGet)
+	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleRead, s.getTemplate)).Methods(http.MethodGet)
+	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleAdmin, s.putTemplate)).Methods(http.MethodPut)
+	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleAdmin, s.deleteTemplate)).Methods(http.MethodDelete)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{name}", s.auth(matchbox.RoleAdmin, s.revokeToken)).Methods(http.MethodDelete)
@@ -427,6 +436,10 @@ func (s *Server) putProfile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := render.CheckProfile(&p); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_template", fmt.Sprintf("profile %q: %v", id, err), nil)
+		return
+	}
 	_, existed, _ := s.cfg.Store.ProfileVersion(r.Context(), id)
 	tag, err := s.cfg.Store.PutProfileIf(r.Context(), &p, condition(r))
 	if err != nil {
@@ -475,6 +488,171 @@ func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("profile deleted", "profile", id, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Templates. The API's kinds are ignition (raw Ignition, names ending in
+// .ign or .ignition), butane (Butane, the other names of the ignition
+// folder), cloud and generic.
+
+// templateKind maps an API kind and name to the stored kind.
+func templateKind(kind, name string) (matchbox.TemplateKind, error) {
+	switch kind {
+	case "ignition":
+		if !matchbox.IsRawIgnition(name) {
+			return "", fmt.Errorf("%w: an ignition template name ends in .ign or .ignition; Butane templates are kind butane", matchbox.ErrInvalid)
+		}
+		return matchbox.KindIgnition, nil
+	case "butane":
+		if matchbox.IsRawIgnition(name) {
+			return "", fmt.Errorf("%w: names ending in .ign or .ignition are raw Ignition (kind ignition), not Butane", matchbox.ErrInvalid)
+		}
+		return matchbox.KindIgnition, nil
+	case "cloud":
+		return matchbox.KindCloud, nil
+	case "generic":
+		return matchbox.KindGeneric, nil
+	}
+	return "", fmt.Errorf("%w: template kind %q: want ignition, butane, cloud or generic", matchbox.ErrInvalid, kind)
+}
+
+// apiKind is the API's kind of a stored template.
+func apiKind(t *matchbox.Template) string {
+	if t.Kind == matchbox.KindIgnition && !matchbox.IsRawIgnition(t.Name) {
+		return "butane"
+	}
+	return string(t.Kind)
+}
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	want := mux.Vars(r)["kind"]
+	switch want {
+	case "", "ignition", "butane", "cloud", "generic":
+	default:
+		s.fail(w, r, fmt.Errorf("%w: template kind %q: want ignition, butane, cloud or generic", matchbox.ErrInvalid, want))
+		return
+	}
+	var out []map[string]any
+	for _, t := range s.cfg.Catalog.Snapshot().Templates() {
+		k := apiKind(t)
+		if want != "" && k != want {
+			continue
+		}
+		item := map[string]any{"kind": k, "name": t.Name, "size": len(t.Content), "source": "api"}
+		if !fromDB(t.Origin) {
+			item["source"], item["read_only"] = "data-dir", true
+		}
+		out = append(out, item)
+	}
+	if out == nil {
+		out = []map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+}
+
+func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	kind, err := templateKind(v["kind"], v["name"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	t, tag, err := s.cfg.Store.TemplateVersion(r.Context(), kind, v["name"])
+	if errors.Is(err, matchbox.ErrNotFound) {
+		if dt, ok := s.cfg.Catalog.Snapshot().Template(kind, v["name"]); ok {
+			t, tag, err = dt, "", nil
+			w.Header().Set("X-Matchbox-Read-Only", "data dir: "+dt.Origin)
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if tag != "" {
+		w.Header().Set("ETag", tag)
+	}
+	_, _ = w.Write(t.Content)
+}
+
+func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	kind, err := templateKind(v["kind"], v["name"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	content, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("template larger than %d bytes", s.cfg.MaxBody), nil)
+		return
+	}
+	t := &matchbox.Template{Kind: kind, Name: v["name"], Content: content}
+	if err := render.CheckTemplate(t); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_template", fmt.Sprintf("%s template %q: %v", v["kind"], t.Name, err), nil)
+		return
+	}
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	if dt, ok := s.cfg.Catalog.Snapshot().Template(kind, t.Name); ok && !fromDB(dt.Origin) {
+		s.fail(w, r, readOnly("template", t.Name, dt.Origin))
+		return
+	}
+	_, existed, _ := s.cfg.Store.TemplateVersion(r.Context(), kind, t.Name)
+	tag, err := s.cfg.Store.PutTemplateIf(r.Context(), t, condition(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, fmt.Errorf("template %q stored, but the boot endpoints do not serve it yet: %w", t.Name, err))
+		return
+	}
+	s.log.Info("template written", "kind", v["kind"], "name", t.Name, "token", caller(r).Name)
+	status := http.StatusOK
+	if existed == "" {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, tag, map[string]any{"kind": v["kind"], "name": t.Name, "size": len(content), "source": "api"})
+}
+
+func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	kind, err := templateKind(v["kind"], v["name"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name := v["name"]
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	snap := s.cfg.Catalog.Snapshot()
+	if dt, ok := snap.Template(kind, name); ok && !fromDB(dt.Origin) {
+		s.fail(w, r, readOnly("template", name, dt.Origin))
+		return
+	}
+	var users []string
+	for _, p := range snap.Profiles() {
+		if (kind == matchbox.KindIgnition && p.IgnitionID == name) || (kind == matchbox.KindCloud && p.CloudID == name) || (kind == matchbox.KindGeneric && p.GenericID == name) {
+			users = append(users, p.ID)
+		}
+	}
+	if len(users) > 0 {
+		sort.Strings(users)
+		writeError(w, http.StatusConflict, "in_use", fmt.Sprintf("template %q is used by %d profile(s); change them first", name, len(users)),
+			map[string]any{"profiles": users})
+		return
+	}
+	if err := s.cfg.Store.DeleteTemplateIf(r.Context(), kind, name, condition(r)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("template deleted", "kind", v["kind"], "name", name, "token", caller(r).Name)
 	w.WriteHeader(http.StatusNoContent)
 }
 

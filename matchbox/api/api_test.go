@@ -326,3 +326,69 @@ func TestAdminTokenFile(t *testing.T) {
 		t.Errorf("short token file: %v", err)
 	}
 }
+
+func (f *fixture) raw(t *testing.T, method, path, body string, hdr ...string) reply {
+	t.Helper()
+	return f.do(t, method, path, f.admin, body, hdr...)
+}
+
+func TestTemplates(t *testing.T) {
+	f := newFixture(t)
+	butane := "variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n    - path: /etc/hostname\n      contents:\n        inline: {{.hostname}}\n"
+	if r := f.raw(t, "PUT", "/api/v1/templates/butane/node.yaml", butane); r.code != 201 || r.etag == "" {
+		t.Fatalf("put butane: %d %s", r.code, r.raw)
+	}
+	req, _ := http.NewRequest("GET", f.url+"/api/v1/templates/butane/node.yaml", nil)
+	req.Header.Set("Authorization", "Bearer "+f.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(got) != butane || resp.Header.Get("ETag") == "" {
+		t.Errorf("get butane: %d %q", resp.StatusCode, got)
+	}
+	if r := f.do(t, "PUT", "/api/v1/profiles/node", f.admin, map[string]any{"ignition_id": "node.yaml"}); r.code != 201 {
+		t.Fatalf("profile naming the template: %d %s", r.code, r.raw)
+	}
+	if _, ok := f.catalog.Snapshot().Template(matchbox.KindIgnition, "node.yaml"); !ok {
+		t.Error("the boot side does not see the template")
+	}
+	for _, tt := range []struct{ name, path, body, code, want string }{
+		{"butane error", "/api/v1/templates/butane/bad.yaml", "variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n    - path: relative\n", "invalid_template", "line 5 col 13: path not absolute"},
+		{"template syntax", "/api/v1/templates/generic/env", "A={{.a", "invalid_template", "unclosed action"},
+		{"raw ignition invalid", "/api/v1/templates/ignition/x.ign", `{"ignition": {"version": "9.9.9"}}`, "invalid_template", "version"},
+		{"raw name as butane", "/api/v1/templates/butane/x.ign", "{}", "invalid", "kind ignition"},
+		{"unknown kind", "/api/v1/templates/shell/x", "echo", "invalid", "kind"},
+		{"list of an unknown kind", "/api/v1/templates/shell", "", "invalid", "kind"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			method := "PUT"
+			if tt.body == "" {
+				method = "GET"
+			}
+			r := f.raw(t, method, tt.path, tt.body)
+			if r.code != 400 || r.body["code"] != tt.code || !strings.Contains(fmt.Sprint(r.body["message"]), tt.want) {
+				t.Errorf("%s: %d %s, want 400 %s mentioning %q", tt.path, r.code, r.raw, tt.code, tt.want)
+			}
+		})
+	}
+	if r := f.do(t, "PUT", "/api/v1/profiles/args", f.admin, map[string]any{"boot": map[string]any{"kernel": "/k", "args": []string{"x={{.y"}}}); r.code != 400 || r.body["code"] != "invalid_template" {
+		t.Errorf("profile with a broken boot arg template: %d %s", r.code, r.raw)
+	}
+	if r := f.raw(t, "DELETE", "/api/v1/templates/butane/node.yaml", ""); r.code != 409 || r.body["code"] != "in_use" {
+		t.Errorf("delete a template in use: %d %s", r.code, r.raw)
+	}
+	l := f.do(t, "GET", "/api/v1/templates/butane", f.admin, nil)
+	if l.code != 200 || !strings.Contains(l.raw, `"node.yaml"`) || strings.Contains(l.raw, "hostname") {
+		t.Errorf("list templates: %d %s", l.code, l.raw)
+	}
+	// A path with .. is cleaned (and redirected) by the router, never
+	// stored under a name with .. in it.
+	f.raw(t, "PUT", "/api/v1/templates/generic/a/../../b", "x")
+	objs, _ := f.db.Objects(context.Background())
+	if len(objs.Templates) != 1 {
+		t.Errorf("refused template writes were stored: %d templates", len(objs.Templates))
+	}
+}

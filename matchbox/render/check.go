@@ -1,10 +1,12 @@
 package render
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"matchbox.dev/matchbox"
 )
@@ -101,4 +103,38 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 func (e *Engine) broken(snap *matchbox.Snapshot, kind matchbox.TemplateKind, name string) bool {
 	t, ok := snap.Template(kind, name)
 	return ok && e.compile(t).err != nil
+}
+
+// CheckTemplate reports why a template could not be served, or nil: it
+// must parse as a Go template (raw Ignition must be valid Ignition), and a
+// Butane template without template actions must translate. The admin API
+// refuses such templates on write.
+func CheckTemplate(t *matchbox.Template) error {
+	if t.Kind == matchbox.KindIgnition && matchbox.IsRawIgnition(t.Name) {
+		_, err := validateRawIgnition(t.Content)
+		return err
+	}
+	if _, err := newTemplate(t.Name).Parse(string(t.Content)); err != nil {
+		return err
+	}
+	if t.Kind == matchbox.KindIgnition && !bytes.Contains(t.Content, []byte("{{")) {
+		if _, err := TranslateButane(t.Content); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckProfile reports why a profile's boot arguments could not be
+// rendered (a template error), or nil.
+func CheckProfile(p *matchbox.Profile) error {
+	for i, a := range p.Boot.Args {
+		if !strings.Contains(a, "{{") {
+			continue
+		}
+		if _, err := newTemplate(fmt.Sprintf("boot.args[%d]", i)).Parse(a); err != nil {
+			return fmt.Errorf("boot.args[%d]: %w", i, err)
+		}
+	}
+	return nil
 }

@@ -182,3 +182,29 @@ func (b *Bolt) Tokens(_ context.Context) ([]matchbox.Token, error) {
 	slices.SortFunc(out, func(a, b matchbox.Token) int { return strings.Compare(a.Name, b.Name) })
 	return out, err
 }
+
+// TemplateVersion returns a template and its ETag.
+func (b *Bolt) TemplateVersion(_ context.Context, kind matchbox.TemplateKind, name string) (*matchbox.Template, string, error) {
+	var st storedTemplate
+	tag, err := getVersion(b, bucketTemplates, "template", templateKey(kind, name), &st)
+	if err != nil {
+		return nil, "", err
+	}
+	return &matchbox.Template{Kind: st.Kind, Name: st.Name, Content: st.Content, Origin: "db"}, tag, nil
+}
+
+// PutTemplateIf writes a template if cond holds; it returns the new ETag.
+func (b *Bolt) PutTemplateIf(_ context.Context, t *matchbox.Template, cond matchbox.Condition) (string, error) {
+	if !validKind(t.Kind) {
+		return "", fmt.Errorf("%w: unknown template kind %q", matchbox.ErrInvalid, t.Kind)
+	}
+	if t.Name == "" || len(t.Name) > maxIDLen || strings.Contains(t.Name, "..") || strings.HasPrefix(t.Name, "/") {
+		return "", fmt.Errorf("%w: template name %q: 1 to %d characters, no leading / and no ..", matchbox.ErrInvalid, t.Name, maxIDLen)
+	}
+	return putIf(b, bucketTemplates, "template", templateKey(t.Kind, t.Name), storedTemplate{t.Kind, t.Name, t.Content}, cond)
+}
+
+// DeleteTemplateIf deletes a template if cond holds.
+func (b *Bolt) DeleteTemplateIf(_ context.Context, kind matchbox.TemplateKind, name string, cond matchbox.Condition) error {
+	return deleteIf(b, bucketTemplates, "template", templateKey(kind, name), cond)
+}
