@@ -164,3 +164,29 @@ func TestCLI(t *testing.T) {
 		t.Errorf("delete: %d %s", code, out)
 	}
 }
+
+// A whole data dir applied through the CLI serves like the data dir itself.
+func TestCLIApplyDataDir(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, nil, "-data-path", data, "-assets-path", "", "-db-path", filepath.Join(t.TempDir(), "m.db"))
+	env := []string{"MATCHBOX_ENDPOINT=" + s.apiURL, "MATCHBOX_TOKEN_FILE=" + filepath.Join(data, "admin.token")}
+	example := filepath.Join(repoRoot(t), "examples", "three-node-cluster")
+	code, out := runCLI(t, env, "group", "apply", "-f", example)
+	if code != 0 || !strings.Contains(out, "template") || !strings.Contains(out, "profile") || !strings.Contains(out, "group node1 created") {
+		t.Fatalf("apply a data dir: %d %s", code, out)
+	}
+	ref := startServer(t, nil, "-data-path", example, "-assets-path", "", "-db-path", filepath.Join(t.TempDir(), "m.db"), "-api-address=")
+	for _, q := range []string{"/ipxe?mac=52:54:00:00:00:01", "/ignition?mac=52:54:00:00:00:01", "/metadata?mac=52:54:00:00:00:01"} {
+		c1, b1 := fetch(t, s.url+q)
+		c2, b2 := fetch(t, ref.url+q)
+		b1 = strings.ReplaceAll(b1, s.url, "URL")
+		b2 = strings.ReplaceAll(b2, ref.url, "URL")
+		if c1 != 200 || c1 != c2 || b1 != b2 {
+			t.Errorf("%s: applied through the API %d %q, from the data dir %d %q", q, c1, b1, c2, b2)
+		}
+	}
+	code, out = runCLI(t, env, "template", "list")
+	if code != 0 || !strings.Contains(out, "KIND") {
+		t.Errorf("template list: %d %s", code, out)
+	}
+}

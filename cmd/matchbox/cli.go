@@ -20,6 +20,9 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/storage"
 )
 
 // The CLI side of matchbox: commands that talk to a running server's admin
@@ -28,9 +31,13 @@ import (
 const cliUsage = `Usage:
   matchbox group   list | get ID | apply -f FILE | delete ID
   matchbox profile list | get ID | apply -f FILE | delete ID
+  matchbox template list [KIND] | get KIND NAME | apply KIND -f FILE [-name NAME] | delete KIND NAME
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
 
-FILE is JSON or YAML (one object; "-" reads standard input).
+FILE is JSON or YAML (one object; "-" reads standard input). For group and
+profile, "apply -f DIR" applies a whole data dir (templates, then profiles,
+then groups). Template KIND is ignition (raw Ignition), butane, cloud or
+generic; NAME defaults to FILE's base name.
 
 Connection (flags, or the environment):
   -endpoint URL     admin API (MATCHBOX_ENDPOINT, default http://127.0.0.1:8081)
@@ -229,6 +236,9 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 		}
 		return printJSON(stdout, obj)
 	case verb == "apply" && len(pos) == 0 && *file != "":
+		if st, err := os.Stat(*file); err == nil && st.IsDir() {
+			return applyDataDir(ctx, c, *file, stdout)
+		}
 		obj, err := readObject(*file)
 		if err != nil {
 			return err
@@ -461,6 +471,172 @@ func tokenCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("revoke token %s: %w", pos[0], err)
 		}
 		fmt.Fprintf(stdout, "token %s revoked\n", pos[0])
+		return nil
+	}
+	fmt.Fprint(stderr, cliUsage)
+	return errUsage
+}
+
+// applyDataDir applies every object of a data dir: templates, then
+// profiles, then groups, so references resolve. It stops at the first
+// refusal.
+func applyDataDir(ctx context.Context, c *client, dir string, stdout io.Writer) error {
+	objs, err := storage.NewDataDir(dir, nil).Load(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range objs.Problems {
+		if p.Severity == matchbox.SeverityError {
+			return fmt.Errorf("%s: %s (fix it first; nothing was applied)", p.Origin, p.Message)
+		}
+	}
+	for _, t := range objs.Templates {
+		kind := string(t.Kind)
+		if t.Kind == matchbox.KindIgnition && !matchbox.IsRawIgnition(t.Name) {
+			kind = "butane"
+		}
+		a, err := c.sendRaw(ctx, "/api/v1/templates/"+kind+"/"+escapePath(t.Name), t.Content)
+		if err := reportApply(stdout, kind+" template", t.Name, a, err); err != nil {
+			return err
+		}
+	}
+	for _, p := range objs.Profiles {
+		a, err := c.doStatus(ctx, "PUT", "/api/v1/profiles/"+url.PathEscape(p.ID), p, nil)
+		if err := reportApply(stdout, "profile", p.ID, a, err); err != nil {
+			return err
+		}
+	}
+	for _, g := range objs.Groups {
+		a, err := c.doStatus(ctx, "PUT", "/api/v1/groups/"+url.PathEscape(g.ID), g, nil)
+		if err := reportApply(stdout, "group", g.ID, a, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// escapePath escapes each segment of a slash-separated name.
+func escapePath(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
+
+// sendRaw PUTs a raw body (a template).
+func (c *client) sendRaw(ctx context.Context, path string, body []byte) (applied, error) {
+	req, err := http.NewRequestWithContext(ctx, "PUT", c.endpoint+path, bytes.NewReader(body))
+	if err != nil {
+		return applied{}, err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return applied{}, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 {
+		var e struct{ Code, Message string }
+		if json.Unmarshal(raw, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(raw))
+		}
+		return applied{}, &apiFailure{resp.StatusCode, e.Code, e.Message}
+	}
+	return applied{resp.StatusCode, resp.Header.Get("ETag")}, nil
+}
+
+// templateCLI runs `matchbox template VERB …`.
+func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("matchbox template", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf cliFlags
+	cf.register(fs)
+	file := fs.String("f", "", "template file to apply (- for standard input)")
+	name := fs.String("name", "", "template name (default: the file's base name)")
+	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(pos) == 0 {
+		fmt.Fprint(stderr, cliUsage)
+		return errUsage
+	}
+	verb, pos := pos[0], pos[1:]
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	switch {
+	case verb == "list" && len(pos) <= 1:
+		path := "/api/v1/templates"
+		if len(pos) == 1 {
+			path += "/" + url.PathEscape(pos[0])
+		}
+		var out struct {
+			Items []map[string]any `json:"items"`
+		}
+		if _, err := c.do(ctx, "GET", path, nil, &out); err != nil {
+			return fmt.Errorf("list templates: %w", err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out.Items)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tNAME\tSIZE\tSOURCE")
+		for _, it := range out.Items {
+			fmt.Fprintf(tw, "%v\t%v\t%v\t%v\n", it["kind"], it["name"], it["size"], it["source"])
+		}
+		return tw.Flush()
+	case verb == "get" && len(pos) == 2:
+		req, err := http.NewRequestWithContext(ctx, "GET", c.endpoint+"/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(pos[1]), nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if resp.StatusCode != 200 {
+			var e struct{ Code, Message string }
+			_ = json.Unmarshal(raw, &e)
+			return fmt.Errorf("get template %s %s: %w", pos[0], pos[1], &apiFailure{resp.StatusCode, e.Code, e.Message})
+		}
+		_, err = stdout.Write(raw)
+		return err
+	case verb == "apply" && len(pos) == 1 && *file != "":
+		var content []byte
+		if *file == "-" {
+			content, err = io.ReadAll(io.LimitReader(os.Stdin, 16<<20))
+		} else {
+			content, err = os.ReadFile(*file)
+		}
+		if err != nil {
+			return err
+		}
+		n := *name
+		if n == "" {
+			if *file == "-" {
+				return errors.New("template apply -f -: give -name")
+			}
+			n = filepath.Base(*file)
+		}
+		a, err := c.sendRaw(ctx, "/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(n), content)
+		return reportApply(stdout, pos[0]+" template", n, a, err)
+	case verb == "delete" && len(pos) == 2:
+		if _, err := c.do(ctx, "DELETE", "/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(pos[1]), nil, nil); err != nil {
+			return fmt.Errorf("delete template %s %s: %w", pos[0], pos[1], err)
+		}
+		fmt.Fprintf(stdout, "%s template %s deleted\n", pos[0], pos[1])
 		return nil
 	}
 	fmt.Fprint(stderr, cliUsage)

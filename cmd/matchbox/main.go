@@ -40,6 +40,7 @@ Usage:
   matchbox version            print the version
   matchbox group   list | get ID | apply -f FILE | delete ID
   matchbox profile list | get ID | apply -f FILE | delete ID
+  matchbox template list | get KIND NAME | apply KIND -f FILE | delete KIND NAME
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
                               talk to a running server's admin API
                               ("matchbox group -help" for connection flags)
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = objectCLI(ctx, cmd, rest, stdout, stderr)
 	case "token":
 		err = tokenCLI(ctx, rest, stdout, stderr)
+	case "template":
+		err = templateCLI(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":
