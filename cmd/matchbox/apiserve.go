@@ -14,6 +14,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -51,7 +52,7 @@ func loopbackOnly(addr string) bool {
 
 // setupAPI opens the admin API's listener and returns what serves it
 // (nil when the API is off).
-func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, log *slog.Logger) (func(context.Context) error, error) {
+func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine, bootHost string, log *slog.Logger) (func(context.Context) error, error) {
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -72,9 +73,12 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 		log.Warn("the admin API token file is gone; the token registered before still works (remove the token named admin from the database, or give -api-token-file, to set a new one)")
 	}
 	srv, err := api.New(ctx, api.Config{
-		Store:   db,
-		Catalog: catalog,
-		Logger:  log,
+		Store:    db,
+		Machines: db,
+		Catalog:  catalog,
+		Engine:   engine,
+		BootHost: bootHost,
+		Logger:   log,
 		Reload: func(ctx context.Context) error {
 			objs, err := db.Objects(ctx)
 			if err != nil {

@@ -55,6 +55,14 @@ type Config struct {
 	// asking right after gets the new configuration.
 	Reload func(ctx context.Context) error
 	Logger *slog.Logger
+	// Machines is the machine inventory (nil: the machine endpoints
+	// answer 503).
+	Machines MachineStore
+	// Engine renders previews (nil: previews show only the selection).
+	Engine *render.Engine
+	// BootHost is the host:port machines reach the boot endpoints at, for
+	// URLs in previews.
+	BootHost string
 	// MaxBody bounds request bodies (default 1 MiB).
 	MaxBody int64
 }
@@ -134,6 +142,12 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleRead, s.getTemplate)).Methods(http.MethodGet)
 	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleAdmin, s.putTemplate)).Methods(http.MethodPut)
 	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleAdmin, s.deleteTemplate)).Methods(http.MethodDelete)
+	v1.HandleFunc("/machines", s.auth(matchbox.RoleRead, s.needMachines(s.listMachines))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleRead, s.needMachines(s.getMachine))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleAdmin, s.needMachines(s.deleteMachine))).Methods(http.MethodDelete)
+	v1.HandleFunc("/machines/{mac}/events", s.auth(matchbox.RoleRead, s.needMachines(s.machineEvents))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/labels", s.auth(matchbox.RoleAdmin, s.needMachines(s.setMachineLabels))).Methods(http.MethodPut)
+	v1.HandleFunc("/machines/{mac}/preview", s.auth(matchbox.RoleRead, s.preview)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{name}", s.auth(matchbox.RoleAdmin, s.revokeToken)).Methods(http.MethodDelete)
@@ -282,6 +296,17 @@ func objectJSON(v any, origin string) map[string]any {
 		m["read_only"] = true
 	}
 	return m
+}
+
+// needMachines answers 503 when there is no inventory.
+func (s *Server) needMachines(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Machines == nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", errNoInventory.Error(), nil)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // Groups.

@@ -13,9 +13,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -51,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("admin token file %s: %v, mode %v", file, err, st.Mode())
 	}
 	secret, _ := os.ReadFile(file)
-	srv, err := api.New(ctx, api.Config{Store: db, Catalog: cat, Reload: func(ctx context.Context) error {
+	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
 		objs, err := db.Objects(ctx)
 		if err != nil {
 			return err
@@ -390,5 +392,104 @@ func TestTemplates(t *testing.T) {
 	objs, _ := f.db.Objects(context.Background())
 	if len(objs.Templates) != 1 {
 		t.Errorf("refused template writes were stored: %d templates", len(objs.Templates))
+	}
+}
+
+func TestMachines(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	var events []matchbox.Event
+	for i := range 30 {
+		g := "rack-a"
+		if i%3 == 0 {
+			g = "rack-b"
+		}
+		events = append(events, matchbox.Event{Time: now.Add(-time.Duration(i) * time.Hour), MAC: fmt.Sprintf("52:54:00:00:00:%02x", i),
+			Kind: matchbox.EventHTTPServed, File: "/ipxe", Group: g, Profile: "p", Arch: "x86_64", IP: "10.0.0.9"})
+	}
+	events = append(events, matchbox.Event{Time: now, MAC: "52:54:00:00:00:01", Kind: matchbox.EventTFTPSent, File: "ipxe.efi"})
+	if err := f.db.RecordEvents(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	list := func(q string) reply { return f.do(t, "GET", "/api/v1/machines"+q, f.admin, nil) }
+	if r := list(""); r.code != 200 || len(r.body["items"].([]any)) != 30 || r.body["next"] != nil {
+		t.Fatalf("list: %d %.300s", r.code, r.raw)
+	}
+	if r := list("?group=rack-b"); len(r.body["items"].([]any)) != 10 {
+		t.Errorf("group filter: %d items", len(r.body["items"].([]any)))
+	}
+	if r := list("?seen_within=4h30m"); len(r.body["items"].([]any)) != 5 {
+		t.Errorf("seen_within filter: %.300s", r.raw)
+	}
+	// Pages: 12 + 12 + 6, following next.
+	seen, after := 0, ""
+	for range 5 {
+		r := list("?limit=12&after=" + after)
+		seen += len(r.body["items"].([]any))
+		next, _ := r.body["next"].(string)
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if seen != 30 {
+		t.Errorf("paging saw %d machines, want 30", seen)
+	}
+	for _, bad := range []string{"?limit=0", "?limit=x", "?seen_within=yesterday", "?label=nokey", "?after=zz"} {
+		if r := list(bad); r.code != 400 {
+			t.Errorf("list%s: %d %s", bad, r.code, r.raw)
+		}
+	}
+	// One machine with its history; labels; the label filter.
+	g := f.do(t, "GET", "/api/v1/machines/52-54-00-00-00-01", f.admin, nil)
+	if g.code != 200 || len(g.body["events"].([]any)) != 2 || g.body["machine"].(map[string]any)["mac"] != "52:54:00:00:00:01" {
+		t.Fatalf("get machine: %d %s", g.code, g.raw)
+	}
+	if r := f.do(t, "PUT", "/api/v1/machines/52:54:00:00:00:01/labels", f.admin, map[string]any{"labels": map[string]string{"rack": "r7"}}); r.code != 200 {
+		t.Fatalf("set labels: %d %s", r.code, r.raw)
+	}
+	if r := list("?label=rack=r7"); len(r.body["items"].([]any)) != 1 {
+		t.Errorf("label filter: %s", r.raw)
+	}
+	if r := f.do(t, "GET", "/api/v1/machines/52:54:00:00:00:01/events?since="+now.Add(-time.Minute).Format(time.RFC3339Nano), f.admin, nil); len(r.body["items"].([]any)) != 1 {
+		t.Errorf("events since a minute ago: %s", r.raw)
+	}
+	if r := f.do(t, "GET", "/api/v1/machines/52:54:00:ff:ff:ff", f.admin, nil); r.code != 404 {
+		t.Errorf("unknown machine: %d", r.code)
+	}
+	if r := f.do(t, "DELETE", "/api/v1/machines/52:54:00:00:00:01", f.admin, nil); r.code != 204 {
+		t.Fatalf("delete: %d %s", r.code, r.raw)
+	}
+	// Seen again, the machine starts a new history.
+	if err := f.db.RecordEvents(ctx, []matchbox.Event{{Time: now, MAC: "52:54:00:00:00:01", Kind: matchbox.EventDHCPDiscover}}); err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := f.db.MachineEvents(ctx, "52:54:00:00:00:01"); err != nil || len(evs) != 1 {
+		t.Errorf("history of a deleted machine seen again: %+v, %v", evs, err)
+	}
+}
+
+func TestPreview(t *testing.T) {
+	f := newFixture(t)
+	f.raw(t, "PUT", "/api/v1/templates/butane/node.yaml", "variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n    - path: /etc/hostname\n      contents:\n        inline: {{.hostname}}\n")
+	f.do(t, "PUT", "/api/v1/profiles/node", f.admin, map[string]any{"ignition_id": "node.yaml",
+		"boot": map[string]any{"kernel": "/assets/k", "args": []string{"ignition.config.url=http://{{.request.host}}/ignition?mac=${mac}"}}})
+	f.do(t, "PUT", "/api/v1/groups/n1", f.admin, map[string]any{"profile": "node", "selector": map[string]string{"mac": "52:54:00:00:00:07"}, "metadata": map[string]any{"hostname": "n1"}})
+	r := f.do(t, "GET", "/api/v1/machines/52-54-00-00-00-07/preview?arch=x86_64", f.admin, nil)
+	if r.code != 200 || r.body["group"] != "n1" || r.body["profile"] != "node" || !strings.Contains(fmt.Sprint(r.body["ipxe"]), "http://boot.example:8080/ignition") || r.body["problems"] != nil {
+		t.Fatalf("preview: %d %s", r.code, r.raw)
+	}
+	if ign, _ := json.Marshal(r.body["ignition"]); !strings.Contains(string(ign), "data:,n1") {
+		t.Errorf("preview ignition: %s", ign)
+	}
+	// The default group of the data dir catches other machines; its profile
+	// has nothing to render.
+	if r := f.do(t, "GET", "/api/v1/machines/52:54:00:00:00:08/preview", f.admin, nil); r.code != 200 || r.body["group"] != "filegroup" {
+		t.Errorf("preview of another machine: %d %s", r.code, r.raw)
+	}
+	// Nothing was recorded.
+	if _, err := f.db.GetMachine(context.Background(), "52:54:00:00:00:07"); err == nil {
+		t.Error("a preview created a machine record")
 	}
 }

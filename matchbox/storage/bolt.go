@@ -336,5 +336,22 @@ func (b *Bolt) DeleteMachine(_ context.Context, mac string) error {
 	if err != nil {
 		return err
 	}
-	return del(b, bucketMachines, norm, "machine")
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketMachines)
+		if bk.Get([]byte(norm)) == nil {
+			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
+		}
+		if err := bk.Delete([]byte(norm)); err != nil {
+			return err
+		}
+		// Its history goes with it.
+		c := tx.Bucket(bucketHistory).Cursor()
+		prefix := []byte(norm)
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = c.Seek(prefix) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -208,3 +208,69 @@ func (b *Bolt) PutTemplateIf(_ context.Context, t *matchbox.Template, cond match
 func (b *Bolt) DeleteTemplateIf(_ context.Context, kind matchbox.TemplateKind, name string, cond matchbox.Condition) error {
 	return deleteIf(b, bucketTemplates, "template", templateKey(kind, name), cond)
 }
+
+// MachinePage returns up to limit machines (0: all) with a MAC after
+// after, in MAC order, that keep passes (nil: all), and whether more
+// follow.
+func (b *Bolt) MachinePage(_ context.Context, after string, limit int, keep func(*matchbox.Machine) bool) ([]*matchbox.Machine, bool, error) {
+	var out []*matchbox.Machine
+	more := false
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketMachines).Cursor()
+		var k, v []byte
+		if after == "" {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek([]byte(after))
+			if k != nil && string(k) == after {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
+			m := new(matchbox.Machine)
+			if err := decodeMachine(v, m); err != nil {
+				return fmt.Errorf("machine %s: %w", k, err)
+			}
+			if keep != nil && !keep(m) {
+				continue
+			}
+			if limit > 0 && len(out) == limit {
+				more = true
+				return nil
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// SetMachineLabels replaces a machine's labels; the machine must exist.
+func (b *Bolt) SetMachineLabels(_ context.Context, mac string, labels map[string]string) (*matchbox.Machine, error) {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return nil, err
+	}
+	for k := range labels {
+		if k == "" || len(k) > 256 || len(labels[k]) > 1024 {
+			return nil, fmt.Errorf("%w: label %q: keys 1 to 256 bytes, values up to 1024", matchbox.ErrInvalid, k)
+		}
+	}
+	var m matchbox.Machine
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketMachines)
+		data := bk.Get([]byte(norm))
+		if data == nil {
+			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
+		}
+		if err := decodeMachine(data, &m); err != nil {
+			return fmt.Errorf("machine %s: %w", norm, err)
+		}
+		m.Labels = labels
+		return bk.Put([]byte(norm), appendMachine(nil, &m))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}

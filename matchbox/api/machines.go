@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/render"
+)
+
+// MachineStore is what the API needs from the machine inventory.
+type MachineStore interface {
+	MachinePage(ctx context.Context, after string, limit int, keep func(*matchbox.Machine) bool) ([]*matchbox.Machine, bool, error)
+	GetMachine(ctx context.Context, mac string) (*matchbox.Machine, error)
+	MachineEvents(ctx context.Context, mac string) ([]matchbox.Event, error)
+	SetMachineLabels(ctx context.Context, mac string, labels map[string]string) (*matchbox.Machine, error)
+	DeleteMachine(ctx context.Context, mac string) error
+}
+
+const (
+	defaultPage = 500
+	maxPage     = 10_000
+)
+
+// machineFilter builds the filter of a machine listing from its query.
+func machineFilter(q url.Values) (func(*matchbox.Machine) bool, error) {
+	group, profile, arch := q.Get("group"), q.Get("profile"), q.Get("arch")
+	labels := map[string]string{}
+	for _, l := range q["label"] {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%w: label filter %q: want KEY=VALUE", matchbox.ErrInvalid, l)
+		}
+		labels[k] = v
+	}
+	var since time.Time
+	if s := q.Get("seen_within"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%w: seen_within %q: want a duration such as 30m or 24h", matchbox.ErrInvalid, s)
+		}
+		since = time.Now().Add(-d)
+	}
+	return func(m *matchbox.Machine) bool {
+		if group != "" && m.Group != group || profile != "" && m.Profile != profile || arch != "" && m.Arch != arch {
+			return false
+		}
+		if !since.IsZero() && m.LastSeen.Before(since) {
+			return false
+		}
+		for k, v := range labels {
+			if got, ok := m.Labels[k]; !ok || got != v {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
+func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	keep, err := machineFilter(q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	limit := defaultPage
+	if l := q.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > maxPage {
+			s.fail(w, r, fmt.Errorf("%w: limit %q: 1 to %d", matchbox.ErrInvalid, l, maxPage))
+			return
+		}
+	}
+	after := q.Get("after")
+	if after != "" {
+		if after, err = matchbox.NormalizeMAC(after); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	ms, more, err := s.cfg.Machines.MachinePage(r.Context(), after, limit, keep)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := map[string]any{"items": ms}
+	if ms == nil {
+		out["items"] = []*matchbox.Machine{}
+	}
+	if more {
+		out["next"] = ms[len(ms)-1].MAC
+	}
+	writeJSON(w, http.StatusOK, "", out)
+}
+
+func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) {
+	mac := mux.Vars(r)["mac"]
+	m, err := s.cfg.Machines.GetMachine(r.Context(), mac)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	events, err := s.cfg.Machines.MachineEvents(r.Context(), m.MAC)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if events == nil {
+		events = []matchbox.Event{}
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"machine": m, "events": events})
+}
+
+func (s *Server) machineEvents(w http.ResponseWriter, r *http.Request) {
+	events, err := s.cfg.Machines.MachineEvents(r.Context(), mux.Vars(r)["mac"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if since := r.URL.Query().Get("since"); since != "" {
+		t, err := time.Parse(time.RFC3339Nano, since)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("%w: since %q: want an RFC 3339 time", matchbox.ErrInvalid, since))
+			return
+		}
+		kept := events[:0]
+		for _, e := range events {
+			if e.Time.After(t) {
+				kept = append(kept, e)
+			}
+		}
+		events = kept
+	}
+	if events == nil {
+		events = []matchbox.Event{}
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": events})
+}
+
+func (s *Server) setMachineLabels(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Labels map[string]string `json:"labels"`
+	}
+	if !s.decode(w, r, &body) {
+		return
+	}
+	m, err := s.cfg.Machines.SetMachineLabels(r.Context(), mux.Vars(r)["mac"], body.Labels)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("machine labels set", "mac", m.MAC, "token", caller(r).Name)
+	writeJSON(w, http.StatusOK, "", m)
+}
+
+func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) {
+	mac := mux.Vars(r)["mac"]
+	if err := s.cfg.Machines.DeleteMachine(r.Context(), mac); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("machine deleted", "mac", mac, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// preview answers "what would this machine get", without the machine
+// asking and without recording anything: the group and profile selected
+// for its MAC plus the labels in the query, and the rendered iPXE script
+// and Ignition.
+func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
+	mac, err := matchbox.NormalizeMAC(mux.Vars(r)["mac"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	labels, err := matchbox.ParseQueryLabels(r.URL.RawQuery)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	labels["mac"] = mac
+	snap := s.cfg.Catalog.Snapshot()
+	sel, err := snap.Select(labels)
+	if sel.Group == nil {
+		s.fail(w, r, fmt.Errorf("no group matches machine %s with labels %v: %w", mac, labels, matchbox.ErrNotFound))
+		return
+	}
+	out := map[string]any{"labels": labels, "group": sel.Group.ID}
+	if err != nil || sel.Profile == nil {
+		out["problems"] = []string{fmt.Sprintf("group %q names profile %q, which does not exist", sel.Group.ID, sel.Group.Profile)}
+		writeJSON(w, http.StatusOK, "", out)
+		return
+	}
+	out["profile"] = sel.Profile.ID
+	var problems []string
+	if s.cfg.Engine != nil {
+		q := url.Values{}
+		for k, v := range labels {
+			q.Set(k, v)
+		}
+		data := render.Data(sel.Group, render.Request{Labels: labels, RawQuery: q.Encode(), Host: s.cfg.BootHost})
+		if sel.Profile.Boot.Kernel != "" {
+			if ipxe, err := s.cfg.Engine.IPXE(sel, data); err != nil {
+				problems = append(problems, "ipxe: "+err.Error())
+			} else {
+				out["ipxe"] = string(ipxe)
+			}
+		}
+		if sel.Profile.IgnitionID != "" {
+			if ign, err := s.cfg.Engine.Ignition(r.Context(), snap, sel, data); err != nil {
+				problems = append(problems, "ignition: "+err.Error())
+			} else {
+				out["ignition"] = json.RawMessage(ign)
+			}
+		}
+	}
+	if problems != nil {
+		out["problems"] = problems
+	}
+	writeJSON(w, http.StatusOK, "", out)
+}
+
+// errNoInventory answers when the API runs without an inventory.
+var errNoInventory = errors.New("no machine inventory configured")
