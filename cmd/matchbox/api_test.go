@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func apiCall(t *testing.T, method, url, token string, body any) (int, string) {
@@ -189,4 +190,60 @@ func TestCLIApplyDataDir(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "KIND") {
 		t.Errorf("template list: %d %s", code, out)
 	}
+}
+
+// A machine that asked for its boot script shows up in the inventory
+// through the CLI, with its events; labels and deletion work.
+func TestCLIMachines(t *testing.T) {
+	s := startServer(t, nil, "-data-path", repoRoot(t), "-assets-path", "", "-db-path", filepath.Join(t.TempDir(), "m.db"),
+		"-api-address", "127.0.0.1:0", "-api-token-file", writeToken(t))
+	env := []string{"MATCHBOX_ENDPOINT=" + s.apiURL, "MATCHBOX_TOKEN=mbx_test_token_0123456789"}
+	if code, body := fetch(t, s.url+"/ipxe?mac=52:54:00:a1:9c:ae&arch=x86_64"); code != 200 {
+		t.Fatalf("/ipxe: %d %s", code, body)
+	}
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var code int
+		code, out = runCLI(t, env, "machine", "list")
+		if code == 0 && strings.Contains(out, "52:54:00:a1:9c:ae") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine list never showed the machine: %d %s", code, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(out, "x86_64") || !strings.Contains(out, "LAST SEEN") {
+		t.Errorf("machine list: %s", out)
+	}
+	if code, out := runCLI(t, env, "machine", "events", "52-54-00-A1-9C-AE"); code != 0 || !strings.Contains(out, "http.served file=/ipxe") {
+		t.Errorf("machine events: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "machine", "label", "52:54:00:a1:9c:ae", "rack=r1"); code != 0 {
+		t.Errorf("machine label: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "machine", "list", "-label", "rack=r1", "-o", "json"); code != 0 || !strings.Contains(out, `"rack": "r1"`) {
+		t.Errorf("machine list -label: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "machine", "get", "52:54:00:a1:9c:ae", "-o", "table"); code != 0 || !strings.Contains(out, "rack=r1") {
+		t.Errorf("machine get -o table: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "machine", "preview", "52:54:00:a1:9c:ae", "os=installed"); code != 0 || !strings.Contains(out, `"group"`) || !strings.Contains(out, `"ignition"`) {
+		t.Errorf("machine preview: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "machine", "delete", "52:54:00:a1:9c:ae"); code != 0 {
+		t.Errorf("machine delete: %d %s", code, out)
+	}
+	if code, out := runCLI(t, env, "machine", "get", "52:54:00:a1:9c:ae"); code != 1 || !strings.Contains(out, "not_found") {
+		t.Errorf("get a deleted machine: %d %s", code, out)
+	}
+}
+
+// writeToken writes a fixed test token to a file and returns its path.
+func writeToken(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "token")
+	writeFile(t, p, "mbx_test_token_0123456789\n")
+	return p
 }

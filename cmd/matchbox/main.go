@@ -3,7 +3,8 @@
 //	matchbox serve [flags]        run the server
 //	matchbox validate [flags]     check a data dir and list every problem
 //	matchbox version              print the version
-//	matchbox group|profile|token  use a running server's admin API
+//	matchbox group|profile|template|machine|token
+//	                              use a running server's admin API
 package main
 
 import (
@@ -41,6 +42,7 @@ Usage:
   matchbox group   list | get ID | apply -f FILE | delete ID
   matchbox profile list | get ID | apply -f FILE | delete ID
   matchbox template list | get KIND NAME | apply KIND -f FILE | delete KIND NAME
+  matchbox machine list | get MAC | events MAC [-follow] | preview MAC | label MAC K=V | delete MAC
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
                               talk to a running server's admin API
                               ("matchbox group -help" for connection flags)
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = tokenCLI(ctx, rest, stdout, stderr)
 	case "template":
 		err = templateCLI(ctx, rest, stdout, stderr)
+	case "machine":
+		err = machineCLI(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":

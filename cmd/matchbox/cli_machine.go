@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"matchbox.dev/matchbox"
+)
+
+const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=V] [-seen-within D] [-limit N]
+  matchbox machine get MAC | events MAC [-follow] | preview MAC [K=V ...]
+  matchbox machine label MAC [K=V ...] | delete MAC
+`
+
+// machineCLI runs `matchbox machine VERB …`.
+func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("matchbox machine", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf cliFlags
+	cf.register(fs)
+	group := fs.String("group", "", "only machines last given this group")
+	profile := fs.String("profile", "", "only machines last given this profile")
+	seen := fs.String("seen-within", "", "only machines seen within this duration (e.g. 24h)")
+	limit := fs.Int("limit", 0, "at most this many machines (default: all)")
+	var labels multiFlag
+	fs.Var(&labels, "label", "only machines with this label K=V (repeatable)")
+	follow := fs.Bool("follow", false, "events: keep printing new events until interrupted")
+	interval := fs.Duration("interval", 2*time.Second, "events -follow: how often to ask")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage:\n"+machineUsage+"\n"+cliUsage[strings.Index(cliUsage, "Connection"):])
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	verb, pos := pos[0], pos[1:]
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	machinePath := func(mac string) string { return "/api/v1/machines/" + url.PathEscape(mac) }
+	switch {
+	case verb == "list" && len(pos) == 0:
+		q := url.Values{}
+		for k, v := range map[string]string{"group": *group, "profile": *profile, "seen_within": *seen} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		for _, l := range labels {
+			q.Add("label", l)
+		}
+		var all []matchbox.Machine
+		for {
+			page := 10_000
+			if *limit > 0 {
+				page = min(page, *limit-len(all))
+			}
+			q.Set("limit", fmt.Sprint(page))
+			var out struct {
+				Items []matchbox.Machine `json:"items"`
+				Next  string             `json:"next"`
+			}
+			if _, err := c.do(ctx, "GET", "/api/v1/machines?"+q.Encode(), nil, &out); err != nil {
+				return fmt.Errorf("list machines: %w", err)
+			}
+			all = append(all, out.Items...)
+			if out.Next == "" || (*limit > 0 && len(all) >= *limit) {
+				break
+			}
+			q.Set("after", out.Next)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, all)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "MAC\tLAST IP\tARCH\tGROUP\tPROFILE\tLAST SEEN")
+		for _, m := range all {
+			fmt.Fprintf(tw, "%s\t%v\t%v\t%v\t%v\t%s\n", m.MAC, orDash(m.LastIP), orDash(m.Arch), orDash(m.Group), orDash(m.Profile), ago(m.LastSeen))
+		}
+		return tw.Flush()
+	case verb == "get" && len(pos) == 1:
+		var out struct {
+			Machine matchbox.Machine `json:"machine"`
+			Events  []matchbox.Event `json:"events"`
+		}
+		if _, err := c.do(ctx, "GET", machinePath(pos[0]), nil, &out); err != nil {
+			return fmt.Errorf("get machine %s: %w", pos[0], err)
+		}
+		if cf.output != "table" {
+			return printJSON(stdout, out)
+		}
+		m := out.Machine
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		for _, kv := range [][2]any{{"MAC", m.MAC}, {"UUID", orDash(m.UUID)}, {"Arch", orDash(m.Arch)}, {"Last IP", orDash(m.LastIP)},
+			{"Group", orDash(m.Group)}, {"Profile", orDash(m.Profile)}, {"First seen", m.FirstSeen.Format(time.RFC3339)}, {"Last seen", m.LastSeen.Format(time.RFC3339)},
+			{"Labels", orDash(labelText(m.Labels))}, {"Events", len(out.Events)}} {
+			fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
+		}
+		return tw.Flush()
+	case verb == "events" && len(pos) == 1:
+		var last time.Time
+		for {
+			path := machinePath(pos[0]) + "/events"
+			if !last.IsZero() {
+				path += "?since=" + url.QueryEscape(last.Format(time.RFC3339Nano))
+			}
+			var out struct {
+				Items []matchbox.Event `json:"items"`
+			}
+			if _, err := c.do(ctx, "GET", path, nil, &out); err != nil {
+				return fmt.Errorf("events of machine %s: %w", pos[0], err)
+			}
+			for _, e := range out.Items {
+				printEvent(stdout, e, cf.output == "json")
+				if e.Time.After(last) {
+					last = e.Time
+				}
+			}
+			if !*follow {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(*interval):
+			}
+		}
+	case verb == "preview" && len(pos) >= 1:
+		q := url.Values{}
+		for _, kv := range pos[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("preview: %q is not K=V", kv)
+			}
+			q.Set(k, v)
+		}
+		var out map[string]any
+		if _, err := c.do(ctx, "GET", machinePath(pos[0])+"/preview?"+q.Encode(), nil, &out); err != nil {
+			return fmt.Errorf("preview machine %s: %w", pos[0], err)
+		}
+		return printJSON(stdout, out)
+	case verb == "label" && len(pos) >= 1:
+		set := map[string]string{}
+		for _, kv := range pos[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("label: %q is not K=V", kv)
+			}
+			set[k] = v
+		}
+		if _, err := c.do(ctx, "PUT", machinePath(pos[0])+"/labels", map[string]any{"labels": set}, nil); err != nil {
+			return fmt.Errorf("label machine %s: %w", pos[0], err)
+		}
+		fmt.Fprintf(stdout, "machine %s labels set: %s\n", pos[0], orDash(labelText(set)))
+		return nil
+	case verb == "delete" && len(pos) == 1:
+		if _, err := c.do(ctx, "DELETE", machinePath(pos[0]), nil, nil); err != nil {
+			return fmt.Errorf("delete machine %s: %w", pos[0], err)
+		}
+		fmt.Fprintf(stdout, "machine %s deleted\n", pos[0])
+		return nil
+	}
+	fs.Usage()
+	return errUsage
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func labelText(l map[string]string) string {
+	m := make(map[string]any, len(l))
+	for k, v := range l {
+		m[k] = v
+	}
+	if len(m) == 0 {
+		return ""
+	}
+	return selectorText(m)
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func printEvent(w io.Writer, e matchbox.Event, asJSON bool) {
+	if asJSON {
+		_ = printJSON(w, e)
+		return
+	}
+	parts := []string{e.Time.Format(time.RFC3339), string(e.Kind)}
+	for _, kv := range [][2]string{{"file", e.File}, {"ip", e.IP}, {"arch", e.Arch}, {"group", e.Group}, {"profile", e.Profile}, {"detail", e.Detail}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+"="+kv[1])
+		}
+	}
+	fmt.Fprintln(w, strings.Join(parts, " "))
+}
