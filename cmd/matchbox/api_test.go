@@ -158,6 +158,9 @@ func TestCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "cannot reach the admin API") {
 		t.Errorf("unreachable API: %d %q", code, out)
 	}
+	if code, out := runCLI(t, env, "lease", "list"); code != 1 || !strings.Contains(out, "not running in full mode") {
+		t.Errorf("lease list without DHCP: %d %s", code, out)
+	}
 	if code, out := runCLI(t, env, "group", "frobnicate"); code != 2 {
 		t.Errorf("unknown verb: %d %s", code, out)
 	}

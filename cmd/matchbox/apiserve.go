@@ -52,7 +52,7 @@ func loopbackOnly(addr string) bool {
 
 // setupAPI opens the admin API's listener and returns what serves it
 // (nil when the API is off).
-func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine, bootHost string, log *slog.Logger) (func(context.Context) error, error) {
+func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine, bootHost string, leases api.LeaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -75,6 +75,7 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	srv, err := api.New(ctx, api.Config{
 		Store:    db,
 		Machines: db,
+		Leases:   leases,
 		Catalog:  catalog,
 		Engine:   engine,
 		BootHost: bootHost,

@@ -33,6 +33,7 @@ const cliUsage = `Usage:
   matchbox profile list | get ID | apply -f FILE | delete ID
   matchbox template list [KIND] | get KIND NAME | apply KIND -f FILE [-name NAME] | delete KIND NAME
   matchbox machine list | get MAC | events MAC [-follow] | preview MAC [K=V ...] | label MAC [K=V ...] | delete MAC
+  matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
 
 FILE is JSON or YAML (one object; "-" reads standard input). For group and

@@ -216,3 +216,58 @@ func printEvent(w io.Writer, e matchbox.Event, asJSON bool) {
 	}
 	fmt.Fprintln(w, strings.Join(parts, " "))
 }
+
+// leaseCLI runs `matchbox lease list [-mac MAC] | release IP`.
+func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("matchbox lease", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf cliFlags
+	cf.register(fs)
+	mac := fs.String("mac", "", "only the leases of this MAC")
+	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	switch {
+	case pos[0] == "list" && len(pos) == 1:
+		path := "/api/v1/leases"
+		if *mac != "" {
+			path += "?mac=" + url.QueryEscape(*mac)
+		}
+		var out struct {
+			Items []matchbox.Lease `json:"items"`
+		}
+		if _, err := c.do(ctx, "GET", path, nil, &out); err != nil {
+			return fmt.Errorf("list leases: %w", err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out.Items)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IP\tMAC\tSTATE\tSUBNET\tEXPIRES\tHOSTNAME")
+		for _, l := range out.Items {
+			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%v\n", l.IP, orDash(l.MAC), l.State, l.Subnet, l.Expires.Format(time.RFC3339), orDash(l.Hostname))
+		}
+		return tw.Flush()
+	case pos[0] == "release" && len(pos) == 2:
+		if _, err := c.do(ctx, "DELETE", "/api/v1/leases/"+url.PathEscape(pos[1]), nil, nil); err != nil {
+			return fmt.Errorf("release lease %s: %w", pos[1], err)
+		}
+		fmt.Fprintf(stdout, "lease %s released\n", pos[1])
+		return nil
+	}
+	fs.Usage()
+	return errUsage
+}

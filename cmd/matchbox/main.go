@@ -43,6 +43,7 @@ Usage:
   matchbox profile list | get ID | apply -f FILE | delete ID
   matchbox template list | get KIND NAME | apply KIND -f FILE | delete KIND NAME
   matchbox machine list | get MAC | events MAC [-follow] | preview MAC | label MAC K=V | delete MAC
+  matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
                               talk to a running server's admin API
                               ("matchbox group -help" for connection flags)
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = templateCLI(ctx, rest, stdout, stderr)
 	case "machine":
 		err = machineCLI(ctx, rest, stdout, stderr)
+	case "lease":
+		err = leaseCLI(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":

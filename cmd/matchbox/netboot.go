@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/dhcp"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/tftp"
@@ -127,6 +128,8 @@ type netboot struct {
 	run []func(ctx context.Context) error
 	// pinned are the boot files served from outside the TFTP root.
 	pinned map[string]string
+	// leases is the DHCP server when it hands out addresses (full mode).
+	leases api.LeaseAdmin
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
@@ -231,6 +234,9 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			return nil, err
 		}
 		nb.run = append(nb.run, func(ctx context.Context) error { return srv.Serve(ctx, listeners...) })
+		if len(subnets) > 0 {
+			nb.leases = srv
+		}
 		for _, ifc := range ifaces {
 			log.Info("dhcp serving", "interface", ifc.name, "mode", ifc.mode)
 		}

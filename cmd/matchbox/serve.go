@@ -225,7 +225,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
-	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), log)
+	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, log)
 	if err != nil {
 		ln.Close()
 		return err

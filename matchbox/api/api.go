@@ -58,6 +58,8 @@ type Config struct {
 	// Machines is the machine inventory (nil: the machine endpoints
 	// answer 503).
 	Machines MachineStore
+	// Leases is the DHCP lease table (nil: DHCP is not in full mode).
+	Leases LeaseAdmin
 	// Engine renders previews (nil: previews show only the selection).
 	Engine *render.Engine
 	// BootHost is the host:port machines reach the boot endpoints at, for
@@ -148,6 +150,8 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/machines/{mac}/events", s.auth(matchbox.RoleRead, s.needMachines(s.machineEvents))).Methods(http.MethodGet)
 	v1.HandleFunc("/machines/{mac}/labels", s.auth(matchbox.RoleAdmin, s.needMachines(s.setMachineLabels))).Methods(http.MethodPut)
 	v1.HandleFunc("/machines/{mac}/preview", s.auth(matchbox.RoleRead, s.preview)).Methods(http.MethodGet)
+	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.needLeases(s.listLeases))).Methods(http.MethodGet)
+	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.needLeases(s.releaseLease))).Methods(http.MethodDelete)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{name}", s.auth(matchbox.RoleAdmin, s.revokeToken)).Methods(http.MethodDelete)

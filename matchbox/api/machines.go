@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -231,3 +233,54 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 
 // errNoInventory answers when the API runs without an inventory.
 var errNoInventory = errors.New("no machine inventory configured")
+
+// LeaseAdmin is the running DHCP server's lease table.
+type LeaseAdmin interface {
+	Leases() []matchbox.Lease
+	Release(ctx context.Context, ip netip.Addr) (matchbox.Lease, error)
+}
+
+func (s *Server) needLeases(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Leases == nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the DHCP server is not running in full mode: there are no leases", nil)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) listLeases(w http.ResponseWriter, r *http.Request) {
+	ls := s.cfg.Leases.Leases()
+	mac := r.URL.Query().Get("mac")
+	if mac != "" {
+		var err error
+		if mac, err = matchbox.NormalizeMAC(mac); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	out := make([]matchbox.Lease, 0, len(ls))
+	for _, l := range ls {
+		if mac == "" || l.MAC == mac {
+			out = append(out, l)
+		}
+	}
+	slices.SortFunc(out, func(a, b matchbox.Lease) int { return a.IP.Compare(b.IP) })
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+}
+
+func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request) {
+	ip, err := netip.ParseAddr(mux.Vars(r)["ip"])
+	if err != nil || !ip.Is4() {
+		s.fail(w, r, fmt.Errorf("%w: %q is not an IPv4 address", matchbox.ErrInvalid, mux.Vars(r)["ip"]))
+		return
+	}
+	l, err := s.cfg.Leases.Release(r.Context(), ip)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("DHCP lease released", "ip", ip, "mac", l.MAC, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}

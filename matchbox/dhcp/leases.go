@@ -324,6 +324,32 @@ func (t *leaseTable) release(ctx context.Context, p *pool, key string, ip netip.
 	return nil
 }
 
+// forceRelease frees whatever lease holds ip (an operator's release): the
+// address returns to the pool and the client must ask again.
+func (t *leaseTable) forceRelease(ctx context.Context, ip netip.Addr) (matchbox.Lease, error) {
+	p := t.poolContaining(ip)
+	if p == nil {
+		return matchbox.Lease{}, fmt.Errorf("%w: %s is in no DHCP subnet of this server", matchbox.ErrNotFound, ip)
+	}
+	t.mu.Lock()
+	l := p.byIP[ip]
+	if l == nil {
+		t.mu.Unlock()
+		return matchbox.Lease{}, fmt.Errorf("lease of %s: %w", ip, matchbox.ErrNotFound)
+	}
+	delete(p.byIP, ip)
+	if p.byClient[l.key] == l {
+		delete(p.byClient, l.key)
+	}
+	t.mu.Unlock()
+	if t.store != nil {
+		if err := t.store.DeleteLeases(ctx, ip); err != nil {
+			return l.Lease, err
+		}
+	}
+	return l.Lease, nil
+}
+
 // inUse counts active bound leases per subnet.
 func (t *leaseTable) inUse() map[string]int {
 	t.mu.Lock()

@@ -145,6 +145,16 @@ func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
 // Leases returns the leases held in memory (bound, offered and declined).
 func (s *Server) Leases() []matchbox.Lease { return s.leases.all() }
 
+// Release frees the lease of ip on an operator's request and records it on
+// the machine.
+func (s *Server) Release(ctx context.Context, ip netip.Addr) (matchbox.Lease, error) {
+	l, err := s.leases.forceRelease(ctx, ip.Unmap())
+	if err == nil && l.MAC != "" {
+		s.rec.Record(matchbox.Event{MAC: l.MAC, Kind: matchbox.EventDHCPRelease, IP: ip.String(), Detail: "released by an operator"})
+	}
+	return l, err
+}
+
 // Serve answers on every listener until ctx ends, then closes them.
 func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	var wg sync.WaitGroup

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -605,5 +606,40 @@ func TestFormatGUID(t *testing.T) {
 		if got := formatGUID(b); got != want {
 			t.Fatalf("formatGUID(%x) = %s, want %s", b, got, want)
 		}
+	}
+}
+
+// An operator's release frees a bound lease: gone from memory and from the
+// store, the address free for the next client, and a second release is
+// not found.
+func TestOperatorRelease(t *testing.T) {
+	one := testSubnets()[:1]
+	one[0].End = one[0].Start // a pool of one address
+	ts := startServer(t, ModeFull, one, everyone, "")
+	lease, err := newClient(t, mac(1), ts.addr).Request(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := toAddr(lease.ACK.YourIPAddr)
+	l, err := ts.srv.Release(context.Background(), ip)
+	if err != nil || l.MAC != mac(1).String() {
+		t.Fatalf("Release(%v) = %+v, %v", ip, l, err)
+	}
+	if got := ts.srv.Leases(); len(got) != 0 {
+		t.Errorf("leases in memory after the release: %+v", got)
+	}
+	if stored, err := ts.store.Leases(context.Background()); err != nil || len(stored) != 0 {
+		t.Errorf("stored leases after the release: %+v, %v", stored, err)
+	}
+	if _, err := ts.srv.Release(context.Background(), ip); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("second release: %v", err)
+	}
+	if _, err := ts.srv.Release(context.Background(), netip.MustParseAddr("192.0.2.1")); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("release outside every subnet: %v", err)
+	}
+	// The next client gets the only address.
+	other, err := newClient(t, mac(2), ts.addr).Request(ctxT(t))
+	if err != nil || toAddr(other.ACK.YourIPAddr) != ip {
+		t.Errorf("next client got %v, %v; want the released %v", other, err, ip)
 	}
 }
