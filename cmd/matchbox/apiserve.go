@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -24,6 +26,7 @@ type apiConfig struct {
 	tokenFile string
 	certFile  string
 	keyFile   string
+	caFile    string
 	insecure  bool
 }
 
@@ -33,6 +36,7 @@ func apiFlags(fs *flag.FlagSet) *apiConfig {
 	fs.StringVar(&c.tokenFile, "api-token-file", "", "file holding the admin API token (default: one is generated on first start into <data-path>/admin.token)")
 	fs.StringVar(&c.certFile, "api-cert-file", "", "TLS certificate of the admin API (PEM)")
 	fs.StringVar(&c.keyFile, "api-key-file", "", "TLS private key of the admin API (PEM)")
+	fs.StringVar(&c.caFile, "api-ca-file", "", "CA certificate(s) (PEM) whose client certificates the admin API accepts instead of a token (OU=read: read role, otherwise admin)")
 	fs.BoolVar(&c.insecure, "api-insecure", false, "allow the admin API without TLS on an address other than loopback")
 	return c
 }
@@ -59,6 +63,9 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	useTLS := ac.certFile != "" || ac.keyFile != ""
 	if useTLS && (ac.certFile == "" || ac.keyFile == "") {
 		return nil, errors.New("-api-cert-file and -api-key-file go together")
+	}
+	if ac.caFile != "" && !useTLS {
+		return nil, errors.New("-api-ca-file needs -api-cert-file and -api-key-file (client certificates are checked over TLS)")
 	}
 	if !useTLS && !loopbackOnly(ac.address) && !ac.insecure {
 		return nil, fmt.Errorf("-api-address %s is not a loopback address: give -api-cert-file and -api-key-file, or -api-insecure to send tokens in the clear", ac.address)
@@ -104,6 +111,20 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 			return nil, fmt.Errorf("admin API TLS: %w", err)
 		}
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if ac.caFile != "" {
+			pem, err := os.ReadFile(ac.caFile)
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("-api-ca-file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				ln.Close()
+				return nil, fmt.Errorf("-api-ca-file %s: no PEM certificate in it", ac.caFile)
+			}
+			// Tokens keep working: a certificate is asked for, not required.
+			hs.TLSConfig.ClientCAs, hs.TLSConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
 	}
 	log.Info("admin API listening", "address", ln.Addr().String(), "tls", useTLS)
 	return func(ctx context.Context) error {

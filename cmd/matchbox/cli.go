@@ -48,6 +48,9 @@ Connection (flags, or the environment):
                     /var/lib/matchbox/admin.token when readable)
   -ca-file FILE     CA certificate that signed the API's TLS certificate
                     (MATCHBOX_CA_FILE)
+  -client-cert FILE, -client-key FILE
+                    authenticate with a client certificate instead of a
+                    token (MATCHBOX_CLIENT_CERT, MATCHBOX_CLIENT_KEY)
   -o table|json     output format of list and get (default table for list,
                     json for get)
 `
@@ -89,7 +92,7 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
@@ -114,9 +117,18 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 	return resp.Header, nil
 }
 
+// authorize adds the token, when there is one (a client certificate may
+// authenticate instead).
+func (c *client) authorize(req *http.Request) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+}
+
 // cliFlags are the connection and output flags every CLI command takes.
 type cliFlags struct {
 	endpoint, token, tokenFile, caFile, output string
+	clientCert, clientKey                      string
 }
 
 func (f *cliFlags) register(fs *flag.FlagSet) {
@@ -125,6 +137,8 @@ func (f *cliFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokenFile, "token-file", os.Getenv("MATCHBOX_TOKEN_FILE"), "file holding the API token")
 	fs.StringVar(&f.caFile, "ca-file", os.Getenv("MATCHBOX_CA_FILE"), "CA certificate of the API's TLS certificate")
 	fs.StringVar(&f.output, "o", "", "output: table or json")
+	fs.StringVar(&f.clientCert, "client-cert", os.Getenv("MATCHBOX_CLIENT_CERT"), "client certificate (PEM) to authenticate with instead of a token")
+	fs.StringVar(&f.clientKey, "client-key", os.Getenv("MATCHBOX_CLIENT_KEY"), "private key (PEM) of -client-cert")
 }
 
 func envOr(name, def string) string {
@@ -136,7 +150,10 @@ func envOr(name, def string) string {
 
 func (f *cliFlags) client() (*client, error) {
 	token := f.token
-	if token == "" {
+	if (f.clientCert == "") != (f.clientKey == "") {
+		return nil, errors.New("-client-cert and -client-key go together")
+	}
+	if token == "" && f.clientCert == "" {
 		file := f.tokenFile
 		if file == "" {
 			file = "/var/lib/matchbox/admin.token"
@@ -155,6 +172,14 @@ func (f *cliFlags) client() (*client, error) {
 		return nil, fmt.Errorf("-endpoint %q: want http(s)://HOST:PORT", f.endpoint)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.clientCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.clientCert, f.clientKey)
+		if err != nil {
+			return nil, fmt.Errorf("-client-cert: %w", err)
+		}
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	}
 	if f.caFile != "" {
 		pem, err := os.ReadFile(f.caFile)
 		if err != nil {
@@ -164,7 +189,7 @@ func (f *cliFlags) client() (*client, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("-ca-file %s: no PEM certificate in it", f.caFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	return &client{endpoint: strings.TrimRight(f.endpoint, "/"), token: token, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
 }
@@ -293,7 +318,7 @@ func (c *client) send(ctx context.Context, method, path string, body any, etag s
 		return applied{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	c.authorize(req)
 	if etag != "" {
 		req.Header.Set("If-Match", etag)
 	}
@@ -533,7 +558,7 @@ func (c *client) sendRaw(ctx context.Context, path string, body []byte) (applied
 		return applied{}, err
 	}
 	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return applied{}, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
@@ -601,7 +626,7 @@ func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		c.authorize(req)
 		resp, err := c.http.Do(req)
 		if err != nil {
 			return fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))

@@ -172,13 +172,39 @@ func caller(r *http.Request) matchbox.Token {
 	return t
 }
 
-// auth requires a bearer token with at least role need.
+// certToken is the identity of a verified client certificate: role read
+// when the certificate's organizational unit (OU) includes "read", admin
+// otherwise.
+func certToken(r *http.Request) (matchbox.Token, bool) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return matchbox.Token{}, false
+	}
+	cert := r.TLS.VerifiedChains[0][0]
+	t := matchbox.Token{Name: "cert:" + cert.Subject.CommonName, Role: matchbox.RoleAdmin}
+	for _, ou := range cert.Subject.OrganizationalUnit {
+		if ou == string(matchbox.RoleRead) {
+			t.Role = matchbox.RoleRead
+		}
+	}
+	return t, true
+}
+
+// auth requires a bearer token, or a verified client certificate, with at
+// least role need.
 func (s *Server) auth(need matchbox.Role, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := certToken(r); ok && r.Header.Get("Authorization") == "" {
+			if need == matchbox.RoleAdmin && t.Role != matchbox.RoleAdmin {
+				writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("client certificate %q has role read (OU=read); this needs admin", t.Name), nil)
+				return
+			}
+			h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+			return
+		}
 		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || secret == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="matchbox"`)
-			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token is required (Authorization: Bearer TOKEN)", nil)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token (Authorization: Bearer TOKEN) or a client certificate is required", nil)
 			return
 		}
 		s.mu.RLock()
