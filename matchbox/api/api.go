@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +28,12 @@ import (
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/render"
 )
+
+// OpenAPI is the OpenAPI 3.1 document of the API, served at
+// /api/v1/openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
 
 // Store is what the API needs from the database.
 type Store interface {
@@ -131,6 +138,10 @@ func HashSecret(secret string) string {
 func (s *Server) Handler() http.Handler {
 	r := mux.NewRouter()
 	v1 := r.PathPrefix("/api/v1").Subrouter()
+	v1.HandleFunc("/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(OpenAPI)
+	}).Methods(http.MethodGet)
 	v1.HandleFunc("/groups", s.auth(matchbox.RoleRead, s.listGroups)).Methods(http.MethodGet)
 	v1.HandleFunc("/groups/{id}", s.auth(matchbox.RoleRead, s.getGroup)).Methods(http.MethodGet)
 	v1.HandleFunc("/groups/{id}", s.auth(matchbox.RoleAdmin, s.putGroup)).Methods(http.MethodPut)
