@@ -250,3 +250,18 @@ func writeToken(t *testing.T) string {
 	writeFile(t, p, "mbx_test_token_0123456789\n")
 	return p
 }
+
+// The CLI reads its connection settings from a config file.
+func TestCLIConfigFile(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, nil, "-data-path", data, "-assets-path", "", "-db-path", filepath.Join(t.TempDir(), "m.db"))
+	cfg := filepath.Join(t.TempDir(), "cli.yaml")
+	writeFile(t, cfg, "endpoint: "+s.apiURL+"\ntoken-file: "+filepath.Join(data, "admin.token")+"\n")
+	if code, out := runCLI(t, []string{"MATCHBOX_CONFIG=" + cfg}, "group", "list"); code != 0 || !strings.Contains(out, "ID") {
+		t.Errorf("with a config file: %d %s", code, out)
+	}
+	writeFile(t, cfg, "endpont: x\n")
+	if code, out := runCLI(t, []string{"MATCHBOX_CONFIG=" + cfg}, "group", "list"); code != 1 || !strings.Contains(out, `unknown key "endpont"`) {
+		t.Errorf("config file with a typo: %d %s", code, out)
+	}
+}

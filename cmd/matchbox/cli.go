@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -41,7 +42,9 @@ profile, "apply -f DIR" applies a whole data dir (templates, then profiles,
 then groups). Template KIND is ignition (raw Ignition), butane, cloud or
 generic; NAME defaults to FILE's base name.
 
-Connection (flags, or the environment):
+Connection (flags, the environment, or the config file $MATCHBOX_CONFIG or
+~/.config/matchbox/cli.yaml with the keys endpoint, token-file, ca-file,
+client-cert, client-key):
   -endpoint URL     admin API (MATCHBOX_ENDPOINT, default http://127.0.0.1:8081)
   -token TOKEN      API token (MATCHBOX_TOKEN)
   -token-file FILE  file holding the token (MATCHBOX_TOKEN_FILE, default
@@ -129,26 +132,69 @@ func (c *client) authorize(req *http.Request) {
 type cliFlags struct {
 	endpoint, token, tokenFile, caFile, output string
 	clientCert, clientKey                      string
+	configErr                                  error // from the config file
 }
 
 func (f *cliFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.endpoint, "endpoint", envOr("MATCHBOX_ENDPOINT", "http://127.0.0.1:8081"), "admin API URL")
+	cfg, err := cliConfigFile()
+	f.configErr = err
+	def := func(env, key, fallback string) string {
+		if v := os.Getenv(env); v != "" {
+			return v
+		}
+		if v := cfg[key]; v != "" {
+			return v
+		}
+		return fallback
+	}
+	fs.StringVar(&f.endpoint, "endpoint", def("MATCHBOX_ENDPOINT", "endpoint", "http://127.0.0.1:8081"), "admin API URL")
 	fs.StringVar(&f.token, "token", os.Getenv("MATCHBOX_TOKEN"), "API token")
-	fs.StringVar(&f.tokenFile, "token-file", os.Getenv("MATCHBOX_TOKEN_FILE"), "file holding the API token")
-	fs.StringVar(&f.caFile, "ca-file", os.Getenv("MATCHBOX_CA_FILE"), "CA certificate of the API's TLS certificate")
+	fs.StringVar(&f.tokenFile, "token-file", def("MATCHBOX_TOKEN_FILE", "token-file", ""), "file holding the API token")
+	fs.StringVar(&f.caFile, "ca-file", def("MATCHBOX_CA_FILE", "ca-file", ""), "CA certificate of the API's TLS certificate")
 	fs.StringVar(&f.output, "o", "", "output: table or json")
-	fs.StringVar(&f.clientCert, "client-cert", os.Getenv("MATCHBOX_CLIENT_CERT"), "client certificate (PEM) to authenticate with instead of a token")
-	fs.StringVar(&f.clientKey, "client-key", os.Getenv("MATCHBOX_CLIENT_KEY"), "private key (PEM) of -client-cert")
+	fs.StringVar(&f.clientCert, "client-cert", def("MATCHBOX_CLIENT_CERT", "client-cert", ""), "client certificate (PEM) to authenticate with instead of a token")
+	fs.StringVar(&f.clientKey, "client-key", def("MATCHBOX_CLIENT_KEY", "client-key", ""), "private key (PEM) of -client-cert")
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+// cliConfigKeys are the settings the CLI config file may hold.
+var cliConfigKeys = []string{"endpoint", "token-file", "ca-file", "client-cert", "client-key"}
+
+// cliConfigFile reads the CLI's config file: $MATCHBOX_CONFIG, or
+// $XDG_CONFIG_HOME/matchbox/cli.yaml (~/.config/matchbox/cli.yaml). A
+// missing file is no error; a broken one stops the command with a clear
+// message.
+func cliConfigFile() (map[string]string, error) {
+	path := os.Getenv("MATCHBOX_CONFIG")
+	if path == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return nil, nil
+		}
+		path = filepath.Join(dir, "matchbox", "cli.yaml")
 	}
-	return def
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) || os.Getenv("MATCHBOX_CONFIG") != "" {
+			return nil, fmt.Errorf("config file: %w", err)
+		}
+		return nil, nil
+	}
+	var m map[string]string
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	for k := range m {
+		if !slices.Contains(cliConfigKeys, k) {
+			return nil, fmt.Errorf("config file %s: unknown key %q (known: %s)", path, k, strings.Join(cliConfigKeys, ", "))
+		}
+	}
+	return m, nil
 }
 
 func (f *cliFlags) client() (*client, error) {
+	if f.configErr != nil {
+		return nil, f.configErr
+	}
 	token := f.token
 	if (f.clientCert == "") != (f.clientKey == "") {
 		return nil, errors.New("-client-cert and -client-key go together")
