@@ -140,3 +140,17 @@ type Machine struct {
 	// newest ones are kept).
 	EventSeq uint64 `json:"event_seq,omitempty"`
 }
+
+// BMC is how matchbox reaches a machine's baseboard management controller.
+// The password is write-only: stored encrypted, never returned or logged.
+type BMC struct {
+	// Address is HOST or HOST:PORT.
+	Address string `json:"address"`
+	// Provider is the preferred bmclib provider (ipmitool, redfish, …).
+	Provider string `json:"provider,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"-"`
+}
+
+// BMCProviders are the providers a machine's BMC settings may name.
+var BMCProviders = []string{"ipmitool", "redfish", "intelamt", "asrockrack", "supermicro", "openbmc"}

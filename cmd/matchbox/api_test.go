@@ -265,3 +265,68 @@ func TestCLIConfigFile(t *testing.T) {
 		t.Errorf("config file with a typo: %d %s", code, out)
 	}
 }
+
+// BMC settings set through the CLI: the password is never in an API
+// answer, CLI output, log line or the database file.
+func TestCLIBMCPasswordNeverShown(t *testing.T) {
+	data := t.TempDir()
+	db := filepath.Join(t.TempDir(), "m.db")
+	s := startServer(t, nil, "-data-path", data, "-assets-path", "", "-db-path", db, "-log-level", "debug")
+	env := []string{"MATCHBOX_ENDPOINT=" + s.apiURL, "MATCHBOX_TOKEN_FILE=" + filepath.Join(data, "admin.token")}
+	const password = "Pa55-w0rd-of-the-BMC"
+	pw := filepath.Join(t.TempDir(), "pw")
+	writeFile(t, pw, password+"\n")
+	if code, _ := fetch(t, s.url+"/ipxe?mac=52:54:00:00:00:42"); code != 404 {
+		t.Logf("/ipxe: %d", code) // records the machine either way
+	}
+	var outs []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out := runCLI(t, env, "machine", "bmc", "set", "52:54:00:00:00:42", "-address", "10.0.0.9:623", "-provider", "ipmitool", "-username", "admin", "-password-file", pw)
+		if code == 0 {
+			outs = append(outs, out)
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(out, "not_found") {
+			t.Fatalf("machine bmc set: %d %s", code, out)
+		}
+		time.Sleep(200 * time.Millisecond) // the inventory is written within a second
+	}
+	for _, args := range [][]string{{"machine", "bmc", "get", "52:54:00:00:00:42"}, {"machine", "get", "52:54:00:00:00:42"}, {"machine", "list", "-o", "json"}} {
+		code, out := runCLI(t, env, args...)
+		if code != 0 {
+			t.Errorf("%v: %d %s", args, code, out)
+		}
+		outs = append(outs, out)
+	}
+	if !strings.Contains(outs[1], `"password_set": true`) || !strings.Contains(outs[2], `"address": "10.0.0.9:623"`) {
+		t.Errorf("BMC settings not shown: %s / %s", outs[1], outs[2])
+	}
+	code, raw := apiCall(t, "GET", s.apiURL+"/api/v1/machines/52:54:00:00:00:42/bmc", strings.TrimSpace(readFile(t, filepath.Join(data, "admin.token"))), nil)
+	outs = append(outs, raw)
+	if code != 200 {
+		t.Errorf("GET bmc: %d %s", code, raw)
+	}
+	for i, out := range outs {
+		if strings.Contains(out, password) {
+			t.Errorf("output %d shows the BMC password: %s", i, out)
+		}
+	}
+	if strings.Contains(s.log.String(), password) {
+		t.Error("the server log shows the BMC password")
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	if strings.Contains(readFile(t, db), password) {
+		t.Error("the database file holds the BMC password in the clear")
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

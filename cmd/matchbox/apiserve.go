@@ -28,6 +28,7 @@ type apiConfig struct {
 	keyFile   string
 	caFile    string
 	insecure  bool
+	secretKey string
 }
 
 func apiFlags(fs *flag.FlagSet) *apiConfig {
@@ -37,6 +38,7 @@ func apiFlags(fs *flag.FlagSet) *apiConfig {
 	fs.StringVar(&c.certFile, "api-cert-file", "", "TLS certificate of the admin API (PEM)")
 	fs.StringVar(&c.keyFile, "api-key-file", "", "TLS private key of the admin API (PEM)")
 	fs.StringVar(&c.caFile, "api-ca-file", "", "CA certificate(s) (PEM) whose client certificates the admin API accepts instead of a token (OU=read: read role, otherwise admin)")
+	fs.StringVar(&c.secretKey, "secret-key-file", "", "key that seals BMC credentials in the database (default <data-path>/secret.key, created on first start, mode 0600)")
 	fs.BoolVar(&c.insecure, "api-insecure", false, "allow the admin API without TLS on an address other than loopback")
 	return c
 }
@@ -79,7 +81,19 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	} else {
 		log.Warn("the admin API token file is gone; the token registered before still works (remove the token named admin from the database, or give -api-token-file, to set a new one)")
 	}
+	keyFile := ac.secretKey
+	if keyFile == "" {
+		keyFile = filepath.Join(dataPath, "secret.key")
+	}
+	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
+	}
 	srv, err := api.New(ctx, api.Config{
+		BMC:      bmcSettings{db, key},
 		Store:    db,
 		Machines: db,
 		Leases:   leases,
@@ -147,4 +161,22 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 			return nil
 		}
 	}, nil
+}
+
+// bmcSettings binds the database's BMC settings to the secret key.
+type bmcSettings struct {
+	db  *storage.Bolt
+	key *storage.SecretKey
+}
+
+func (b bmcSettings) SetMachineBMC(ctx context.Context, mac string, s matchbox.BMC) error {
+	return b.db.SetMachineBMC(ctx, b.key, mac, s)
+}
+
+func (b bmcSettings) MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error) {
+	return b.db.MachineBMC(ctx, b.key, mac)
+}
+
+func (b bmcSettings) DeleteMachineBMC(ctx context.Context, mac string) error {
+	return b.db.DeleteMachineBMC(ctx, mac)
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +19,8 @@ import (
 const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=V] [-seen-within D] [-limit N]
   matchbox machine get MAC | events MAC [-follow] | preview MAC [K=V ...]
   matchbox machine label MAC [K=V ...] | delete MAC
+  matchbox machine bmc set MAC -address HOST[:PORT] [-provider ipmitool|redfish|…] [-username U] [-password-file F]
+  matchbox machine bmc get MAC | bmc delete MAC
 `
 
 // machineCLI runs `matchbox machine VERB …`.
@@ -33,6 +37,10 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Var(&labels, "label", "only machines with this label K=V (repeatable)")
 	follow := fs.Bool("follow", false, "events: keep printing new events until interrupted")
 	interval := fs.Duration("interval", 2*time.Second, "events -follow: how often to ask")
+	bmcAddress := fs.String("address", "", "bmc set: BMC address, HOST or HOST:PORT")
+	bmcProvider := fs.String("provider", "", "bmc set: preferred provider (ipmitool, redfish, …)")
+	bmcUser := fs.String("username", "", "bmc set: BMC user name")
+	bmcPasswordFile := fs.String("password-file", "", "bmc set: file holding the BMC password (- for standard input); omit to keep the stored one")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage:\n"+machineUsage+"\n"+cliUsage[strings.Index(cliUsage, "Connection"):])
 	}
@@ -96,7 +104,13 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case verb == "get" && len(pos) == 1:
 		var out struct {
 			Machine matchbox.Machine `json:"machine"`
-			Events  []matchbox.Event `json:"events"`
+			BMC     *struct {
+				Address     string `json:"address"`
+				Provider    string `json:"provider,omitempty"`
+				Username    string `json:"username,omitempty"`
+				PasswordSet bool   `json:"password_set"`
+			} `json:"bmc,omitempty"`
+			Events []matchbox.Event `json:"events"`
 		}
 		if _, err := c.do(ctx, "GET", machinePath(pos[0]), nil, &out); err != nil {
 			return fmt.Errorf("get machine %s: %w", pos[0], err)
@@ -108,7 +122,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		for _, kv := range [][2]any{{"MAC", m.MAC}, {"UUID", orDash(m.UUID)}, {"Arch", orDash(m.Arch)}, {"Last IP", orDash(m.LastIP)},
 			{"Group", orDash(m.Group)}, {"Profile", orDash(m.Profile)}, {"First seen", m.FirstSeen.Format(time.RFC3339)}, {"Last seen", m.LastSeen.Format(time.RFC3339)},
-			{"Labels", orDash(labelText(m.Labels))}, {"Events", len(out.Events)}} {
+			{"Labels", orDash(labelText(m.Labels))}, {"BMC", bmcText(out.BMC)}, {"Events", len(out.Events)}} {
 			fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
 		}
 		return tw.Flush()
@@ -168,6 +182,38 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		fmt.Fprintf(stdout, "machine %s labels set: %s\n", pos[0], orDash(labelText(set)))
 		return nil
+	case verb == "bmc" && len(pos) == 2 && pos[0] == "set":
+		body := map[string]string{"address": *bmcAddress, "provider": *bmcProvider, "username": *bmcUser}
+		if *bmcPasswordFile != "" {
+			var data []byte
+			if *bmcPasswordFile == "-" {
+				data, err = io.ReadAll(io.LimitReader(os.Stdin, 4096))
+			} else {
+				data, err = os.ReadFile(*bmcPasswordFile)
+			}
+			if err != nil {
+				return fmt.Errorf("-password-file: %w", err)
+			}
+			body["password"] = strings.TrimRight(string(data), "\r\n")
+		}
+		var out map[string]any
+		if _, err := c.do(ctx, "PUT", machinePath(pos[1])+"/bmc", body, &out); err != nil {
+			return fmt.Errorf("set BMC of machine %s: %w", pos[1], err)
+		}
+		fmt.Fprintf(stdout, "machine %s BMC set: %v (provider %v, user %v, password set)\n", pos[1], out["address"], orDash(out["provider"]), orDash(out["username"]))
+		return nil
+	case verb == "bmc" && len(pos) == 2 && pos[0] == "get":
+		var out map[string]any
+		if _, err := c.do(ctx, "GET", machinePath(pos[1])+"/bmc", nil, &out); err != nil {
+			return fmt.Errorf("BMC of machine %s: %w", pos[1], err)
+		}
+		return printJSON(stdout, out)
+	case verb == "bmc" && len(pos) == 2 && pos[0] == "delete":
+		if _, err := c.do(ctx, "DELETE", machinePath(pos[1])+"/bmc", nil, nil); err != nil {
+			return fmt.Errorf("delete BMC of machine %s: %w", pos[1], err)
+		}
+		fmt.Fprintf(stdout, "machine %s BMC settings deleted\n", pos[1])
+		return nil
 	case verb == "delete" && len(pos) == 1:
 		if _, err := c.do(ctx, "DELETE", machinePath(pos[0]), nil, nil); err != nil {
 			return fmt.Errorf("delete machine %s: %w", pos[0], err)
@@ -177,6 +223,18 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fs.Usage()
 	return errUsage
+}
+
+// bmcText describes BMC settings in one line (never a password: the API
+// does not return it).
+func bmcText[T any](b *T) string {
+	if b == nil {
+		return "-"
+	}
+	data, _ := json.Marshal(b)
+	var m map[string]any
+	_ = json.Unmarshal(data, &m)
+	return fmt.Sprintf("%v (provider %v, user %v)", m["address"], orDash(m["provider"]), orDash(m["username"]))
 }
 
 // multiFlag is a repeatable string flag.

@@ -65,6 +65,8 @@ type Config struct {
 	// Machines is the machine inventory (nil: the machine endpoints
 	// answer 503).
 	Machines MachineStore
+	// BMC keeps machines' BMC settings (nil: not available).
+	BMC BMCStore
 	// Leases is the DHCP lease table (nil: DHCP is not in full mode).
 	Leases LeaseAdmin
 	// Engine renders previews (nil: previews show only the selection).
@@ -160,6 +162,9 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleAdmin, s.needMachines(s.deleteMachine))).Methods(http.MethodDelete)
 	v1.HandleFunc("/machines/{mac}/events", s.auth(matchbox.RoleRead, s.needMachines(s.machineEvents))).Methods(http.MethodGet)
 	v1.HandleFunc("/machines/{mac}/labels", s.auth(matchbox.RoleAdmin, s.needMachines(s.setMachineLabels))).Methods(http.MethodPut)
+	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleRead, s.needBMC(s.getBMC))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.needBMC(s.setBMC))).Methods(http.MethodPut)
+	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.needBMC(s.deleteBMC))).Methods(http.MethodDelete)
 	v1.HandleFunc("/machines/{mac}/preview", s.auth(matchbox.RoleRead, s.preview)).Methods(http.MethodGet)
 	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.needLeases(s.listLeases))).Methods(http.MethodGet)
 	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.needLeases(s.releaseLease))).Methods(http.MethodDelete)

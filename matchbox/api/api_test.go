@@ -22,6 +22,7 @@ import (
 )
 
 type fixture struct {
+	dir     string
 	url     string
 	admin   string
 	db      *storage.Bolt
@@ -53,7 +54,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("admin token file %s: %v, mode %v", file, err, st.Mode())
 	}
 	secret, _ := os.ReadFile(file)
-	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
+	key, _, err := storage.LoadOrCreateSecretKey(filepath.Join(dir, "secret.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: bmcStore{db, key}, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
 		objs, err := db.Objects(ctx)
 		if err != nil {
 			return err
@@ -66,7 +71,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &fixture{url: ts.URL, admin: strings.TrimSpace(string(secret)), db: db, catalog: cat}
+	return &fixture{dir: dir, url: ts.URL, admin: strings.TrimSpace(string(secret)), db: db, catalog: cat}
 }
 
 type reply struct {
@@ -492,4 +497,61 @@ func TestPreview(t *testing.T) {
 	if _, err := f.db.GetMachine(context.Background(), "52:54:00:00:00:07"); err == nil {
 		t.Error("a preview created a machine record")
 	}
+}
+
+// bmcStore binds the test database's BMC settings to a key.
+type bmcStore struct {
+	db  *storage.Bolt
+	key *storage.SecretKey
+}
+
+func (b bmcStore) SetMachineBMC(ctx context.Context, mac string, s matchbox.BMC) error {
+	return b.db.SetMachineBMC(ctx, b.key, mac, s)
+}
+func (b bmcStore) MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error) {
+	return b.db.MachineBMC(ctx, b.key, mac)
+}
+func (b bmcStore) DeleteMachineBMC(ctx context.Context, mac string) error {
+	return b.db.DeleteMachineBMC(ctx, mac)
+}
+
+func TestBMCSettings(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.db.RecordEvents(ctx, []matchbox.Event{{MAC: "52:54:00:00:00:09", Kind: matchbox.EventDHCPDiscover}}); err != nil {
+		t.Fatal(err)
+	}
+	const pw = "hunter2-but-longer"
+	path := "/api/v1/machines/52:54:00:00:00:09/bmc"
+	r := f.do(t, "PUT", path, f.admin, map[string]any{"address": "10.0.0.9", "provider": "redfish", "username": "root", "password": pw})
+	if r.code != 200 || r.body["password_set"] != true || strings.Contains(r.raw, pw) {
+		t.Fatalf("set BMC: %d %s", r.code, r.raw)
+	}
+	for _, p := range []string{path, "/api/v1/machines/52:54:00:00:00:09", "/api/v1/machines"} {
+		if r := f.do(t, "GET", p, f.admin, nil); r.code != 200 || strings.Contains(r.raw, pw) || !strings.Contains(r.raw, "10.0.0.9") && p != "/api/v1/machines" {
+			t.Errorf("GET %s: %d %s", p, r.code, r.raw)
+		}
+	}
+	if r := f.do(t, "PUT", path, f.admin, map[string]any{"address": "10.0.0.9", "provider": "telnet"}); r.code != 400 {
+		t.Errorf("unknown provider: %d %s", r.code, r.raw)
+	}
+	c := f.do(t, "POST", "/api/v1/tokens", f.admin, map[string]any{"name": "viewer", "role": "read"})
+	if r := f.do(t, "PUT", path, c.body["token"].(string), map[string]any{"address": "10.6.6.6", "password": "x"}); r.code != 403 {
+		t.Errorf("read token setting a BMC: %d %s", r.code, r.raw)
+	}
+	if got, _ := f.db.MachineBMC(ctx, f.bmcKey(t), "52:54:00:00:00:09"); got.Address != "10.0.0.9" || got.Password != pw {
+		t.Errorf("stored BMC after refused writes: %+v", got)
+	}
+	if r := f.do(t, "DELETE", path, f.admin, nil); r.code != 204 {
+		t.Errorf("delete BMC: %d %s", r.code, r.raw)
+	}
+}
+
+func (f *fixture) bmcKey(t *testing.T) *storage.SecretKey {
+	t.Helper()
+	k, _, err := storage.LoadOrCreateSecretKey(filepath.Join(f.dir, "secret.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

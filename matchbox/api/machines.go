@@ -119,7 +119,15 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []matchbox.Event{}
 	}
-	writeJSON(w, http.StatusOK, "", map[string]any{"machine": m, "events": events})
+	out := map[string]any{"machine": m, "events": events}
+	if s.cfg.BMC != nil {
+		if b, err := s.cfg.BMC.MachineBMC(r.Context(), m.MAC); err == nil {
+			out["bmc"] = viewBMC(b)
+		} else if !errors.Is(err, matchbox.ErrNotFound) {
+			out["bmc_error"] = err.Error()
+		}
+	}
+	writeJSON(w, http.StatusOK, "", out)
 }
 
 func (s *Server) machineEvents(w http.ResponseWriter, r *http.Request) {
@@ -282,5 +290,79 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("DHCP lease released", "ip", ip, "mac", l.MAC, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// BMCStore keeps machines' BMC settings; passwords go in, never out of
+// the API.
+type BMCStore interface {
+	SetMachineBMC(ctx context.Context, mac string, b matchbox.BMC) error
+	MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error)
+	DeleteMachineBMC(ctx context.Context, mac string) error
+}
+
+// bmcView is what the API shows of BMC settings.
+type bmcView struct {
+	Address     string `json:"address"`
+	Provider    string `json:"provider,omitempty"`
+	Username    string `json:"username,omitempty"`
+	PasswordSet bool   `json:"password_set"`
+}
+
+func viewBMC(b matchbox.BMC) bmcView {
+	return bmcView{Address: b.Address, Provider: b.Provider, Username: b.Username, PasswordSet: b.Password != ""}
+}
+
+func (s *Server) needBMC(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.BMC == nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "no BMC settings store configured", nil)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) setBMC(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Address  string `json:"address"`
+		Provider string `json:"provider"`
+		Username string `json:"username"`
+		Password string `json:"password"`
+	}
+	if !s.decode(w, r, &body) {
+		return
+	}
+	mac := mux.Vars(r)["mac"]
+	b := matchbox.BMC{Address: body.Address, Provider: body.Provider, Username: body.Username, Password: body.Password}
+	if err := s.cfg.BMC.SetMachineBMC(r.Context(), mac, b); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	stored, err := s.cfg.BMC.MachineBMC(r.Context(), mac)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("machine BMC settings set", "mac", mac, "address", stored.Address, "provider", stored.Provider, "token", caller(r).Name)
+	writeJSON(w, http.StatusOK, "", viewBMC(stored))
+}
+
+func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
+	b, err := s.cfg.BMC.MachineBMC(r.Context(), mux.Vars(r)["mac"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "", viewBMC(b))
+}
+
+func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
+	mac := mux.Vars(r)["mac"]
+	if err := s.cfg.BMC.DeleteMachineBMC(r.Context(), mac); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("machine BMC settings deleted", "mac", mac, "token", caller(r).Name)
 	w.WriteHeader(http.StatusNoContent)
 }

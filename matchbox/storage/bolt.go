@@ -83,7 +83,7 @@ func (b *Bolt) migrate() error {
 				return err
 			}
 		}
-		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens} {
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens, bucketBMC} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -342,6 +342,9 @@ func (b *Bolt) DeleteMachine(_ context.Context, mac string) error {
 			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
 		}
 		if err := bk.Delete([]byte(norm)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketBMC).Delete([]byte(norm)); err != nil {
 			return err
 		}
 		// Its history goes with it.

@@ -1,0 +1,196 @@
+package storage
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"matchbox.dev/matchbox"
+)
+
+// BMC settings are stored in their own bucket, keyed by MAC, sealed with
+// AES-256-GCM under a key kept outside the database (a file the server is
+// given), so a copy of the database alone does not reveal BMC passwords.
+
+var bucketBMC = []byte("bmc")
+
+// SecretKey seals BMC credentials.
+type SecretKey struct{ aead cipher.AEAD }
+
+// LoadOrCreateSecretKey reads the key file (64 hex digits), creating it
+// with a new random key (mode 0600) when it does not exist.
+func LoadOrCreateSecretKey(path string) (*SecretKey, bool, error) {
+	data, err := os.ReadFile(path)
+	created := false
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, false, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, false, fmt.Errorf("create secret key file: %w", err)
+		}
+		if _, err := io.WriteString(f, hex.EncodeToString(key)+"\n"); err != nil {
+			f.Close()
+			os.Remove(path)
+			return nil, false, fmt.Errorf("write secret key file: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			os.Remove(path)
+			return nil, false, fmt.Errorf("write secret key file: %w", err)
+		}
+		data, created = []byte(hex.EncodeToString(key)), true
+	} else if err != nil {
+		return nil, false, fmt.Errorf("secret key file: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(key) != 32 {
+		return nil, false, fmt.Errorf("secret key file %s: want 64 hexadecimal digits (a 256-bit key)", path)
+	}
+	k, err := NewSecretKey(key)
+	return k, created, err
+}
+
+// NewSecretKey returns a key from 32 bytes.
+func NewSecretKey(key []byte) (*SecretKey, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &SecretKey{aead}, nil
+}
+
+// sealed is a BMC record as stored, before sealing.
+type sealedBMC struct {
+	Address  string `json:"address"`
+	Provider string `json:"provider,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+}
+
+func (k *SecretKey) seal(mac string, b matchbox.BMC) ([]byte, error) {
+	plain, err := json.Marshal(sealedBMC(b))
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, k.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	// The MAC is authenticated data: a record moved to another machine's
+	// key does not open.
+	return k.aead.Seal(nonce, nonce, plain, []byte(mac)), nil
+}
+
+func (k *SecretKey) open(mac string, data []byte) (matchbox.BMC, error) {
+	n := k.aead.NonceSize()
+	if len(data) < n {
+		return matchbox.BMC{}, errors.New("BMC record too short")
+	}
+	plain, err := k.aead.Open(nil, data[:n], data[n:], []byte(mac))
+	if err != nil {
+		return matchbox.BMC{}, fmt.Errorf("BMC settings of %s do not open with this secret key (was the key file replaced?)", mac)
+	}
+	var s sealedBMC
+	if err := json.Unmarshal(plain, &s); err != nil {
+		return matchbox.BMC{}, err
+	}
+	return matchbox.BMC(s), nil
+}
+
+// ValidateBMC checks BMC settings.
+func ValidateBMC(b matchbox.BMC) error {
+	if b.Address == "" {
+		return fmt.Errorf("%w: BMC address is required (HOST or HOST:PORT)", matchbox.ErrInvalid)
+	}
+	host := b.Address
+	if h, _, err := net.SplitHostPort(b.Address); err == nil {
+		host = h
+	}
+	if host == "" || strings.ContainsAny(host, " /\t") {
+		return fmt.Errorf("%w: BMC address %q: want HOST or HOST:PORT", matchbox.ErrInvalid, b.Address)
+	}
+	if b.Provider != "" && !slices.Contains(matchbox.BMCProviders, b.Provider) {
+		return fmt.Errorf("%w: BMC provider %q: want one of %s", matchbox.ErrInvalid, b.Provider, strings.Join(matchbox.BMCProviders, ", "))
+	}
+	return nil
+}
+
+// SetMachineBMC stores a machine's BMC settings, sealed with key; an empty
+// password keeps the stored one. The machine must exist.
+func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s matchbox.BMC) error {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	if err := ValidateBMC(s); err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMachines).Get([]byte(norm)) == nil {
+			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
+		}
+		bk := tx.Bucket(bucketBMC)
+		if s.Password == "" {
+			old := bk.Get([]byte(norm))
+			if old == nil {
+				return fmt.Errorf("%w: a password is required for the first BMC settings of %s", matchbox.ErrInvalid, norm)
+			}
+			prev, err := key.open(norm, old)
+			if err != nil {
+				return err
+			}
+			s.Password = prev.Password
+		}
+		sealed, err := key.seal(norm, s)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(norm), sealed)
+	})
+}
+
+// MachineBMC returns a machine's BMC settings, password included (for the
+// BMC client, never for an API answer).
+func (b *Bolt) MachineBMC(_ context.Context, key *SecretKey, mac string) (matchbox.BMC, error) {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return matchbox.BMC{}, err
+	}
+	var out matchbox.BMC
+	err = b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketBMC).Get([]byte(norm))
+		if data == nil {
+			return fmt.Errorf("BMC settings of %s: %w", norm, matchbox.ErrNotFound)
+		}
+		out, err = key.open(norm, data)
+		return err
+	})
+	return out, err
+}
+
+// DeleteMachineBMC removes a machine's BMC settings.
+func (b *Bolt) DeleteMachineBMC(_ context.Context, mac string) error {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	return del(b, bucketBMC, norm, "BMC settings of machine")
+}

@@ -1,0 +1,82 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/storage"
+)
+
+func TestBMCSettingsSealed(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "secret.key")
+	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
+	if err != nil || !created {
+		t.Fatalf("create key: %v, created %v", err, created)
+	}
+	if st, _ := os.Stat(keyFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v", st.Mode().Perm())
+	}
+	if again, created, err := storage.LoadOrCreateSecretKey(keyFile); err != nil || created || again == nil {
+		t.Fatalf("reload key: %v, created %v", err, created)
+	}
+	dbPath := filepath.Join(dir, "m.db")
+	db := openBolt(t, dbPath)
+	ctx := context.Background()
+	const mac, password = "52:54:00:00:00:01", "s3cret-BMC-pa55"
+	b := matchbox.BMC{Address: "10.0.0.9:623", Provider: "ipmitool", Username: "admin", Password: password}
+	if err := db.SetMachineBMC(ctx, key, mac, b); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("BMC of an unknown machine: %v", err)
+	}
+	if err := db.RecordEvents(ctx, []matchbox.Event{{MAC: mac, Kind: matchbox.EventDHCPDiscover}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.9"}); !errors.Is(err, matchbox.ErrInvalid) {
+		t.Errorf("first settings without a password: %v", err)
+	}
+	if err := db.SetMachineBMC(ctx, key, mac, b); err != nil {
+		t.Fatal(err)
+	}
+	// An update without a password keeps the stored one.
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.10", Provider: "redfish", Username: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.MachineBMC(ctx, key, mac)
+	if err != nil || got.Password != password || got.Address != "10.0.0.10" || got.Provider != "redfish" {
+		t.Fatalf("MachineBMC = %+v, %v", got, err)
+	}
+	for _, bad := range []matchbox.BMC{{Address: ""}, {Address: "a b"}, {Address: "10.0.0.1", Provider: "telnet"}} {
+		if err := db.SetMachineBMC(ctx, key, mac, bad); !errors.Is(err, matchbox.ErrInvalid) {
+			t.Errorf("SetMachineBMC(%+v): %v", bad, err)
+		}
+	}
+	// Another key does not open it.
+	other, _, _ := storage.LoadOrCreateSecretKey(filepath.Join(dir, "other.key"))
+	if _, err := db.MachineBMC(ctx, other, mac); err == nil || !strings.Contains(err.Error(), "secret key") {
+		t.Errorf("MachineBMC with another key: %v", err)
+	}
+	db.Close()
+	// The password is nowhere in the database file.
+	raw, _ := os.ReadFile(dbPath)
+	if bytes.Contains(raw, []byte(password)) {
+		t.Error("the BMC password is in the database file in the clear")
+	}
+	os.WriteFile(filepath.Join(dir, "bad.key"), []byte("not hex\n"), 0o600)
+	if _, _, err := storage.LoadOrCreateSecretKey(filepath.Join(dir, "bad.key")); err == nil || !strings.Contains(err.Error(), "64 hexadecimal") {
+		t.Errorf("bad key file: %v", err)
+	}
+	// Deleting the machine deletes its BMC settings.
+	db = openBolt(t, dbPath)
+	if err := db.DeleteMachine(ctx, mac); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.MachineBMC(ctx, key, mac); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("BMC settings of a deleted machine: %v", err)
+	}
+}
