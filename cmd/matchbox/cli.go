@@ -79,45 +79,43 @@ func (e *apiFailure) Error() string {
 	return fmt.Sprintf("%s (%d): %s", e.code, e.status, e.message)
 }
 
-func (c *client) do(ctx context.Context, method, path string, body any, out any) (http.Header, error) {
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, rd)
+// request sends one API request and returns the answer's body; an error
+// answer becomes an *apiFailure.
+func (c *client) request(ctx context.Context, method, path string, body io.Reader, contentType, ifMatch string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
 	}
 	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
+		return nil, nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode >= 300 {
 		var e struct{ Code, Message string }
 		if json.Unmarshal(data, &e) != nil || e.Message == "" {
 			e.Message = strings.TrimSpace(string(data))
 		}
-		return nil, &apiFailure{resp.StatusCode, e.Code, e.Message}
+		return nil, nil, &apiFailure{resp.StatusCode, e.Code, e.Message}
 	}
-	if out != nil && len(data) > 0 {
-		if err := json.Unmarshal(data, out); err != nil {
-			return nil, fmt.Errorf("unexpected answer from %s: %w", c.endpoint, err)
-		}
-	}
-	return resp.Header, nil
+	return resp, data, nil
+}
+
+// do sends body as JSON (nil: no body) and decodes the answer into out.
+func (c *client) do(ctx context.Context, method, path string, body any, out any) (http.Header, error) {
+	a, err := c.send(ctx, method, path, body, "", out)
+	return a.header, err
 }
 
 // authorize adds the token, when there is one (a client certificate may
@@ -257,6 +255,27 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// startCLI parses a CLI command's arguments (flags anywhere) and connects:
+// it returns the verb, the other positional arguments and the client.
+func startCLI(fs *flag.FlagSet, cf *cliFlags, args []string) (string, []string, *client, error) {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", nil, nil, err
+		}
+		return "", nil, nil, errUsage
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return "", nil, nil, errUsage
+	}
+	c, err := cf.client()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return pos[0], pos[1:], c, nil
+}
+
 // objectCLI runs `matchbox group|profile VERB …`.
 func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
 	plural := kind + "s"
@@ -267,19 +286,7 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 	file := fs.String("f", "", "file to apply (JSON or YAML; - for standard input)")
 	ifMatch := fs.String("if-match", "", "apply only if the object still has this ETag")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if len(pos) == 0 {
-		fmt.Fprint(stderr, cliUsage)
-		return errUsage
-	}
-	verb, pos := pos[0], pos[1:]
-	c, err := cf.client()
+	verb, pos, c, err := startCLI(fs, &cf, args)
 	if err != nil {
 		return err
 	}
@@ -339,10 +346,11 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 	return errUsage
 }
 
-// applied is what an apply reports: created or updated, and the new ETag.
+// applied is what a write reports: created or updated, and the new ETag.
 type applied struct {
 	status int
 	etag   string
+	header http.Header
 }
 
 func (c *client) doStatus(ctx context.Context, method, path string, body, out any) (applied, error) {
@@ -353,38 +361,27 @@ func (c *client) doIfMatch(ctx context.Context, path string, body any, etag stri
 	return c.send(ctx, "PUT", path, body, etag, out)
 }
 
-// send is do with an optional If-Match, reporting the status.
+// send is a JSON request with an optional If-Match.
 func (c *client) send(ctx context.Context, method, path string, body any, etag string, out any) (applied, error) {
-	data, err := json.Marshal(body)
-	if err != nil {
-		return applied{}, err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, bytes.NewReader(data))
-	if err != nil {
-		return applied{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	c.authorize(req)
-	if etag != "" {
-		req.Header.Set("If-Match", etag)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return applied{}, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if resp.StatusCode >= 300 {
-		var e struct{ Code, Message string }
-		if json.Unmarshal(raw, &e) != nil || e.Message == "" {
-			e.Message = strings.TrimSpace(string(raw))
+	var rd io.Reader
+	ctype := ""
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return applied{}, err
 		}
-		return applied{}, &apiFailure{resp.StatusCode, e.Code, e.Message}
+		rd, ctype = bytes.NewReader(data), "application/json"
 	}
-	if out != nil {
-		_ = json.Unmarshal(raw, out)
+	resp, data, err := c.request(ctx, method, path, rd, ctype, etag)
+	if err != nil {
+		return applied{}, err
 	}
-	return applied{resp.StatusCode, resp.Header.Get("ETag")}, nil
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return applied{}, fmt.Errorf("unexpected answer from %s: %w", c.endpoint, err)
+		}
+	}
+	return applied{resp.StatusCode, resp.Header.Get("ETag"), resp.Header}, nil
 }
 
 func reportApply(w io.Writer, kind, id string, a applied, err error) error {
@@ -489,19 +486,7 @@ func tokenCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	name := fs.String("name", "", "name of the new token")
 	role := fs.String("role", "read", "role of the new token: read or admin")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if len(pos) == 0 {
-		fmt.Fprint(stderr, cliUsage)
-		return errUsage
-	}
-	verb, pos := pos[0], pos[1:]
-	c, err := cf.client()
+	verb, pos, c, err := startCLI(fs, &cf, args)
 	if err != nil {
 		return err
 	}
@@ -599,26 +584,11 @@ func escapePath(name string) string {
 
 // sendRaw PUTs a raw body (a template).
 func (c *client) sendRaw(ctx context.Context, path string, body []byte) (applied, error) {
-	req, err := http.NewRequestWithContext(ctx, "PUT", c.endpoint+path, bytes.NewReader(body))
+	resp, _, err := c.request(ctx, "PUT", path, bytes.NewReader(body), "text/plain; charset=utf-8", "")
 	if err != nil {
 		return applied{}, err
 	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	c.authorize(req)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return applied{}, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode >= 300 {
-		var e struct{ Code, Message string }
-		if json.Unmarshal(raw, &e) != nil || e.Message == "" {
-			e.Message = strings.TrimSpace(string(raw))
-		}
-		return applied{}, &apiFailure{resp.StatusCode, e.Code, e.Message}
-	}
-	return applied{resp.StatusCode, resp.Header.Get("ETag")}, nil
+	return applied{resp.StatusCode, resp.Header.Get("ETag"), resp.Header}, nil
 }
 
 // templateCLI runs `matchbox template VERB …`.
@@ -630,19 +600,7 @@ func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	file := fs.String("f", "", "template file to apply (- for standard input)")
 	name := fs.String("name", "", "template name (default: the file's base name)")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if len(pos) == 0 {
-		fmt.Fprint(stderr, cliUsage)
-		return errUsage
-	}
-	verb, pos := pos[0], pos[1:]
-	c, err := cf.client()
+	verb, pos, c, err := startCLI(fs, &cf, args)
 	if err != nil {
 		return err
 	}
@@ -668,21 +626,9 @@ func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return tw.Flush()
 	case verb == "get" && len(pos) == 2:
-		req, err := http.NewRequestWithContext(ctx, "GET", c.endpoint+"/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(pos[1]), nil)
+		_, raw, err := c.request(ctx, "GET", "/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(pos[1]), nil, "", "")
 		if err != nil {
-			return err
-		}
-		c.authorize(req)
-		resp, err := c.http.Do(req)
-		if err != nil {
-			return fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, errors.Unwrap(err))
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		if resp.StatusCode != 200 {
-			var e struct{ Code, Message string }
-			_ = json.Unmarshal(raw, &e)
-			return fmt.Errorf("get template %s %s: %w", pos[0], pos[1], &apiFailure{resp.StatusCode, e.Code, e.Message})
+			return fmt.Errorf("get template %s %s: %w", pos[0], pos[1], err)
 		}
 		_, err = stdout.Write(raw)
 		return err

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,19 +43,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage:\n"+machineUsage+"\n"+cliUsage[strings.Index(cliUsage, "Connection"):])
 	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if len(pos) == 0 {
-		fs.Usage()
-		return errUsage
-	}
-	verb, pos := pos[0], pos[1:]
-	c, err := cf.client()
+	verb, pos, c, err := startCLI(fs, &cf, args)
 	if err != nil {
 		return err
 	}
@@ -283,23 +270,12 @@ func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cf.register(fs)
 	mac := fs.String("mac", "", "only the leases of this MAC")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if len(pos) == 0 {
-		fs.Usage()
-		return errUsage
-	}
-	c, err := cf.client()
+	verb, pos, c, err := startCLI(fs, &cf, args)
 	if err != nil {
 		return err
 	}
 	switch {
-	case pos[0] == "list" && len(pos) == 1:
+	case verb == "list" && len(pos) == 0:
 		path := "/api/v1/leases"
 		if *mac != "" {
 			path += "?mac=" + url.QueryEscape(*mac)
@@ -319,11 +295,11 @@ func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%v\n", l.IP, orDash(l.MAC), l.State, l.Subnet, l.Expires.Format(time.RFC3339), orDash(l.Hostname))
 		}
 		return tw.Flush()
-	case pos[0] == "release" && len(pos) == 2:
-		if _, err := c.do(ctx, "DELETE", "/api/v1/leases/"+url.PathEscape(pos[1]), nil, nil); err != nil {
-			return fmt.Errorf("release lease %s: %w", pos[1], err)
+	case verb == "release" && len(pos) == 1:
+		if _, err := c.do(ctx, "DELETE", "/api/v1/leases/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return fmt.Errorf("release lease %s: %w", pos[0], err)
 		}
-		fmt.Fprintf(stdout, "lease %s released\n", pos[1])
+		fmt.Fprintf(stdout, "lease %s released\n", pos[0])
 		return nil
 	}
 	fs.Usage()

@@ -355,23 +355,63 @@ func (s *Server) needMachines(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// Groups.
+// Writes share their shape: check, store conditionally, make the boot
+// endpoints see it, log, answer.
 
-func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
-	groups := s.cfg.Catalog.Snapshot().Groups()
-	out := make([]map[string]any, 0, len(groups))
-	for _, g := range groups {
-		out = append(out, objectJSON(g, g.Origin))
+// pathID fills an empty id in a body from the path and refuses another.
+func pathID(w http.ResponseWriter, path string, body *string) bool {
+	if *body == "" {
+		*body = path
 	}
-	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+	if *body != path {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("body id %q differs from the path's %q", *body, path), nil)
+		return false
+	}
+	return true
 }
 
-func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
-	id := mux.Vars(r)["id"]
-	g, tag, err := s.cfg.Store.GroupVersion(r.Context(), id)
+// commitPut runs put (a conditional write), reloads the catalog and
+// answers with view, 201 when nothing existed before (existed is the old
+// ETag, empty when there was none).
+func (s *Server) commitPut(w http.ResponseWriter, r *http.Request, what, id, existed string, put func() (string, error), view any) {
+	tag, err := put()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, fmt.Errorf("%s %q stored, but the boot endpoints do not serve it yet: %w", what, id, err))
+		return
+	}
+	s.log.Info(what+" written", what, id, "token", caller(r).Name)
+	status := http.StatusOK
+	if existed == "" {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, tag, view)
+}
+
+// commitDelete runs del, reloads the catalog and answers 204.
+func (s *Server) commitDelete(w http.ResponseWriter, r *http.Request, what, id string, del func() error) {
+	if err := del(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.reload(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info(what+" deleted", what, id, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// getObject answers with an object from the database (with its ETag), or
+// else from the data dir (read-only, no ETag).
+func getObject[T any](s *Server, w http.ResponseWriter, r *http.Request, version func() (*T, string, error), fromDataDir func() (*T, string, bool)) {
+	obj, tag, err := version()
 	if errors.Is(err, matchbox.ErrNotFound) {
-		if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok {
-			writeJSON(w, http.StatusOK, "", objectJSON(dg, dg.Origin))
+		if dobj, origin, ok := fromDataDir(); ok {
+			writeJSON(w, http.StatusOK, "", objectJSON(dobj, origin))
 			return
 		}
 	}
@@ -379,20 +419,40 @@ func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, tag, objectJSON(g, "db"))
+	writeJSON(w, http.StatusOK, tag, objectJSON(obj, "db"))
+}
+
+// listObjects answers with every object of a kind, from both sources.
+func listObjects[T any](w http.ResponseWriter, objs []*T, origin func(*T) string) {
+	out := make([]map[string]any, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, objectJSON(o, origin(o)))
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+}
+
+// Groups.
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
+	listObjects(w, s.cfg.Catalog.Snapshot().Groups(), func(g *matchbox.Group) string { return g.Origin })
+}
+
+func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	getObject(s, w, r, func() (*matchbox.Group, string, error) { return s.cfg.Store.GroupVersion(r.Context(), id) },
+		func() (*matchbox.Group, string, bool) {
+			g, ok := s.cfg.Catalog.Snapshot().Group(id)
+			if !ok {
+				return nil, "", false
+			}
+			return g, g.Origin, true
+		})
 }
 
 func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	var g matchbox.Group
-	if !s.decode(w, r, &g) {
-		return
-	}
-	if g.ID == "" {
-		g.ID = id
-	}
-	if g.ID != id {
-		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("body id %q differs from the path's %q", g.ID, id), nil)
+	if !s.decode(w, r, &g) || !pathID(w, id, &g.ID) {
 		return
 	}
 	s.writes.Lock()
@@ -408,21 +468,7 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, existed, _ := s.cfg.Store.GroupVersion(r.Context(), id)
-	tag, err := s.cfg.Store.PutGroupIf(r.Context(), &g, condition(r))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, fmt.Errorf("group %q stored, but the boot endpoints do not serve it yet: %w", id, err))
-		return
-	}
-	s.log.Info("group written", "group", id, "token", caller(r).Name)
-	status := http.StatusOK
-	if existed == "" {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, tag, objectJSON(&g, "db"))
+	s.commitPut(w, r, "group", id, existed, func() (string, error) { return s.cfg.Store.PutGroupIf(r.Context(), &g, condition(r)) }, objectJSON(&g, "db"))
 }
 
 func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
@@ -433,56 +479,31 @@ func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, readOnly("group", id, dg.Origin))
 		return
 	}
-	if err := s.cfg.Store.DeleteGroupIf(r.Context(), id, condition(r)); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.log.Info("group deleted", "group", id, "token", caller(r).Name)
-	w.WriteHeader(http.StatusNoContent)
+	s.commitDelete(w, r, "group", id, func() error { return s.cfg.Store.DeleteGroupIf(r.Context(), id, condition(r)) })
 }
 
 // Profiles.
 
 func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) {
-	profiles := s.cfg.Catalog.Snapshot().Profiles()
-	out := make([]map[string]any, 0, len(profiles))
-	for _, p := range profiles {
-		out = append(out, objectJSON(p, p.Origin))
-	}
-	writeJSON(w, http.StatusOK, "", map[string]any{"items": out})
+	listObjects(w, s.cfg.Catalog.Snapshot().Profiles(), func(p *matchbox.Profile) string { return p.Origin })
 }
 
 func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	p, tag, err := s.cfg.Store.ProfileVersion(r.Context(), id)
-	if errors.Is(err, matchbox.ErrNotFound) {
-		if dp, ok := s.cfg.Catalog.Snapshot().Profile(id); ok {
-			writeJSON(w, http.StatusOK, "", objectJSON(dp, dp.Origin))
-			return
-		}
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, tag, objectJSON(p, "db"))
+	getObject(s, w, r, func() (*matchbox.Profile, string, error) { return s.cfg.Store.ProfileVersion(r.Context(), id) },
+		func() (*matchbox.Profile, string, bool) {
+			p, ok := s.cfg.Catalog.Snapshot().Profile(id)
+			if !ok {
+				return nil, "", false
+			}
+			return p, p.Origin, true
+		})
 }
 
 func (s *Server) putProfile(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	var p matchbox.Profile
-	if !s.decode(w, r, &p) {
-		return
-	}
-	if p.ID == "" {
-		p.ID = id
-	}
-	if p.ID != id {
-		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("body id %q differs from the path's %q", p.ID, id), nil)
+	if !s.decode(w, r, &p) || !pathID(w, id, &p.ID) {
 		return
 	}
 	s.writes.Lock()
@@ -512,21 +533,18 @@ func (s *Server) putProfile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, existed, _ := s.cfg.Store.ProfileVersion(r.Context(), id)
-	tag, err := s.cfg.Store.PutProfileIf(r.Context(), &p, condition(r))
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	s.commitPut(w, r, "profile", id, existed, func() (string, error) { return s.cfg.Store.PutProfileIf(r.Context(), &p, condition(r)) }, objectJSON(&p, "db"))
+}
+
+// inUse answers 409 when users is not empty.
+func inUse(w http.ResponseWriter, what, id, userKind string, users []string) bool {
+	if len(users) == 0 {
+		return false
 	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, fmt.Errorf("profile %q stored, but the boot endpoints do not serve it yet: %w", id, err))
-		return
-	}
-	s.log.Info("profile written", "profile", id, "token", caller(r).Name)
-	status := http.StatusOK
-	if existed == "" {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, tag, objectJSON(&p, "db"))
+	sort.Strings(users)
+	writeError(w, http.StatusConflict, "in_use", fmt.Sprintf("%s %q is used by %d %s(s); change them first", what, id, len(users), userKind),
+		map[string]any{userKind + "s": users})
+	return true
 }
 
 func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) {
@@ -544,22 +562,10 @@ func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) {
 			users = append(users, g.ID)
 		}
 	}
-	if len(users) > 0 {
-		sort.Strings(users)
-		writeError(w, http.StatusConflict, "in_use", fmt.Sprintf("profile %q is used by %d group(s); delete or change them first", id, len(users)),
-			map[string]any{"groups": users})
+	if inUse(w, "profile", id, "group", users) {
 		return
 	}
-	if err := s.cfg.Store.DeleteProfileIf(r.Context(), id, condition(r)); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.log.Info("profile deleted", "profile", id, "token", caller(r).Name)
-	w.WriteHeader(http.StatusNoContent)
+	s.commitDelete(w, r, "profile", id, func() error { return s.cfg.Store.DeleteProfileIf(r.Context(), id, condition(r)) })
 }
 
 // Templates. The API's kinds are ignition (raw Ignition, names ending in
@@ -671,21 +677,8 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, existed, _ := s.cfg.Store.TemplateVersion(r.Context(), kind, t.Name)
-	tag, err := s.cfg.Store.PutTemplateIf(r.Context(), t, condition(r))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, fmt.Errorf("template %q stored, but the boot endpoints do not serve it yet: %w", t.Name, err))
-		return
-	}
-	s.log.Info("template written", "kind", v["kind"], "name", t.Name, "token", caller(r).Name)
-	status := http.StatusOK
-	if existed == "" {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, tag, map[string]any{"kind": v["kind"], "name": t.Name, "size": len(content), "source": "api"})
+	s.commitPut(w, r, "template", t.Name, existed, func() (string, error) { return s.cfg.Store.PutTemplateIf(r.Context(), t, condition(r)) },
+		map[string]any{"kind": v["kind"], "name": t.Name, "size": len(content), "source": "api"})
 }
 
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
@@ -709,22 +702,10 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 			users = append(users, p.ID)
 		}
 	}
-	if len(users) > 0 {
-		sort.Strings(users)
-		writeError(w, http.StatusConflict, "in_use", fmt.Sprintf("template %q is used by %d profile(s); change them first", name, len(users)),
-			map[string]any{"profiles": users})
+	if inUse(w, "template", name, "profile", users) {
 		return
 	}
-	if err := s.cfg.Store.DeleteTemplateIf(r.Context(), kind, name, condition(r)); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.log.Info("template deleted", "kind", v["kind"], "name", name, "token", caller(r).Name)
-	w.WriteHeader(http.StatusNoContent)
+	s.commitDelete(w, r, "template", name, func() error { return s.cfg.Store.DeleteTemplateIf(r.Context(), kind, name, condition(r)) })
 }
 
 // Tokens.

@@ -371,9 +371,13 @@ func load(url string, conc int, dur time.Duration, pathFor func(*rand.Rand, int)
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	return summarize(all, errs.Load(), time.Since(start))
+}
+
+// summarize turns latencies into a result.
+func summarize(all []time.Duration, errs int64, elapsed time.Duration) result {
 	slices.Sort(all)
-	res := result{errors: errs.Load()}
+	res := result{errors: errs}
 	if len(all) > 0 {
 		res.rate = float64(len(all)) / elapsed.Seconds()
 		res.p50 = all[len(all)/2].Round(time.Microsecond)
@@ -423,16 +427,7 @@ func loadAtRate(url string, conc int, dur time.Duration, rate int, pathFor func(
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(all)
-	res := result{errors: errs.Load()}
-	if len(all) > 0 {
-		res.rate = float64(len(all)) / elapsed.Seconds()
-		res.p50 = all[len(all)/2].Round(time.Microsecond)
-		res.p99 = all[len(all)*99/100].Round(time.Microsecond)
-		res.max = all[len(all)-1].Round(time.Microsecond)
-	}
-	return res
+	return summarize(all, errs.Load(), time.Since(start))
 }
 
 // wrkScript is the request generator for wrk (LuaJIT, so no bit
