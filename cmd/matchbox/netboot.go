@@ -234,6 +234,8 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			return nil, err
 		}
 		nb.run = append(nb.run, func(ctx context.Context) error { return srv.Serve(ctx, listeners...) })
+		// Answers kept for repeated PXE requests follow the configuration.
+		catalog.OnChange(func(*matchbox.Snapshot) { srv.ForgetAnswers() })
 		if len(subnets) > 0 {
 			nb.leases = srv
 		}

@@ -18,6 +18,13 @@ import (
 // proxy mode, without the network (see scripts/bench-netboot for the
 // whole server against dnsmasq).
 func BenchmarkProxyOffer(b *testing.B) {
+	// 1,024 clients repeating their DISCOVERs: answered from kept answers.
+	b.Run("repeat", func(b *testing.B) { benchProxyOffer(b, false) })
+	// Every DISCOVER as if first seen.
+	b.Run("first", func(b *testing.B) { benchProxyOffer(b, true) })
+}
+
+func benchProxyOffer(b *testing.B, forget bool) {
 	srv, err := New(context.Background(), Config{
 		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + "/boot.ipxe" },
 		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
@@ -41,6 +48,9 @@ func BenchmarkProxyOffer(b *testing.B) {
 		srv.handle(context.Background(), l, pkts[i%len(pkts)], peer)
 		if len(conn.writes) > 1000 {
 			conn.writes = conn.writes[:0]
+		}
+		if forget {
+			srv.ForgetAnswers()
 		}
 	}
 }

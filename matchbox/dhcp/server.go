@@ -63,6 +63,7 @@ type Server struct {
 	log     *slog.Logger
 	leases  *leaseTable
 	rec     *matchbox.Recorder
+	answers *answerCache
 	sem     chan struct{}
 	packets *prometheus.CounterVec
 	replies *prometheus.CounterVec
@@ -97,11 +98,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		leases: newLeaseTable(cfg.Subnets, cfg.Leases),
-		rec:    cfg.Recorder,
-		sem:    make(chan struct{}, cfg.MaxInFlight),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		leases:  newLeaseTable(cfg.Subnets, cfg.Leases),
+		rec:     cfg.Recorder,
+		answers: newAnswerCache(),
+		sem:     make(chan struct{}, cfg.MaxInFlight),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matchbox_dhcp_requests_total", Help: "DHCP requests received, by mode and message type.",
 		}, []string{"mode", "type"}),
@@ -121,6 +123,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Registry != nil {
 		inUse := prometheus.NewDesc("matchbox_dhcp_leases_in_use", "Active bound leases per subnet.", []string{"subnet"}, nil)
+		cfg.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "matchbox_dhcp_repeat_answers_total", Help: "Repeated proxy and port 4011 requests answered from the answer kept for them.",
+		}, func() float64 { return float64(s.answers.hits.Load()) }))
 		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, collectorFunc{
 			desc: inUse,
 			collect: func(ch chan<- prometheus.Metric) {
@@ -247,6 +252,9 @@ func (s *Server) readLoop(ctx context.Context, l Listener) error {
 // dispatch answers one datagram read by a socket reader: inline, or in its
 // own goroutine when the answer waits for a lease commit.
 func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.Addr) {
+	if s.answerKept(l, raw, peer) {
+		return
+	}
 	m, err := dhcpv4.FromBytes(raw)
 	if err != nil {
 		s.drop("malformed")
@@ -257,11 +265,11 @@ func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.
 		s.sem <- struct{}{}
 		go func() {
 			defer func() { <-s.sem }()
-			s.respond(ctx, l, m, peer, direct(l))
+			s.respond(ctx, l, m, peer, direct(l), nil)
 		}()
 		return
 	}
-	s.respond(ctx, l, m, peer, direct(l))
+	s.respond(ctx, l, m, peer, direct(l), raw)
 }
 
 // readBatches is readLoop on a UDP socket: under load one system call
@@ -432,12 +440,15 @@ func addBoot(reply *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, l Listener, b boot, c cli
 // handle answers one raw packet synchronously, commits included (see
 // respond); tests and benchmarks use it.
 func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Addr) {
+	if s.answerKept(l, pkt, peer) {
+		return
+	}
 	m, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
 		s.drop("malformed")
 		return
 	}
-	s.respond(ctx, l, m, peer, direct(l))
+	s.respond(ctx, l, m, peer, direct(l), pkt)
 }
 
 // count increments vec{mode, kind}, caching the child counter: resolving
@@ -464,7 +475,9 @@ func (s *Server) drop(reason string) {
 }
 
 // respond answers one packet. Errors and drops are logged and counted here.
-func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr, out sendFunc) {
+// respond answers m; raw, when given, is the request as received, and the
+// answer is kept for its repeats when the listener allows it.
+func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr, out sendFunc, raw []byte) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
 		s.drop("not-a-request")
 		return
@@ -489,7 +502,8 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 	if reply == nil {
 		return
 	}
-	if err := send(m, reply, peer, out); err != nil {
+	data, dst := reply.ToBytes(), destination(m, peer)
+	if err := out(data, dst); err != nil {
 		s.drop("send-failed")
 		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", c.mac, "err", err)
 		return
@@ -508,6 +522,10 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 		}
 		s.rec.Record(event)
 	}
+	if raw != nil && cacheable(l) {
+		s.answers.keep(l, peer.String(), raw, &keptAnswer{reply: data, dst: dst, mode: mode, reqType: mt.String(),
+			repKind: replyKind(reply, l), event: event, packetMAC: c.mac})
+	}
 }
 
 func replyKind(r *dhcpv4.DHCPv4, l Listener) string {
@@ -520,10 +538,11 @@ func replyKind(r *dhcpv4.DHCPv4, l Listener) string {
 	return strings.ToLower(r.MessageType().String())
 }
 
-// send writes reply to the right place: back to where the request came
-// from when it has an address (a relay, a renewing client, a client on
-// 4011), otherwise broadcast on the receiving interface.
-func send(req, reply *dhcpv4.DHCPv4, peer net.Addr, out sendFunc) error {
+// destination: replies go back to where the request came from when it
+// has an address (a relay, a renewing client, a client on 4011), otherwise
+// they are broadcast on the receiving interface.
+// destination is where a reply to req, received from peer, goes.
+func destination(req *dhcpv4.DHCPv4, peer net.Addr) *net.UDPAddr {
 	dst, _ := peer.(*net.UDPAddr)
 	if dst == nil || dst.IP == nil || dst.IP.IsUnspecified() {
 		if gw := req.GatewayIPAddr; gw != nil && !gw.IsUnspecified() {
@@ -532,7 +551,7 @@ func send(req, reply *dhcpv4.DHCPv4, peer net.Addr, out sendFunc) error {
 			dst = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 		}
 	}
-	return out(reply.ToBytes(), dst)
+	return dst
 }
 
 // newReply starts a reply to req: what dhcpv4.NewReplyFromRequest does
