@@ -35,7 +35,7 @@ type keptAnswer struct {
 	iface     string
 	serverIP  netip.Addr
 	binl      bool
-	peer      string
+	peer      netip.AddrPort
 	request   []byte
 	at        time.Time
 	reply     []byte // transaction id zeroed
@@ -71,7 +71,7 @@ func normalized(raw []byte) []byte {
 	return n
 }
 
-func (c *answerCache) key(l Listener, peer string, raw []byte) uint64 {
+func (c *answerCache) key(l Listener, peer netip.AddrPort, raw []byte) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	h.WriteString(l.Interface)
@@ -80,7 +80,11 @@ func (c *answerCache) key(l Listener, peer string, raw []byte) uint64 {
 	if l.BINL {
 		h.WriteByte(1)
 	}
-	h.WriteString(peer)
+	pa := peer.Addr().As16()
+	h.Write(pa[:])
+	var port [2]byte
+	binary.BigEndian.PutUint16(port[:], peer.Port())
+	h.Write(port[:])
 	if len(raw) >= 10 {
 		var zero [6]byte
 		h.Write(raw[:4])
@@ -93,7 +97,7 @@ func (c *answerCache) key(l Listener, peer string, raw []byte) uint64 {
 }
 
 // lookup returns a kept answer to raw, or nil.
-func (c *answerCache) lookup(l Listener, peer string, raw []byte, now time.Time) *keptAnswer {
+func (c *answerCache) lookup(l Listener, peer netip.AddrPort, raw []byte, now time.Time) *keptAnswer {
 	k := c.key(l, peer, raw)
 	c.mu.Lock()
 	a := c.m[k]
@@ -107,7 +111,7 @@ func (c *answerCache) lookup(l Listener, peer string, raw []byte, now time.Time)
 }
 
 // keep stores an answer.
-func (c *answerCache) keep(l Listener, peer string, raw []byte, a *keptAnswer) {
+func (c *answerCache) keep(l Listener, peer netip.AddrPort, raw []byte, a *keptAnswer) {
 	a.iface, a.serverIP, a.binl, a.peer, a.request, a.at = l.Interface, l.ServerIP, l.BINL, peer, normalized(raw), time.Now()
 	a.reply = bytes.Clone(a.reply)
 	if len(a.reply) >= 8 {
@@ -129,6 +133,18 @@ func (c *answerCache) forget() {
 	c.mu.Unlock()
 }
 
+// replyBufs are the buffers repeats are answered from (the kernel has
+// copied a datagram when WriteTo returns).
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1500); return &b }}
+
+// peerKey is the address a request came from, for keys.
+func peerKey(peer net.Addr) netip.AddrPort {
+	if u, ok := peer.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
 // ForgetAnswers drops the answers kept for repeated requests; call it when
 // the configuration that decides answers changes.
 func (s *Server) ForgetAnswers() { s.answers.forget() }
@@ -138,17 +154,19 @@ func (s *Server) answerKept(l Listener, raw []byte, peer net.Addr) bool {
 	if !cacheable(l) || len(raw) < 10 {
 		return false
 	}
-	ps := peer.String()
-	a := s.answers.lookup(l, ps, raw, time.Now())
+	a := s.answers.lookup(l, peerKey(peer), raw, time.Now())
 	if a == nil {
 		return false
 	}
 	s.answers.hits.Add(1)
 	s.count(s.packets, "req", a.mode, a.reqType)
-	reply := make([]byte, len(a.reply))
-	copy(reply, a.reply)
+	bp := replyBufs.Get().(*[]byte)
+	reply := append((*bp)[:0], a.reply...)
 	binary.BigEndian.PutUint32(reply[4:8], binary.BigEndian.Uint32(raw[4:8]))
-	if err := direct(l)(reply, a.dst); err != nil {
+	_, err := l.Conn.WriteTo(reply, a.dst)
+	*bp = reply
+	replyBufs.Put(bp)
+	if err != nil {
 		s.drop("send-failed")
 		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", a.packetMAC, "err", err)
 		return true

@@ -523,7 +523,7 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 		s.rec.Record(event)
 	}
 	if raw != nil && cacheable(l) {
-		s.answers.keep(l, peer.String(), raw, &keptAnswer{reply: data, dst: dst, mode: mode, reqType: mt.String(),
+		s.answers.keep(l, peerKey(peer), raw, &keptAnswer{reply: data, dst: dst, mode: mode, reqType: mt.String(),
 			repKind: replyKind(reply, l), event: event, packetMAC: c.mac})
 	}
 }
