@@ -25,16 +25,7 @@ func BenchmarkProxyOffer(b *testing.B) {
 }
 
 func benchProxyOffer(b *testing.B, forget bool) {
-	srv, err := New(context.Background(), Config{
-		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + "/boot.ipxe" },
-		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
-		Booter:      everyone,
-		Recorder:    matchbox.NewRecorder(nil, nil),
-		Registry:    prometheus.NewRegistry(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv := proxyServer(b, everyone)
 	pkts := make([][]byte, 1024)
 	for i := range pkts {
 		m, _ := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(mac(i)), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)}, pxeUEFI...)...)
