@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,4 +73,56 @@ func BenchmarkMachineAPI(b *testing.B) {
 	b.Run("list-group-filter-page", func(b *testing.B) { serveBench(b, h, token, "/api/v1/machines?group=rare&limit=500") })
 	// A filter scanning the whole inventory for one machine.
 	b.Run("list-label-filter-all", func(b *testing.B) { serveBench(b, h, token, "/api/v1/machines?label=rack=none&limit=10000") })
+}
+
+// BenchmarkGroupWrite is one group written through the API with 10,000
+// groups already created through it: the write, the catalog reload and
+// the answer.
+func BenchmarkGroupWrite(b *testing.B) {
+	db, err := storage.OpenBolt(filepath.Join(b.TempDir(), "m.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.PutProfileIf(ctx, &matchbox.Profile{ID: "p"}, matchbox.Condition{}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 10_000 {
+		g := &matchbox.Group{ID: fmt.Sprintf("g%d", i), Profile: "p", Selector: map[string]string{"mac": fmt.Sprintf("52:54:00:00:%02x:%02x", byte(i>>8), byte(i))}}
+		if _, err := db.PutGroupIf(ctx, g, matchbox.Condition{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cat := matchbox.NewCatalog("db")
+	reload := func(ctx context.Context) error {
+		objs, err := db.Objects(ctx)
+		if err != nil {
+			return err
+		}
+		cat.Update(ctx, "db", objs)
+		return nil
+	}
+	if err := reload(ctx); err != nil {
+		b.Fatal(err)
+	}
+	secret, _ := api.NewSecret()
+	db.CreateToken(ctx, matchbox.Token{Name: "bench", Role: matchbox.RoleAdmin, Hash: api.HashSecret(secret)})
+	srv, err := api.New(ctx, api.Config{Store: db, Catalog: cat, Reload: reload})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	n := 0
+	for b.Loop() {
+		n++
+		body := fmt.Sprintf(`{"profile": "p", "metadata": {"n": %d}}`, n)
+		req := httptest.NewRequest("PUT", "/api/v1/groups/g1", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+secret)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
 }
