@@ -93,7 +93,7 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
 	}
 	srv, err := api.New(ctx, api.Config{
-		BMC:      bmcSettings{db, key},
+		BMC:      storage.BMCSettings{DB: db, Key: key},
 		Store:    db,
 		Machines: db,
 		Leases:   leases,
@@ -161,22 +161,4 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 			return nil
 		}
 	}, nil
-}
-
-// bmcSettings binds the database's BMC settings to the secret key.
-type bmcSettings struct {
-	db  *storage.Bolt
-	key *storage.SecretKey
-}
-
-func (b bmcSettings) SetMachineBMC(ctx context.Context, mac string, s matchbox.BMC) error {
-	return b.db.SetMachineBMC(ctx, b.key, mac, s)
-}
-
-func (b bmcSettings) MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error) {
-	return b.db.MachineBMC(ctx, b.key, mac)
-}
-
-func (b bmcSettings) DeleteMachineBMC(ctx context.Context, mac string) error {
-	return b.db.DeleteMachineBMC(ctx, mac)
 }

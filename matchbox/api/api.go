@@ -157,17 +157,17 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleRead, s.getTemplate)).Methods(http.MethodGet)
 	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleAdmin, s.putTemplate)).Methods(http.MethodPut)
 	v1.HandleFunc("/templates/{kind}/{name:.+}", s.auth(matchbox.RoleAdmin, s.deleteTemplate)).Methods(http.MethodDelete)
-	v1.HandleFunc("/machines", s.auth(matchbox.RoleRead, s.needMachines(s.listMachines))).Methods(http.MethodGet)
-	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleRead, s.needMachines(s.getMachine))).Methods(http.MethodGet)
-	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleAdmin, s.needMachines(s.deleteMachine))).Methods(http.MethodDelete)
-	v1.HandleFunc("/machines/{mac}/events", s.auth(matchbox.RoleRead, s.needMachines(s.machineEvents))).Methods(http.MethodGet)
-	v1.HandleFunc("/machines/{mac}/labels", s.auth(matchbox.RoleAdmin, s.needMachines(s.setMachineLabels))).Methods(http.MethodPut)
-	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleRead, s.needBMC(s.getBMC))).Methods(http.MethodGet)
-	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.needBMC(s.setBMC))).Methods(http.MethodPut)
-	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.needBMC(s.deleteBMC))).Methods(http.MethodDelete)
+	v1.HandleFunc("/machines", s.auth(matchbox.RoleRead, s.need(s.cfg.Machines != nil, errNoInventory.Error(), s.listMachines))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleRead, s.need(s.cfg.Machines != nil, errNoInventory.Error(), s.getMachine))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Machines != nil, errNoInventory.Error(), s.deleteMachine))).Methods(http.MethodDelete)
+	v1.HandleFunc("/machines/{mac}/events", s.auth(matchbox.RoleRead, s.need(s.cfg.Machines != nil, errNoInventory.Error(), s.machineEvents))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/labels", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Machines != nil, errNoInventory.Error(), s.setMachineLabels))).Methods(http.MethodPut)
+	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleRead, s.need(s.cfg.BMC != nil, "no BMC settings store configured", s.getBMC))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.need(s.cfg.BMC != nil, "no BMC settings store configured", s.setBMC))).Methods(http.MethodPut)
+	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.need(s.cfg.BMC != nil, "no BMC settings store configured", s.deleteBMC))).Methods(http.MethodDelete)
 	v1.HandleFunc("/machines/{mac}/preview", s.auth(matchbox.RoleRead, s.preview)).Methods(http.MethodGet)
-	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.needLeases(s.listLeases))).Methods(http.MethodGet)
-	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.needLeases(s.releaseLease))).Methods(http.MethodDelete)
+	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.listLeases))).Methods(http.MethodGet)
+	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.releaseLease))).Methods(http.MethodDelete)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{name}", s.auth(matchbox.RoleAdmin, s.revokeToken)).Methods(http.MethodDelete)
@@ -344,14 +344,13 @@ func objectJSON(v any, origin string) map[string]any {
 	return m
 }
 
-// needMachines answers 503 when there is no inventory.
-func (s *Server) needMachines(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Machines == nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", errNoInventory.Error(), nil)
-			return
-		}
-		h(w, r)
+// need answers 503 with why unless have: a part the server runs without.
+func (s *Server) need(have bool, why string, h http.HandlerFunc) http.HandlerFunc {
+	if have {
+		return h
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", why, nil)
 	}
 }
 

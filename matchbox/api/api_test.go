@@ -58,7 +58,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: bmcStore{db, key}, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
+	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: storage.BMCSettings{DB: db, Key: key}, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
 		objs, err := db.Objects(ctx)
 		if err != nil {
 			return err
@@ -497,22 +497,6 @@ func TestPreview(t *testing.T) {
 	if _, err := f.db.GetMachine(context.Background(), "52:54:00:00:00:07"); err == nil {
 		t.Error("a preview created a machine record")
 	}
-}
-
-// bmcStore binds the test database's BMC settings to a key.
-type bmcStore struct {
-	db  *storage.Bolt
-	key *storage.SecretKey
-}
-
-func (b bmcStore) SetMachineBMC(ctx context.Context, mac string, s matchbox.BMC) error {
-	return b.db.SetMachineBMC(ctx, b.key, mac, s)
-}
-func (b bmcStore) MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error) {
-	return b.db.MachineBMC(ctx, b.key, mac)
-}
-func (b bmcStore) DeleteMachineBMC(ctx context.Context, mac string) error {
-	return b.db.DeleteMachineBMC(ctx, mac)
 }
 
 func TestBMCSettings(t *testing.T) {

@@ -248,16 +248,6 @@ type LeaseAdmin interface {
 	Release(ctx context.Context, ip netip.Addr) (matchbox.Lease, error)
 }
 
-func (s *Server) needLeases(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Leases == nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "the DHCP server is not running in full mode: there are no leases", nil)
-			return
-		}
-		h(w, r)
-	}
-}
-
 func (s *Server) listLeases(w http.ResponseWriter, r *http.Request) {
 	ls := s.cfg.Leases.Leases()
 	mac := r.URL.Query().Get("mac")
@@ -311,16 +301,6 @@ type bmcView struct {
 
 func viewBMC(b matchbox.BMC) bmcView {
 	return bmcView{Address: b.Address, Provider: b.Provider, Username: b.Username, PasswordSet: b.Password != ""}
-}
-
-func (s *Server) needBMC(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.BMC == nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "no BMC settings store configured", nil)
-			return
-		}
-		h(w, r)
-	}
 }
 
 func (s *Server) setBMC(w http.ResponseWriter, r *http.Request) {

@@ -194,3 +194,25 @@ func (b *Bolt) DeleteMachineBMC(_ context.Context, mac string) error {
 	}
 	return del(b, bucketBMC, norm, "BMC settings of machine")
 }
+
+// BMCSettings is the database's BMC settings bound to the key that seals
+// them: what the admin API and the BMC client use.
+type BMCSettings struct {
+	DB  *Bolt
+	Key *SecretKey
+}
+
+// SetMachineBMC stores a machine's BMC settings (see Bolt.SetMachineBMC).
+func (b BMCSettings) SetMachineBMC(ctx context.Context, mac string, s matchbox.BMC) error {
+	return b.DB.SetMachineBMC(ctx, b.Key, mac, s)
+}
+
+// MachineBMC returns a machine's BMC settings, password included.
+func (b BMCSettings) MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error) {
+	return b.DB.MachineBMC(ctx, b.Key, mac)
+}
+
+// DeleteMachineBMC removes a machine's BMC settings.
+func (b BMCSettings) DeleteMachineBMC(ctx context.Context, mac string) error {
+	return b.DB.DeleteMachineBMC(ctx, mac)
+}
