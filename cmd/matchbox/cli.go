@@ -255,6 +255,16 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// newCLIFlags is the flag set of a CLI command, with the connection and
+// output flags every one takes.
+func newCLIFlags(name string, stderr io.Writer) (*flag.FlagSet, *cliFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := &cliFlags{}
+	cf.register(fs)
+	return fs, cf
+}
+
 // startCLI parses a CLI command's arguments (flags anywhere) and connects:
 // it returns the verb, the other positional arguments and the client.
 func startCLI(fs *flag.FlagSet, cf *cliFlags, args []string) (string, []string, *client, error) {
@@ -279,14 +289,11 @@ func startCLI(fs *flag.FlagSet, cf *cliFlags, args []string) (string, []string, 
 // objectCLI runs `matchbox group|profile VERB …`.
 func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
 	plural := kind + "s"
-	fs := flag.NewFlagSet("matchbox "+kind, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf cliFlags
-	cf.register(fs)
+	fs, cf := newCLIFlags("matchbox "+kind, stderr)
 	file := fs.String("f", "", "file to apply (JSON or YAML; - for standard input)")
 	ifMatch := fs.String("if-match", "", "apply only if the object still has this ETag")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	verb, pos, c, err := startCLI(fs, &cf, args)
+	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
 	}
@@ -327,14 +334,8 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 		if id == "" {
 			return fmt.Errorf("%s: the %s has no id", *file, kind)
 		}
-		var out map[string]any
-		path := "/api/v1/" + plural + "/" + url.PathEscape(id)
-		if *ifMatch != "" {
-			h, err := c.doIfMatch(ctx, path, obj, *ifMatch, &out)
-			return reportApply(stdout, kind, id, h, err)
-		}
-		h, err := c.doStatus(ctx, "PUT", path, obj, &out)
-		return reportApply(stdout, kind, id, h, err)
+		a, err := c.send(ctx, "PUT", "/api/v1/"+plural+"/"+url.PathEscape(id), obj, *ifMatch, nil)
+		return reportApply(stdout, kind, id, a, err)
 	case verb == "delete" && len(pos) == 1:
 		if _, err := c.do(ctx, "DELETE", "/api/v1/"+plural+"/"+url.PathEscape(pos[0]), nil, nil); err != nil {
 			return fmt.Errorf("delete %s %s: %w", kind, pos[0], err)
@@ -351,14 +352,6 @@ type applied struct {
 	status int
 	etag   string
 	header http.Header
-}
-
-func (c *client) doStatus(ctx context.Context, method, path string, body, out any) (applied, error) {
-	return c.send(ctx, method, path, body, "", out)
-}
-
-func (c *client) doIfMatch(ctx context.Context, path string, body any, etag string, out any) (applied, error) {
-	return c.send(ctx, "PUT", path, body, etag, out)
 }
 
 // send is a JSON request with an optional If-Match.
@@ -479,14 +472,11 @@ func selectorText(v any) string {
 
 // tokenCLI runs `matchbox token VERB …`.
 func tokenCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("matchbox token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf cliFlags
-	cf.register(fs)
+	fs, cf := newCLIFlags("matchbox token", stderr)
 	name := fs.String("name", "", "name of the new token")
 	role := fs.String("role", "read", "role of the new token: read or admin")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	verb, pos, c, err := startCLI(fs, &cf, args)
+	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
 	}
@@ -559,13 +549,13 @@ func applyDataDir(ctx context.Context, c *client, dir string, stdout io.Writer) 
 		}
 	}
 	for _, p := range objs.Profiles {
-		a, err := c.doStatus(ctx, "PUT", "/api/v1/profiles/"+url.PathEscape(p.ID), p, nil)
+		a, err := c.send(ctx, "PUT", "/api/v1/profiles/"+url.PathEscape(p.ID), p, "", nil)
 		if err := reportApply(stdout, "profile", p.ID, a, err); err != nil {
 			return err
 		}
 	}
 	for _, g := range objs.Groups {
-		a, err := c.doStatus(ctx, "PUT", "/api/v1/groups/"+url.PathEscape(g.ID), g, nil)
+		a, err := c.send(ctx, "PUT", "/api/v1/groups/"+url.PathEscape(g.ID), g, "", nil)
 		if err := reportApply(stdout, "group", g.ID, a, err); err != nil {
 			return err
 		}
@@ -593,14 +583,11 @@ func (c *client) sendRaw(ctx context.Context, path string, body []byte) (applied
 
 // templateCLI runs `matchbox template VERB …`.
 func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("matchbox template", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf cliFlags
-	cf.register(fs)
+	fs, cf := newCLIFlags("matchbox template", stderr)
 	file := fs.String("f", "", "template file to apply (- for standard input)")
 	name := fs.String("name", "", "template name (default: the file's base name)")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	verb, pos, c, err := startCLI(fs, &cf, args)
+	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
 	}

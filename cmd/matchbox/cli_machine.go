@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -24,10 +23,7 @@ const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=
 
 // machineCLI runs `matchbox machine VERB …`.
 func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("matchbox machine", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf cliFlags
-	cf.register(fs)
+	fs, cf := newCLIFlags("matchbox machine", stderr)
 	group := fs.String("group", "", "only machines last given this group")
 	profile := fs.String("profile", "", "only machines last given this profile")
 	seen := fs.String("seen-within", "", "only machines seen within this duration (e.g. 24h)")
@@ -43,7 +39,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage:\n"+machineUsage+"\n"+cliUsage[strings.Index(cliUsage, "Connection"):])
 	}
-	verb, pos, c, err := startCLI(fs, &cf, args)
+	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
 	}
@@ -264,13 +260,10 @@ func printEvent(w io.Writer, e matchbox.Event, asJSON bool) {
 
 // leaseCLI runs `matchbox lease list [-mac MAC] | release IP`.
 func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("matchbox lease", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf cliFlags
-	cf.register(fs)
+	fs, cf := newCLIFlags("matchbox lease", stderr)
 	mac := fs.String("mac", "", "only the leases of this MAC")
 	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
-	verb, pos, c, err := startCLI(fs, &cf, args)
+	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
 	}
