@@ -307,21 +307,8 @@ func (t *leaseTable) decline(ctx context.Context, p *pool, key string, ip netip.
 
 // release frees the client's lease on ip.
 func (t *leaseTable) release(ctx context.Context, p *pool, key string, ip netip.Addr) error {
-	t.mu.Lock()
-	l := p.byIP[ip]
-	if l == nil || l.key != key {
-		t.mu.Unlock()
-		return errNotYours
-	}
-	delete(p.byIP, ip)
-	if p.byClient[key] == l {
-		delete(p.byClient, key)
-	}
-	t.mu.Unlock()
-	if t.store != nil {
-		return t.store.DeleteLeases(ctx, ip)
-	}
-	return nil
+	_, err := t.free(ctx, p, ip, key)
+	return err
 }
 
 // forceRelease frees whatever lease holds ip (an operator's release): the
@@ -331,11 +318,21 @@ func (t *leaseTable) forceRelease(ctx context.Context, ip netip.Addr) (matchbox.
 	if p == nil {
 		return matchbox.Lease{}, fmt.Errorf("%w: %s is in no DHCP subnet of this server", matchbox.ErrNotFound, ip)
 	}
+	return t.free(ctx, p, ip, "")
+}
+
+// free removes the lease on ip from memory and the store: only the
+// client's own when key is set, any otherwise.
+func (t *leaseTable) free(ctx context.Context, p *pool, ip netip.Addr, key string) (matchbox.Lease, error) {
 	t.mu.Lock()
 	l := p.byIP[ip]
-	if l == nil {
+	switch {
+	case l == nil && key == "":
 		t.mu.Unlock()
 		return matchbox.Lease{}, fmt.Errorf("lease of %s: %w", ip, matchbox.ErrNotFound)
+	case l == nil || key != "" && l.key != key:
+		t.mu.Unlock()
+		return matchbox.Lease{}, errNotYours
 	}
 	delete(p.byIP, ip)
 	if p.byClient[l.key] == l {

@@ -218,17 +218,6 @@ func (s *Server) serveOne(ctx context.Context, l Listener) error {
 	}
 }
 
-// sendFunc sends one reply datagram.
-type sendFunc func(b []byte, dst net.Addr) error
-
-// direct sends on the listener's socket at once.
-func direct(l Listener) sendFunc {
-	return func(b []byte, dst net.Addr) error {
-		_, err := l.Conn.WriteTo(b, dst)
-		return err
-	}
-}
-
 // batchSize is how many datagrams one system call reads.
 const batchSize = 32
 
@@ -252,6 +241,13 @@ func (s *Server) readLoop(ctx context.Context, l Listener) error {
 // dispatch answers one datagram read by a socket reader: inline, or in its
 // own goroutine when the answer waits for a lease commit.
 func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.Addr) {
+	s.answer(ctx, l, raw, peer, false)
+}
+
+// answer answers one datagram: from a kept answer, inline, or (unless
+// inline is set) in its own goroutine when the answer waits for a lease
+// commit.
+func (s *Server) answer(ctx context.Context, l Listener, raw []byte, peer net.Addr, inline bool) {
 	if s.answerKept(l, raw, peer) {
 		return
 	}
@@ -261,15 +257,15 @@ func (s *Server) dispatch(ctx context.Context, l Listener, raw []byte, peer net.
 		s.log.Debug("dhcp: malformed packet", "interface", l.Interface, "peer", peer, "err", err)
 		return
 	}
-	if commits(l, m) {
+	if !inline && commits(l, m) {
 		s.sem <- struct{}{}
 		go func() {
 			defer func() { <-s.sem }()
-			s.respond(ctx, l, m, peer, direct(l), nil)
+			s.respond(ctx, l, m, peer, nil)
 		}()
 		return
 	}
-	s.respond(ctx, l, m, peer, direct(l), raw)
+	s.respond(ctx, l, m, peer, raw)
 }
 
 // readBatches is readLoop on a UDP socket: under load one system call
@@ -440,15 +436,7 @@ func addBoot(reply *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, l Listener, b boot, c cli
 // handle answers one raw packet synchronously, commits included (see
 // respond); tests and benchmarks use it.
 func (s *Server) handle(ctx context.Context, l Listener, pkt []byte, peer net.Addr) {
-	if s.answerKept(l, pkt, peer) {
-		return
-	}
-	m, err := dhcpv4.FromBytes(pkt)
-	if err != nil {
-		s.drop("malformed")
-		return
-	}
-	s.respond(ctx, l, m, peer, direct(l), pkt)
+	s.answer(ctx, l, pkt, peer, true)
 }
 
 // count increments vec{mode, kind}, caching the child counter: resolving
@@ -477,7 +465,7 @@ func (s *Server) drop(reason string) {
 // respond answers one packet. Errors and drops are logged and counted here.
 // respond answers m; raw, when given, is the request as received, and the
 // answer is kept for its repeats when the listener allows it.
-func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr, out sendFunc, raw []byte) {
+func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer net.Addr, raw []byte) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
 		s.drop("not-a-request")
 		return
@@ -503,7 +491,7 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 		return
 	}
 	data, dst := reply.ToBytes(), destination(m, peer)
-	if err := out(data, dst); err != nil {
+	if _, err := l.Conn.WriteTo(data, dst); err != nil {
 		s.drop("send-failed")
 		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", c.mac, "err", err)
 		return
