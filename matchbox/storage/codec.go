@@ -179,13 +179,7 @@ func decodeMachine(data []byte, m *matchbox.Machine) error {
 	if len(data) > 0 && data[0] == '{' {
 		return json.Unmarshal(data, m)
 	}
-	if len(data) == 0 || data[0] != recordV1 {
-		return fmt.Errorf("unknown machine record format")
-	}
-	r := reader{b: data[1:]}
-	for len(r.b) > 0 && r.err == nil {
-		tag := r.b[0]
-		r.b = r.b[1:]
+	return walkRecord(data, "machine", func(tag byte, r *reader) bool {
 		switch tag {
 		case mTagMAC:
 			m.MAC = r.str()
@@ -223,13 +217,10 @@ func decodeMachine(data []byte, m *matchbox.Machine) error {
 		case mTagEventSeq:
 			m.EventSeq = r.uvarint()
 		default:
-			return fmt.Errorf("machine record: unknown field %d (written by a newer matchbox?)", tag)
+			return false
 		}
-	}
-	if r.err != nil {
-		return fmt.Errorf("machine record: %w", r.err)
-	}
-	return nil
+		return true
+	})
 }
 
 // decodeEvent reads a history event, binary or (older) JSON.
@@ -237,13 +228,7 @@ func decodeEvent(data []byte, e *matchbox.Event) error {
 	if len(data) > 0 && data[0] == '{' {
 		return json.Unmarshal(data, e)
 	}
-	if len(data) == 0 || data[0] != recordV1 {
-		return fmt.Errorf("unknown event record format")
-	}
-	r := reader{b: data[1:]}
-	for len(r.b) > 0 && r.err == nil {
-		tag := r.b[0]
-		r.b = r.b[1:]
+	return walkRecord(data, "event", func(tag byte, r *reader) bool {
 		switch tag {
 		case eTagTime:
 			e.Time = r.time()
@@ -266,11 +251,28 @@ func decodeEvent(data []byte, e *matchbox.Event) error {
 		case eTagDetail:
 			e.Detail = r.str()
 		default:
-			return fmt.Errorf("event record: unknown field %d (written by a newer matchbox?)", tag)
+			return false
+		}
+		return true
+	})
+}
+
+// walkRecord reads the fields of a binary record, handing each tag to
+// field, which reads its value and reports whether it knows the tag.
+func walkRecord(data []byte, what string, field func(tag byte, r *reader) bool) error {
+	if len(data) == 0 || data[0] != recordV1 {
+		return fmt.Errorf("unknown %s record format", what)
+	}
+	r := reader{b: data[1:]}
+	for len(r.b) > 0 && r.err == nil {
+		tag := r.b[0]
+		r.b = r.b[1:]
+		if !field(tag, &r) {
+			return fmt.Errorf("%s record: unknown field %d (written by a newer matchbox?)", what, tag)
 		}
 	}
 	if r.err != nil {
-		return fmt.Errorf("event record: %w", r.err)
+		return fmt.Errorf("%s record: %w", what, r.err)
 	}
 	return nil
 }
