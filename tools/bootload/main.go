@@ -18,7 +18,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -339,10 +338,21 @@ type result struct {
 	errors        int64
 }
 
-// load runs conc workers for dur, each on its own keep-alive connection.
+// load runs conc workers for dur, each on its own keep-alive connection,
+// each sending its next request as soon as the last one is answered.
 func load(url string, conc int, dur time.Duration, pathFor func(*rand.Rand, int) string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), dur)
-	defer cancel()
+	end := time.Now().Add(dur)
+	var next atomic.Int64
+	return drive(url, conc, 42, pathFor, func() (int, time.Time, bool) {
+		now := time.Now()
+		return int(next.Add(1) - 1), now, now.Before(end)
+	})
+}
+
+// drive runs conc workers, each on its own keep-alive connection, sending
+// requests as next hands them out (their number and when each is due)
+// until it says stop, and measures each from when it was due.
+func drive(url string, conc int, seed uint64, pathFor func(*rand.Rand, int) string, next func() (int, time.Time, bool)) result {
 	var mu sync.Mutex
 	var all []time.Duration
 	var errs atomic.Int64
@@ -353,17 +363,21 @@ func load(url string, conc int, dur time.Duration, pathFor func(*rand.Rand, int)
 		go func() {
 			defer wg.Done()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}, Timeout: 10 * time.Second}
-			r := rand.New(rand.NewPCG(uint64(w), 42))
-			lat := make([]time.Duration, 0, 1<<16)
-			for i := 0; ctx.Err() == nil && i < 50_000_000; i++ {
-				t := time.Now()
+			r := rand.New(rand.NewPCG(uint64(w), seed))
+			lat := make([]time.Duration, 0, 1<<12)
+			for {
+				i, due, ok := next()
+				if !ok {
+					break
+				}
+				if d := time.Until(due); d > 0 {
+					time.Sleep(d)
+				}
 				if err := getOK(client, url+pathFor(r, i)); err != nil {
-					if ctx.Err() == nil {
-						errs.Add(1)
-					}
+					errs.Add(1)
 					continue
 				}
-				lat = append(lat, time.Since(t))
+				lat = append(lat, time.Since(due))
 			}
 			mu.Lock()
 			all = append(all, lat...)
@@ -394,40 +408,12 @@ func summarize(all []time.Duration, errs int64, elapsed time.Duration) result {
 func loadAtRate(url string, conc int, dur time.Duration, rate int, pathFor func(*rand.Rand, int) string) result {
 	total := int64(dur.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
-	var next, errs atomic.Int64
-	var mu sync.Mutex
-	var all []time.Duration
-	var wg sync.WaitGroup
 	start := time.Now()
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}, Timeout: 10 * time.Second}
-			r := rand.New(rand.NewPCG(uint64(w), 7))
-			var lat []time.Duration
-			for {
-				i := next.Add(1) - 1
-				if i >= total {
-					break
-				}
-				due := start.Add(time.Duration(i) * interval)
-				if d := time.Until(due); d > 0 {
-					time.Sleep(d)
-				}
-				if err := getOK(client, url+pathFor(r, int(i))); err != nil {
-					errs.Add(1)
-					continue
-				}
-				lat = append(lat, time.Since(due))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return summarize(all, errs.Load(), time.Since(start))
+	var next atomic.Int64
+	return drive(url, conc, 7, pathFor, func() (int, time.Time, bool) {
+		i := next.Add(1) - 1
+		return int(i), start.Add(time.Duration(i) * interval), i < total
+	})
 }
 
 // wrkScript is the request generator for wrk (LuaJIT, so no bit
