@@ -260,6 +260,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 func newCLIFlags(name string, stderr io.Writer) (*flag.FlagSet, *cliFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
 	cf := &cliFlags{}
 	cf.register(fs)
 	return fs, cf
@@ -292,7 +293,6 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 	fs, cf := newCLIFlags("matchbox "+kind, stderr)
 	file := fs.String("f", "", "file to apply (JSON or YAML; - for standard input)")
 	ifMatch := fs.String("if-match", "", "apply only if the object still has this ETag")
-	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
 	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
@@ -475,7 +475,6 @@ func tokenCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs, cf := newCLIFlags("matchbox token", stderr)
 	name := fs.String("name", "", "name of the new token")
 	role := fs.String("role", "read", "role of the new token: read or admin")
-	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
 	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
@@ -586,7 +585,6 @@ func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs, cf := newCLIFlags("matchbox template", stderr)
 	file := fs.String("f", "", "template file to apply (- for standard input)")
 	name := fs.String("name", "", "template name (default: the file's base name)")
-	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
 	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err

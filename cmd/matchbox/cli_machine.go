@@ -262,7 +262,6 @@ func printEvent(w io.Writer, e matchbox.Event, asJSON bool) {
 func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("matchbox lease", stderr)
 	mac := fs.String("mac", "", "only the leases of this MAC")
-	fs.Usage = func() { fmt.Fprint(stderr, cliUsage) }
 	verb, pos, c, err := startCLI(fs, cf, args)
 	if err != nil {
 		return err
