@@ -110,8 +110,15 @@ func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 		recent: make(map[uint64]int64), older: make(map[uint64]int64), rotated: time.Now().UnixNano()}
 }
 
-// Record records one event. It never blocks on storage.
-func (r *Recorder) Record(e Event) {
+// Record records one event. It never blocks on storage. An event identical
+// to one stored less than RepeatWindow ago is logged but not stored.
+func (r *Recorder) Record(e Event) { r.record(e, false) }
+
+// RecordDistinct records one event that is never taken for a repeat, such
+// as a BMC call or a workflow transition: each one is a fact of its own.
+func (r *Recorder) RecordDistinct(e Event) { r.record(e, true) }
+
+func (r *Recorder) record(e Event, distinct bool) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
@@ -144,11 +151,13 @@ func (r *Recorder) Record(e Event) {
 	if !ok {
 		last, ok = r.older[key]
 	}
-	if ok && now-last < int64(RepeatWindow) && now >= last {
+	if !distinct && ok && now-last < int64(RepeatWindow) && now >= last {
 		r.mu.Unlock()
 		return
 	}
-	r.recent[key] = now
+	if !distinct {
+		r.recent[key] = now
+	}
 	if len(r.pending) >= maxPending {
 		r.dropped++
 	} else {

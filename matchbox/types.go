@@ -1,6 +1,8 @@
 package matchbox
 
 import (
+	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -146,11 +148,32 @@ type Machine struct {
 type BMC struct {
 	// Address is HOST or HOST:PORT.
 	Address string `json:"address"`
-	// Provider is the preferred bmclib provider (ipmitool, redfish, …).
+	// Provider is the bmclib provider to use (ipmitool, redfish, …), or
+	// several in order of preference ("redfish,ipmitool"); empty: ipmitool,
+	// then redfish.
 	Provider string `json:"provider,omitempty"`
 	Username string `json:"username,omitempty"`
 	Password string `json:"-"`
 }
 
 // BMCProviders are the providers a machine's BMC settings may name.
-var BMCProviders = []string{"ipmitool", "redfish", "intelamt", "asrockrack", "supermicro", "openbmc"}
+var BMCProviders = []string{"ipmitool", "redfish", "intelamt", "asrockrack", "supermicro", "openbmc", "dell"}
+
+// ParseBMCProviders splits a provider preference ("redfish" or
+// "redfish,ipmitool") into names, checking each.
+func ParseBMCProviders(pref string) ([]string, error) {
+	var out []string
+	for p := range strings.SplitSeq(pref, ",") {
+		p = strings.ToLower(strings.TrimSpace(p))
+		if p == "" {
+			continue
+		}
+		if !slices.Contains(BMCProviders, p) {
+			return nil, fmt.Errorf("bmc provider %q: want one of %s: %w", p, strings.Join(BMCProviders, ", "), ErrInvalid)
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

@@ -28,7 +28,6 @@ type apiConfig struct {
 	keyFile   string
 	caFile    string
 	insecure  bool
-	secretKey string
 }
 
 func apiFlags(fs *flag.FlagSet) *apiConfig {
@@ -38,7 +37,6 @@ func apiFlags(fs *flag.FlagSet) *apiConfig {
 	fs.StringVar(&c.certFile, "api-cert-file", "", "TLS certificate of the admin API (PEM)")
 	fs.StringVar(&c.keyFile, "api-key-file", "", "TLS private key of the admin API (PEM)")
 	fs.StringVar(&c.caFile, "api-ca-file", "", "CA certificate(s) (PEM) whose client certificates the admin API accepts instead of a token (OU=read: read role, otherwise admin)")
-	fs.StringVar(&c.secretKey, "secret-key-file", "", "key that seals BMC credentials in the database (default <data-path>/secret.key, created on first start, mode 0600)")
 	fs.BoolVar(&c.insecure, "api-insecure", false, "allow the admin API without TLS on an address other than loopback")
 	return c
 }
@@ -58,7 +56,8 @@ func loopbackOnly(addr string) bool {
 
 // setupAPI opens the admin API's listener and returns what serves it
 // (nil when the API is off).
-func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine, bootHost string, leases api.LeaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
+func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine,
+	bootHost string, leases api.LeaseAdmin, settings storage.BMCSettings, lc *lifecycle, log *slog.Logger) (func(context.Context) error, error) {
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -81,19 +80,10 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	} else {
 		log.Warn("the admin API token file is gone; the token registered before still works (remove the token named admin from the database, or give -api-token-file, to set a new one)")
 	}
-	keyFile := ac.secretKey
-	if keyFile == "" {
-		keyFile = filepath.Join(dataPath, "secret.key")
-	}
-	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
-	if err != nil {
-		return nil, err
-	}
-	if created {
-		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
-	}
 	srv, err := api.New(ctx, api.Config{
-		BMC:      storage.BMCSettings{DB: db, Key: key},
+		BMC:       settings,
+		Power:     lc.bmcs,
+		Lifecycle: lc.lc,
 		Store:    db,
 		Machines: db,
 		Leases:   leases,

@@ -89,11 +89,28 @@ func parseAddrs(s string) ([]netip.Addr, error) {
 }
 
 // catalogBooter lets a machine netboot when a group (and its profile)
-// matches it: the core's decision.
-type catalogBooter struct{ catalog *matchbox.Catalog }
+// matches it, or while a reinstall holds it: the core's decision.
+type catalogBooter struct {
+	catalog *matchbox.Catalog
+	lc      *matchbox.Lifecycle
+}
 
 func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, bool) {
-	sel, err := b.catalog.Snapshot().Select(labels)
+	snap := b.catalog.Snapshot()
+	sel, err := snap.Select(labels)
+	if b.lc != nil {
+		if g, held := b.lc.Gate(labels["mac"]); held {
+			if p, ok := snap.Profile(g.Profile); ok && g.Installs() {
+				sel.Profile = p
+			}
+			if sel.Group == nil {
+				sel.Group = &matchbox.Group{}
+			}
+			// An installed machine netboots too: iPXE then sends it to
+			// its disk.
+			return sel, true
+		}
+	}
 	return sel, err == nil
 }
 
@@ -134,7 +151,7 @@ type netboot struct {
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
 func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
-	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
+	rec *matchbox.Recorder, lc *matchbox.Lifecycle, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
 	nb := &netboot{}
 	_, httpPort, err := net.SplitHostPort(httpAddr)
 	if err != nil {
@@ -222,7 +239,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			HTTPBootURL: func(ip netip.Addr, file string) string {
 				return "http://" + net.JoinHostPort(ip.String(), httpPort) + "/boot/" + file
 			},
-			Booter:       catalogBooter{catalog},
+			Booter:       catalogBooter{catalog, lc},
 			Reservations: reservations{catalog, db, log},
 			Leases:       db,
 			Recorder:     rec,

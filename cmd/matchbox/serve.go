@@ -95,6 +95,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	c := serveFlags(fs)
 	nbc := netbootFlags(fs)
 	ac := apiFlags(fs)
+	lcc := lifecycleFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	set, err := parseFlagsSet(fs, args, stderr)
 	if err != nil {
@@ -220,12 +221,18 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "matchbox_events_dropped_total", Help: "Machine events not stored because storage fell behind.",
 	}, func() float64 { return float64(rec.Dropped()) }))
-	nb, err := setupNetboot(ctx, nbc, fc, ln.Addr().String(), catalog, db, rec, reg, log)
+	lc, settings, err := setupLifecycle(ctx, lcc, c.dataPath, db, catalog, rec, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, log)
+	nb, err := setupNetboot(ctx, nbc, fc, ln.Addr().String(), catalog, db, rec, lc.lc, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	nb.run = append(nb.run, lc.lc.Run)
+	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, settings, lc, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -241,6 +248,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Catalog:         catalog,
 		Engine:          engine,
 		Recorder:        rec,
+		Lifecycle:       lc.lc,
 		BootFilesPath:   bootFiles,
 		BootFilesPinned: nb.pinned,
 		AssetsPath:      c.assetsPath,

@@ -69,6 +69,11 @@ type Config struct {
 	BMC BMCStore
 	// Leases is the DHCP lease table (nil: DHCP is not in full mode).
 	Leases LeaseAdmin
+	// Power drives machines' BMCs (nil: the power endpoints answer 503).
+	Power Power
+	// Lifecycle runs reinstalls (nil: the reinstall endpoints answer
+	// 503).
+	Lifecycle Reinstaller
 	// Engine renders previews (nil: previews show only the selection).
 	Engine *render.Engine
 	// BootHost is the host:port machines reach the boot endpoints at, for
@@ -166,6 +171,13 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.need(s.cfg.BMC != nil, "no BMC settings store configured", s.setBMC))).Methods(http.MethodPut)
 	v1.HandleFunc("/machines/{mac}/bmc", s.auth(matchbox.RoleAdmin, s.need(s.cfg.BMC != nil, "no BMC settings store configured", s.deleteBMC))).Methods(http.MethodDelete)
 	v1.HandleFunc("/machines/{mac}/preview", s.auth(matchbox.RoleRead, s.preview)).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/power", s.auth(matchbox.RoleRead, s.need(s.cfg.Power != nil, errNoPower, s.getPower))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/power", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Power != nil, errNoPower, s.setPower))).Methods(http.MethodPost)
+	v1.HandleFunc("/machines/{mac}/bootdev", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Power != nil, errNoPower, s.setBootDevice))).Methods(http.MethodPost)
+	v1.HandleFunc("/machines/{mac}/workflow", s.auth(matchbox.RoleRead, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.getWorkflow))).Methods(http.MethodGet)
+	v1.HandleFunc("/machines/{mac}/reinstall", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.reinstall))).Methods(http.MethodPost)
+	v1.HandleFunc("/machines/{mac}/cancel", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.cancelReinstall))).Methods(http.MethodPost)
+	v1.HandleFunc("/reinstalls", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.reinstall))).Methods(http.MethodPost)
 	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.listLeases))).Methods(http.MethodGet)
 	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.releaseLease))).Methods(http.MethodDelete)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)

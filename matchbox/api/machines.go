@@ -127,6 +127,18 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) {
 			out["bmc_error"] = err.Error()
 		}
 	}
+	if s.cfg.Lifecycle != nil {
+		// The reinstall workflow's state, also at the top for scripts.
+		if wf, err := s.cfg.Lifecycle.Workflow(r.Context(), m.MAC); err == nil {
+			out["workflow"] = viewWorkflow(wf)
+			out["state"] = wf.State
+			if wf.Reason != "" {
+				out["reason"] = wf.Reason
+			}
+		} else if !errors.Is(err, matchbox.ErrNotFound) {
+			out["workflow_error"] = err.Error()
+		}
+	}
 	writeJSON(w, http.StatusOK, "", out)
 }
 

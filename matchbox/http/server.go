@@ -50,6 +50,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Recorder records boot steps on machines (nil: not recorded).
 	Recorder *matchbox.Recorder
+	// Lifecycle, when set, gates what machines being reinstalled are
+	// served and takes installers' reports at /lifecycle/report.
+	Lifecycle Lifecycle
+}
+
+// Lifecycle is the part of the core's reinstall workflow the boot
+// endpoints need.
+type Lifecycle interface {
+	Gate(mac string) (matchbox.Gate, bool)
+	CheckToken(mac, token string) error
+	InstallConfigServed(ctx context.Context, mac, token string)
+	Report(ctx context.Context, mac, token string, r matchbox.InstallReport) (matchbox.Workflow, error)
 }
 
 // Server serves boot configs to machines.
@@ -156,6 +168,8 @@ type query struct {
 	host   string
 	snap   *matchbox.Snapshot
 	sel    matchbox.Selection
+	// gate is set while the machine is held by a reinstall.
+	gate *matchbox.Gate
 }
 
 func (q *query) data(withHost bool) map[string]any {
@@ -163,7 +177,20 @@ func (q *query) data(withHost bool) map[string]any {
 	if withHost {
 		req.Host = q.host
 	}
-	return render.Data(q.sel.Group, req)
+	d := render.Data(q.sel.Group, req)
+	if q.gate != nil {
+		// The install profile's templates build their callback and
+		// config URLs from these.
+		d["reinstall"] = map[string]any{"token": q.gate.Token, "mac": q.labels["mac"], "state": string(q.gate.State)}
+	}
+	return d
+}
+
+// localBoot answers a machine that must boot from its own disk: iPXE and
+// GRUB return to the firmware, which tries the next boot device.
+var localBoot = map[string]answer{
+	"ipxe": {[]byte("#!ipxe\necho matchbox: the install is done, booting from disk\nexit\n"), textType},
+	"grub": {[]byte("echo 'matchbox: the install is done, booting from disk'\nexit\n"), textType},
 }
 
 func (s *Server) routes() nethttp.Handler {
@@ -182,10 +209,16 @@ func (s *Server) routes() nethttp.Handler {
 		{"/boot.ipxe", false, static},
 		{"/boot.ipxe.0", false, static},
 		{"/ipxe", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			if q.gate != nil && q.gate.State == matchbox.StateInstalled {
+				return localBoot["ipxe"], nil
+			}
 			b, err := eng.IPXE(q.sel, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/grub", true, func(_ *nethttp.Request, q *query) (answer, error) {
+			if q.gate != nil && q.gate.State == matchbox.StateInstalled {
+				return localBoot["grub"], nil
+			}
 			b, err := eng.GRUB(q.sel, q.data(true))
 			return answer{b, textType}, err
 		}},
@@ -219,6 +252,9 @@ func (s *Server) routes() nethttp.Handler {
 			mux.Handle(ep.path+".sig", s.boot(name+".sig", sel, ep.fn, "sig"))
 			mux.Handle(ep.path+".asc", s.boot(name+".asc", sel, ep.fn, "asc"))
 		}
+	}
+	if s.cfg.Lifecycle != nil {
+		mux.Handle("/lifecycle/report", s.instrument("lifecycle-report", nethttp.HandlerFunc(s.report)))
 	}
 	if s.cfg.AssetsPath != "" {
 		mux.Handle("/assets/", s.instrument("assets", s.assets()))
@@ -342,7 +378,17 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 				return
 			}
 			q.snap = s.cfg.Catalog.Snapshot()
-			if q.sel, err = q.snap.Select(q.labels); err != nil && !(need == selectGroup && q.sel.Group != nil) {
+			q.sel, err = q.snap.Select(q.labels)
+			if s.cfg.Lifecycle != nil {
+				if gerr := s.applyGate(q); gerr != nil {
+					s.fail(w, r, endpoint, q, gerr)
+					return
+				}
+				if q.gate != nil && q.gate.Installs() {
+					err = nil
+				}
+			}
+			if err != nil && !(need == selectGroup && q.sel.Group != nil) {
 				s.fail(w, r, endpoint, q, err)
 				return
 			}
@@ -370,9 +416,92 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 			if s.log.Enabled(r.Context(), slog.LevelDebug) {
 				s.log.LogAttrs(r.Context(), slog.LevelDebug, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
 			}
-			s.record(r, endpoint, q, matchbox.EventHTTPServed, "")
+			detail := ""
+			if q.gate != nil {
+				detail = "reinstall: " + string(q.gate.State)
+				if tok := q.labels["token"]; tok != "" && q.gate.Installs() && endpoint != "ipxe" && endpoint != "grub" {
+					s.cfg.Lifecycle.InstallConfigServed(r.Context(), q.labels["mac"], tok)
+				}
+			}
+			s.record(r, endpoint, q, matchbox.EventHTTPServed, detail)
 		}
 	}))
+}
+
+// applyGate checks a request's reinstall token and, while the machine is
+// being reinstalled, replaces its profile with the install profile.
+// Requests for the installed system's config (os=installed) keep their
+// group's profile but get the token too.
+func (s *Server) applyGate(q *query) error {
+	mac := q.labels["mac"]
+	if mac == "" {
+		return nil
+	}
+	if tok := q.labels["token"]; tok != "" {
+		if err := s.cfg.Lifecycle.CheckToken(mac, tok); err != nil {
+			return err
+		}
+	}
+	g, held := s.cfg.Lifecycle.Gate(mac)
+	if !held {
+		return nil
+	}
+	q.gate = &g
+	if !g.Installs() || q.labels["os"] == "installed" {
+		return nil
+	}
+	p, ok := q.snap.Profile(g.Profile)
+	if !ok {
+		return fmt.Errorf("install profile %q of the reinstall is missing", g.Profile)
+	}
+	q.sel.Profile = p
+	if q.sel.Group == nil {
+		// No group of its own: the install profile renders with the
+		// request's labels only.
+		q.sel.Group = &matchbox.Group{ID: "", Profile: g.Profile}
+	}
+	return nil
+}
+
+// report takes an installer's or installed system's report:
+// POST /lifecycle/report?mac=M&token=T&status=installed|failed|booted[&exit=N]
+// with the end of the installer's log as the body.
+func (s *Server) report(w nethttp.ResponseWriter, r *nethttp.Request) {
+	q := &query{file: "/lifecycle/report", raw: r.URL.RawQuery, host: requestHost(r)}
+	if r.Method != nethttp.MethodPost {
+		w.Header().Set("Allow", "POST")
+		nethttp.Error(w, "method not allowed: POST a report", nethttp.StatusMethodNotAllowed)
+		return
+	}
+	vals := r.URL.Query()
+	mac, err := matchbox.NormalizeMAC(vals.Get("mac"))
+	if err != nil {
+		s.fail(w, r, "lifecycle-report", q, err)
+		return
+	}
+	q.labels = map[string]string{"mac": mac}
+	rep := matchbox.InstallReport{Status: matchbox.ReportStatus(vals.Get("status"))}
+	if e := vals.Get("exit"); e != "" {
+		n, err := strconv.Atoi(e)
+		if err != nil {
+			s.fail(w, r, "lifecycle-report", q, fmt.Errorf("exit status %q is not a number: %w", e, matchbox.ErrInvalid))
+			return
+		}
+		rep.ExitStatus = &n
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		s.fail(w, r, "lifecycle-report", q, fmt.Errorf("read report: %w", err))
+		return
+	}
+	rep.Log = string(body)
+	wf, err := s.cfg.Lifecycle.Report(r.Context(), mac, vals.Get("token"), rep)
+	if err != nil {
+		s.fail(w, r, "lifecycle-report", q, err)
+		return
+	}
+	s.log.Info("install report", "mac", mac, "status", rep.Status, "state", wf.State)
+	writeBody(w, textType, []byte("ok: "+string(wf.State)+"\n"))
 }
 
 func (s *Server) attrs(r *nethttp.Request, endpoint string, q *query, code int) []slog.Attr {
@@ -412,6 +541,10 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 		code, level = nethttp.StatusBadRequest, slog.LevelWarn
 	case errors.Is(err, matchbox.ErrNotFound):
 		code, level = nethttp.StatusNotFound, slog.LevelInfo
+	case errors.Is(err, matchbox.ErrStaleToken):
+		code, level = nethttp.StatusForbidden, slog.LevelWarn
+	case errors.Is(err, matchbox.ErrConflict):
+		code, level = nethttp.StatusConflict, slog.LevelWarn
 	case errors.As(err, &rerr):
 		s.failures.WithLabelValues(endpoint).Inc()
 	}

@@ -78,12 +78,14 @@ func (b *Bolt) migrate() error {
 		// Version 3 → 4: machine records and events are written in a
 		// binary form (codec.go); JSON records stay readable, so nothing
 		// is rewritten, but older builds must not open the database.
+		// The workflows bucket came later within version 4: builds that
+		// do not know it leave it alone.
 		if version == 2 && tx.Bucket(bucketEventsV2) != nil {
 			if err := tx.DeleteBucket(bucketEventsV2); err != nil {
 				return err
 			}
 		}
-		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens, bucketBMC} {
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens, bucketBMC, bucketWorkflows} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -345,6 +347,9 @@ func (b *Bolt) DeleteMachine(_ context.Context, mac string) error {
 			return err
 		}
 		if err := tx.Bucket(bucketBMC).Delete([]byte(norm)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketWorkflows).Delete([]byte(norm)); err != nil {
 			return err
 		}
 		// Its history goes with it.

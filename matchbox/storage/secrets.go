@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -127,8 +126,8 @@ func ValidateBMC(b matchbox.BMC) error {
 	if host == "" || strings.ContainsAny(host, " /\t") {
 		return fmt.Errorf("%w: BMC address %q: want HOST or HOST:PORT", matchbox.ErrInvalid, b.Address)
 	}
-	if b.Provider != "" && !slices.Contains(matchbox.BMCProviders, b.Provider) {
-		return fmt.Errorf("%w: BMC provider %q: want one of %s", matchbox.ErrInvalid, b.Provider, strings.Join(matchbox.BMCProviders, ", "))
+	if _, err := matchbox.ParseBMCProviders(b.Provider); err != nil {
+		return err
 	}
 	return nil
 }

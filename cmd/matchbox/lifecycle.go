@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/bmc"
+	"matchbox.dev/matchbox/storage"
+)
+
+// lifecycleConfig is the BMC and reinstall part of `matchbox serve`.
+type lifecycleConfig struct {
+	secretKey        string
+	profile          string
+	bootTimeout      time.Duration
+	bootAttempts     int
+	installTimeout   time.Duration
+	firstBootTimeout time.Duration
+	concurrency      int
+	bmcTimeout       time.Duration
+	providerTimeout  time.Duration
+	bmcAttempts      int
+	bmcRetryDelay    time.Duration
+	ipmitoolPath     string
+	cipherSuite      string
+}
+
+func lifecycleFlags(fs *flag.FlagSet) *lifecycleConfig {
+	c := &lifecycleConfig{}
+	fs.StringVar(&c.secretKey, "secret-key-file", "", "key that seals BMC credentials in the database (default <data-path>/secret.key, created on first start, mode 0600)")
+	fs.StringVar(&c.profile, "reinstall-profile", "flatcar-install", "install profile of reinstalls that name none")
+	fs.DurationVar(&c.bootTimeout, "reinstall-boot-timeout", 10*time.Minute, "reinstall: how long a powered-on machine has to fetch its install config before the boot is retried")
+	fs.IntVar(&c.bootAttempts, "reinstall-boot-attempts", 3, "reinstall: boots tried (power cycles) before the reinstall fails")
+	fs.DurationVar(&c.installTimeout, "reinstall-install-timeout", 30*time.Minute, "reinstall: how long the installer has to report")
+	fs.DurationVar(&c.firstBootTimeout, "reinstall-first-boot-timeout", 30*time.Minute, "reinstall: how long the installed system has to report its first boot")
+	fs.IntVar(&c.concurrency, "reinstall-concurrency", 16, "reinstall: machines in flight at once (BMC steps, booting, installing)")
+	fs.DurationVar(&c.bmcTimeout, "bmc-timeout", 60*time.Second, "deadline of one BMC operation, connection included")
+	fs.DurationVar(&c.providerTimeout, "bmc-provider-timeout", 20*time.Second, "deadline of each provider's attempt within a BMC operation")
+	fs.IntVar(&c.bmcAttempts, "bmc-attempts", 3, "reinstall: tries of each BMC step before the reinstall fails")
+	fs.DurationVar(&c.bmcRetryDelay, "bmc-retry-delay", 5*time.Second, "reinstall: pause between tries of a BMC step")
+	fs.StringVar(&c.ipmitoolPath, "ipmitool-path", "", "ipmitool binary of the ipmitool provider (default: found on PATH)")
+	fs.StringVar(&c.cipherSuite, "ipmi-cipher-suite", "3", "IPMI v2 cipher suite of the ipmitool provider")
+	return c
+}
+
+// lifecycle is the BMC control and reinstall workflow the server runs.
+type lifecycle struct {
+	bmcs *matchbox.BMCs
+	lc   *matchbox.Lifecycle
+}
+
+// setupLifecycle opens the secret key and builds BMC control and the
+// reinstall workflow, with the stored workflows loaded so that netboot
+// gating holds from the first request.
+func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog,
+	rec *matchbox.Recorder, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
+	keyFile := c.secretKey
+	if keyFile == "" {
+		keyFile = filepath.Join(dataPath, "secret.key")
+	}
+	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
+	if err != nil {
+		return nil, storage.BMCSettings{}, err
+	}
+	if created {
+		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
+	}
+	settings := storage.BMCSettings{DB: db, Key: key}
+	if c.bootAttempts < 1 || c.bmcAttempts < 1 || c.concurrency < 1 {
+		return nil, settings, fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
+	}
+	if c.ipmitoolPath == "" {
+		if _, err := exec.LookPath("ipmitool"); err != nil {
+			log.Info("ipmitool not found on PATH: the ipmitool BMC provider is unavailable (install ipmitool, or give -ipmitool-path)")
+		}
+	}
+	bmcs := &matchbox.BMCs{
+		Settings: settings,
+		Controller: bmc.New(bmc.Config{
+			OperationTimeout: c.bmcTimeout,
+			ProviderTimeout:  c.providerTimeout,
+			IPMIToolPath:     c.ipmitoolPath,
+			IPMICipherSuite:  c.cipherSuite,
+			Logger:           log.With("component", "bmc"),
+		}),
+		Recorder: rec,
+	}
+	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{
+		Store:          db,
+		BMCs:           bmcs,
+		Machines:       db,
+		Recorder:       rec,
+		Logger:         log.With("component", "reinstall"),
+		DefaultProfile: c.profile,
+		ProfileExists: func(id string) bool {
+			_, ok := catalog.Snapshot().Profile(id)
+			return ok
+		},
+		BootTimeout:      c.bootTimeout,
+		BootAttempts:     c.bootAttempts,
+		InstallTimeout:   c.installTimeout,
+		FirstBootTimeout: c.firstBootTimeout,
+		BMCAttempts:      c.bmcAttempts,
+		BMCRetryDelay:    c.bmcRetryDelay,
+		Concurrency:      c.concurrency,
+	})
+	if err := lc.Load(ctx); err != nil {
+		return nil, settings, err
+	}
+	return &lifecycle{bmcs: bmcs, lc: lc}, settings, nil
+}

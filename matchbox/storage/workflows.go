@@ -1,0 +1,76 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"matchbox.dev/matchbox"
+)
+
+// Reinstall workflows are stored one record per machine, keyed by MAC.
+var bucketWorkflows = []byte("workflows")
+
+// Workflow returns a machine's stored workflow.
+func (b *Bolt) Workflow(_ context.Context, mac string) (matchbox.Workflow, error) {
+	norm, err := matchbox.NormalizeMAC(mac)
+	if err != nil {
+		return matchbox.Workflow{}, err
+	}
+	var w matchbox.Workflow
+	err = b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketWorkflows).Get([]byte(norm))
+		if data == nil {
+			return fmt.Errorf("workflow of machine %s: %w", norm, matchbox.ErrNotFound)
+		}
+		return json.Unmarshal(data, &w)
+	})
+	return w, err
+}
+
+// Workflows returns every stored workflow, in MAC order.
+func (b *Bolt) Workflows(_ context.Context) ([]matchbox.Workflow, error) {
+	var out []matchbox.Workflow
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketWorkflows).ForEach(func(k, v []byte) error {
+			var w matchbox.Workflow
+			if err := json.Unmarshal(v, &w); err != nil {
+				return fmt.Errorf("workflow of machine %s: %w", k, err)
+			}
+			out = append(out, w)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// SwapWorkflow stores next if the machine's stored workflow still has
+// generation prev (0: none stored), in one transaction.
+func (b *Bolt) SwapWorkflow(_ context.Context, prev uint64, next matchbox.Workflow) error {
+	norm, err := matchbox.NormalizeMAC(next.MAC)
+	if err != nil {
+		return err
+	}
+	next.MAC = norm
+	data, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketWorkflows)
+		var have uint64
+		if cur := bk.Get([]byte(norm)); cur != nil {
+			var w matchbox.Workflow
+			if err := json.Unmarshal(cur, &w); err != nil {
+				return fmt.Errorf("workflow of machine %s: %w", norm, err)
+			}
+			have = w.Generation
+		}
+		if have != prev {
+			return fmt.Errorf("workflow of machine %s is at generation %d, not %d: %w", norm, have, prev, matchbox.ErrPrecondition)
+		}
+		return bk.Put([]byte(norm), data)
+	})
+}
