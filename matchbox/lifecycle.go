@@ -271,7 +271,9 @@ func (l *Lifecycle) step(ctx context.Context) {
 	inFlight, batch := 0, map[string]int{}
 	for _, w := range l.flows {
 		flows = append(flows, w)
-		if w.State.inFlight() {
+		// A requested workflow whose BMC step has started counts
+		// before its first transition is written.
+		if w.State.inFlight() || (w.State == StateRequested && l.busy[w.MAC]) {
 			inFlight++
 			batch[w.Batch]++
 		}
@@ -558,10 +560,12 @@ func (l *Lifecycle) Reinstall(ctx context.Context, req ReinstallRequest) ([]Work
 	}
 	out := make([]Workflow, 0, len(macs))
 	now := time.Now()
-	for _, mac := range macs {
+	for i, mac := range macs {
 		p := prev[mac]
+		// Requested times keep the order given: machines start in it.
+		at := now.Add(time.Duration(i))
 		n := Workflow{MAC: mac, State: StateRequested, Generation: p.Generation + 1, Profile: profile, EFI: efi[mac],
-			Token: newSecret(16), Batch: batch, BatchLimit: req.Concurrency, Requested: now, Entered: now}
+			Token: newSecret(16), Batch: batch, BatchLimit: req.Concurrency, Requested: at, Entered: at}
 		if err := l.cfg.Store.SwapWorkflow(ctx, p.Generation, n); err != nil {
 			return out, fmt.Errorf("machine %s: %w", mac, err)
 		}

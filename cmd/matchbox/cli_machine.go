@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +21,10 @@ const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=
   matchbox machine label MAC [K=V ...] | delete MAC
   matchbox machine bmc set MAC -address HOST[:PORT] [-provider ipmitool|redfish|…] [-username U] [-password-file F]
   matchbox machine bmc get MAC | bmc delete MAC
+  matchbox machine power MAC on|off|soft|reset|status
+  matchbox machine bootdev MAC pxe|disk [-efi]
+  matchbox machine reinstall MAC [MAC ...] [-profile P] [-force] [-efi=true|false] [-concurrency N] [-wait]
+  matchbox machine cancel MAC
 `
 
 // machineCLI runs `matchbox machine VERB …`.
@@ -36,6 +42,11 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	bmcProvider := fs.String("provider", "", "bmc set: preferred provider (ipmitool, redfish, …)")
 	bmcUser := fs.String("username", "", "bmc set: BMC user name")
 	bmcPasswordFile := fs.String("password-file", "", "bmc set: file holding the BMC password (- for standard input); omit to keep the stored one")
+	force := fs.Bool("force", false, "reinstall: restart a reinstall already in progress")
+	wait := fs.Bool("wait", false, "reinstall: follow the reinstall until it is active or failed")
+	concurrency := fs.Int("concurrency", 0, "reinstall: at most this many of the machines named in flight at once (0: the server's limit)")
+	var efi optBool
+	fs.Var(&efi, "efi", "reinstall, bootdev: UEFI network boot (reinstall default: from the machine's last boot firmware)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage:\n"+machineUsage+"\n"+cliUsage[strings.Index(cliUsage, "Connection"):])
 	}
@@ -93,7 +104,10 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				Username    string `json:"username,omitempty"`
 				PasswordSet bool   `json:"password_set"`
 			} `json:"bmc,omitempty"`
-			Events []matchbox.Event `json:"events"`
+			Events   []matchbox.Event   `json:"events"`
+			Workflow *matchbox.Workflow `json:"workflow,omitempty"`
+			State    string             `json:"state,omitempty"`
+			Reason   string             `json:"reason,omitempty"`
 		}
 		if _, err := c.do(ctx, "GET", machinePath(pos[0]), nil, &out); err != nil {
 			return fmt.Errorf("get machine %s: %w", pos[0], err)
@@ -107,6 +121,12 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			{"Group", orDash(m.Group)}, {"Profile", orDash(m.Profile)}, {"First seen", m.FirstSeen.Format(time.RFC3339)}, {"Last seen", m.LastSeen.Format(time.RFC3339)},
 			{"Labels", orDash(labelText(m.Labels))}, {"BMC", bmcText(out.BMC)}, {"Events", len(out.Events)}} {
 			fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
+		}
+		if w := out.Workflow; w != nil {
+			fmt.Fprintf(tw, "Reinstall:\t%s (profile %s, attempt %d, since %s)\n", w.State, w.Profile, w.Attempt, w.Entered.Format(time.RFC3339))
+			if w.Reason != "" {
+				fmt.Fprintf(tw, "Reason:\t%s\n", w.Reason)
+			}
 		}
 		return tw.Flush()
 	case verb == "events" && len(pos) == 1:
@@ -197,6 +217,68 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		fmt.Fprintf(stdout, "machine %s BMC settings deleted\n", pos[1])
 		return nil
+	case verb == "power" && len(pos) == 2 && pos[1] == "status":
+		var out struct {
+			Power string `json:"power"`
+		}
+		if _, err := c.do(ctx, "GET", machinePath(pos[0])+"/power", nil, &out); err != nil {
+			return fmt.Errorf("power status of machine %s: %w", pos[0], err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out)
+		}
+		fmt.Fprintf(stdout, "machine %s power: %s\n", pos[0], out.Power)
+		return nil
+	case verb == "power" && len(pos) == 2:
+		if _, err := c.do(ctx, "POST", machinePath(pos[0])+"/power", map[string]string{"action": pos[1]}, nil); err != nil {
+			return fmt.Errorf("power %s machine %s: %w", pos[1], pos[0], err)
+		}
+		fmt.Fprintf(stdout, "machine %s power %s: done\n", pos[0], pos[1])
+		return nil
+	case verb == "bootdev" && len(pos) == 2:
+		body := map[string]any{"device": pos[1], "efi": efi.set && efi.value}
+		if _, err := c.do(ctx, "POST", machinePath(pos[0])+"/bootdev", body, nil); err != nil {
+			return fmt.Errorf("boot device of machine %s: %w", pos[0], err)
+		}
+		fmt.Fprintf(stdout, "machine %s boots from %s next time\n", pos[0], pos[1])
+		return nil
+	case verb == "reinstall" && len(pos) >= 1:
+		body := map[string]any{"macs": pos}
+		if *profile != "" {
+			body["profile"] = *profile
+		}
+		if *force {
+			body["force"] = true
+		}
+		if efi.set {
+			body["efi"] = efi.value
+		}
+		if *concurrency > 0 {
+			body["concurrency"] = *concurrency
+		}
+		var out struct {
+			Items []matchbox.Workflow `json:"items"`
+		}
+		if _, err := c.do(ctx, "POST", "/api/v1/reinstalls", body, &out); err != nil {
+			return fmt.Errorf("reinstall %s: %w", strings.Join(pos, " "), err)
+		}
+		if !*wait {
+			if cf.output == "json" {
+				return printJSON(stdout, out.Items)
+			}
+			for _, w := range out.Items {
+				fmt.Fprintf(stdout, "machine %s: reinstall requested with profile %s (follow it: matchbox machine reinstall … -wait, or machine get %s)\n", w.MAC, w.Profile, w.MAC)
+			}
+			return nil
+		}
+		return waitReinstalls(ctx, c, out.Items, *interval, cf.output == "json", stdout)
+	case verb == "cancel" && len(pos) == 1:
+		var w matchbox.Workflow
+		if _, err := c.do(ctx, "POST", machinePath(pos[0])+"/cancel", nil, &w); err != nil {
+			return fmt.Errorf("cancel reinstall of machine %s: %w", pos[0], err)
+		}
+		fmt.Fprintf(stdout, "machine %s: reinstall canceled (%s)\n", w.MAC, w.Reason)
+		return nil
 	case verb == "delete" && len(pos) == 1:
 		if _, err := c.do(ctx, "DELETE", machinePath(pos[0]), nil, nil); err != nil {
 			return fmt.Errorf("delete machine %s: %w", pos[0], err)
@@ -207,6 +289,82 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage()
 	return errUsage
 }
+
+// waitReinstalls follows reinstalls until each is active or failed,
+// printing every change of state; it fails when any reinstall failed.
+func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, interval time.Duration, asJSON bool, stdout io.Writer) error {
+	last := map[string]matchbox.Workflow{}
+	show := func(w matchbox.Workflow) {
+		if asJSON {
+			_ = json.NewEncoder(stdout).Encode(w)
+			return
+		}
+		line := fmt.Sprintf("%s  %s  %s", time.Now().Format(time.TimeOnly), w.MAC, w.State)
+		if w.Attempt > 1 && !w.State.Done() {
+			line += fmt.Sprintf(" (attempt %d)", w.Attempt)
+		}
+		if w.Reason != "" {
+			line += ": " + w.Reason
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	for _, w := range flows {
+		last[w.MAC] = w
+		show(w)
+	}
+	for {
+		pending := 0
+		for mac, prev := range last {
+			if prev.State.Done() {
+				continue
+			}
+			var w matchbox.Workflow
+			if _, err := c.do(ctx, "GET", "/api/v1/machines/"+url.PathEscape(mac)+"/workflow", nil, &w); err != nil {
+				return fmt.Errorf("follow reinstall of %s: %w", mac, err)
+			}
+			if w.Generation != prev.Generation {
+				show(w)
+				last[mac] = w
+			}
+			if !w.State.Done() {
+				pending++
+			}
+		}
+		if pending == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+	var failed []string
+	for mac, w := range last {
+		if w.State == matchbox.StateFailed {
+			failed = append(failed, mac+": "+w.Reason)
+		}
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		return fmt.Errorf("reinstall failed: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// optBool is a boolean flag that knows whether it was given.
+type optBool struct{ set, value bool }
+
+func (o *optBool) String() string { return fmt.Sprint(o.value) }
+func (o *optBool) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	o.set, o.value = true, b
+	return nil
+}
+func (o *optBool) IsBoolFlag() bool { return true }
 
 // bmcText describes BMC settings in one line (never a password: the API
 // does not return it).
