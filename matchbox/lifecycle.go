@@ -620,7 +620,9 @@ type Gate struct {
 }
 
 // Installs reports whether the machine is to boot the installer.
-func (g Gate) Installs() bool { return g.State == StateBooting || g.State == StateInstalling || g.State == StateBMCPrep }
+func (g Gate) Installs() bool {
+	return g.State == StateBooting || g.State == StateInstalling || g.State == StateBMCPrep
+}
 
 // Gate reports whether mac is held by a reinstall, and how. Machines in
 // bmc-prep, booting and installing get the install profile; installed
@@ -690,7 +692,11 @@ func (l *Lifecycle) Report(ctx context.Context, mac, token string, r InstallRepo
 		}
 	case ReportFailed:
 		if w.State == StateBooting || w.State == StateInstalling {
-			next = func(n *Workflow) { n.State = StateFailed; n.Reason = "the installer reported failure: " + detail; n.Token = "" }
+			next = func(n *Workflow) {
+				n.State = StateFailed
+				n.Reason = "the installer reported failure: " + detail
+				n.Token = ""
+			}
 		}
 	case ReportBooted:
 		// A lost success report does not keep a running system from

@@ -84,13 +84,13 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 		BMC:       settings,
 		Power:     lc.bmcs,
 		Lifecycle: lc.lc,
-		Store:    db,
-		Machines: db,
-		Leases:   leases,
-		Catalog:  catalog,
-		Engine:   engine,
-		BootHost: bootHost,
-		Logger:   log,
+		Store:     db,
+		Machines:  db,
+		Leases:    leases,
+		Catalog:   catalog,
+		Engine:    engine,
+		BootHost:  bootHost,
+		Logger:    log,
 		Reload: func(ctx context.Context) error {
 			objs, err := db.Objects(ctx)
 			if err != nil {
