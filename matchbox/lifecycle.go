@@ -71,7 +71,21 @@ type Workflow struct {
 	Entered   time.Time `json:"entered"`
 	// Report is the installer's (or installed system's) last report.
 	Report *InstallReport `json:"report,omitempty"`
+	// History lists the states this reinstall went through, oldest first
+	// (at most MaxWorkflowHistory).
+	History []WorkflowStep `json:"history,omitempty"`
 }
+
+// WorkflowStep is one state a workflow entered.
+type WorkflowStep struct {
+	State  WorkflowState `json:"state"`
+	Time   time.Time     `json:"time"`
+	Reason string        `json:"reason,omitempty"`
+}
+
+// MaxWorkflowHistory bounds a workflow's history (a machine that keeps
+// failing to boot retries a bounded number of times anyway).
+const MaxWorkflowHistory = 32
 
 // InstallReport is what an installer or a freshly installed system tells
 // matchbox.
@@ -445,6 +459,10 @@ func (l *Lifecycle) transitionLocked(ctx context.Context, w Workflow, mutate fun
 		if n.State != StateFailed && n.State != StateBMCPrep {
 			n.Reason = ""
 		}
+		n.History = append(slices.Clone(w.History), WorkflowStep{State: n.State, Time: n.Entered, Reason: n.Reason})
+		if len(n.History) > MaxWorkflowHistory {
+			n.History = n.History[len(n.History)-MaxWorkflowHistory:]
+		}
 	}
 	// A fresh context: a transition decided before shutdown is written.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -565,7 +583,8 @@ func (l *Lifecycle) Reinstall(ctx context.Context, req ReinstallRequest) ([]Work
 		// Requested times keep the order given: machines start in it.
 		at := now.Add(time.Duration(i))
 		n := Workflow{MAC: mac, State: StateRequested, Generation: p.Generation + 1, Profile: profile, EFI: efi[mac],
-			Token: newSecret(16), Batch: batch, BatchLimit: req.Concurrency, Requested: at, Entered: at}
+			Token: newSecret(16), Batch: batch, BatchLimit: req.Concurrency, Requested: at, Entered: at,
+			History: []WorkflowStep{{State: StateRequested, Time: at}}}
 		if err := l.cfg.Store.SwapWorkflow(ctx, p.Generation, n); err != nil {
 			return out, fmt.Errorf("machine %s: %w", mac, err)
 		}

@@ -293,23 +293,28 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // waitReinstalls follows reinstalls until each is active or failed,
 // printing every change of state; it fails when any reinstall failed.
 func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, interval time.Duration, asJSON bool, stdout io.Writer) error {
+	// shown counts the history steps printed per machine.
+	shown := map[string]int{}
 	last := map[string]matchbox.Workflow{}
 	show := func(w matchbox.Workflow) {
-		if asJSON {
-			_ = json.NewEncoder(stdout).Encode(w)
-			return
+		if len(w.History) < shown[w.MAC] {
+			shown[w.MAC] = 0 // restarted (forced) meanwhile
 		}
-		line := fmt.Sprintf("%s  %s  %s", time.Now().Format(time.TimeOnly), w.MAC, w.State)
-		if w.Attempt > 1 && !w.State.Done() {
-			line += fmt.Sprintf(" (attempt %d)", w.Attempt)
+		for _, st := range w.History[shown[w.MAC]:] {
+			if asJSON {
+				_ = json.NewEncoder(stdout).Encode(map[string]any{"mac": w.MAC, "state": st.State, "time": st.Time, "reason": st.Reason})
+				continue
+			}
+			line := fmt.Sprintf("%s  %s  %s", st.Time.Local().Format(time.TimeOnly), w.MAC, st.State)
+			if st.Reason != "" {
+				line += ": " + st.Reason
+			}
+			fmt.Fprintln(stdout, line)
 		}
-		if w.Reason != "" {
-			line += ": " + w.Reason
-		}
-		fmt.Fprintln(stdout, line)
+		shown[w.MAC] = len(w.History)
+		last[w.MAC] = w
 	}
 	for _, w := range flows {
-		last[w.MAC] = w
 		show(w)
 	}
 	for {
@@ -322,10 +327,7 @@ func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, i
 			if _, err := c.do(ctx, "GET", "/api/v1/machines/"+url.PathEscape(mac)+"/workflow", nil, &w); err != nil {
 				return fmt.Errorf("follow reinstall of %s: %w", mac, err)
 			}
-			if w.Generation != prev.Generation {
-				show(w)
-				last[mac] = w
-			}
+			show(w)
 			if !w.State.Done() {
 				pending++
 			}
