@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -317,6 +318,9 @@ func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, i
 	for _, w := range flows {
 		show(w)
 	}
+	// A server restart does not end the wait: reinstalls resume, and so
+	// does following them, unless the server stays away.
+	var unreachable time.Time
 	for {
 		pending := 0
 		for mac, prev := range last {
@@ -325,8 +329,20 @@ func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, i
 			}
 			var w matchbox.Workflow
 			if _, err := c.do(ctx, "GET", "/api/v1/machines/"+url.PathEscape(mac)+"/workflow", nil, &w); err != nil {
-				return fmt.Errorf("follow reinstall of %s: %w", mac, err)
+				var af *apiFailure
+				if errors.As(err, &af) || ctx.Err() != nil {
+					return fmt.Errorf("follow reinstall of %s: %w", mac, err)
+				}
+				if unreachable.IsZero() {
+					unreachable = time.Now()
+					fmt.Fprintf(stdout, "%s  server unreachable, still waiting: %v\n", time.Now().Format(time.TimeOnly), err)
+				} else if time.Since(unreachable) > 5*time.Minute {
+					return fmt.Errorf("follow reinstall of %s: server unreachable for 5m: %w", mac, err)
+				}
+				pending++
+				continue
 			}
+			unreachable = time.Time{}
 			show(w)
 			if !w.State.Done() {
 				pending++
