@@ -80,6 +80,10 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 	if !hasFlag(args, "api-address") && !hasEnv(env, "MATCHBOX_API_ADDRESS") {
 		args = append(args, "-api-address", "127.0.0.1:0")
 	}
+	// The secret key is created on first start: never in the checkout.
+	if !hasFlag(args, "secret-key-file") && !hasEnv(env, "MATCHBOX_SECRET_KEY_FILE") {
+		args = append(args, "-secret-key-file", filepath.Join(t.TempDir(), "secret.key"))
+	}
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	logs := &syncBuffer{}

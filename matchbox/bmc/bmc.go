@@ -6,6 +6,7 @@ package bmc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,12 +77,15 @@ var registryNames = map[string]string{
 	"dell":       "dell",
 }
 
-// open connects to the machine's BMC with its preferred providers only, in
-// order. The caller closes the client.
-func (c *Controller) open(ctx context.Context, b matchbox.BMC) (*bmclib.Client, []string, error) {
+// open connects to the machine's BMC with its preferred providers, one at
+// a time in order, and returns a client holding the first that connects
+// (and its name). bmclib would try them all at once and wait for the
+// slowest; in turn, an answering first choice costs nothing extra. The
+// caller closes the client.
+func (c *Controller) open(ctx context.Context, b matchbox.BMC) (*bmclib.Client, string, error) {
 	providers, err := matchbox.ParseBMCProviders(b.Provider)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
 	if len(providers) == 0 {
 		providers = c.cfg.DefaultProviders
@@ -101,22 +105,31 @@ func (c *Controller) open(ctx context.Context, b matchbox.BMC) (*bmclib.Client, 
 	if port != "" {
 		opts = append(opts, bmclib.WithIpmitoolPort(port), bmclib.WithRedfishPort(port))
 	}
-	cl := bmclib.NewClient(host, b.Username, b.Password, opts...)
-	var drivers = cl.Registry.Drivers[:0:0]
+	var failures []string
 	for _, p := range providers {
-		drivers = append(drivers, cl.Registry.For(registryNames[p])...)
-	}
-	if len(drivers) == 0 {
-		if p := providers[0]; p == "ipmitool" {
-			return nil, providers, errors.New("the ipmitool provider needs the ipmitool binary (not found)")
+		cl := bmclib.NewClient(host, b.Username, b.Password, opts...)
+		cl.Registry.Drivers = cl.Registry.For(registryNames[p])
+		if len(cl.Registry.Drivers) == 0 {
+			why := "not available"
+			if p == "ipmitool" {
+				why = "needs the ipmitool binary (not found; install ipmitool or give -ipmitool-path)"
+			}
+			failures = append(failures, p+": "+why)
+			continue
 		}
-		return nil, providers, fmt.Errorf("no bmclib provider available for %s", strings.Join(providers, ", "))
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.ProviderTimeout)
+		err := cl.Open(pctx)
+		timedOut := pctx.Err() == context.DeadlineExceeded
+		cancel()
+		if err == nil {
+			return cl, p, nil
+		}
+		failures = append(failures, p+": "+c.reason(err, b, timedOut))
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	cl.Registry.Drivers = drivers
-	if err := cl.Open(ctx); err != nil {
-		return nil, providers, c.clean(fmt.Errorf("connect to %s with %s: %w", b.Address, strings.Join(providers, ", "), err), b)
-	}
-	return cl, providers, nil
+	return nil, "", fmt.Errorf("connect to %s: %s", b.Address, strings.Join(failures, "; "))
 }
 
 // do runs one operation against the machine's BMC within the operation
@@ -125,21 +138,18 @@ func (c *Controller) do(ctx context.Context, b matchbox.BMC, what string, op fun
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.OperationTimeout)
 	defer cancel()
 	start := time.Now()
-	cl, providers, err := c.open(ctx, b)
+	cl, provider, err := c.open(ctx, b)
 	if err == nil {
 		err = op(ctx, cl)
 		// A fresh context: the session is closed even after a deadline.
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = cl.Close(cctx)
 		ccancel()
-		if err != nil {
-			err = c.clean(fmt.Errorf("%s via %s: %w", what, strings.Join(providers, ", "), err), b)
+		if err != nil && !errors.Is(err, matchbox.ErrInvalid) {
+			err = fmt.Errorf("%s via %s at %s: %s", what, provider, b.Address, c.reason(err, b, ctx.Err() == context.DeadlineExceeded))
 		}
 	}
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		err = fmt.Errorf("%w (deadline %v)", err, c.cfg.OperationTimeout)
-	}
-	attrs := []any{"address", b.Address, "op", what, "took", time.Since(start).Round(time.Millisecond)}
+	attrs := []any{"address", b.Address, "op", what, "provider", provider, "took", time.Since(start).Round(time.Millisecond)}
 	if err != nil {
 		c.cfg.Logger.Warn("bmc operation failed", append(attrs, "err", err)...)
 	} else {
@@ -175,10 +185,15 @@ func (c *Controller) SetPower(ctx context.Context, b matchbox.BMC, action matchb
 			err = errors.New("the BMC did not confirm the change")
 		}
 		if err != nil && action == matchbox.ActionSoft {
-			// bmclib's Redfish provider reports a soft power-off as failed
-			// even when the BMC took it: believe the machine's state.
-			if raw, serr := cl.GetPowerState(ctx); serr == nil && NormalizePower(raw) == matchbox.PowerOff {
-				return nil
+			// bmclib's Redfish provider reports a soft power-off as not
+			// confirmed even when the BMC took the request (the machine
+			// shuts down afterwards): a provider that sent it without an
+			// error of its own succeeded.
+			md := cl.GetMetadata()
+			for _, p := range md.ProvidersAttempted {
+				if _, failed := md.FailedProviderDetail[p]; !failed {
+					return nil
+				}
 			}
 		}
 		return err
@@ -219,24 +234,55 @@ func NormalizePower(raw string) matchbox.PowerState {
 	return matchbox.PowerUnknown
 }
 
-// clean makes a bmclib error fit one log line and an event: bmclib joins
-// the providers' errors over several lines. The password never appears.
-func (c *Controller) clean(err error, b matchbox.BMC) error {
-	msg := err.Error()
-	msg = strings.ReplaceAll(msg, "\n\t* ", "; ")
-	msg = strings.Join(strings.Fields(msg), " ")
+// reason makes a bmclib error fit one log line and an event: bmclib joins
+// the providers' errors into a list over several lines, with bookkeeping
+// entries and Redfish error bodies in them. The password never appears.
+func (c *Controller) reason(err error, b matchbox.BMC, timedOut bool) string {
+	var parts []string
+	var list interface{ WrappedErrors() []error }
+	if errors.As(err, &list) {
+		for _, e := range list.WrappedErrors() {
+			msg := e.Error()
+			if strings.HasPrefix(msg, "no Opener implementations found") || (strings.HasPrefix(msg, "failed to ") && len(list.WrappedErrors()) > 1) {
+				continue
+			}
+			parts = append(parts, redfishMessage(msg))
+		}
+	}
+	if len(parts) == 0 {
+		parts = []string{redfishMessage(err.Error())}
+	}
+	for i, part := range parts {
+		// "provider: gofish: …": the caller names the provider.
+		part = strings.TrimPrefix(part, "provider: ")
+		for _, rn := range registryNames {
+			part = strings.TrimPrefix(part, rn+": ")
+		}
+		parts[i] = part
+	}
+	msg := strings.Join(strings.Fields(strings.Join(parts, "; ")), " ")
+	if timedOut || errors.Is(err, context.DeadlineExceeded) {
+		msg += fmt.Sprintf(" (no answer within the provider timeout %v or the operation deadline %v)", c.cfg.ProviderTimeout, c.cfg.OperationTimeout)
+	}
 	if b.Password != "" {
 		msg = strings.ReplaceAll(msg, b.Password, "********")
 	}
-	return &opError{msg: msg, err: err}
+	return msg
 }
 
-// opError is a cleaned error that still unwraps to the original (for
-// matchbox.ErrInvalid and context errors).
-type opError struct {
-	msg string
-	err error
+// redfishMessage replaces a Redfish error body in msg by its message.
+func redfishMessage(msg string) string {
+	i := strings.Index(msg, `{"error"`)
+	if i < 0 {
+		return msg
+	}
+	var body struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal([]byte(msg[i:]), &body) != nil || body.Error.Message == "" {
+		return msg
+	}
+	return msg[:i] + body.Error.Message
 }
-
-func (e *opError) Error() string { return e.msg }
-func (e *opError) Unwrap() error { return e.err }

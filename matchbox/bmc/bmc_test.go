@@ -340,3 +340,117 @@ func TestProviderPreference(t *testing.T) {
 		})
 	}
 }
+
+// startIPMI starts an IPMI simulator (Debian's ipmi_sim) and returns the
+// BMC settings that reach it with the ipmitool provider.
+func startIPMI(t *testing.T, on bool) (*bmcsim.IPMISim, matchbox.BMC) {
+	t.Helper()
+	if err := bmcsim.IPMIAvailable(); err != nil {
+		t.Skipf("IPMI tests need ipmi_sim and ipmitool: %v", err)
+	}
+	sim := bmcsim.StartIPMI(t, bmcsim.IPMIConfig{User: testUser, Password: testPassword, InitialPower: on})
+	return sim, matchbox.BMC{
+		Address:  sim.Addr,
+		Provider: "ipmitool",
+		Username: testUser,
+		Password: testPassword,
+	}
+}
+
+func TestIPMI(t *testing.T) {
+	sim, b := startIPMI(t, false)
+	ctx := testContext(t)
+	// The default cipher suite (3) is the one ipmi_sim implements.
+	c := New(Config{OperationTimeout: 15 * time.Second, ProviderTimeout: 10 * time.Second})
+	power := func(on bool) string {
+		if on {
+			return "On"
+		}
+		return "Off"
+	}
+
+	checkState(t, ctx, c, b, matchbox.PowerOff)
+
+	for _, tc := range []struct {
+		action matchbox.PowerAction
+		wantOn bool
+	}{
+		{matchbox.ActionOn, true},
+		{matchbox.ActionOn, true},
+		{matchbox.ActionOff, false},
+		{matchbox.ActionOff, false},
+		{matchbox.ActionOn, true},
+		{matchbox.ActionSoft, false},
+		{matchbox.ActionSoft, false},
+		{matchbox.ActionOn, true},
+		{matchbox.ActionReset, true},
+	} {
+		if err := c.SetPower(ctx, b, tc.action); err != nil {
+			t.Fatalf("SetPower %s (system %s): %v\n%s", tc.action, power(sim.Power()), err, sim.Log())
+		}
+		if got := sim.Power(); got != tc.wantOn {
+			t.Errorf("after SetPower %s: simulator power %s, want %s", tc.action, power(got), power(tc.wantOn))
+		}
+		checkState(t, ctx, c, b, NormalizePower(power(tc.wantOn)))
+	}
+
+	for _, tc := range []struct {
+		dev matchbox.BootDevice
+		efi bool
+	}{
+		{matchbox.BootPXE, true},
+		{matchbox.BootDisk, false},
+		{matchbox.BootPXE, false},
+	} {
+		if err := c.SetBootDevice(ctx, b, tc.dev, tc.efi); err != nil {
+			t.Fatalf("SetBootDevice %s efi=%v: %v\n%s", tc.dev, tc.efi, err, sim.Log())
+		}
+		if got := sim.BootDevice(); got != string(tc.dev) {
+			t.Errorf("SetBootDevice %s efi=%v: simulator boot device %q", tc.dev, tc.efi, got)
+		}
+		// One time only, with the boot type asked for.
+		o, ok := sim.BootOptions()
+		if !ok || o.Device != string(tc.dev) || !o.Valid || o.Persistent || o.EFI != tc.efi {
+			t.Errorf("SetBootDevice %s efi=%v: simulator boot options %+v (found %v)\n%s", tc.dev, tc.efi, o, ok, sim.Log())
+		}
+	}
+
+	// The Redfish provider finds no BMC at this address (nothing listens
+	// on its TCP port): a preference for it falls back to ipmitool.
+	pref := b
+	pref.Provider = "redfish,ipmitool"
+	checkState(t, ctx, c, pref, matchbox.PowerOn)
+
+	type op struct {
+		name string
+		do   func(matchbox.BMC) error
+	}
+	status := op{"power status", func(b matchbox.BMC) error { _, err := c.PowerState(ctx, b); return err }}
+	off := op{"power off", func(b matchbox.BMC) error { return c.SetPower(ctx, b, matchbox.ActionOff) }}
+	boot := op{"boot pxe", func(b matchbox.BMC) error { return c.SetBootDevice(ctx, b, matchbox.BootPXE, true) }}
+	// ipmitool retries a failing session until the provider timeout: the
+	// error must still come back within the operation deadline.
+	failing := func(what string, b matchbox.BMC, ops ...op) {
+		t.Helper()
+		for _, op := range ops {
+			took, err := within(t, op.name, func() error { return op.do(b) })
+			checkCleanError(t, op.name+" ("+what+")", err, b)
+			t.Logf("%s (%s) failed after %v", op.name, what, took.Round(time.Millisecond))
+			if limit := c.cfg.OperationTimeout + closeGrace; took > limit {
+				t.Errorf("%s (%s): returned after %v, beyond the operation deadline %v", op.name, what, took, limit)
+			}
+		}
+	}
+
+	wrong := b
+	wrong.Password = wrongPassword
+	failing("wrong password", wrong, status, off, boot)
+	if !sim.Power() {
+		t.Errorf("a failed operation changed the power")
+	}
+
+	// Every operation fails the same way, connecting, after the whole
+	// provider timeout: one is enough.
+	sim.Stop()
+	failing("BMC down", b, status)
+}
