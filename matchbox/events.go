@@ -73,6 +73,8 @@ type Recorder struct {
 	// however many machines are booting.
 	recent, older map[uint64]int64
 	rotated       int64 // when recent was started, Unix nanoseconds
+	// urgent asks Run to write the pending events now.
+	urgent bool
 }
 
 // eventHash identifies repeats of an event: same machine, step, address
@@ -157,6 +159,11 @@ func (r *Recorder) record(e Event, distinct bool) {
 	}
 	if !distinct {
 		r.recent[key] = now
+	} else {
+		// BMC calls and workflow transitions are rare and must survive
+		// a crash that follows them: written at once, not with the next
+		// batch.
+		r.urgent = true
 	}
 	if len(r.pending) >= maxPending {
 		r.dropped++
@@ -206,9 +213,10 @@ func (r *Recorder) Run(ctx context.Context, interval time.Duration) {
 			r.Flush(ctx)
 		case <-r.kick:
 			r.mu.Lock()
-			n := len(r.pending)
+			n, urgent := len(r.pending), r.urgent
+			r.urgent = false
 			r.mu.Unlock()
-			if n >= flushAt {
+			if n >= flushAt || urgent {
 				r.Flush(ctx)
 			}
 		}

@@ -133,7 +133,8 @@ func ValidateBMC(b matchbox.BMC) error {
 }
 
 // SetMachineBMC stores a machine's BMC settings, sealed with key; an empty
-// password keeps the stored one. The machine must exist.
+// password keeps the stored one. An unknown machine is added to the
+// inventory.
 func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s matchbox.BMC) error {
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
@@ -143,9 +144,6 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 		return err
 	}
 	return b.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketMachines).Get([]byte(norm)) == nil {
-			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
-		}
 		bk := tx.Bucket(bucketBMC)
 		if s.Password == "" {
 			old := bk.Get([]byte(norm))
@@ -161,6 +159,13 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 		sealed, err := key.seal(norm, s)
 		if err != nil {
 			return err
+		}
+		// A machine racked but never booted is registered by its BMC
+		// settings: it can be reinstalled before its first contact.
+		if machines := tx.Bucket(bucketMachines); machines.Get([]byte(norm)) == nil {
+			if err := machines.Put([]byte(norm), appendMachine(nil, &matchbox.Machine{MAC: norm})); err != nil {
+				return err
+			}
 		}
 		return bk.Put([]byte(norm), sealed)
 	})

@@ -31,8 +31,12 @@ func TestBMCSettingsSealed(t *testing.T) {
 	ctx := context.Background()
 	const mac, password = "52:54:00:00:00:01", "s3cret-BMC-pa55"
 	b := matchbox.BMC{Address: "10.0.0.9:623", Provider: "ipmitool", Username: "admin", Password: password}
-	if err := db.SetMachineBMC(ctx, key, mac, b); !errors.Is(err, matchbox.ErrNotFound) {
+	// BMC settings register a machine that never booted.
+	if err := db.SetMachineBMC(ctx, key, "52:54:00:00:00:99", b); err != nil {
 		t.Errorf("BMC of an unknown machine: %v", err)
+	}
+	if m, err := db.GetMachine(ctx, "52:54:00:00:00:99"); err != nil || m.MAC != "52:54:00:00:00:99" {
+		t.Errorf("machine registered by its BMC settings: %+v, %v", m, err)
 	}
 	if err := db.RecordEvents(ctx, []matchbox.Event{{MAC: mac, Kind: matchbox.EventDHCPDiscover}}); err != nil {
 		t.Fatal(err)

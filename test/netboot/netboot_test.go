@@ -105,6 +105,23 @@ udhcpc -i eth0 -s /udhcpc.sh -n -q -t 10 -T 2 || echo "MBTEST: dhcp failed"
 url=$(sed -n 's/.*ignition.config.url=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "MBTEST: ignition url $url"
 timeout 30 wget -q -O /tmp/ign "$url" || echo "MBTEST: fetch failed"
+if grep -q mbtest.install=1 /proc/cmdline; then
+  # The installer stand-in: check the install config, write a marker to
+  # the disk, report to matchbox with the token, power off.
+  insmod /lib/modules/virtio_blk.ko || echo "MBTEST: insmod virtio_blk failed"
+  for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/vda ] && break; sleep 1; done
+  base=${url%%/ignition*}
+  mac=$(echo "$url" | sed -n 's/.*[?&]mac=\([^&]*\).*/\1/p')
+  token=$(echo "$url" | sed -n 's/.*[?&]token=\([^&]*\).*/\1/p')
+  status=failed rc=1
+  if grep -q installed-by-matchbox /tmp/ign && echo "MBTEST-MARKER $token" | dd of=/dev/vda conv=fsync 2>/dev/null; then
+    status=installed rc=0
+  fi
+  echo "MBTEST: install $status"
+  timeout 30 wget -q -O - --post-data "install stand-in: marker written for $mac" \
+    "$base/lifecycle/report?mac=$mac&token=$token&status=$status&exit=$rc" && echo "MBTEST: reported $status"
+  poweroff -f
+fi
 echo "MBTEST: ignition begin"
 cat /tmp/ign
 echo
@@ -149,7 +166,8 @@ func (e *env) buildInitramfs(deb string) error {
 		return err
 	}
 	for _, m := range []string{"drivers/virtio/virtio", "drivers/virtio/virtio_ring", "drivers/virtio/virtio_pci_modern_dev",
-		"drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci", "net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net"} {
+		"drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci", "net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net",
+		"drivers/block/virtio_blk"} {
 		found, _ := filepath.Glob(filepath.Join(x, "lib", "modules", "*", "kernel", m+".ko"))
 		if len(found) != 1 {
 			return fmt.Errorf("module %s not in %s", m, deb)

@@ -81,6 +81,10 @@ type IPMIConfig struct {
 	Reset string
 	// InitialPower is the power state at start (false = off).
 	InitialPower bool
+	// Netns, when set, runs the simulator (and its hooks, and Ipmitool)
+	// inside this network namespace, on its loopback: a BMC for a server
+	// and a VM that live in a namespace the test made.
+	Netns string
 }
 
 // IPMIBootOptions are the boot flags of the last accepted IPMI "Set System
@@ -123,6 +127,7 @@ type IPMISim struct {
 	dir      string
 	simPath  string
 	toolPath string
+	netns    string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -176,6 +181,7 @@ func StartIPMI(t testing.TB, cfg IPMIConfig) *IPMISim {
 		dir:      t.TempDir(),
 		simPath:  simPath,
 		toolPath: toolPath,
+		netns:    cfg.Netns,
 	}
 	if err := s.writeFiles(cfg); err != nil {
 		t.Fatalf("bmcsim: %v", err)
@@ -351,6 +357,9 @@ func (s *IPMISim) Ipmitool(ctx context.Context, args ...string) (string, error) 
 		"-C", "3", "-N", "1", "-R", "2",
 	}, args...)
 	cmd := exec.CommandContext(ctx, s.toolPath, argv...)
+	if s.netns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", s.netns, s.toolPath}, argv...)...)
+	}
 	cmd.Env = []string{"IPMITOOL_PASSWORD=" + s.Password}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -452,10 +461,16 @@ func (s *IPMISim) start() error {
 	if err != nil {
 		return fmt.Errorf("creating ipmi_sim console pipe: %w", err)
 	}
-	cmd := exec.Command(s.simPath,
+	args := []string{s.simPath,
 		"-c", filepath.Join(s.dir, ipmiLanConf),
 		"-f", filepath.Join(s.dir, ipmiEmuFile),
-		"-s", filepath.Join(s.dir, ipmiStateDir))
+		"-s", filepath.Join(s.dir, ipmiStateDir)}
+	if s.netns != "" {
+		// ip netns exec replaces itself with ipmi_sim: the process is
+		// the simulator.
+		args = append([]string{"ip", "netns", "exec", s.netns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = s.dir
 	cmd.Stdin = stdin
 	cmd.Stdout = logf
@@ -504,20 +519,17 @@ func (s *IPMISim) waitReady(ctx context.Context, exited <-chan struct{}) error {
 		}
 		return ctx.Err()
 	}
-	conn, err := net.Dial("udp4", s.Addr)
-	if err != nil {
-		return fmt.Errorf("pinging ipmi_sim: %w", err)
-	}
-	defer conn.Close()
-	var pingErr error
-	for {
-		if err := check(); err != nil {
-			return fmt.Errorf("waiting for ipmi_sim to answer a presence ping on %s: %w (last: %v)", s.Addr, err, pingErr)
+	// The presence ping is sent from this process, which is not in the
+	// namespace: there ipmitool alone says when the simulator is up.
+	if s.netns == "" {
+		conn, err := net.Dial("udp4", s.Addr)
+		if err != nil {
+			return fmt.Errorf("pinging ipmi_sim: %w", err)
 		}
-		if pingErr = ipmiPing(conn); pingErr == nil {
-			break
+		defer conn.Close()
+		if err := waitPing(conn, check, s.Addr); err != nil {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	var toolErr error
 	for {
@@ -533,6 +545,20 @@ func (s *IPMISim) waitReady(ctx context.Context, exited <-chan struct{}) error {
 			toolErr = fmt.Errorf("unexpected ipmitool output %q", out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitPing pings until the simulator answers or check fails.
+func waitPing(conn net.Conn, check func() error, addr string) error {
+	var pingErr error
+	for {
+		if err := check(); err != nil {
+			return fmt.Errorf("waiting for ipmi_sim to answer a presence ping on %s: %w (last: %v)", addr, err, pingErr)
+		}
+		if pingErr = ipmiPing(conn); pingErr == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
