@@ -162,6 +162,9 @@ type LifecycleConfig struct {
 	Concurrency int
 	// Tick is how often deadlines are checked (default 1s).
 	Tick time.Duration
+	// OnTransition, when set, is told of every stored transition (for
+	// metrics); from is empty for a new reinstall.
+	OnTransition func(from, to WorkflowState)
 }
 
 // Lifecycle runs reinstall workflows: it drives each machine's BMC, gates
@@ -493,12 +496,27 @@ func (l *Lifecycle) published(from WorkflowState, n *Workflow) {
 		detail += ": " + n.Reason
 	}
 	l.cfg.Recorder.RecordDistinct(Event{MAC: n.MAC, Kind: EventWorkflow, Profile: n.Profile, Detail: detail})
+	if l.cfg.OnTransition != nil {
+		l.cfg.OnTransition(from, n.State)
+	}
 	level := slog.LevelInfo
 	if n.State == StateFailed {
 		level = slog.LevelWarn
 	}
 	l.log.Log(context.Background(), level, "reinstall", "mac", n.MAC, "from", from, "to", n.State, "attempt", n.Attempt, "reason", n.Reason)
 	l.wake()
+}
+
+// Counts returns how many reinstalls are in each state that has not
+// ended.
+func (l *Lifecycle) Counts() map[WorkflowState]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[WorkflowState]int{}
+	for _, w := range l.flows {
+		out[w.State]++
+	}
+	return out
 }
 
 // ReinstallRequest asks for machines to be reinstalled.

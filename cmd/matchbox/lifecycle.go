@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/bmc"
 	"matchbox.dev/matchbox/storage"
@@ -55,11 +57,80 @@ type lifecycle struct {
 	lc   *matchbox.Lifecycle
 }
 
+// lifecycleMetrics counts BMC calls and reinstall transitions, and shows
+// the reinstalls in progress by state.
+type lifecycleMetrics struct {
+	bmcCalls    *prometheus.CounterVec
+	transitions *prometheus.CounterVec
+}
+
+func newLifecycleMetrics(reg prometheus.Registerer) *lifecycleMetrics {
+	m := &lifecycleMetrics{
+		bmcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_bmc_operations_total",
+			Help: "BMC operations by operation and result (ok or error).",
+		}, []string{"op", "result"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_reinstall_transitions_total",
+			Help: "Reinstall workflow transitions, by the state entered.",
+		}, []string{"state"}),
+	}
+	reg.MustRegister(m.bmcCalls, m.transitions)
+	return m
+}
+
+// countedController counts a controller's operations.
+type countedController struct {
+	matchbox.PowerController
+	m *lifecycleMetrics
+}
+
+func (c countedController) count(op string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	c.m.bmcCalls.WithLabelValues(op, result).Inc()
+}
+
+func (c countedController) PowerState(ctx context.Context, b matchbox.BMC) (matchbox.PowerState, error) {
+	st, err := c.PowerController.PowerState(ctx, b)
+	c.count("power-status", err)
+	return st, err
+}
+
+func (c countedController) SetPower(ctx context.Context, b matchbox.BMC, a matchbox.PowerAction) error {
+	err := c.PowerController.SetPower(ctx, b, a)
+	c.count("power-"+string(a), err)
+	return err
+}
+
+func (c countedController) SetBootDevice(ctx context.Context, b matchbox.BMC, d matchbox.BootDevice, efi bool) error {
+	err := c.PowerController.SetBootDevice(ctx, b, d, efi)
+	c.count("bootdev-"+string(d), err)
+	return err
+}
+
+// reinstallGauge shows the reinstalls in progress by state.
+type reinstallGauge struct {
+	lc   *matchbox.Lifecycle
+	desc *prometheus.Desc
+}
+
+func (g reinstallGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+func (g reinstallGauge) Collect(ch chan<- prometheus.Metric) {
+	counts := g.lc.Counts()
+	for _, st := range []matchbox.WorkflowState{matchbox.StateRequested, matchbox.StateBMCPrep, matchbox.StateBooting, matchbox.StateInstalling, matchbox.StateInstalled} {
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(counts[st]), string(st))
+	}
+}
+
 // setupLifecycle opens the secret key and builds BMC control and the
 // reinstall workflow, with the stored workflows loaded so that netboot
 // gating holds from the first request.
 func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog,
-	rec *matchbox.Recorder, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
+	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
 	keyFile := c.secretKey
 	if keyFile == "" {
 		keyFile = filepath.Join(dataPath, "secret.key")
@@ -80,15 +151,16 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 			log.Info("ipmitool not found on PATH: the ipmitool BMC provider is unavailable (install ipmitool, or give -ipmitool-path)")
 		}
 	}
+	metrics := newLifecycleMetrics(reg)
 	bmcs := &matchbox.BMCs{
 		Settings: settings,
-		Controller: bmc.New(bmc.Config{
+		Controller: countedController{bmc.New(bmc.Config{
 			OperationTimeout: c.bmcTimeout,
 			ProviderTimeout:  c.providerTimeout,
 			IPMIToolPath:     c.ipmitoolPath,
 			IPMICipherSuite:  c.cipherSuite,
 			Logger:           log.With("component", "bmc"),
-		}),
+		}), metrics},
 		Recorder: rec,
 	}
 	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{
@@ -109,7 +181,12 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 		BMCAttempts:      c.bmcAttempts,
 		BMCRetryDelay:    c.bmcRetryDelay,
 		Concurrency:      c.concurrency,
+		OnTransition: func(_, to matchbox.WorkflowState) {
+			metrics.transitions.WithLabelValues(string(to)).Inc()
+		},
 	})
+	reg.MustRegister(reinstallGauge{lc, prometheus.NewDesc("matchbox_reinstalls",
+		"Reinstalls in progress, by state.", []string{"state"}, nil)})
 	if err := lc.Load(ctx); err != nil {
 		return nil, settings, err
 	}

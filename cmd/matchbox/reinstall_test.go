@@ -334,6 +334,13 @@ func TestReinstallEndToEnd(t *testing.T) {
 	if strings.Contains(l.s.log.String(), bmcPassword) {
 		t.Error("the server log shows the BMC password")
 	}
+	_, metrics := fetch(t, l.s.url+"/metrics")
+	for _, want := range []string{`matchbox_reinstall_transitions_total{state="active"} 1`, `matchbox_bmc_operations_total{op="power-off",result="ok"} 1`,
+		`matchbox_bmc_operations_total{op="bootdev-pxe",result="ok"} 1`, `matchbox_reinstalls{state="booting"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	if code, out := l.cli("machine", "power", mac, "off"); code != 0 || sim.Power() != "Off" {
 		t.Errorf("power off: %d %s (%s)", code, out, sim.Power())
 	}
@@ -405,6 +412,16 @@ func TestReinstallFaults(t *testing.T) {
 	}
 	if code, out := l.cli("machine", "reinstall", "52:54:00:00:00:ff"); code != 1 || !strings.Contains(out, "no BMC settings") {
 		t.Errorf("reinstall without BMC settings: %d %s", code, out)
+	}
+	if code, out := l.cli("machine", "power", "52:54:00:00:00:ff", "status"); code != 1 || !strings.Contains(out, "not_found") {
+		t.Errorf("power of a machine without BMC settings: %d %s", code, out)
+	}
+	if code, out := l.cli("machine", "power", silent, "explode"); code != 1 || !strings.Contains(out, "on, off, soft or reset") {
+		t.Errorf("an unknown power action: %d %s", code, out)
+	}
+	refusing.SetRefuse(503)
+	if code, out := l.cli("machine", "power", broken, "on"); code != 1 || !strings.Contains(out, "bmc_failed (502)") || !strings.Contains(out, "503") {
+		t.Errorf("power through a refusing BMC: %d %s", code, out)
 	}
 }
 

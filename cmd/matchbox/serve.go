@@ -221,7 +221,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "matchbox_events_dropped_total", Help: "Machine events not stored because storage fell behind.",
 	}, func() float64 { return float64(rec.Dropped()) }))
-	lc, settings, err := setupLifecycle(ctx, lcc, c.dataPath, db, catalog, rec, log)
+	lc, settings, err := setupLifecycle(ctx, lcc, c.dataPath, db, catalog, rec, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
