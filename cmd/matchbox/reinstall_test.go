@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -136,22 +135,9 @@ func (l *reinstallLab) report(query, body string) (int, string) {
 
 // background runs a CLI command until it exits.
 type background struct {
-	mu   sync.Mutex
-	out  strings.Builder
+	syncBuffer
 	done chan struct{}
 	code int
-}
-
-func (b *background) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.out.Write(p)
-}
-
-func (b *background) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.out.String()
 }
 
 func (l *reinstallLab) cliBackground(args ...string) *background {
@@ -159,7 +145,7 @@ func (l *reinstallLab) cliBackground(args ...string) *background {
 	b := &background{done: make(chan struct{})}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), l.env...)
-	cmd.Stdout, cmd.Stderr = b, b
+	cmd.Stdout, cmd.Stderr = &b.syncBuffer, &b.syncBuffer
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -233,6 +219,17 @@ func ignitionFile(t *testing.T, config, path string) string {
 }
 
 var tokenRE = regexp.MustCompile(`token=([0-9a-f]{32})`)
+
+// bootToken is the reinstall token in the machine's iPXE script.
+func (l *reinstallLab) bootToken(mac string) string {
+	l.t.Helper()
+	_, ipxe := fetch(l.t, l.s.url+"/ipxe?mac="+mac)
+	m := tokenRE.FindStringSubmatch(ipxe)
+	if m == nil {
+		l.t.Fatalf("no token in the iPXE script of %s: %s", mac, ipxe)
+	}
+	return m[1]
+}
 
 // A reinstall from the CLI, through a Redfish BMC, with the machine's
 // requests and reports played as the shipped installer makes them.
@@ -365,12 +362,7 @@ func TestReinstallFaults(t *testing.T) {
 		t.Errorf("a second reinstall: %d %s", code, out)
 	}
 	l.waitState(failing, "booting")
-	_, ipxe := fetch(t, l.s.url+"/ipxe?mac="+failing)
-	m := tokenRE.FindStringSubmatch(ipxe)
-	if m == nil {
-		t.Fatalf("/ipxe while booting: %s", ipxe)
-	}
-	if code, body := l.report("mac="+failing+"&token="+m[1]+"&status=failed&exit=3", "writing image\nflatcar-install: no space left on /dev/sda\n"); code != 200 {
+	if code, body := l.report("mac="+failing+"&token="+l.bootToken(failing)+"&status=failed&exit=3", "writing image\nflatcar-install: no space left on /dev/sda\n"); code != 200 {
 		t.Fatalf("failure report: %d %s", code, body)
 	}
 	for mac, want := range map[string][]string{
@@ -436,11 +428,7 @@ func TestReinstallResumesAfterKill(t *testing.T) {
 		t.Fatalf("reinstall: %d %s", code, out)
 	}
 	l.waitState(mac, "booting")
-	_, ipxe := fetch(t, l.s.url+"/ipxe?mac="+mac)
-	m := tokenRE.FindStringSubmatch(ipxe)
-	if m == nil {
-		t.Fatalf("/ipxe while booting: %s", ipxe)
-	}
+	token := l.bootToken(mac)
 	if err := l.s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -450,16 +438,15 @@ func TestReinstallResumesAfterKill(t *testing.T) {
 	if !strings.Contains(l.s.log.String(), "reinstall resumed") {
 		t.Errorf("the restarted server does not say it resumed the reinstall:\n%s", l.s.log.String())
 	}
-	_, ipxe = fetch(t, l.s.url+"/ipxe?mac="+mac)
-	if m2 := tokenRE.FindStringSubmatch(ipxe); m2 == nil || m2[1] != m[1] {
-		t.Fatalf("/ipxe after the restart: %s", ipxe)
+	if again := l.bootToken(mac); again != token {
+		t.Fatalf("token after the restart %s, before %s", again, token)
 	}
-	if code, body := fetch(t, l.s.url+"/metadata?mac="+mac+"&token="+m[1]); code != 200 {
+	if code, body := fetch(t, l.s.url+"/metadata?mac="+mac+"&token="+token); code != 200 {
 		t.Fatalf("/metadata with the token: %d %s", code, body)
 	}
 	l.waitState(mac, "installing")
 	for _, st := range []string{"installed", "booted"} {
-		if code, body := l.report("mac="+mac+"&token="+m[1]+"&status="+st, ""); code != 200 {
+		if code, body := l.report("mac="+mac+"&token="+token+"&status="+st, ""); code != 200 {
 			t.Fatalf("%s report: %d %s", st, code, body)
 		}
 	}
