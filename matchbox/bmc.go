@@ -64,6 +64,14 @@ const (
 	EventReport    EventKind = "install.report"
 )
 
+// FromMachine reports whether events of this kind come from the machine
+// itself (a request or a report) rather than from matchbox acting on it:
+// only those say when the machine was last seen, at which address, with
+// which group and profile.
+func (k EventKind) FromMachine() bool {
+	return k != EventBMC && k != EventBMCFailed && k != EventWorkflow
+}
+
 // BMCs runs BMC operations on machines by MAC: it looks the machine's
 // settings up, calls the controller and records every call as a machine
 // event (never with credentials).

@@ -434,7 +434,11 @@ func (l *Lifecycle) bmcStep(ctx context.Context, w Workflow, what string, call f
 			}
 		}
 	}
-	l.fail(ctx, w, fmt.Sprintf("bmc %s failed %d times: %v", what, l.cfg.BMCAttempts, err))
+	tries := "1 try"
+	if l.cfg.BMCAttempts > 1 {
+		tries = fmt.Sprintf("%d tries", l.cfg.BMCAttempts)
+	}
+	l.fail(ctx, w, fmt.Sprintf("bmc %s failed (%s): %v", what, tries, err))
 	return false
 }
 

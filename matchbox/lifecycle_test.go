@@ -310,7 +310,7 @@ func TestReinstallTimeoutsAndBMCFailures(t *testing.T) {
 		t.Errorf("%d power-ons for 2 boot attempts: %v", ons, l.bmc.Calls())
 	}
 	w = l.waitState(macB, matchbox.StateFailed)
-	if !strings.Contains(w.Reason, "bmc power off failed 2 times") || !strings.Contains(w.Reason, "wrong password") {
+	if !strings.Contains(w.Reason, "bmc power off failed (2 tries)") || !strings.Contains(w.Reason, "wrong password") {
 		t.Errorf("BMC refusal: %q", w.Reason)
 	}
 }

@@ -119,7 +119,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		m := out.Machine
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		for _, kv := range [][2]any{{"MAC", m.MAC}, {"UUID", orDash(m.UUID)}, {"Arch", orDash(m.Arch)}, {"Last IP", orDash(m.LastIP)},
-			{"Group", orDash(m.Group)}, {"Profile", orDash(m.Profile)}, {"First seen", m.FirstSeen.Format(time.RFC3339)}, {"Last seen", m.LastSeen.Format(time.RFC3339)},
+			{"Group", orDash(m.Group)}, {"Profile", orDash(m.Profile)}, {"First seen", timeText(m.FirstSeen)}, {"Last seen", timeText(m.LastSeen)},
 			{"Labels", orDash(labelText(m.Labels))}, {"BMC", bmcText(out.BMC)}, {"Events", len(out.Events)}} {
 			fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
 		}
@@ -411,6 +411,15 @@ func labelText(l map[string]string) string {
 		return ""
 	}
 	return selectorText(m)
+}
+
+// timeText prints a time, or "-" for none (a machine registered by its
+// BMC settings has not been seen yet).
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
 }
 
 func ago(t time.Time) string {

@@ -367,7 +367,7 @@ func TestReinstallFaults(t *testing.T) {
 	}
 	for mac, want := range map[string][]string{
 		silent:  {"did not fetch its install config within 1s", "2 boot attempts"},
-		broken:  {"bmc power off failed 2 times", "503"},
+		broken:  {"bmc power off failed (2 tries)", "503"},
 		failing: {"installer reported failure", "exit status 3", "no space left on /dev/sda"},
 	} {
 		reason := l.waitState(mac, "failed")

@@ -591,3 +591,31 @@ func selectorValue(g *matchbox.Group, key string) string {
 	v, _ := g.SelectorValue(key)
 	return v
 }
+
+// Events of matchbox acting on a machine (BMC calls, workflow steps) are
+// kept in its history but do not make it "seen", nor change its address,
+// group or profile.
+func TestEventsFromMatchboxLeaveTheRecord(t *testing.T) {
+	db := openBolt(t, filepath.Join(t.TempDir(), "m.db"))
+	ctx := context.Background()
+	const mac = "52:54:00:00:00:31"
+	seen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := db.RecordEvents(ctx, []matchbox.Event{
+		{Time: seen, MAC: mac, Kind: matchbox.EventHTTPServed, IP: "10.0.0.5", Group: "g", Profile: "live"},
+		{Time: seen.Add(time.Hour), MAC: mac, Kind: matchbox.EventBMC, File: "power off"},
+		{Time: seen.Add(2 * time.Hour), MAC: mac, Kind: matchbox.EventWorkflow, Profile: "install", Detail: "requested"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := db.GetMachine(ctx, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.LastSeen.Equal(seen) || m.Profile != "live" || m.LastIP != "10.0.0.5" {
+		t.Errorf("record changed by matchbox's own events: %+v", m)
+	}
+	events, err := db.MachineEvents(ctx, mac)
+	if err != nil || len(events) != 3 {
+		t.Errorf("history: %d events, %v", len(events), err)
+	}
+}

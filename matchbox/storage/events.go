@@ -101,6 +101,9 @@ func appendHistoryKey(b []byte, mac string, seq uint64) []byte {
 
 // applyEvent updates what a machine record knows from one event.
 func applyEvent(m *matchbox.Machine, e matchbox.Event) {
+	if !e.Kind.FromMachine() {
+		return
+	}
 	if m.FirstSeen.IsZero() || e.Time.Before(m.FirstSeen) {
 		m.FirstSeen = e.Time
 	}
