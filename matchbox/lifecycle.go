@@ -3,6 +3,7 @@ package matchbox
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -184,9 +186,12 @@ type Lifecycle struct {
 	// poweredOn remembers, per machine, the generation for which this
 	// process has powered the machine on (booting's one BMC call).
 	poweredOn map[string]uint64
-	loaded    bool
-	kick      chan struct{}
-	wg        sync.WaitGroup
+	// gates is what Gate reads on every boot request, without a lock: a
+	// map rebuilt at each transition (rare) and never changed after.
+	gates  atomic.Pointer[map[string]Gate]
+	loaded bool
+	kick   chan struct{}
+	wg     sync.WaitGroup
 }
 
 // NewLifecycle returns a Lifecycle; Run loads the stored workflows and
@@ -241,7 +246,19 @@ func (l *Lifecycle) Load(ctx context.Context) error {
 		}
 	}
 	l.loaded = true
+	l.publishGates()
 	return nil
+}
+
+// publishGates rebuilds the map Gate reads. Called with l.mu held.
+func (l *Lifecycle) publishGates() {
+	m := make(map[string]Gate, len(l.flows))
+	for mac, w := range l.flows {
+		if w.State != StateRequested {
+			m[mac] = Gate{State: w.State, Profile: w.Profile, Token: w.Token}
+		}
+	}
+	l.gates.Store(&m)
 }
 
 // Run drives the workflows until ctx ends. BMC steps still running then
@@ -492,6 +509,7 @@ func (l *Lifecycle) published(from WorkflowState, n *Workflow) {
 		c := *n
 		l.flows[n.MAC] = &c
 	}
+	l.publishGates()
 	detail := string(from) + " -> " + string(n.State)
 	if from == "" {
 		detail = string(n.State)
@@ -669,21 +687,18 @@ func (g Gate) Installs() bool {
 // bmc-prep, booting and installing get the install profile; installed
 // machines boot from their disk.
 func (l *Lifecycle) Gate(mac string) (Gate, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := l.flows[mac]
-	if w == nil || w.State == StateRequested {
+	m := l.gates.Load()
+	if m == nil {
 		return Gate{}, false
 	}
-	return Gate{State: w.State, Profile: w.Profile, Token: w.Token}, true
+	g, ok := (*m)[mac]
+	return g, ok
 }
 
 // CheckToken returns ErrStaleToken unless token is the current token of a
 // reinstall of mac that is not over.
 func (l *Lifecycle) CheckToken(mac, token string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if w := l.flows[mac]; w != nil && w.Token != "" && token == w.Token {
+	if g, ok := l.Gate(mac); ok && g.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(g.Token)) == 1 {
 		return nil
 	}
 	return fmt.Errorf("machine %s: %w", mac, ErrStaleToken)
