@@ -48,8 +48,14 @@ func benchMAC(i int) string {
 // parsing, selection, rendering, metrics), without the network, at 10,
 // 1,000 and 100,000 groups. The cost per request must stay flat.
 func BenchmarkServe(b *testing.B) {
+	// As served: the reinstall gate is asked on every request (here with
+	// one other machine being reinstalled).
+	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{Store: benchWorkflows{{MAC: "52:54:00:ff:ff:ff", State: matchbox.StateBooting, Profile: "p", Token: "t", Generation: 1}}})
+	if err := lc.Load(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	for _, n := range []int{10, 1000, 100000} {
-		srv := New(Config{Catalog: benchCatalog(n), Engine: render.NewEngine(render.Options{})})
+		srv := New(Config{Catalog: benchCatalog(n), Engine: render.NewEngine(render.Options{}), Lifecycle: lc})
 		h := srv.Handler()
 		for _, ep := range []string{"ipxe", "metadata", "ignition"} {
 			b.Run(fmt.Sprintf("%s/groups=%d", ep, n), func(b *testing.B) {
@@ -76,4 +82,22 @@ func BenchmarkServe(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchWorkflows is a fixed set of stored workflows.
+type benchWorkflows []matchbox.Workflow
+
+func (w benchWorkflows) Workflow(_ context.Context, mac string) (matchbox.Workflow, error) {
+	for _, f := range w {
+		if f.MAC == mac {
+			return f, nil
+		}
+	}
+	return matchbox.Workflow{}, matchbox.ErrNotFound
+}
+
+func (w benchWorkflows) Workflows(context.Context) ([]matchbox.Workflow, error) { return w, nil }
+
+func (w benchWorkflows) SwapWorkflow(context.Context, uint64, matchbox.Workflow) error {
+	return matchbox.ErrPrecondition
 }
