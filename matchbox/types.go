@@ -19,6 +19,10 @@ type Profile struct {
 	IgnitionID string `json:"ignition_id,omitempty"`
 	CloudID    string `json:"cloud_id,omitempty"`
 	GenericID  string `json:"generic_id,omitempty"`
+	// Release, when set, names a Flatcar release instead of fixed asset
+	// paths: relative boot.kernel and boot.initrd names (or none) are
+	// files of that release, from the local mirror when it holds it.
+	Release *ReleaseRef `json:"release,omitempty"`
 
 	// Origin says where the profile came from (a file path or "db").
 	Origin string `json:"-"`

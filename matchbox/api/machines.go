@@ -230,7 +230,10 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 			q.Set(k, v)
 		}
 		data := render.Data(sel.Group, render.Request{Labels: labels, RawQuery: q.Encode(), Host: s.cfg.BootHost})
-		if sel.Profile.Boot.Kernel != "" {
+		if rel := s.cfg.Engine.ReleaseData(sel.Profile, s.cfg.BootHost); rel != nil {
+			data["release"] = rel
+		}
+		if sel.Profile.Boot.Kernel != "" || sel.Profile.Release != nil {
 			if ipxe, err := s.cfg.Engine.IPXE(sel, data); err != nil {
 				problems = append(problems, "ipxe: "+err.Error())
 			} else {

@@ -26,7 +26,9 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 			return
 		}
 		name := strings.TrimPrefix(path.Clean("/"+strings.TrimPrefix(r.URL.Path, prefix)), "/")
-		if name == "" || strings.ContainsRune(name, 0) {
+		// Hidden files and folders are never served: the release mirror
+		// stages unverified downloads in them.
+		if name == "" || strings.ContainsRune(name, 0) || strings.HasPrefix(name, ".") || strings.Contains(name, "/.") {
 			nethttp.NotFound(w, r)
 			return
 		}

@@ -170,6 +170,7 @@ type query struct {
 	sel    matchbox.Selection
 	// gate is set while the machine is held by a reinstall.
 	gate *matchbox.Gate
+	eng  *render.Engine
 }
 
 func (q *query) data(withHost bool) map[string]any {
@@ -178,6 +179,9 @@ func (q *query) data(withHost bool) map[string]any {
 		req.Host = q.host
 	}
 	d := render.Data(q.sel.Group, req)
+	if rel := q.eng.ReleaseData(q.sel.Profile, q.host); rel != nil {
+		d["release"] = rel
+	}
 	if q.gate != nil {
 		// The install profile's templates build their callback and
 		// config URLs from these.
@@ -370,7 +374,7 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 			methodNotAllowed(w)
 			return
 		}
-		q := &query{file: file, raw: r.URL.RawQuery, host: requestHost(r)}
+		q := &query{file: file, raw: r.URL.RawQuery, host: requestHost(r), eng: s.cfg.Engine}
 		if selects {
 			var err error
 			if q.labels, err = matchbox.ParseQueryLabels(r.URL.RawQuery); err != nil {

@@ -256,6 +256,15 @@ func TestAssets(t *testing.T) {
 	if err := os.WriteFile(outside, []byte("secret"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Hidden: a release download being verified, a dotfile.
+	if err := os.MkdirAll(filepath.Join(f.assets, "flatcar", ".partial-1.2.3"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"flatcar/.partial-1.2.3/vmlinuz", ".secret"} {
+		if err := os.WriteFile(filepath.Join(f.assets, p), []byte("secret"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.Symlink(outside, filepath.Join(f.assets, "escape")); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +293,8 @@ func TestAssets(t *testing.T) {
 		t.Errorf("symlink inside the root: status %d", resp.StatusCode)
 	}
 	for _, p := range []string{"/assets/", "/assets/flatcar", "/assets/flatcar/", "/assets/escape", "/assets/nope",
-		"/assets/%2e%2e/%2e%2e/etc/passwd", "/assets/flatcar/%2e%2e/%2e%2e/secret"} {
+		"/assets/%2e%2e/%2e%2e/etc/passwd", "/assets/flatcar/%2e%2e/%2e%2e/secret",
+		"/assets/flatcar/.partial-1.2.3/vmlinuz", "/assets/.secret", "/assets/flatcar/%2epartial-1.2.3/vmlinuz"} {
 		resp, body := get(t, "GET", f.url+p, nil)
 		if resp.StatusCode != 404 {
 			t.Errorf("%s: status %d, want 404; body %q", p, resp.StatusCode, body)

@@ -25,6 +25,11 @@ func (e *Engine) CheckTemplates(snap *matchbox.Snapshot) []matchbox.Problem {
 		if c := e.compileArgs(p); c.err != nil {
 			probs = append(probs, matchbox.Problem{Origin: p.Origin, Severity: matchbox.SeverityError, Message: c.err.Error()})
 		}
+		if p.Release != nil {
+			if err := p.Release.Check(); err != nil {
+				probs = append(probs, matchbox.Problem{Origin: p.Origin, Severity: matchbox.SeverityError, Message: err.Error()})
+			}
+		}
 	}
 	return probs
 }
@@ -64,6 +69,9 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 		sel := matchbox.Selection{Group: g, Profile: p}
 		labels, raw := sampleLabels(g)
 		data := Data(g, Request{Labels: labels, RawQuery: raw, Host: "matchbox.example:8080"})
+		if rel := e.ReleaseData(p, "matchbox.example:8080"); rel != nil {
+			data["release"] = rel
+		}
 		report := func(what string, err error) {
 			var rerr *Error
 			if errors.As(err, &rerr) {
@@ -72,7 +80,7 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 			probs = append(probs, matchbox.Problem{Origin: g.Origin, Severity: matchbox.SeverityError,
 				Message: fmt.Sprintf("group %q, profile %q: %s: %v", g.ID, p.ID, what, err)})
 		}
-		if p.Boot.Kernel != "" {
+		if p.Boot.Kernel != "" || p.Release != nil {
 			if _, err := e.bootArgs(sel, data); err != nil {
 				report("boot args", err)
 			}
@@ -128,6 +136,11 @@ func CheckTemplate(t *matchbox.Template) error {
 // CheckProfile reports why a profile's boot arguments could not be
 // rendered (a template error), or nil.
 func CheckProfile(p *matchbox.Profile) error {
+	if p.Release != nil {
+		if err := p.Release.Check(); err != nil {
+			return err
+		}
+	}
 	for i, a := range p.Boot.Args {
 		if !strings.Contains(a, "{{") {
 			continue

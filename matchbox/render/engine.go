@@ -65,6 +65,7 @@ type Engine struct {
 	// and allocate megabytes each, so more of them than CPUs only costs
 	// memory.
 	translating chan struct{}
+	opts        Options
 }
 
 // compiled is a parsed template, or the reason it cannot be used.
@@ -85,6 +86,12 @@ type compiledArgs struct {
 type Options struct {
 	// TranslateCacheBytes bounds the Butane translation cache (default 32 MiB).
 	TranslateCacheBytes int
+	// Releases resolves Flatcar releases in the local mirror (nil: none
+	// mirrored).
+	Releases matchbox.ReleaseResolver
+	// ReleaseBaseURL replaces https://<channel>.release.flatcar-linux.net
+	// for releases not mirrored locally.
+	ReleaseBaseURL string
 }
 
 // NewEngine returns an Engine.
@@ -95,6 +102,7 @@ func NewEngine(opts Options) *Engine {
 	return &Engine{
 		butane:      newLRU(opts.TranslateCacheBytes),
 		translating: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		opts:        opts,
 	}
 }
 
@@ -187,7 +195,7 @@ func (e *Engine) bootArgs(sel matchbox.Selection, data map[string]any) ([]string
 // kernelArgs checks that the profile has a kernel and renders its
 // arguments: what both boot script formats start from.
 func (e *Engine) kernelArgs(sel matchbox.Selection, data map[string]any) ([]string, error) {
-	if sel.Profile.Boot.Kernel == "" {
+	if sel.Profile.Boot.Kernel == "" && sel.Profile.Release == nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Err: errors.New("profile has no boot.kernel")}
 	}
 	return e.bootArgs(sel, data)
@@ -200,14 +208,15 @@ func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	kernel, initrds := bootFiles(sel.Profile, data)
 	var b bytes.Buffer
 	b.WriteString("#!ipxe\nkernel ")
-	b.WriteString(sel.Profile.Boot.Kernel)
+	b.WriteString(kernel)
 	for _, a := range args {
 		b.WriteByte(' ')
 		b.WriteString(a)
 	}
-	for _, i := range sel.Profile.Boot.Initrd {
+	for _, i := range initrds {
 		b.WriteString("\ninitrd ")
 		b.WriteString(i)
 	}
@@ -222,19 +231,20 @@ func (e *Engine) GRUB(sel matchbox.Selection, data map[string]any) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	kernel, initrds := bootFiles(sel.Profile, data)
 	var b bytes.Buffer
 	b.WriteString("default=0\nfallback=1\ntimeout=1\n")
 	for _, entry := range []struct{ title, linux, initrd string }{
 		{"CoreOS (EFI)", "linuxefi", "initrdefi"},
 		{"CoreOS (BIOS)", "linux", "initrd"},
 	} {
-		fmt.Fprintf(&b, "menuentry %q {\necho \"Loading kernel\"\n%s \"%s\"", entry.title, entry.linux, sel.Profile.Boot.Kernel)
+		fmt.Fprintf(&b, "menuentry %q {\necho \"Loading kernel\"\n%s \"%s\"", entry.title, entry.linux, kernel)
 		for _, a := range args {
 			b.WriteByte(' ')
 			b.WriteString(a)
 		}
 		fmt.Fprintf(&b, "\necho \"Loading initrd\"\n%s ", entry.initrd)
-		for _, i := range sel.Profile.Boot.Initrd {
+		for _, i := range initrds {
 			fmt.Fprintf(&b, " \"%s\"", grubInitrdPath(i))
 		}
 		b.WriteString("\n}\n")
