@@ -33,13 +33,13 @@ func TestReleaseProfiles(t *testing.T) {
 		localData bool
 	}{
 		{name: "mirrored current, default files", ref: matchbox.ReleaseRef{Channel: "stable"}, mirror: mirror,
-			kernel: "/assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe.vmlinuz",
-			initrd: "--name main /assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe_image.cpio.gz",
+			kernel:  "/assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe.vmlinuz",
+			initrd:  "--name main /assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe_image.cpio.gz",
 			baseURL: "http://mb:8080/assets/flatcar/stable/amd64-usr", localData: true},
 		{name: "mirrored pinned, relative names", ref: matchbox.ReleaseRef{Channel: "stable", Version: "4081.2.0"}, mirror: mirror,
-			boot:   matchbox.Boot{Kernel: "flatcar_production_pxe.vmlinuz", Initrd: []string{"--name main flatcar_production_pxe_image.cpio.gz"}},
-			kernel: "/assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe.vmlinuz",
-			initrd: "--name main /assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe_image.cpio.gz",
+			boot:    matchbox.Boot{Kernel: "flatcar_production_pxe.vmlinuz", Initrd: []string{"--name main flatcar_production_pxe_image.cpio.gz"}},
+			kernel:  "/assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe.vmlinuz",
+			initrd:  "--name main /assets/flatcar/stable/amd64-usr/4081.2.0/flatcar_production_pxe_image.cpio.gz",
 			baseURL: "http://mb:8080/assets/flatcar/stable/amd64-usr", localData: true},
 		{name: "not mirrored: the release server", ref: matchbox.ReleaseRef{Channel: "beta", Arch: "arm64"}, mirror: mirror,
 			kernel:  "https://beta.release.flatcar-linux.net/arm64-usr/current/flatcar_production_pxe.vmlinuz",
