@@ -183,7 +183,9 @@ func TestQuickStart(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/ipxe: %d %s", code, body)
 	}
-	for _, want := range []string{"#!ipxe", "kernel /assets/flatcar/", "flatcar_production_pxe.vmlinuz", "initrd --name main ", "flatcar_production_pxe_image.cpio.gz",
+	// No release pulled into the assets: Flatcar's release server.
+	for _, want := range []string{"#!ipxe", "kernel https://stable.release.flatcar-linux.net/amd64-usr/current/flatcar_production_pxe.vmlinuz",
+		"initrd --name main https://stable.release.flatcar-linux.net/amd64-usr/current/flatcar_production_pxe_image.cpio.gz",
 		"ignition.config.url=" + s.url + "/ignition?", "boot"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/ipxe lacks %q:\n%s", want, body)

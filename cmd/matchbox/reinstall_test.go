@@ -268,7 +268,7 @@ func TestReinstallEndToEnd(t *testing.T) {
 	code, ign := fetch(t, l.s.url+"/ignition?uuid=&mac="+hyphen+"&token="+token)
 	installer := ignitionFile(t, ign, "/opt/installer")
 	for _, want := range []string{`token="` + token + `"`, `mac="` + mac + `"`, "/lifecycle/report?mac=$mac&token=$token&status=$1&exit=$2",
-		"/ignition?os=installed&mac=$mac${token:+&token=$token}", `flatcar-install -d "/dev/sda" -C "stable"`} {
+		"/ignition?os=installed&mac=$mac${token:+&token=$token}", `flatcar-install -d "/dev/sda" -C "stable" -V "current"`, `-b "https://stable.release.flatcar-linux.net/amd64-usr"`} {
 		if code != 200 || !strings.Contains(installer, want) {
 			t.Fatalf("the installer lacks %q: %d\n%s", want, code, installer)
 		}
