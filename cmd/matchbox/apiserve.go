@@ -57,7 +57,7 @@ func loopbackOnly(addr string) bool {
 // setupAPI opens the admin API's listener and returns what serves it
 // (nil when the API is off).
 func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine,
-	bootHost string, leases api.LeaseAdmin, settings storage.BMCSettings, lc *lifecycle, log *slog.Logger) (func(context.Context) error, error) {
+	bootHost string, leases api.LeaseAdmin, settings storage.BMCSettings, lc *lifecycle, releases *releaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -80,7 +80,12 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	} else {
 		log.Warn("the admin API token file is gone; the token registered before still works (remove the token named admin from the database, or give -api-token-file, to set a new one)")
 	}
+	var ra api.ReleaseAdmin
+	if releases != nil {
+		ra = releases // a nil *releaseAdmin must stay a nil interface
+	}
 	srv, err := api.New(ctx, api.Config{
+		Releases:  ra,
 		BMC:       settings,
 		Power:     lc.bmcs,
 		Lifecycle: lc.lc,

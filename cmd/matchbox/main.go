@@ -46,6 +46,7 @@ Usage:
   matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
                               talk to a running server's admin API
+  matchbox release pull | list | rm   the local mirror of Flatcar releases
                               ("matchbox group -help" for connection flags)
 
 Run "matchbox COMMAND -help" for a command's flags. Every flag can also be
@@ -82,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = machineCLI(ctx, rest, stdout, stderr)
 	case "lease":
 		err = leaseCLI(ctx, rest, stdout, stderr)
+	case "release":
+		err = releaseCLI(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":

@@ -26,6 +26,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	mbhttp "matchbox.dev/matchbox/http"
+	"matchbox.dev/matchbox/release"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
 	"matchbox.dev/matchbox/storage"
@@ -96,6 +97,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	nbc := netbootFlags(fs)
 	ac := apiFlags(fs)
 	lcc := lifecycleFlags(fs)
+	rc := releaseServeFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	set, err := parseFlagsSet(fs, args, stderr)
 	if err != nil {
@@ -153,7 +155,21 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Name: "matchbox_build_info", Help: "Build information.", ConstLabels: prometheus.Labels{"version": versionString()},
 	}, func() float64 { return 1 }))
 
-	engine := render.NewEngine(render.Options{TranslateCacheBytes: c.cacheMB << 20})
+	syncChannels, err := rc.channels()
+	if err != nil {
+		return err
+	}
+	engineOpts := render.Options{TranslateCacheBytes: c.cacheMB << 20, ReleaseBaseURL: rc.baseURL}
+	var mirror *release.Mirror
+	if c.assetsPath != "" {
+		if mirror, err = openMirror(c.assetsPath, rc.baseURL, rc.key, log.With("component", "release")); err != nil {
+			return err
+		}
+		engineOpts.Releases = mirror
+	} else if len(syncChannels) > 0 {
+		return errors.New("-release-sync needs -assets-path: the release mirror lives in it")
+	}
+	engine := render.NewEngine(engineOpts)
 	catalog := matchbox.NewCatalog("datadir", "db")
 	cm := newCatalogMetrics(reg, engine)
 	reported := map[string]bool{}
@@ -232,7 +248,17 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	nb.run = append(nb.run, lc.lc.Run)
-	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, settings, lc, log)
+	var releases *releaseAdmin
+	if mirror != nil {
+		releases = newReleaseAdmin(mirror, rc.keep, log.With("component", "release"))
+		if len(syncChannels) > 0 {
+			nb.run = append(nb.run, func(ctx context.Context) error {
+				return releases.sync(ctx, syncChannels, rc.arch, rc.every)
+			})
+			log.Info("release sync", "channels", syncChannels, "arch", rc.arch, "every", rc.every, "keep", rc.keep)
+		}
+	}
+	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, settings, lc, releases, log)
 	if err != nil {
 		ln.Close()
 		return err

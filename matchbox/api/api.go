@@ -74,6 +74,9 @@ type Config struct {
 	// Lifecycle runs reinstalls (nil: the reinstall endpoints answer
 	// 503).
 	Lifecycle Reinstaller
+	// Releases is the Flatcar release mirror (nil: the release endpoints
+	// answer 503).
+	Releases ReleaseAdmin
 	// Engine renders previews (nil: previews show only the selection).
 	Engine *render.Engine
 	// BootHost is the host:port machines reach the boot endpoints at, for
@@ -177,6 +180,9 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/machines/{mac}/workflow", s.auth(matchbox.RoleRead, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.getWorkflow))).Methods(http.MethodGet)
 	v1.HandleFunc("/machines/{mac}/reinstall", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.reinstall))).Methods(http.MethodPost)
 	v1.HandleFunc("/machines/{mac}/cancel", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.cancelReinstall))).Methods(http.MethodPost)
+	v1.HandleFunc("/releases", s.auth(matchbox.RoleRead, s.need(s.cfg.Releases != nil, errNoReleases, s.listReleases))).Methods(http.MethodGet)
+	v1.HandleFunc("/releases", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Releases != nil, errNoReleases, s.pullRelease))).Methods(http.MethodPost)
+	v1.HandleFunc("/releases/{channel}/{board}/{version}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Releases != nil, errNoReleases, s.removeRelease))).Methods(http.MethodDelete)
 	v1.HandleFunc("/reinstalls", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.reinstall))).Methods(http.MethodPost)
 	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.listLeases))).Methods(http.MethodGet)
 	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.releaseLease))).Methods(http.MethodDelete)

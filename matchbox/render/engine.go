@@ -90,7 +90,8 @@ type Options struct {
 	// mirrored).
 	Releases matchbox.ReleaseResolver
 	// ReleaseBaseURL replaces https://<channel>.release.flatcar-linux.net
-	// for releases not mirrored locally.
+	// for releases not mirrored locally; "{channel}" in it is replaced by
+	// the channel.
 	ReleaseBaseURL string
 }
 

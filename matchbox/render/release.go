@@ -16,7 +16,7 @@ const (
 // publicReleaseBase is Flatcar's release server for a channel.
 func (e *Engine) publicReleaseBase(channel string) string {
 	if e.opts.ReleaseBaseURL != "" {
-		return strings.TrimRight(e.opts.ReleaseBaseURL, "/")
+		return strings.TrimRight(strings.ReplaceAll(e.opts.ReleaseBaseURL, "{channel}", channel), "/")
 	}
 	return "https://" + channel + ".release.flatcar-linux.net"
 }
