@@ -8,7 +8,8 @@ import (
 
 // TestImportRules keeps the package layout of the design true: the core
 // imports only the standard library; front-ends never import each other,
-// storage or bmc; storage and render never import front-ends.
+// storage, bmc or release; storage, render, bmc and release never import
+// front-ends or each other.
 func TestImportRules(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}:{{join .Imports \" \"}}", "matchbox.dev/matchbox/...").CombinedOutput()
 	if err != nil {
@@ -17,12 +18,13 @@ func TestImportRules(t *testing.T) {
 	const mod = "matchbox.dev/matchbox"
 	frontEnds := []string{"http", "tftp", "dhcp", "api"}
 	forbidden := map[string][]string{
-		"storage": {"http", "tftp", "dhcp", "api", "render", "bmc"},
-		"render":  {"http", "tftp", "dhcp", "api", "storage", "bmc"},
-		"bmc":     {"http", "tftp", "dhcp", "api", "storage", "render"},
+		"storage": {"http", "tftp", "dhcp", "api", "render", "bmc", "release"},
+		"render":  {"http", "tftp", "dhcp", "api", "storage", "bmc", "release"},
+		"bmc":     {"http", "tftp", "dhcp", "api", "storage", "render", "release"},
+		"release": {"http", "tftp", "dhcp", "api", "storage", "render", "bmc"},
 	}
 	for _, fe := range frontEnds {
-		for _, other := range append(append([]string{}, frontEnds...), "storage", "bmc") {
+		for _, other := range append(append([]string{}, frontEnds...), "storage", "bmc", "release") {
 			if other != fe {
 				forbidden[fe] = append(forbidden[fe], other)
 			}
