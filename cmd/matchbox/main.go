@@ -142,6 +142,12 @@ func parseFlagsSet(fs *flag.FlagSet, args []string, stderr io.Writer) (map[strin
 		fs.Usage()
 		return nil, errUsage
 	}
+	return applyEnv(fs)
+}
+
+// applyEnv sets the flags the command line did not from MATCHBOX_* in the
+// environment, and returns the names of the flags set either way.
+func applyEnv(fs *flag.FlagSet) (map[string]bool, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error

@@ -57,7 +57,7 @@ func releaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return errUsage
 	}
-	if err := applyEnv(fs); err != nil {
+	if _, err := applyEnv(fs); err != nil {
 		return err
 	}
 	if len(pos) != 1 {
@@ -162,24 +162,6 @@ func (c *releaseServeConfig) channels() ([]string, error) {
 		return nil, fmt.Errorf("-every %v: at least 1m", c.every)
 	}
 	return out, nil
-}
-
-// applyEnv sets the flags not given on the command line from MATCHBOX_*.
-func applyEnv(fs *flag.FlagSet) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", envName(f.Name), v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
 }
 
 // openMirror opens the release mirror in an assets folder.
