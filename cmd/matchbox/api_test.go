@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -249,6 +250,22 @@ func writeToken(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "token")
 	writeFile(t, p, "mbx_test_token_0123456789\n")
 	return p
+}
+
+// Without a token given, the CLI reads the admin token the quick start's
+// server wrote into the current folder.
+func TestCLITokenInCurrentFolder(t *testing.T) {
+	if _, err := os.Stat("/var/lib/matchbox/admin.token"); err == nil {
+		t.Skip("/var/lib/matchbox/admin.token exists: it comes first")
+	}
+	data := t.TempDir()
+	s := startServer(t, nil, "-data-path", data, "-assets-path", "", "-db-path", filepath.Join(t.TempDir(), "m.db"))
+	cmd := exec.Command(bin, "group", "list")
+	cmd.Dir = data
+	cmd.Env = append(os.Environ(), "MATCHBOX_ENDPOINT="+s.apiURL)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "ID") {
+		t.Errorf("group list in the data dir: %v %s", err, out)
+	}
 }
 
 // The CLI reads its connection settings from a config file.

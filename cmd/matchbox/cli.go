@@ -48,7 +48,7 @@ client-cert, client-key):
   -endpoint URL     admin API (MATCHBOX_ENDPOINT, default http://127.0.0.1:8081)
   -token TOKEN      API token (MATCHBOX_TOKEN)
   -token-file FILE  file holding the token (MATCHBOX_TOKEN_FILE, default
-                    /var/lib/matchbox/admin.token when readable)
+                    /var/lib/matchbox/admin.token, else ./admin.token)
   -ca-file FILE     CA certificate that signed the API's TLS certificate
                     (MATCHBOX_CA_FILE)
   -client-cert FILE, -client-key FILE
@@ -200,7 +200,12 @@ func (f *cliFlags) client() (*client, error) {
 	if token == "" && f.clientCert == "" {
 		file := f.tokenFile
 		if file == "" {
+			// The server's default data dir, else the quick start's (a
+			// server run with -data-path .).
 			file = "/var/lib/matchbox/admin.token"
+			if _, err := os.Stat(file); err != nil {
+				file = "admin.token"
+			}
 		}
 		data, err := os.ReadFile(file)
 		if err != nil {
