@@ -346,13 +346,17 @@ func TestReinstallEndToEnd(t *testing.T) {
 // Each fault ends the reinstall failed, with the reason shown by machine
 // get.
 func TestReinstallFaults(t *testing.T) {
+	// One BMC per machine, as in a rack.
 	healthy := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
 	refusing := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
-	l := newReinstallLab(t, "-reinstall-boot-timeout", "1s", "-reinstall-boot-attempts", "2", "-bmc-attempts", "2", "-bmc-retry-delay", "100ms")
+	other := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
+	// The boot timeout leaves the failing installer time to report
+	// before its boot is retried, even under the race detector.
+	l := newReinstallLab(t, "-reinstall-boot-timeout", "3s", "-reinstall-boot-attempts", "2", "-bmc-attempts", "2", "-bmc-retry-delay", "100ms")
 	const silent, broken, failing = "52:54:00:00:00:a1", "52:54:00:00:00:a2", "52:54:00:00:00:a3"
 	l.machine(silent, healthy)
 	l.machine(broken, refusing)
-	l.machine(failing, healthy)
+	l.machine(failing, other)
 	refusing.SetRefuse(503)
 
 	if code, out := l.cli("machine", "reinstall", silent, broken, failing); code != 0 {
@@ -366,7 +370,7 @@ func TestReinstallFaults(t *testing.T) {
 		t.Fatalf("failure report: %d %s", code, body)
 	}
 	for mac, want := range map[string][]string{
-		silent:  {"did not fetch its install config within 1s", "2 boot attempts"},
+		silent:  {"did not fetch its install config within 3s", "2 boot attempts"},
 		broken:  {"bmc power off failed (2 tries)", "503"},
 		failing: {"installer reported failure", "exit status 3", "no space left on /dev/sda"},
 	} {
