@@ -34,6 +34,8 @@ const cliUsage = `Usage:
   matchbox profile list | get ID | apply -f FILE | delete ID
   matchbox template list [KIND] | get KIND NAME | apply KIND -f FILE [-name NAME] | delete KIND NAME
   matchbox machine list | get MAC | events MAC [-follow] | preview MAC [K=V ...] | label MAC [K=V ...] | delete MAC
+  matchbox machine bmc set|get|delete MAC | power MAC on|off|soft|reset|status | bootdev MAC pxe|disk
+  matchbox machine reinstall MAC [MAC ...] [-profile P] [-force] [-concurrency N] [-wait] | cancel MAC
   matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
 

@@ -43,11 +43,13 @@ Usage:
   matchbox profile list | get ID | apply -f FILE | delete ID
   matchbox template list | get KIND NAME | apply KIND -f FILE | delete KIND NAME
   matchbox machine list | get MAC | events MAC [-follow] | preview MAC | label MAC K=V | delete MAC
+  matchbox machine bmc set MAC … | power MAC on|off|status | reinstall MAC … [-wait] | cancel MAC
   matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
                               talk to a running server's admin API
-  matchbox release pull | list | rm   the local mirror of Flatcar releases
                               ("matchbox group -help" for connection flags)
+  matchbox release pull | list | rm
+                              the local, verified mirror of Flatcar releases
 
 Run "matchbox COMMAND -help" for a command's flags. Every flag can also be
 set in the environment as MATCHBOX_<FLAG>, e.g. MATCHBOX_DATA_PATH.
