@@ -683,6 +683,25 @@ func (g Gate) Installs() bool {
 	return g.State == StateBooting || g.State == StateInstalling || g.State == StateBMCPrep
 }
 
+// Select is what a held machine boots: its own selection with the install
+// profile in place of its group's while it installs, and always a group
+// (an empty one when none matches it: the install profile then renders
+// with the request's labels only).
+func (g Gate) Select(snap *Snapshot, sel Selection) (Selection, error) {
+	if g.Installs() {
+		p, ok := snap.Profile(g.Profile)
+		if !ok {
+			// The server's configuration is at fault, not the request.
+			return sel, fmt.Errorf("install profile %q of the reinstall is missing", g.Profile)
+		}
+		sel.Profile = p
+	}
+	if sel.Group == nil {
+		sel.Group = &Group{Profile: g.Profile}
+	}
+	return sel, nil
+}
+
 // Gate reports whether mac is held by a reinstall, and how. Machines in
 // bmc-prep, booting and installing get the install profile; installed
 // machines boot from their disk.

@@ -100,15 +100,11 @@ func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, bo
 	sel, err := snap.Select(labels)
 	if b.lc != nil {
 		if g, held := b.lc.Gate(labels["mac"]); held {
-			if p, ok := snap.Profile(g.Profile); ok && g.Installs() {
-				sel.Profile = p
-			}
-			if sel.Group == nil {
-				sel.Group = &matchbox.Group{}
-			}
 			// An installed machine netboots too: iPXE then sends it to
-			// its disk.
-			return sel, true
+			// its disk. A missing install profile fails later, at /ipxe,
+			// with its reason.
+			gated, _ := g.Select(snap, sel)
+			return gated, true
 		}
 	}
 	return sel, err == nil

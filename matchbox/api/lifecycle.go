@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/gorilla/mux"
 
@@ -72,11 +73,7 @@ func (s *Server) setPower(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &in) {
 		return
 	}
-	valid := false
-	for _, a := range matchbox.PowerActions {
-		valid = valid || a == in.Action
-	}
-	if !valid {
+	if !slices.Contains(matchbox.PowerActions, in.Action) {
 		writeError(w, http.StatusBadRequest, "invalid", "action must be on, off, soft or reset", nil)
 		return
 	}

@@ -454,17 +454,9 @@ func (s *Server) applyGate(q *query) error {
 	if !g.Installs() || q.labels["os"] == "installed" {
 		return nil
 	}
-	p, ok := q.snap.Profile(g.Profile)
-	if !ok {
-		return fmt.Errorf("install profile %q of the reinstall is missing", g.Profile)
-	}
-	q.sel.Profile = p
-	if q.sel.Group == nil {
-		// No group of its own: the install profile renders with the
-		// request's labels only.
-		q.sel.Group = &matchbox.Group{ID: "", Profile: g.Profile}
-	}
-	return nil
+	sel, err := g.Select(q.snap, q.sel)
+	q.sel = sel
+	return err
 }
 
 // report takes an installer's or installed system's report:
