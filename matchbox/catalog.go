@@ -48,7 +48,9 @@ type templateKey struct {
 // Snapshot is an immutable, indexed view of every group, profile and
 // template. Front-ends take the current snapshot once per request.
 type Snapshot struct {
-	groups    map[string]*Group
+	// groups is sorted by id: a slice rather than a map, so a large fleet
+	// costs the collector one pointer per group here.
+	groups    []*Group
 	profiles  map[string]*Profile
 	templates map[templateKey]*Template
 	index     *Index
@@ -68,19 +70,25 @@ type Selection struct {
 // data dir is passed first), and the clash is reported.
 func NewSnapshot(sources ...Objects) *Snapshot {
 	s := &Snapshot{
-		groups:    make(map[string]*Group),
 		profiles:  make(map[string]*Profile),
 		templates: make(map[templateKey]*Template),
 	}
+	n := 0
+	for _, src := range sources {
+		n += len(src.Groups)
+	}
+	byID := make(map[string]*Group, n) // only while building
+	groups := make([]*Group, 0, n)
 	for _, src := range sources {
 		s.problems = append(s.problems, src.Problems...)
 		for _, g := range src.Groups {
-			if prev, ok := s.groups[g.ID]; ok {
+			if prev, ok := byID[g.ID]; ok {
 				s.problems = append(s.problems, Problem{g.Origin, SeverityError,
 					fmt.Sprintf("group id %q is already defined by %s; this one is ignored", g.ID, prev.Origin)})
 				continue
 			}
-			s.groups[g.ID] = g
+			byID[g.ID] = g
+			groups = append(groups, g)
 		}
 		for _, p := range src.Profiles {
 			if prev, ok := s.profiles[p.ID]; ok {
@@ -100,11 +108,9 @@ func NewSnapshot(sources ...Objects) *Snapshot {
 			s.templates[k] = t
 		}
 	}
-	groups := make([]*Group, 0, len(s.groups))
-	for _, g := range s.groups {
-		groups = append(groups, g)
-	}
+	clear(byID)
 	slices.SortFunc(groups, func(a, b *Group) int { return strings.Compare(a.ID, b.ID) })
+	s.groups = slices.Clip(groups)
 	sels := make([]string, len(groups))
 	for i, g := range groups {
 		sels[i] = g.SelectorString()
@@ -176,7 +182,13 @@ func (s *Snapshot) Select(labels map[string]string) (Selection, error) {
 }
 
 // Group returns a group by id.
-func (s *Snapshot) Group(id string) (*Group, bool) { g, ok := s.groups[id]; return g, ok }
+func (s *Snapshot) Group(id string) (*Group, bool) {
+	i, ok := slices.BinarySearchFunc(s.groups, id, func(g *Group, id string) int { return strings.Compare(g.ID, id) })
+	if !ok {
+		return nil, false
+	}
+	return s.groups[i], true
+}
 
 // Profile returns a profile by id.
 func (s *Snapshot) Profile(id string) (*Profile, bool) { p, ok := s.profiles[id]; return p, ok }
@@ -188,14 +200,7 @@ func (s *Snapshot) Template(kind TemplateKind, name string) (*Template, bool) {
 }
 
 // Groups returns every group, sorted by id.
-func (s *Snapshot) Groups() []*Group {
-	out := make([]*Group, 0, len(s.groups))
-	for _, g := range s.groups {
-		out = append(out, g)
-	}
-	slices.SortFunc(out, func(a, b *Group) int { return strings.Compare(a.ID, b.ID) })
-	return out
-}
+func (s *Snapshot) Groups() []*Group { return slices.Clone(s.groups) }
 
 // Profiles returns every profile, sorted by id.
 func (s *Snapshot) Profiles() []*Profile {

@@ -57,7 +57,19 @@ func (g *Group) Freeze() {
 	buf = append(buf, selStr...)
 	strEnd := len(buf)
 	buf = append(buf, meta...)
-	g.data, g.selEnd, g.strEnd, g.nsel, g.frozen = string(buf), uint32(selEnd), uint32(strEnd), uint32(len(g.Selector)), true
+	metaEnd := len(buf)
+	// The identifying strings ride in the same object: the group's string
+	// fields become slices of it, so a frozen group points at one object.
+	buf = append(buf, g.ID...)
+	buf = append(buf, g.Name...)
+	buf = append(buf, g.Profile...)
+	buf = append(buf, g.Origin...)
+	data := string(buf)
+	off := metaEnd
+	cut := func(n int) string { s := data[off : off+n]; off += n; return s }
+	g.ID, g.Name, g.Profile, g.Origin = cut(len(g.ID)), cut(len(g.Name)), cut(len(g.Profile)), cut(len(g.Origin))
+	g.data = data[:metaEnd]
+	g.selEnd, g.strEnd, g.nsel, g.frozen = uint32(selEnd), uint32(strEnd), uint32(len(g.Selector)), true
 	g.Selector, g.Metadata = nil, nil
 }
 

@@ -2,18 +2,31 @@ package matchbox
 
 import (
 	"cmp"
+	"hash/maphash"
 	"slices"
 )
 
-// pair is one selector or label key/value, used as an index key without
-// allocating a joined string per lookup.
-type pair struct{ k, v string }
-
-// entry is a group with what precedence compares, computed once.
+// entry is a group in the index. For a frozen group, what precedence
+// compares is read from the group itself (a field and a slice of its
+// data); only an unfrozen group has its selector string cached here, so a
+// large frozen fleet costs the collector one pointer per entry.
 type entry struct {
 	g   *Group
-	sel string // SelectorString
-	n   int    // number of selectors
+	sel string // SelectorString, for unfrozen groups only
+}
+
+func newEntry(g *Group, sel string) entry {
+	if g.frozen {
+		return entry{g: g}
+	}
+	return entry{g, sel}
+}
+
+func (e *entry) selector() string {
+	if e.g.frozen {
+		return e.g.data[e.g.selEnd:e.g.strEnd]
+	}
+	return e.sel
 }
 
 // span is a bucket's range in Index.entries.
@@ -25,13 +38,24 @@ func (e *entry) precedes(o *entry) bool {
 }
 
 func compareEntries(a, b *entry) int {
-	if a.n != b.n {
-		return cmp.Compare(b.n, a.n)
+	if an, bn := a.g.SelectorCount(), b.g.SelectorCount(); an != bn {
+		return cmp.Compare(bn, an)
 	}
-	if a.sel != b.sel {
-		return -cmp.Compare(a.sel, b.sel)
+	if as, bs := a.selector(), b.selector(); as != bs {
+		return -cmp.Compare(as, bs)
 	}
 	return cmp.Compare(a.g.ID, b.g.ID)
+}
+
+// pairHash is the bucket key of a selector or label pair. Buckets are
+// keyed by hash rather than by the strings so the bucket map holds no
+// pointers: the collector does not walk it. Two pairs with the same hash
+// share a bucket, which costs a lookup a few more comparisons and never
+// changes its answer, since every candidate is checked with Matches.
+func pairHash(seed maphash.Seed, k, v string) uint64 {
+	hk := maphash.String(seed, k)
+	hv := maphash.String(seed, v)
+	return hk ^ (hv*0x9e3779b97f4a7c15 + 0x632be59bd9b4e019 + hk<<6 + hk>>2)
 }
 
 // Index answers "which group does a machine with these labels get" without
@@ -44,7 +68,8 @@ type Index struct {
 	// buckets locates each pair's entries in entries, which holds every
 	// bucket's entries one after another: one array for all groups
 	// rather than a slice per pair.
-	buckets map[pair]span
+	buckets map[uint64]span
+	seed    maphash.Seed
 	entries []entry
 	// always holds, in precedence order, groups whose selector values are
 	// all empty: they match machines that send none of those labels, so no
@@ -59,8 +84,8 @@ type Index struct {
 // sorted "k=v" selector string (poseidon/matchbox's rule); identical
 // selector sets, which poseidon/matchbox leaves undefined, by the lower id.
 func Precedes(a, b *Group) bool {
-	ea := entry{a, a.SelectorString(), a.SelectorCount()}
-	eb := entry{b, b.SelectorString(), b.SelectorCount()}
+	ea := entry{a, a.SelectorString()}
+	eb := entry{b, b.SelectorString()}
 	return ea.precedes(&eb)
 }
 
@@ -75,22 +100,23 @@ func NewIndex(groups []*Group) *Index {
 
 // newIndex builds the index from groups and their selector strings.
 func newIndex(groups []*Group, sels []string) *Index {
+	type pair struct{ k, v string }
 	freq := make(map[pair]int, len(groups))
 	for _, g := range groups {
 		for k, v := range g.Selectors() {
 			freq[pair{k, v}]++
 		}
 	}
-	idx := &Index{size: len(groups)}
+	idx := &Index{size: len(groups), seed: maphash.MakeSeed()}
 	type filed struct {
-		p pair
+		h uint64
 		e entry
 	}
 	var all []filed
 	var bestDefault *entry
 	for i, g := range groups {
-		e := entry{g, sels[i], g.SelectorCount()}
-		if e.n == 0 {
+		e := newEntry(g, sels[i])
+		if g.SelectorCount() == 0 {
 			if bestDefault == nil || e.precedes(bestDefault) {
 				bestDefault = &e
 			}
@@ -112,7 +138,7 @@ func newIndex(groups []*Group, sels []string) *Index {
 			idx.always = append(idx.always, e)
 			continue
 		}
-		all = append(all, filed{best, e})
+		all = append(all, filed{pairHash(idx.seed, best.k, best.v), e})
 	}
 	if bestDefault != nil {
 		idx.bestDefault = bestDefault.g
@@ -121,24 +147,21 @@ func newIndex(groups []*Group, sels []string) *Index {
 	slices.SortFunc(idx.always, byPrecedence)
 	// Order by bucket, then by precedence within each bucket.
 	slices.SortFunc(all, func(a, b filed) int {
-		if c := cmp.Compare(a.p.k, b.p.k); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.p.v, b.p.v); c != 0 {
+		if c := cmp.Compare(a.h, b.h); c != 0 {
 			return c
 		}
 		return compareEntries(&a.e, &b.e)
 	})
 	idx.entries = make([]entry, len(all))
-	idx.buckets = make(map[pair]span, len(freq))
+	idx.buckets = make(map[uint64]span, len(freq))
 	for i, f := range all {
 		idx.entries[i] = f.e
-		if i > 0 && all[i-1].p == f.p {
-			sp := idx.buckets[f.p]
+		if i > 0 && all[i-1].h == f.h {
+			sp := idx.buckets[f.h]
 			sp.n++
-			idx.buckets[f.p] = sp
+			idx.buckets[f.h] = sp
 		} else {
-			idx.buckets[f.p] = span{uint32(i), 1}
+			idx.buckets[f.h] = span{uint32(i), 1}
 		}
 	}
 	return idx
@@ -158,7 +181,7 @@ func (idx *Index) Select(labels map[string]string) *Group {
 		}
 	}
 	for k, v := range labels {
-		sp, ok := idx.buckets[pair{k, v}]
+		sp, ok := idx.buckets[pairHash(idx.seed, k, v)]
 		if !ok {
 			continue
 		}
