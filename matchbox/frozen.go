@@ -66,7 +66,14 @@ func (g *Group) Freeze() {
 	buf = append(buf, g.Origin...)
 	data := string(buf)
 	off := metaEnd
-	cut := func(n int) string { s := data[off : off+n]; off += n; return s }
+	cut := func(n int) string {
+		if n == 0 {
+			return "" // no pointer at all
+		}
+		s := data[off : off+n]
+		off += n
+		return s
+	}
 	g.ID, g.Name, g.Profile, g.Origin = cut(len(g.ID)), cut(len(g.Name)), cut(len(g.Profile)), cut(len(g.Origin))
 	g.data = data[:metaEnd]
 	g.selEnd, g.strEnd, g.nsel, g.frozen = uint32(selEnd), uint32(strEnd), uint32(len(g.Selector)), true

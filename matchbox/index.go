@@ -6,45 +6,20 @@ import (
 	"slices"
 )
 
-// entry is a group in the index. For a frozen group, what precedence
-// compares is read from the group itself (a field and a slice of its
-// data); only an unfrozen group has its selector string cached here, so a
-// large frozen fleet costs the collector one pointer per entry.
-type entry struct {
-	g   *Group
-	sel string // SelectorString, for unfrozen groups only
-}
-
-func newEntry(g *Group, sel string) entry {
-	if g.frozen {
-		return entry{g: g}
-	}
-	return entry{g, sel}
-}
-
-func (e *entry) selector() string {
-	if e.g.frozen {
-		return e.g.data[e.g.selEnd:e.g.strEnd]
-	}
-	return e.sel
-}
-
 // span is a bucket's range in Index.entries.
 type span struct{ start, n uint32 }
 
-// precedes reports whether e wins over o when both match a machine.
-func (e *entry) precedes(o *entry) bool {
-	return compareEntries(e, o) < 0
-}
-
-func compareEntries(a, b *entry) int {
-	if an, bn := a.g.SelectorCount(), b.g.SelectorCount(); an != bn {
+// compareGroups orders a before b when a wins over b for a machine both
+// match: more selectors, then the greater selector string, then the lower
+// id. sa and sb are their selector strings.
+func compareGroups(a, b *Group, sa, sb string) int {
+	if an, bn := a.SelectorCount(), b.SelectorCount(); an != bn {
 		return cmp.Compare(bn, an)
 	}
-	if as, bs := a.selector(), b.selector(); as != bs {
-		return -cmp.Compare(as, bs)
+	if sa != sb {
+		return -cmp.Compare(sa, sb)
 	}
-	return cmp.Compare(a.g.ID, b.g.ID)
+	return cmp.Compare(a.ID, b.ID)
 }
 
 // pairHash is the bucket key of a selector or label pair. Buckets are
@@ -64,19 +39,26 @@ func pairHash(seed maphash.Seed, k, v string) uint64 {
 // labels, so the cost depends on the number of labels and on how many
 // groups share a pair, not on the total number of groups. Buckets are kept
 // in precedence order, so a lookup stops at the first match.
+//
+// A large fleet's index lives as long as its snapshot and the collector
+// looks at it on every cycle, so it holds as few pointers as it can: the
+// groups once (the slice given to newIndex, shared with the snapshot),
+// and numbers into that slice everywhere else.
 type Index struct {
+	groups []*Group
+	// sels caches the selector strings of groups that are not frozen (a
+	// frozen group's is a slice of its own data); nil when all are frozen.
+	sels []string
 	// buckets locates each pair's entries in entries, which holds every
-	// bucket's entries one after another: one array for all groups
-	// rather than a slice per pair.
+	// bucket's group numbers one after another.
 	buckets map[uint64]span
 	seed    maphash.Seed
-	entries []entry
+	entries []int32
 	// always holds, in precedence order, groups whose selector values are
 	// all empty: they match machines that send none of those labels, so no
 	// label lookup finds them.
-	always      []entry
+	always      []int32
 	bestDefault *Group
-	size        int
 }
 
 // Precedes reports whether group a wins over group b when both match a
@@ -84,9 +66,7 @@ type Index struct {
 // sorted "k=v" selector string (poseidon/matchbox's rule); identical
 // selector sets, which poseidon/matchbox leaves undefined, by the lower id.
 func Precedes(a, b *Group) bool {
-	ea := entry{a, a.SelectorString()}
-	eb := entry{b, b.SelectorString()}
-	return ea.precedes(&eb)
+	return compareGroups(a, b, a.SelectorString(), b.SelectorString()) < 0
 }
 
 // NewIndex builds the selection index for groups.
@@ -98,7 +78,21 @@ func NewIndex(groups []*Group) *Index {
 	return newIndex(groups, sels)
 }
 
-// newIndex builds the index from groups and their selector strings.
+// selector is group i's selector string.
+func (idx *Index) selector(i int32) string {
+	if g := idx.groups[i]; g.frozen {
+		return g.data[g.selEnd:g.strEnd]
+	}
+	return idx.sels[i]
+}
+
+// compare orders group numbers by precedence.
+func (idx *Index) compare(a, b int32) int {
+	return compareGroups(idx.groups[a], idx.groups[b], idx.selector(a), idx.selector(b))
+}
+
+// newIndex builds the index from groups and their selector strings. The
+// index keeps groups; the caller must not change it afterwards.
 func newIndex(groups []*Group, sels []string) *Index {
 	type pair struct{ k, v string }
 	freq := make(map[pair]int, len(groups))
@@ -107,18 +101,24 @@ func newIndex(groups []*Group, sels []string) *Index {
 			freq[pair{k, v}]++
 		}
 	}
-	idx := &Index{size: len(groups), seed: maphash.MakeSeed()}
+	idx := &Index{groups: groups, seed: maphash.MakeSeed()}
+	for _, g := range groups {
+		if !g.frozen {
+			idx.sels = sels
+			break
+		}
+	}
 	type filed struct {
 		h uint64
-		e entry
+		i int32
 	}
 	var all []filed
-	var bestDefault *entry
+	bestDefault := int32(-1)
 	for i, g := range groups {
-		e := newEntry(g, sels[i])
+		i := int32(i)
 		if g.SelectorCount() == 0 {
-			if bestDefault == nil || e.precedes(bestDefault) {
-				bestDefault = &e
+			if bestDefault < 0 || idx.compare(i, bestDefault) < 0 {
+				bestDefault = i
 			}
 			continue
 		}
@@ -135,27 +135,26 @@ func newIndex(groups []*Group, sels []string) *Index {
 			}
 		}
 		if bestN < 0 {
-			idx.always = append(idx.always, e)
+			idx.always = append(idx.always, i)
 			continue
 		}
-		all = append(all, filed{pairHash(idx.seed, best.k, best.v), e})
+		all = append(all, filed{pairHash(idx.seed, best.k, best.v), i})
 	}
-	if bestDefault != nil {
-		idx.bestDefault = bestDefault.g
+	if bestDefault >= 0 {
+		idx.bestDefault = groups[bestDefault]
 	}
-	byPrecedence := func(a, b entry) int { return compareEntries(&a, &b) }
-	slices.SortFunc(idx.always, byPrecedence)
+	slices.SortFunc(idx.always, idx.compare)
 	// Order by bucket, then by precedence within each bucket.
 	slices.SortFunc(all, func(a, b filed) int {
 		if c := cmp.Compare(a.h, b.h); c != 0 {
 			return c
 		}
-		return compareEntries(&a.e, &b.e)
+		return idx.compare(a.i, b.i)
 	})
-	idx.entries = make([]entry, len(all))
+	idx.entries = make([]int32, len(all))
 	idx.buckets = make(map[uint64]span, len(freq))
 	for i, f := range all {
-		idx.entries[i] = f.e
+		idx.entries[i] = f.i
 		if i > 0 && all[i-1].h == f.h {
 			sp := idx.buckets[f.h]
 			sp.n++
@@ -168,15 +167,15 @@ func newIndex(groups []*Group, sels []string) *Index {
 }
 
 // Len is the number of groups in the index.
-func (idx *Index) Len() int { return idx.size }
+func (idx *Index) Len() int { return len(idx.groups) }
 
 // Select returns the group a machine with these labels gets, or nil when
 // no group matches.
 func (idx *Index) Select(labels map[string]string) *Group {
-	var best *entry
-	for i := range idx.always {
-		if idx.always[i].g.Matches(labels) {
-			best = &idx.always[i]
+	best := int32(-1)
+	for _, i := range idx.always {
+		if idx.groups[i].Matches(labels) {
+			best = i
 			break
 		}
 	}
@@ -185,21 +184,19 @@ func (idx *Index) Select(labels map[string]string) *Group {
 		if !ok {
 			continue
 		}
-		bucket := idx.entries[sp.start : sp.start+sp.n]
-		for i := range bucket {
-			e := &bucket[i]
-			if best != nil && !e.precedes(best) {
+		for _, i := range idx.entries[sp.start : sp.start+sp.n] {
+			if best >= 0 && idx.compare(i, best) >= 0 {
 				// Buckets are in precedence order: nothing later can win.
 				break
 			}
-			if e.g.Matches(labels) {
-				best = e
+			if idx.groups[i].Matches(labels) {
+				best = i
 				break
 			}
 		}
 	}
-	if best == nil {
+	if best < 0 {
 		return idx.bestDefault
 	}
-	return best.g
+	return idx.groups[best]
 }
