@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -36,6 +37,9 @@ type fileStamp struct {
 }
 
 type fileEntry struct {
+	// rel is the path relative to the root; "" for a free slot. For a
+	// group file it is a slice of the group's own copy of its path.
+	rel   string
 	stamp fileStamp
 	// The object the file defines (the last good one when the file is now
 	// broken but once parsed), or nil.
@@ -57,13 +61,18 @@ type DataDir struct {
 	logger *slog.Logger
 
 	mu sync.Mutex
-	// files locates each file's entry in entries, by path relative to
-	// root. The entries live in one slice (free slots reused) rather than
-	// one object each: at 100,000 files that is 100,000 objects fewer for
-	// the collector to find on every cycle.
-	files   map[string]int32
-	entries []fileEntry
-	free    []int32
+	// A large data dir's bookkeeping lives as long as the server and the
+	// collector looks at all of it on every cycle, so it holds few
+	// pointers. The entries live in one slice (free slots reused) rather
+	// than one object each, and files locates them by a hash of the path
+	// relative to the root, so the map holds no strings for the collector
+	// to follow; collided holds the rare path whose hash another path
+	// already has.
+	seed     maphash.Seed
+	files    map[uint64]int32
+	collided map[string]int32
+	entries  []fileEntry
+	free     []int32
 }
 
 // NewDataDir returns a loader for the data dir at root.
@@ -71,7 +80,8 @@ func NewDataDir(root string, logger *slog.Logger) *DataDir {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &DataDir{root: root, logger: logger, files: make(map[string]int32)}
+	return &DataDir{root: root, logger: logger, seed: maphash.MakeSeed(),
+		files: make(map[uint64]int32), collided: make(map[string]int32)}
 }
 
 // Root is the data dir's path.
@@ -100,7 +110,6 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
-	seen := make(map[string]bool, len(d.files))
 	var extra []matchbox.Problem
 	type job struct {
 		ent            int32
@@ -138,11 +147,9 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 				return nil
 			}
 			rel := relPath(d.root, path)
-			seen[rel] = true
-			ent, ok := d.files[rel]
+			ent, ok := d.lookup(rel)
 			if !ok {
-				ent = d.newEntry()
-				d.files[rel] = ent
+				ent = d.add(rel)
 			}
 			jobs = append(jobs, job{ent, rel, path, dir, de.Type().IsRegular()})
 			return nil
@@ -172,40 +179,61 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 	}
 	wg.Wait()
 	changed := slices.Contains(reread, true)
-	// A frozen group carries its own copy of its path (Origin). Key a
-	// reread group's entry with a slice of that copy, so the path the walk
-	// allocated is not kept as well (assigning to an existing string key
-	// replaces the key): one object fewer per group file.
-	for i, j := range jobs {
-		if !reread[i] {
-			continue
-		}
-		if g := d.entries[j.ent].group; g != nil && g.Frozen() && strings.HasSuffix(g.Origin, j.rel) {
-			d.files[g.Origin[len(g.Origin)-len(j.rel):]] = j.ent
-		}
+	seen := make([]bool, len(d.entries))
+	for _, j := range jobs {
+		seen[j.ent] = true
 	}
-	for rel, i := range d.files {
-		if !seen[rel] {
-			delete(d.files, rel)
-			d.entries[i] = fileEntry{}
-			d.free = append(d.free, i)
+	for i := range d.entries {
+		if d.entries[i].rel != "" && !seen[i] {
+			d.remove(int32(i))
 			changed = true
 		}
 	}
 	return d.objects(extra), changed, nil
 }
 
-// newEntry returns a free slot in d.entries. Call it only while no
-// refresh runs: it may move the entries.
-func (d *DataDir) newEntry() int32 {
-	if n := len(d.free); n > 0 {
-		i := d.free[n-1]
-		d.free = d.free[:n-1]
-		return i
+// lookup finds the entry of the file at rel.
+func (d *DataDir) lookup(rel string) (int32, bool) {
+	if i, ok := d.files[maphash.String(d.seed, rel)]; ok && d.entries[i].rel == rel {
+		return i, true
 	}
-	d.entries = append(d.entries, fileEntry{})
-	return int32(len(d.entries) - 1)
+	i, ok := d.collided[rel]
+	return i, ok
 }
+
+// add makes an entry for the file at rel, in a free slot of d.entries.
+// Call it only while no refresh runs: it may move the entries.
+func (d *DataDir) add(rel string) int32 {
+	var i int32
+	if n := len(d.free); n > 0 {
+		i = d.free[n-1]
+		d.free = d.free[:n-1]
+	} else {
+		d.entries = append(d.entries, fileEntry{})
+		i = int32(len(d.entries) - 1)
+	}
+	d.entries[i].rel = rel
+	if h := maphash.String(d.seed, rel); !mapHas(d.files, h) {
+		d.files[h] = i
+	} else {
+		d.collided[rel] = i
+	}
+	return i
+}
+
+// remove frees entry i.
+func (d *DataDir) remove(i int32) {
+	rel := d.entries[i].rel
+	if h := maphash.String(d.seed, rel); d.files[h] == i && mapHas(d.files, h) {
+		delete(d.files, h)
+	} else {
+		delete(d.collided, rel)
+	}
+	d.entries[i] = fileEntry{}
+	d.free = append(d.free, i)
+}
+
+func mapHas[K comparable, V any](m map[K]V, k K) bool { _, ok := m[k]; return ok }
 
 // relPath is path relative to root. For the paths WalkDir gives under root
 // it is a substring of path, so the file's key and its origin share one
@@ -312,6 +340,11 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 		g.Origin = path
 		g.Freeze() // held for the life of the server
 		ent.group = g
+		if strings.HasSuffix(g.Origin, rel) {
+			// The frozen group has its own copy of the path: share it
+			// rather than keep the one the walk made as well.
+			ent.rel = g.Origin[len(g.Origin)-len(rel):]
+		}
 		if len(unknown) > 0 {
 			warn("unknown keys ignored: " + strings.Join(unknown, ", "))
 		}
@@ -347,14 +380,16 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 
 // objects collects the current objects in path order.
 func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
-	paths := make([]string, 0, len(d.files))
-	for p := range d.files {
-		paths = append(paths, p)
+	order := make([]int32, 0, len(d.entries)-len(d.free))
+	for i := range d.entries {
+		if d.entries[i].rel != "" {
+			order = append(order, int32(i))
+		}
 	}
-	slices.Sort(paths)
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(d.entries[a].rel, d.entries[b].rel) })
 	objs := matchbox.Objects{Problems: extra}
-	for _, p := range paths {
-		ent := &d.entries[d.files[p]]
+	for _, i := range order {
+		ent := &d.entries[i]
 		objs.Problems = append(objs.Problems, ent.problems...)
 		switch {
 		case ent.group != nil:
