@@ -48,9 +48,10 @@ type templateKey struct {
 // Snapshot is an immutable, indexed view of every group, profile and
 // template. Front-ends take the current snapshot once per request.
 type Snapshot struct {
-	// groups is sorted by id: a slice rather than a map, so a large fleet
-	// costs the collector one pointer per group here.
-	groups    []*Group
+	// groups are packed groups (frozen.go) sorted by id: a slice of
+	// pointer-free strings, so a large fleet costs the collector one
+	// pointer per group here and nothing to read behind it.
+	groups    []string
 	profiles  map[string]*Profile
 	templates map[templateKey]*Template
 	index     *Index
@@ -69,28 +70,60 @@ type Selection struct {
 // snapshot. An id defined by an earlier source wins over a later one (the
 // data dir is passed first), and the clash is reported.
 func NewSnapshot(sources ...Objects) *Snapshot {
+	srcs := make([]source, len(sources))
+	for i, objs := range sources {
+		srcs[i] = compileSource(objs)
+	}
+	return newSnapshot(srcs)
+}
+
+// source is one source's objects as the catalog keeps them: the groups
+// packed (frozen.go) and in id order, the rest as given.
+type source struct {
+	objs     Objects // without Groups
+	groups   []string
+	problems []Problem
+}
+
+// compileSource packs the groups of objs and sorts them by id (stably, so
+// the first of two groups with one id still comes first).
+func compileSource(objs Objects) source {
+	packed, failed := packGroups(objs.Groups)
+	slices.SortStableFunc(packed, func(a, b string) int { return strings.Compare(packedID(a), packedID(b)) })
+	var probs []Problem
+	for _, g := range failed {
+		probs = append(probs, Problem{g.Origin, SeverityError,
+			fmt.Sprintf("group %q: metadata cannot be held (not representable in JSON, or nested deeper than %d levels); the group is ignored", g.ID, MaxMetadataDepth)})
+	}
+	objs.Groups = nil
+	return source{objs, packed, probs}
+}
+
+func newSnapshot(sources []source) *Snapshot {
 	s := &Snapshot{
 		profiles:  make(map[string]*Profile),
 		templates: make(map[templateKey]*Template),
 	}
 	n := 0
 	for _, src := range sources {
-		n += len(src.Groups)
+		n += len(src.groups)
 	}
-	byID := make(map[string]*Group, n) // only while building
-	groups := make([]*Group, 0, n)
+	byID := make(map[string]string, n) // only while building: id → packed group
+	groups := make([]string, 0, n)
 	for _, src := range sources {
-		s.problems = append(s.problems, src.Problems...)
-		for _, g := range src.Groups {
-			if prev, ok := byID[g.ID]; ok {
-				s.problems = append(s.problems, Problem{g.Origin, SeverityError,
-					fmt.Sprintf("group id %q is already defined by %s; this one is ignored", g.ID, prev.Origin)})
+		s.problems = append(s.problems, src.objs.Problems...)
+		s.problems = append(s.problems, src.problems...)
+		for _, p := range src.groups {
+			id := packedID(p)
+			if prev, ok := byID[id]; ok {
+				s.problems = append(s.problems, Problem{UnpackGroup(p).Origin, SeverityError,
+					fmt.Sprintf("group id %q is already defined by %s; this one is ignored", id, UnpackGroup(prev).Origin)})
 				continue
 			}
-			byID[g.ID] = g
-			groups = append(groups, g)
+			byID[id] = p
+			groups = append(groups, p)
 		}
-		for _, p := range src.Profiles {
+		for _, p := range src.objs.Profiles {
 			if prev, ok := s.profiles[p.ID]; ok {
 				s.problems = append(s.problems, Problem{p.Origin, SeverityError,
 					fmt.Sprintf("profile id %q is already defined by %s; this one is ignored", p.ID, prev.Origin)})
@@ -98,7 +131,7 @@ func NewSnapshot(sources ...Objects) *Snapshot {
 			}
 			s.profiles[p.ID] = p
 		}
-		for _, t := range src.Templates {
+		for _, t := range src.objs.Templates {
 			k := templateKey{t.Kind, t.Name}
 			if prev, ok := s.templates[k]; ok {
 				s.problems = append(s.problems, Problem{t.Origin, SeverityError,
@@ -111,39 +144,32 @@ func NewSnapshot(sources ...Objects) *Snapshot {
 	clear(byID)
 	if shared := soleSortedGroups(sources); shared != nil && len(shared) == len(groups) {
 		// The only source of groups is already in id order (the catalog
-		// keeps its sources so): hold its slice rather than a copy, one
-		// pointer per group fewer for the collector.
+		// keeps its sources so): hold its slice rather than a copy.
 		groups = shared
 	} else {
-		slices.SortFunc(groups, byGroupID)
+		slices.SortFunc(groups, func(a, b string) int { return strings.Compare(packedID(a), packedID(b)) })
 	}
 	s.groups = slices.Clip(groups)
-	sels := make([]string, len(groups))
-	for i, g := range groups {
-		sels[i] = g.SelectorString()
-	}
-	s.index = newIndex(groups, sels)
-	s.problems = append(s.problems, s.checkReferences(groups, sels)...)
+	s.index = newIndex(s.groups)
+	s.problems = append(s.problems, s.checkReferences()...)
 	return s
 }
 
-func byGroupID(a, b *Group) int { return strings.Compare(a.ID, b.ID) }
-
 // soleSortedGroups returns the groups of the only source that has any,
 // when they are in strictly increasing id order; otherwise nil.
-func soleSortedGroups(sources []Objects) []*Group {
-	var only []*Group
+func soleSortedGroups(sources []source) []string {
+	var only []string
 	for _, src := range sources {
-		if len(src.Groups) == 0 {
+		if len(src.groups) == 0 {
 			continue
 		}
 		if only != nil {
 			return nil
 		}
-		only = src.Groups
+		only = src.groups
 	}
 	for i := 1; i < len(only); i++ {
-		if only[i-1].ID >= only[i].ID {
+		if packedID(only[i-1]) >= packedID(only[i]) {
 			return nil
 		}
 	}
@@ -152,16 +178,17 @@ func soleSortedGroups(sources []Objects) []*Group {
 
 // checkReferences reports groups naming missing profiles, profiles naming
 // missing templates, several default groups and identical selector sets.
-// groups are sorted by id; sels are their selector strings.
-func (s *Snapshot) checkReferences(groups []*Group, sels []string) []Problem {
+func (s *Snapshot) checkReferences() []Problem {
 	var probs []Problem
 	bySel := make(map[string]*Group)
-	for i, g := range groups {
+	for _, p := range s.groups {
+		g := new(Group)
+		g.unpack(p)
 		if _, ok := s.profiles[g.Profile]; !ok {
 			probs = append(probs, Problem{g.Origin, SeverityError,
 				fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile)})
 		}
-		sel := sels[i]
+		sel := g.SelectorString()
 		if prev, ok := bySel[sel]; ok {
 			what := "has the same selectors as"
 			if sel == "" {
@@ -200,10 +227,11 @@ func (s *Snapshot) checkReferences(groups []*Group, sels []string) []Problem {
 // It returns an error wrapping ErrNotFound when no group matches or the
 // matching group's profile does not exist (the group is still returned).
 func (s *Snapshot) Select(labels map[string]string) (Selection, error) {
-	g := s.index.Select(labels)
-	if g == nil {
+	i := s.index.find(labels)
+	if i < 0 {
 		return Selection{}, fmt.Errorf("no group matches: %w", ErrNotFound)
 	}
+	g := UnpackGroup(s.groups[i])
 	p, ok := s.profiles[g.Profile]
 	if !ok {
 		return Selection{Group: g}, fmt.Errorf("group %q names profile %q, which does not exist: %w", g.ID, g.Profile, ErrNotFound)
@@ -213,11 +241,11 @@ func (s *Snapshot) Select(labels map[string]string) (Selection, error) {
 
 // Group returns a group by id.
 func (s *Snapshot) Group(id string) (*Group, bool) {
-	i, ok := slices.BinarySearchFunc(s.groups, id, func(g *Group, id string) int { return strings.Compare(g.ID, id) })
+	i, ok := slices.BinarySearchFunc(s.groups, id, func(p, id string) int { return strings.Compare(packedID(p), id) })
 	if !ok {
 		return nil, false
 	}
-	return s.groups[i], true
+	return UnpackGroup(s.groups[i]), true
 }
 
 // Profile returns a profile by id.
@@ -230,7 +258,13 @@ func (s *Snapshot) Template(kind TemplateKind, name string) (*Template, bool) {
 }
 
 // Groups returns every group, sorted by id.
-func (s *Snapshot) Groups() []*Group { return slices.Clone(s.groups) }
+func (s *Snapshot) Groups() []*Group {
+	out := make([]*Group, len(s.groups))
+	for i, p := range s.groups {
+		out[i] = UnpackGroup(p)
+	}
+	return out
+}
 
 // Profiles returns every profile, sorted by id.
 func (s *Snapshot) Profiles() []*Profile {
@@ -270,7 +304,7 @@ func (s *Snapshot) Problems() []Problem { return s.problems }
 type Catalog struct {
 	mu       sync.Mutex
 	order    []string
-	sources  map[string]Objects
+	sources  map[string]source
 	current  atomic.Pointer[Snapshot]
 	gen      uint64
 	onChange []func(*Snapshot)
@@ -279,7 +313,7 @@ type Catalog struct {
 // NewCatalog returns a catalog whose sources, named in precedence order,
 // start empty.
 func NewCatalog(sourceNames ...string) *Catalog {
-	c := &Catalog{order: sourceNames, sources: make(map[string]Objects)}
+	c := &Catalog{order: sourceNames, sources: make(map[string]source)}
 	c.current.Store(NewSnapshot())
 	return c
 }
@@ -306,19 +340,16 @@ func (c *Catalog) UpdateSources(_ context.Context, sources map[string]Objects) *
 		if !slices.Contains(c.order, source) {
 			c.order = append(c.order, source)
 		}
-		// Kept in id order (a copy: the caller's slice stays as it was),
-		// so that a snapshot with this as its only source of groups can
-		// share the slice. Stable, so the first of two groups with the
-		// same id still wins.
-		objs.Groups = slices.Clone(objs.Groups)
-		slices.SortStableFunc(objs.Groups, byGroupID)
-		c.sources[source] = objs
+		// Kept packed and in id order, so that a snapshot with this as its
+		// only source of groups shares the slice, and the catalog holds no
+		// Group objects.
+		c.sources[source] = compileSource(objs)
 	}
-	all := make([]Objects, 0, len(c.order))
+	all := make([]source, 0, len(c.order))
 	for _, name := range c.order {
 		all = append(all, c.sources[name])
 	}
-	snap := NewSnapshot(all...)
+	snap := newSnapshot(all)
 	c.gen++
 	snap.Generation = c.gen
 	c.current.Store(snap)

@@ -363,7 +363,7 @@ func TestCatalogConcurrentReaders(t *testing.T) {
 					errs <- fmt.Errorf("generation %d: %v", snap.Generation, err)
 					return
 				}
-				if n := sel.Group.Metadata["n"]; fmt.Sprint(n) != sel.Profile.Name {
+				if n, _ := sel.Group.MetadataValue("n"); fmt.Sprint(n) != sel.Profile.Name {
 					errs <- fmt.Errorf("generation %d: group from update %v, profile from update %s", snap.Generation, n, sel.Profile.Name)
 					return
 				}

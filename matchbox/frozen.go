@@ -3,6 +3,7 @@ package matchbox
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"iter"
 	"maps"
 	"math"
@@ -10,10 +11,11 @@ import (
 )
 
 // A fleet's groups live in memory for the life of the server: at 100,000
-// groups, maps for every group's selector and metadata are most of the
-// heap, and every garbage collection walks all of them. Freeze moves a
-// group's selector and metadata into two immutable strings: a few
-// pointer-free objects per group instead of dozens, and much less memory.
+// groups, maps for every group's selector and metadata would be most of
+// the heap, and every garbage collection walks all of them. Freeze moves a
+// whole group (its strings, selector and metadata) into one immutable
+// string: one pointer-free object per group instead of dozens, and much
+// less memory.
 // Frozen groups are read through the accessor methods (Selectors,
 // SelectorValue, MetadataValue, CopyMetadata, …), which also work on groups
 // that are not frozen; the Selector and Metadata fields of a frozen group
@@ -34,50 +36,136 @@ const (
 	valObject = 'o'
 )
 
-// Freeze stores g's selector and metadata compactly. It does nothing when
-// g is already frozen or when its metadata holds a value JSON would not
-// produce (such groups keep their maps). Call it only before g is shared.
+// Freeze stores g's selector and metadata compactly: the whole group
+// becomes one immutable string (see Packed), and its string fields slices
+// of it. Metadata holding values JSON decoding never yields (ints, typed
+// maps, built in Go) is stored as JSON would decode it. It does nothing
+// when g is already frozen or when its metadata cannot be stored (nested
+// deeper than MaxMetadataDepth, or not representable in JSON); such groups
+// keep their maps. Call it only before g is shared.
 func (g *Group) Freeze() {
 	if g.frozen {
 		return
 	}
 	meta, ok := appendValue(nil, g.Metadata, 0)
 	if !ok {
-		return
+		var m map[string]any
+		if b, err := json.Marshal(g.Metadata); err == nil && json.Unmarshal(b, &m) == nil {
+			meta, ok = appendValue(nil, m, 0)
+		}
+		if !ok {
+			return
+		}
 	}
-	// One string holds the selector pairs, the selector string (so the
-	// index shares it) and the metadata: one object for the collector.
-	selStr := g.SelectorString()
-	var buf []byte
+	var pairs []byte
 	for _, k := range slices.Sorted(maps.Keys(g.Selector)) {
-		buf = appendString(buf, k)
-		buf = appendString(buf, g.Selector[k])
+		pairs = appendString(pairs, k)
+		pairs = appendString(pairs, g.Selector[k])
 	}
-	selEnd := len(buf)
-	buf = append(buf, selStr...)
-	strEnd := len(buf)
-	buf = append(buf, meta...)
-	metaEnd := len(buf)
-	// The identifying strings ride in the same object: the group's string
-	// fields become slices of it, so a frozen group points at one object.
-	buf = append(buf, g.ID...)
-	buf = append(buf, g.Name...)
-	buf = append(buf, g.Profile...)
-	buf = append(buf, g.Origin...)
-	data := string(buf)
-	off := metaEnd
-	cut := func(n int) string {
-		if n == 0 {
+	selStr := g.SelectorString()
+	var b []byte
+	for _, n := range [...]int{len(g.ID), len(g.Name), len(g.Profile), len(g.Origin), len(pairs), len(selStr), len(g.Selector)} {
+		b = binary.AppendUvarint(b, uint64(n))
+	}
+	b = append(b, g.ID...)
+	b = append(b, g.Name...)
+	b = append(b, g.Profile...)
+	b = append(b, g.Origin...)
+	b = append(b, pairs...)
+	b = append(b, selStr...)
+	b = append(b, meta...)
+	g.unpack(string(b))
+}
+
+// Packed returns a frozen group as one string, from which UnpackGroup
+// makes the group again. A large fleet is held in memory in this form:
+// one object per group with no pointers in it, which the collector marks
+// without reading, where a Group is two objects and several pointers. It
+// returns "" when g is not frozen.
+//
+// Layout: seven uvarints (the lengths of the id, name, profile, origin,
+// encoded selector pairs and selector string, then the number of
+// selectors), then those strings one after another, then the metadata.
+func (g *Group) Packed() string {
+	if !g.frozen {
+		return ""
+	}
+	return g.data
+}
+
+// UnpackGroup returns the frozen group that Packed returned p for. Its
+// strings share p's memory. p must come from Packed.
+func UnpackGroup(p string) *Group {
+	g := new(Group)
+	g.unpack(p)
+	return g
+}
+
+// unpack sets g to the frozen group packed in p.
+func (g *Group) unpack(p string) {
+	var n [7]uint64
+	s := p
+	for i := range n {
+		n[i], s = cutUvarint(s)
+	}
+	off := uint64(len(p) - len(s))
+	take := func(l uint64) string {
+		if l == 0 {
 			return "" // no pointer at all
 		}
-		s := data[off : off+n]
-		off += n
-		return s
+		v := p[off : off+l]
+		off += l
+		return v
 	}
-	g.ID, g.Name, g.Profile, g.Origin = cut(len(g.ID)), cut(len(g.Name)), cut(len(g.Profile)), cut(len(g.Origin))
-	g.data = data[:metaEnd]
-	g.selEnd, g.strEnd, g.nsel, g.frozen = uint32(selEnd), uint32(strEnd), uint32(len(g.Selector)), true
-	g.Selector, g.Metadata = nil, nil
+	*g = Group{ID: take(n[0]), Name: take(n[1]), Profile: take(n[2]), Origin: take(n[3]), data: p, frozen: true}
+	g.selStart = uint32(off)
+	g.selEnd = g.selStart + uint32(n[4])
+	g.strEnd = g.selEnd + uint32(n[5])
+	g.nsel = uint32(n[6])
+}
+
+// packedID is the id of the group packed in p, read without unpacking the
+// rest.
+func packedID(p string) string {
+	idLen, s := cutUvarint(p)
+	for range 6 {
+		_, s = cutUvarint(s)
+	}
+	return s[:idLen]
+}
+
+// MaxMetadataDepth is how deeply group metadata may nest (an object in an
+// object is depth 2).
+const MaxMetadataDepth = 64
+
+// CheckMetadataDepth returns an error when m nests deeper than
+// MaxMetadataDepth.
+func CheckMetadataDepth(m map[string]any) error {
+	var depth func(v any, d int) bool
+	depth = func(v any, d int) bool {
+		if d > MaxMetadataDepth {
+			return false
+		}
+		switch v := v.(type) {
+		case []any:
+			for _, e := range v {
+				if !depth(e, d+1) {
+					return false
+				}
+			}
+		case map[string]any:
+			for _, e := range v {
+				if !depth(e, d+1) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	if !depth(m, 0) {
+		return fmt.Errorf("%w: metadata nested deeper than %d levels", ErrInvalid, MaxMetadataDepth)
+	}
+	return nil
 }
 
 // Frozen reports whether g is frozen.
@@ -89,7 +177,7 @@ func (g *Group) Thawed() *Group {
 	c := *g
 	if g.frozen {
 		c.Selector, c.Metadata = g.SelectorMap(), g.MetadataMap()
-		c.data, c.selEnd, c.strEnd, c.nsel, c.frozen = "", 0, 0, 0, false
+		c.data, c.selStart, c.selEnd, c.strEnd, c.nsel, c.frozen = "", 0, 0, 0, 0, false
 	}
 	return &c
 }
@@ -225,7 +313,7 @@ func (g *Group) MetadataValue(key string) (any, bool) {
 }
 
 // selPart is the encoded selector pairs of a frozen group.
-func (g *Group) selPart() string { return g.data[:g.selEnd] }
+func (g *Group) selPart() string { return g.data[g.selStart:g.selEnd] }
 
 // metaPart is the encoded metadata of a frozen group.
 func (g *Group) metaPart() string { return g.data[g.strEnd:] }
@@ -238,7 +326,7 @@ func appendString(b []byte, s string) []byte {
 // appendValue encodes v; ok is false for types JSON decoding never yields.
 // A nil metadata map encodes to nothing.
 func appendValue(b []byte, v any, depth int) ([]byte, bool) {
-	if depth > 64 {
+	if depth > MaxMetadataDepth {
 		return b, false
 	}
 	switch v := v.(type) {

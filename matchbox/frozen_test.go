@@ -29,6 +29,12 @@ func checkFrozen(t *testing.T, g *Group) {
 	if f.Selector != nil || f.Metadata != nil {
 		t.Errorf("frozen group keeps its maps")
 	}
+	if f.ID != g.ID || f.Name != g.Name || f.Profile != g.Profile || f.Origin != g.Origin {
+		t.Errorf("frozen strings %q %q %q %q, want %q %q %q %q", f.ID, f.Name, f.Profile, f.Origin, g.ID, g.Name, g.Profile, g.Origin)
+	}
+	if u := UnpackGroup(f.Packed()); u.ID != g.ID || u.SelectorString() != g.SelectorString() {
+		t.Errorf("unpacked group: id %q selector %q, want %q %q", u.ID, u.SelectorString(), g.ID, g.SelectorString())
+	}
 	if got, want := f.SelectorCount(), len(g.Selector); got != want {
 		t.Errorf("SelectorCount = %d, want %d", got, want)
 	}
@@ -112,13 +118,51 @@ func TestFreeze(t *testing.T) {
 	}
 }
 
-// A group whose metadata holds a value JSON never produces is not frozen
-// (and keeps working).
-func TestFreezeKeepsUnsupported(t *testing.T) {
-	g := &Group{ID: "g", Profile: "p", Selector: map[string]string{"os": "x"}, Metadata: map[string]any{"n": 3}}
+// Metadata built in Go with values JSON decoding never yields is frozen as
+// JSON would decode it; metadata JSON cannot represent at all leaves the
+// group unfrozen (and working).
+func TestFreezeNonJSONMetadata(t *testing.T) {
+	g := &Group{ID: "g", Profile: "p", Selector: map[string]string{"os": "x"},
+		Metadata: map[string]any{"n": 3, "m": map[string]string{"k": "v"}}}
 	g.Freeze()
-	if g.Frozen() || g.Metadata["n"] != 3 || g.Selector["os"] != "x" {
-		t.Errorf("group with an int in its metadata: frozen %v, metadata %v, selector %v", g.Frozen(), g.Metadata, g.Selector)
+	if !g.Frozen() {
+		t.Fatal("group with an int and a typed map in its metadata was not frozen")
+	}
+	if diff := cmp.Diff(map[string]any{"n": float64(3), "m": map[string]any{"k": "v"}}, g.MetadataMap()); diff != "" {
+		t.Errorf("metadata (-want +got):\n%s", diff)
+	}
+	bad := &Group{ID: "g", Profile: "p", Selector: map[string]string{"os": "x"}, Metadata: map[string]any{"f": func() {}}}
+	bad.Freeze()
+	if bad.Frozen() || bad.Metadata["f"] == nil || bad.Selector["os"] != "x" {
+		t.Errorf("group with a func in its metadata: frozen %v, metadata %v, selector %v", bad.Frozen(), bad.Metadata, bad.Selector)
+	}
+}
+
+// A packed group unpacks to the same group.
+func TestPackedRoundTrip(t *testing.T) {
+	g := &Group{ID: "node1", Name: "Node 1", Profile: "worker", Origin: "groups/node1.json",
+		Selector: map[string]string{"mac": "52:54:00:00:00:01", "os": "installed"},
+		Metadata: map[string]any{"hostname": "node1", "a": []any{float64(1), "x"}}}
+	want := *g
+	g.Freeze()
+	if g.Packed() == "" {
+		t.Fatal("frozen group has no packed form")
+	}
+	u := UnpackGroup(g.Packed())
+	if u.ID != want.ID || u.Name != want.Name || u.Profile != want.Profile || u.Origin != want.Origin {
+		t.Errorf("unpacked strings %q %q %q %q, want %q %q %q %q", u.ID, u.Name, u.Profile, u.Origin, want.ID, want.Name, want.Profile, want.Origin)
+	}
+	if diff := cmp.Diff(want.Selector, u.SelectorMap()); diff != "" {
+		t.Errorf("selector (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want.Metadata, u.MetadataMap()); diff != "" {
+		t.Errorf("metadata (-want +got):\n%s", diff)
+	}
+	if got := packedID(g.Packed()); got != "node1" {
+		t.Errorf("packedID = %q", got)
+	}
+	if (&Group{ID: "x"}).Packed() != "" {
+		t.Error("an unfrozen group has a packed form")
 	}
 }
 

@@ -41,14 +41,12 @@ func pairHash(seed maphash.Seed, k, v string) uint64 {
 // in precedence order, so a lookup stops at the first match.
 //
 // A large fleet's index lives as long as its snapshot and the collector
-// looks at it on every cycle, so it holds as few pointers as it can: the
-// groups once (the slice given to newIndex, shared with the snapshot),
-// and numbers into that slice everywhere else.
+// looks at it on every cycle, so it holds no pointers but the packed
+// groups (frozen.go), once: numbers into that slice everywhere else.
 type Index struct {
-	groups []*Group
-	// sels caches the selector strings of groups that are not frozen (a
-	// frozen group's is a slice of its own data); nil when all are frozen.
-	sels []string
+	// groups are packed groups (the slice given to newIndex, shared with
+	// the snapshot).
+	groups []string
 	// buckets locates each pair's entries in entries, which holds every
 	// bucket's group numbers one after another.
 	buckets map[uint64]span
@@ -58,7 +56,7 @@ type Index struct {
 	// all empty: they match machines that send none of those labels, so no
 	// label lookup finds them.
 	always      []int32
-	bestDefault *Group
+	bestDefault int32 // -1: none
 }
 
 // Precedes reports whether group a wins over group b when both match a
@@ -69,56 +67,64 @@ func Precedes(a, b *Group) bool {
 	return compareGroups(a, b, a.SelectorString(), b.SelectorString()) < 0
 }
 
-// NewIndex builds the selection index for groups.
+// NewIndex builds the selection index for groups. Select returns frozen
+// copies of them; a group that cannot be frozen (see Freeze) is left out.
 func NewIndex(groups []*Group) *Index {
-	sels := make([]string, len(groups))
-	for i, g := range groups {
-		sels[i] = g.SelectorString()
-	}
-	return newIndex(groups, sels)
+	packed, _ := packGroups(groups)
+	return newIndex(packed)
 }
 
-// selector is group i's selector string.
-func (idx *Index) selector(i int32) string {
-	if g := idx.groups[i]; g.frozen {
-		return g.data[g.selEnd:g.strEnd]
+// packGroups returns the packed form of each group (freezing a copy of
+// those not frozen) and the groups that cannot be frozen.
+func packGroups(groups []*Group) (packed []string, failed []*Group) {
+	packed = make([]string, 0, len(groups))
+	for _, g := range groups {
+		if !g.frozen {
+			c := *g
+			c.Freeze()
+			g = &c
+		}
+		if p := g.Packed(); p != "" {
+			packed = append(packed, p)
+		} else {
+			failed = append(failed, g)
+		}
 	}
-	return idx.sels[i]
+	return packed, failed
 }
 
 // compare orders group numbers by precedence.
 func (idx *Index) compare(a, b int32) int {
-	return compareGroups(idx.groups[a], idx.groups[b], idx.selector(a), idx.selector(b))
+	var ga, gb Group
+	ga.unpack(idx.groups[a])
+	gb.unpack(idx.groups[b])
+	return compareGroups(&ga, &gb, ga.SelectorString(), gb.SelectorString())
 }
 
-// newIndex builds the index from groups and their selector strings. The
-// index keeps groups; the caller must not change it afterwards.
-func newIndex(groups []*Group, sels []string) *Index {
+// newIndex builds the index of packed groups. The index keeps groups; the
+// caller must not change it afterwards.
+func newIndex(groups []string) *Index {
 	type pair struct{ k, v string }
 	freq := make(map[pair]int, len(groups))
-	for _, g := range groups {
+	var g Group
+	for _, p := range groups {
+		g.unpack(p)
 		for k, v := range g.Selectors() {
 			freq[pair{k, v}]++
 		}
 	}
-	idx := &Index{groups: groups, seed: maphash.MakeSeed()}
-	for _, g := range groups {
-		if !g.frozen {
-			idx.sels = sels
-			break
-		}
-	}
+	idx := &Index{groups: groups, seed: maphash.MakeSeed(), bestDefault: -1}
 	type filed struct {
 		h uint64
 		i int32
 	}
 	var all []filed
-	bestDefault := int32(-1)
-	for i, g := range groups {
+	for i, p := range groups {
 		i := int32(i)
+		g.unpack(p)
 		if g.SelectorCount() == 0 {
-			if bestDefault < 0 || idx.compare(i, bestDefault) < 0 {
-				bestDefault = i
+			if idx.bestDefault < 0 || idx.compare(i, idx.bestDefault) < 0 {
+				idx.bestDefault = i
 			}
 			continue
 		}
@@ -139,9 +145,6 @@ func newIndex(groups []*Group, sels []string) *Index {
 			continue
 		}
 		all = append(all, filed{pairHash(idx.seed, best.k, best.v), i})
-	}
-	if bestDefault >= 0 {
-		idx.bestDefault = groups[bestDefault]
 	}
 	slices.SortFunc(idx.always, idx.compare)
 	// Order by bucket, then by precedence within each bucket.
@@ -172,9 +175,20 @@ func (idx *Index) Len() int { return len(idx.groups) }
 // Select returns the group a machine with these labels gets, or nil when
 // no group matches.
 func (idx *Index) Select(labels map[string]string) *Group {
+	i := idx.find(labels)
+	if i < 0 {
+		return nil
+	}
+	return UnpackGroup(idx.groups[i])
+}
+
+// find returns the number of the group a machine with these labels gets,
+// or -1.
+func (idx *Index) find(labels map[string]string) int32 {
 	best := int32(-1)
+	var g Group
 	for _, i := range idx.always {
-		if idx.groups[i].Matches(labels) {
+		if g.unpack(idx.groups[i]); g.Matches(labels) {
 			best = i
 			break
 		}
@@ -189,7 +203,7 @@ func (idx *Index) Select(labels map[string]string) *Group {
 				// Buckets are in precedence order: nothing later can win.
 				break
 			}
-			if idx.groups[i].Matches(labels) {
+			if g.unpack(idx.groups[i]); g.Matches(labels) {
 				best = i
 				break
 			}
@@ -198,5 +212,5 @@ func (idx *Index) Select(labels map[string]string) *Group {
 	if best < 0 {
 		return idx.bestDefault
 	}
-	return idx.groups[best]
+	return best
 }

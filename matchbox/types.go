@@ -48,12 +48,12 @@ type Group struct {
 	// Origin says where the group came from (a file path or "db").
 	Origin string `json:"-"`
 
-	// The compact form of a frozen group (frozen.go): data holds the
-	// selector pairs up to selEnd, the selector string up to strEnd, then
-	// the metadata.
-	data                 string
-	selEnd, strEnd, nsel uint32
-	frozen               bool
+	// The compact form of a frozen group (frozen.go): data is the packed
+	// group; the selector pairs are data[selStart:selEnd], the selector
+	// string data[selEnd:strEnd], the metadata the rest.
+	data                           string
+	selStart, selEnd, strEnd, nsel uint32
+	frozen                         bool
 }
 
 // SelectorString is the selector as sorted "k=v" pairs joined by commas,

@@ -42,8 +42,9 @@ type fileEntry struct {
 	rel   string
 	stamp fileStamp
 	// The object the file defines (the last good one when the file is now
-	// broken but once parsed), or nil.
-	group    *matchbox.Group
+	// broken but once parsed), or nil. A group is held packed
+	// (matchbox.Group.Packed): one pointer-free object.
+	group    string
 	profile  *matchbox.Profile
 	template *matchbox.Template
 	// problems found in the current version of the file.
@@ -289,7 +290,7 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 	ent.stamp = stamp
 	ent.problems = nil
 	fail := func(msg string) {
-		if ent.group != nil || ent.profile != nil || ent.template != nil {
+		if ent.group != "" || ent.profile != nil || ent.template != nil {
 			msg += " (still serving the last version that loaded)"
 		}
 		ent.problems = append(ent.problems, matchbox.Problem{Origin: path, Severity: matchbox.SeverityError, Message: msg})
@@ -339,9 +340,13 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 		}
 		g.Origin = path
 		g.Freeze() // held for the life of the server
-		ent.group = g
+		if !g.Frozen() {
+			fail("metadata cannot be held")
+			return true
+		}
+		ent.group = g.Packed()
 		if strings.HasSuffix(g.Origin, rel) {
-			// The frozen group has its own copy of the path: share it
+			// The packed group has its own copy of the path: share it
 			// rather than keep the one the walk made as well.
 			ent.rel = g.Origin[len(g.Origin)-len(rel):]
 		}
@@ -392,8 +397,8 @@ func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
 		ent := &d.entries[i]
 		objs.Problems = append(objs.Problems, ent.problems...)
 		switch {
-		case ent.group != nil:
-			objs.Groups = append(objs.Groups, ent.group)
+		case ent.group != "":
+			objs.Groups = append(objs.Groups, matchbox.UnpackGroup(ent.group))
 		case ent.profile != nil:
 			objs.Profiles = append(objs.Profiles, ent.profile)
 		case ent.template != nil:

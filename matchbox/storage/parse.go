@@ -41,6 +41,9 @@ func NormalizeGroup(g *matchbox.Group) error {
 	if g.Profile == "" {
 		return fmt.Errorf("%w: group %q has no profile", matchbox.ErrInvalid, g.ID)
 	}
+	if err := matchbox.CheckMetadataDepth(g.Metadata); err != nil {
+		return fmt.Errorf("group %q: %w", g.ID, err)
+	}
 	for k, v := range g.Selector {
 		if strings.EqualFold(k, "mac") {
 			mac, err := matchbox.NormalizeMAC(v)
