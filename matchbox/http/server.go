@@ -350,7 +350,7 @@ func methodNotAllowed(w nethttp.ResponseWriter) {
 func writeBody(w nethttp.ResponseWriter, contentType string, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
-	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(nethttp.StatusOK)
 	_, _ = w.Write(body)

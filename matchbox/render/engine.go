@@ -211,6 +211,16 @@ func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, erro
 	}
 	kernel, initrds := bootFiles(sel.Profile, data)
 	var b bytes.Buffer
+	// One allocation of the right size rather than a buffer doubling its
+	// way up: this is on every boot request.
+	n := len("#!ipxe\nkernel ") + len(kernel) + len("\nboot\n")
+	for _, a := range args {
+		n += 1 + len(a)
+	}
+	for _, i := range initrds {
+		n += len("\ninitrd ") + len(i)
+	}
+	b.Grow(n)
 	b.WriteString("#!ipxe\nkernel ")
 	b.WriteString(kernel)
 	for _, a := range args {
