@@ -47,6 +47,10 @@ type Config struct {
 	// MaxTransfers caps concurrent transfers (default 128); a request
 	// beyond it waits up to Timeout for a slot, then is refused as busy.
 	MaxTransfers int
+	// CacheBytes bounds the memory holding the content of recently served
+	// files (default 64 MiB; negative: no cache). Files larger than a
+	// quarter of it are always read from disk.
+	CacheBytes int64
 	// Timeout is the per-packet timeout (default 3s), Retries how often a
 	// packet is resent (default 5).
 	Timeout  time.Duration
@@ -61,6 +65,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	slots     chan struct{}
+	cache     *fileCache
 	transfers *prometheus.CounterVec
 	bytes     prometheus.Counter
 }
@@ -79,6 +84,9 @@ func New(cfg Config) *Server {
 	if cfg.Retries <= 0 {
 		cfg.Retries = 5
 	}
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = 64 << 20
+	}
 	if cfg.Recorder == nil {
 		cfg.Recorder = matchbox.NewRecorder(nil, nil)
 	}
@@ -86,6 +94,7 @@ func New(cfg Config) *Server {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		slots: make(chan struct{}, cfg.MaxTransfers),
+		cache: newFileCache(cfg.CacheBytes),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matchbox_tftp_transfers_total", Help: "TFTP read requests by result (sent, size-probe, not-found, refused, busy, failed).",
 		}, []string{"result"}),
@@ -233,6 +242,11 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 		}
 		defer f.Close()
 		src, size = f, fi.Size()
+		if data, ok := s.cache.content(name, f, fi); ok {
+			src = bytes.NewReader(data)
+		} else if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return fail("failed", err)
+		}
 	}
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
 		ot.SetSize(size)

@@ -229,3 +229,104 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+// A file served again comes from memory, and a file replaced on disk (new
+// content, same size, or a new size) is served as it is now.
+func TestCachedFileFollowsDisk(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.root, "ipxe.efi")
+	check := func(when string, want []byte) {
+		t.Helper()
+		got, err := fetch(t, f.addr, "ipxe.efi", 1468)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: got %d bytes that differ from the %d on disk", when, len(got), len(want))
+		}
+	}
+	check("first", f.content)
+	check("cached", f.content)
+	if f.srv.cache.files["ipxe.efi"] == nil {
+		t.Fatal("a served file was not kept")
+	}
+
+	// Same size, new content, written in place. File times advance in
+	// clock ticks of a few milliseconds: let one pass since the file was
+	// written, as it does between real edits.
+	time.Sleep(20 * time.Millisecond)
+	changed := bytes.Clone(f.content)
+	for i := range changed[:1000] {
+		changed[i] ^= 0xff
+	}
+	if err := os.WriteFile(p, changed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("rewritten in place", changed)
+
+	// Replaced by a rename, with another size.
+	bigger := append(bytes.Clone(changed), "more"...)
+	tmp := p + ".new"
+	if err := os.WriteFile(tmp, bigger, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	check("replaced", bigger)
+}
+
+// The cache stays within its bound, dropping the least recently used file.
+func TestFileCacheBound(t *testing.T) {
+	dir := t.TempDir()
+	c := newFileCache(4000) // files up to 1000 bytes are held
+	read := func(name string, size int) bool {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err != nil {
+			if err := os.WriteFile(p, bytes.Repeat([]byte(name[:1]), size), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fh, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		fi, err := fh.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, ok := c.content(name, fh, fi)
+		if ok && !bytes.Equal(data, bytes.Repeat([]byte(name[:1]), size)) {
+			t.Fatalf("%s: wrong content", name)
+		}
+		return ok
+	}
+	if read("huge", 1001) {
+		t.Error("a file over a quarter of the bound was kept")
+	}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		if !read(n, 1000) {
+			t.Fatalf("%s not kept", n)
+		}
+	}
+	read("a", 1000) // a is now the most recently used
+	if !read("e", 1000) {
+		t.Fatal("e not kept")
+	}
+	if c.total > c.max {
+		t.Errorf("cache holds %d bytes, bound %d", c.total, c.max)
+	}
+	if c.files["b"] != nil || c.files["a"] == nil || c.files["e"] == nil {
+		t.Errorf("after the bound was reached, kept %v; want b dropped, a and e kept", keys(c.files))
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
