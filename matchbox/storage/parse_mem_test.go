@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
-
-	"matchbox.dev/matchbox"
 )
 
 // BenchmarkGroupMemory reports the live heap a parsed group costs, the
@@ -22,15 +20,15 @@ func BenchmarkGroupMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		groups := make([]*matchbox.Group, n)
+		groups := make([]string, n)
 		for i, f := range files {
 			g, _, err := ParseGroup(f)
 			if err != nil {
 				b.Fatal(err)
 			}
 			g.Origin = fmt.Sprintf("/var/lib/matchbox/groups/node%d.json", i)
-			g.Freeze() // as the data dir and the database hold them
-			groups[i] = g
+			g.Freeze()
+			groups[i] = g.Packed() // as the data dir and the catalog hold them
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
