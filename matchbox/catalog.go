@@ -89,7 +89,7 @@ type source struct {
 // the first of two groups with one id still comes first).
 func compileSource(objs Objects) source {
 	packed, failed := packGroups(objs.Groups)
-	slices.SortStableFunc(packed, func(a, b string) int { return strings.Compare(packedID(a), packedID(b)) })
+	sortPackedByID(packed)
 	var probs []Problem
 	for _, g := range failed {
 		probs = append(probs, Problem{g.Origin, SeverityError,
@@ -147,12 +147,25 @@ func newSnapshot(sources []source) *Snapshot {
 		// keeps its sources so): hold its slice rather than a copy.
 		groups = shared
 	} else {
-		slices.SortFunc(groups, func(a, b string) int { return strings.Compare(packedID(a), packedID(b)) })
+		sortPackedByID(groups)
 	}
 	s.groups = slices.Clip(groups)
 	s.index = newIndex(s.groups)
 	s.problems = append(s.problems, s.checkReferences()...)
 	return s
+}
+
+// sortPackedByID sorts packed groups by id, stably.
+func sortPackedByID(packed []string) {
+	type keyed struct{ id, p string }
+	ks := make([]keyed, len(packed))
+	for i, p := range packed {
+		ks[i] = keyed{packedID(p), p}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
+	for i := range ks {
+		packed[i] = ks[i].p
+	}
 }
 
 // soleSortedGroups returns the groups of the only source that has any,
