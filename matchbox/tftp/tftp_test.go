@@ -247,7 +247,7 @@ func TestCachedFileFollowsDisk(t *testing.T) {
 	}
 	check("first", f.content)
 	check("cached", f.content)
-	if f.srv.cache.files["ipxe.efi"] == nil {
+	if !f.srv.cache.holds("ipxe.efi") {
 		t.Fatal("a served file was not kept")
 	}
 
@@ -321,6 +321,13 @@ func TestFileCacheBound(t *testing.T) {
 	if c.files["b"] != nil || c.files["a"] == nil || c.files["e"] == nil {
 		t.Errorf("after the bound was reached, kept %v; want b dropped, a and e kept", keys(c.files))
 	}
+}
+
+// holds reports whether the content of key is kept.
+func (c *fileCache) holds(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.files[key] != nil
 }
 
 func keys[V any](m map[string]V) []string {
