@@ -185,11 +185,13 @@ func (idx *Index) Select(labels map[string]string) *Group {
 // find returns the number of the group a machine with these labels gets,
 // or -1.
 func (idx *Index) find(labels map[string]string) int32 {
+	// Each candidate is unpacked once, into g; bg is the best match so
+	// far, kept unpacked for the comparisons that follow.
 	best := int32(-1)
-	var g Group
+	var g, bg Group
 	for _, i := range idx.always {
 		if g.unpack(idx.groups[i]); g.Matches(labels) {
-			best = i
+			best, bg = i, g
 			break
 		}
 	}
@@ -199,12 +201,13 @@ func (idx *Index) find(labels map[string]string) int32 {
 			continue
 		}
 		for _, i := range idx.entries[sp.start : sp.start+sp.n] {
-			if best >= 0 && idx.compare(i, best) >= 0 {
+			g.unpack(idx.groups[i])
+			if best >= 0 && compareGroups(&g, &bg, g.SelectorString(), bg.SelectorString()) >= 0 {
 				// Buckets are in precedence order: nothing later can win.
 				break
 			}
-			if g.unpack(idx.groups[i]); g.Matches(labels) {
-				best = i
+			if g.Matches(labels) {
+				best, bg = i, g
 				break
 			}
 		}
