@@ -1,14 +1,19 @@
-// Package tftp is matchbox's read-only TFTP front-end, on
-// github.com/pin/tftp/v3: it serves the iPXE binaries from a directory
-// (Debian's ipxe package puts them in /usr/lib/ipxe) and generated files,
-// with paths cleaned and confined to the root, blksize and tsize
-// negotiation, a cap on concurrent transfers, and every transfer logged,
-// counted and recorded as a machine event.
+// Package tftp is matchbox's read-only TFTP front-end: it serves the iPXE
+// binaries from a directory (Debian's ipxe package puts them in
+// /usr/lib/ipxe) and generated files, with paths cleaned and confined to
+// the root; the blksize, tsize, timeout (RFC 2348, RFC 2349) and
+// windowsize (RFC 7440) options; a cap on concurrent transfers; and every
+// transfer logged, counted and recorded as a machine event.
+//
+// Requests are read on the server's port by one goroutine and set up
+// each in a goroutine of its own (path checks, opening, the file cache);
+// the data phase of all transfers then runs in one loop (loop.go).
 package tftp
 
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +24,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"matchbox.dev/matchbox"
 )
@@ -51,8 +59,10 @@ type Config struct {
 	// files (default 64 MiB; negative: no cache). Files larger than a
 	// quarter of it are always read from disk.
 	CacheBytes int64
-	// Timeout is the per-packet timeout (default 3s), Retries how often a
-	// packet is resent (default 5).
+	// Timeout is the per-packet timeout (default 3s; a client may ask for
+	// another with the timeout option), Retries how often a packet is
+	// resent (default 5). When the server stops, running transfers get
+	// Timeout to finish.
 	Timeout  time.Duration
 	Retries  int
 	Recorder *matchbox.Recorder
@@ -62,12 +72,15 @@ type Config struct {
 
 // Server serves files over TFTP.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	slots     chan struct{}
-	cache     *fileCache
-	transfers *prometheus.CounterVec
-	bytes     prometheus.Counter
+	cfg         Config
+	log         *slog.Logger
+	slots       chan struct{} // one per running transfer
+	waiting     chan struct{} // one per request being set up or waiting for a slot
+	cache       *fileCache
+	mtus        mtuCache
+	transfers   *prometheus.CounterVec
+	bytes       prometheus.Counter
+	retransmits prometheus.Counter
 }
 
 // New returns a Server.
@@ -91,45 +104,390 @@ func New(cfg Config) *Server {
 		cfg.Recorder = matchbox.NewRecorder(nil, nil)
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		slots: make(chan struct{}, cfg.MaxTransfers),
-		cache: newFileCache(cfg.CacheBytes),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		slots:   make(chan struct{}, cfg.MaxTransfers),
+		waiting: make(chan struct{}, cfg.MaxTransfers+256),
+		cache:   newFileCache(cfg.CacheBytes),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matchbox_tftp_transfers_total", Help: "TFTP read requests by result (sent, size-probe, not-found, refused, busy, failed).",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "matchbox_tftp_bytes_total", Help: "Bytes sent over TFTP.",
+			Name: "matchbox_tftp_bytes_total", Help: "Bytes of files delivered over TFTP (acknowledged by the clients).",
+		}),
+		retransmits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "matchbox_tftp_retransmits_total", Help: "TFTP packets sent again after a timeout or a client's ACK asking for them.",
 		}),
 	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.transfers, s.bytes)
+		cfg.Registry.MustRegister(s.transfers, s.bytes, s.retransmits)
 	}
 	return s
 }
 
-// Serve answers read requests on conn until ctx ends.
+// Serve answers read requests on conn (IPv4 UDP) until ctx ends, then
+// gives running transfers up to the packet timeout to finish.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	srv := tftp.NewServer(s.read, nil)
-	srv.SetTimeout(s.cfg.Timeout)
-	srv.SetRetries(s.cfg.Retries)
-	done := make(chan struct{})
+	l, err := newLoop(s.finished)
+	if err != nil {
+		return err
+	}
+	go l.run()
+
+	stopped := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
-			srv.Shutdown()
-		case <-done:
+			conn.Close()
+		case <-stopped:
 		}
 	}()
-	err := srv.Serve(conn)
-	close(done)
-	if ctx.Err() != nil {
-		return nil
+	listenIP := netip.IPv4Unspecified()
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ua.IP.To4()); ok {
+			listenIP = a
+		}
 	}
+	// The address a request was sent to is the source of the answers and
+	// what generated files name; the receiving interface bounds blksize.
+	pc := ipv4.NewPacketConn(conn)
+	withControl := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true) == nil
+
+	var wg sync.WaitGroup
+	buf := make([]byte, 2048)
+	var serveErr error
+	for {
+		n, cm, src, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				serveErr = fmt.Errorf("tftp: %w", err)
+			}
+			break
+		}
+		ua, ok := src.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		remote, ok := netip.AddrFromSlice(ua.IP.To4())
+		if !ok || n < 2 {
+			continue
+		}
+		local, ifindex := listenIP, 0
+		if withControl && cm != nil {
+			if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
+				local = a
+			}
+			ifindex = cm.IfIndex
+		}
+		if op := binary.BigEndian.Uint16(buf); op != opRRQ && op != opWRQ {
+			continue // not a request: a late packet of an ended transfer, or noise
+		}
+		// Requests beyond what can wait for a slot are refused at once.
+		select {
+		case s.waiting <- struct{}{}:
+		default:
+			s.transfers.WithLabelValues("busy").Inc()
+			pc.WriteTo(appendError(nil, errNotDefined, "server busy: too many requests, retry later"), nil, ua)
+			continue
+		}
+		pkt := bytes.Clone(buf[:n])
+		wg.Add(1)
+		go func() {
+			defer func() { <-s.waiting; wg.Done() }()
+			s.request(pc, pkt, netip.AddrPortFrom(remote, uint16(ua.Port)), local, ifindex, l)
+		}()
+	}
+	close(stopped)
+	wg.Wait()
+	l.stop(s.cfg.Timeout)
+	return serveErr
+}
+
+// request sets up the transfer asked for by pkt and hands it to the loop,
+// or refuses it with an ERROR from the server's port.
+func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort, local netip.Addr, ifindex int, l *loop) {
+	start := time.Now()
+	mac, _ := s.cfg.Recorder.MACOf(remote.Addr())
+	req, perr := parseRequest(pkt)
+	refuse := func(result string, code uint16, err error) {
+		var cm *ipv4.ControlMessage
+		if local.Is4() && !local.IsUnspecified() && !local.IsMulticast() && local != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			cm = &ipv4.ControlMessage{Src: local.AsSlice()}
+		}
+		pc.WriteTo(appendError(nil, code, err.Error()), cm, net.UDPAddrFromAddrPort(remote))
+		s.transfers.WithLabelValues(result).Inc()
+		s.log.Info("tftp: refused", "remote", remote.Addr(), "mac", mac, "file", req.filename, "result", result, "err", err)
+		if mac != "" {
+			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
+		}
+	}
+	switch {
+	case perr != nil:
+		refuse("refused", errIllegalOp, perr)
+		return
+	case req.op == opWRQ:
+		refuse("refused", errAccessDenied, errors.New("this server is read-only"))
+		return
+	case req.mode != "octet" && req.mode != "netascii":
+		refuse("refused", errIllegalOp, fmt.Errorf("transfer mode %q is not served (octet, netascii)", req.mode))
+		return
+	}
+
+	// Queue briefly for a slot rather than refuse at once: firmware does
+	// not always retry a refused transfer.
+	wait := time.NewTimer(s.cfg.Timeout)
+	select {
+	case s.slots <- struct{}{}:
+		wait.Stop()
+	case <-wait.C:
+		refuse("busy", errNotDefined, errors.New("server busy: too many transfers, retry later"))
+		return
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			<-s.slots
+		}
+	}()
+
+	name, err := CleanPath(req.filename)
 	if err != nil {
-		return fmt.Errorf("tftp: %w", err)
+		refuse("refused", errAccessDenied, err)
+		return
 	}
-	return nil
+	// Answers come from a socket of the transfer's own (its TID, RFC
+	// 1350), connected to the client; the address it sends from is what
+	// generated files name.
+	fd, local, err := transferSocket(local, remote)
+	if err != nil {
+		refuse("failed", errNotDefined, fmt.Errorf("cannot open a transfer socket: %w", err))
+		return
+	}
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	var src io.ReaderAt
+	var closer io.Closer
+	var size int64
+	if gen, found := s.cfg.Generated[name]; found {
+		body := gen(local)
+		src, size = bytes.NewReader(body), int64(len(body))
+	} else {
+		f, fi, err := s.open(name)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				refuse("not-found", errNotFound, fmt.Errorf("file not found: %s", name))
+			} else {
+				refuse("refused", errAccessDenied, err)
+			}
+			return
+		}
+		if data, cached := s.cache.content(name, f, fi); cached {
+			f.Close()
+			src, size = bytes.NewReader(data), int64(len(data))
+		} else {
+			src, closer, size = f, f, fi.Size()
+		}
+	}
+	if req.mode == "netascii" {
+		if size > netasciiMax {
+			if closer != nil {
+				closer.Close()
+			}
+			refuse("refused", errNotDefined, fmt.Errorf("netascii transfers are limited to %d MiB: ask in octet mode", netasciiMax>>20))
+			return
+		}
+		data := make([]byte, size)
+		if _, err := src.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+			if closer != nil {
+				closer.Close()
+			}
+			refuse("failed", errNotDefined, fmt.Errorf("reading %s: %w", name, err))
+			return
+		}
+		if closer != nil {
+			closer.Close()
+			closer = nil
+		}
+		data = netascii(data)
+		src, size = bytes.NewReader(data), int64(len(data))
+	}
+
+	t := s.negotiate(req, size, ifindex)
+	t.fd, t.remote, t.local = fd, remote, local
+	t.file, t.name = req.filename, name
+	t.src, t.closer = src, closer
+	t.start = start
+	if err := l.add(t); err != nil {
+		if closer != nil {
+			closer.Close()
+		}
+		refuse("failed", errNotDefined, err)
+		return
+	}
+	ok = true // the loop owns the socket now; finished releases the slot
+}
+
+// netasciiMax bounds a file sent in netascii mode, which is converted in
+// memory.
+const netasciiMax = 16 << 20
+
+// negotiate builds the transfer from the request's options: blksize
+// (bounded by the receiving interface's MTU), tsize, timeout and
+// windowsize; the others are ignored, as RFC 2347 says.
+func (s *Server) negotiate(req request, size int64, ifindex int) *transfer {
+	blksize, window, timeout := 512, 1, s.cfg.Timeout
+	var acked []string
+	for _, name := range req.order {
+		v := req.options[name]
+		switch name {
+		case "blksize":
+			n, ok := optionInt(v, minBlockSize, maxBlockSize)
+			if !ok {
+				continue
+			}
+			if mtu := s.mtus.get(ifindex); mtu > 0 {
+				n = min(n, max(mtu-28, 512)) // IPv4 and UDP headers
+			}
+			blksize = n
+			acked = append(acked, name, strconv.Itoa(n))
+		case "tsize":
+			acked = append(acked, name, strconv.FormatInt(size, 10))
+		case "timeout":
+			n, ok := optionInt(v, 1, 255)
+			if !ok {
+				continue
+			}
+			timeout = time.Duration(n) * time.Second
+			acked = append(acked, name, v)
+		case "windowsize":
+			n, ok := optionInt(v, 1, 65535)
+			if !ok {
+				continue
+			}
+			window = min(n, maxWindowSize)
+			acked = append(acked, name, strconv.Itoa(window))
+		}
+	}
+	t := newTransfer(size, blksize, window)
+	t.timeout, t.retries = timeout, s.cfg.Retries
+	if len(acked) > 0 {
+		t.oack = appendOACK(nil, acked...)
+	}
+	return t
+}
+
+// transferSocket opens a UDP socket on local (any address when local is
+// not one to send from), connected to remote, and returns it with the
+// address the kernel chose to send from.
+func transferSocket(local netip.Addr, remote netip.AddrPort) (int, netip.Addr, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, local, err
+	}
+	bindTo := local
+	if !local.Is4() || local.IsMulticast() || local == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		bindTo = netip.IPv4Unspecified()
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: bindTo.As4()}); err != nil && bindTo.IsUnspecified() {
+		unix.Close(fd)
+		return -1, local, err
+	} else if err != nil {
+		// A directed broadcast, or an address gone since: let the
+		// kernel choose.
+		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+			unix.Close(fd)
+			return -1, local, err
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: remote.Addr().As4(), Port: int(remote.Port())}); err != nil {
+		unix.Close(fd)
+		return -1, local, err
+	}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		if in4, ok := sa.(*unix.SockaddrInet4); ok {
+			local = netip.AddrFrom4(in4.Addr)
+		}
+	}
+	return fd, local, nil
+}
+
+// finished accounts for a transfer the loop has ended.
+func (s *Server) finished(t *transfer) {
+	<-s.slots
+	if t.closer != nil {
+		t.closer.Close()
+	}
+	n := t.delivered()
+	s.bytes.Add(float64(n))
+	s.retransmits.Add(float64(t.retransmits))
+	remote := t.remote.Addr()
+	mac, _ := s.cfg.Recorder.MACOf(remote)
+	took := time.Since(t.start).Round(time.Millisecond)
+	switch {
+	case t.err == nil:
+		s.transfers.WithLabelValues("sent").Inc()
+		s.log.Info("tftp: sent", "remote", remote, "mac", mac, "file", t.name, "bytes", n, "blksize", t.blksize,
+			"windowsize", t.window, "retransmits", t.retransmits, "took", took)
+		if mac != "" {
+			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: t.name,
+				Detail: fmt.Sprintf("%d bytes", n)})
+		}
+	case t.clientCode == errOptionRefuse && t.acked == 0:
+		// The client stopped after option negotiation (error 8): UEFI PXE
+		// asks for the size first, then requests the file again.
+		s.transfers.WithLabelValues("size-probe").Inc()
+		s.log.Debug("tftp: client took the size and stopped", "remote", remote, "file", t.name)
+	default:
+		s.transfers.WithLabelValues("failed").Inc()
+		s.log.Info("tftp: transfer failed", "remote", remote, "mac", mac, "file", t.name, "bytes", n,
+			"retransmits", t.retransmits, "took", took, "err", t.err)
+		if mac != "" {
+			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: t.name, Detail: t.err.Error()})
+		}
+	}
+}
+
+// mtuCache remembers interfaces' MTUs for a while: reading one costs a
+// dump of the interface table.
+type mtuCache struct {
+	mu sync.Mutex
+	m  map[int]mtuEntry
+}
+
+type mtuEntry struct {
+	mtu     int
+	expires time.Time
+}
+
+func (c *mtuCache) get(ifindex int) int {
+	if ifindex <= 0 {
+		return 0
+	}
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[ifindex]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.mtu
+	}
+	mtu := 0
+	if ifc, err := net.InterfaceByIndex(ifindex); err == nil {
+		mtu = ifc.MTU
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[int]mtuEntry)
+	}
+	c.m[ifindex] = mtuEntry{mtu: mtu, expires: now.Add(time.Minute)}
+	c.mu.Unlock()
+	return mtu
 }
 
 // errAccess is the refusal of a path that is not allowed.
@@ -188,93 +546,6 @@ func CleanPath(name string) (string, error) {
 		return "", fmt.Errorf("%w: %q is not a file", errAccess, name)
 	}
 	return clean, nil
-}
-
-// read is the read-request handler.
-func (s *Server) read(filename string, rf io.ReaderFrom) error {
-	start := time.Now()
-	var remote netip.Addr
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ra := ot.RemoteAddr()
-		remote, _ = netip.AddrFromSlice(ra.IP.To4())
-	}
-	var local netip.Addr
-	if pi, ok := rf.(tftp.RequestPacketInfo); ok {
-		local, _ = netip.AddrFromSlice(pi.LocalIP().To4())
-	}
-	mac, _ := s.cfg.Recorder.MACOf(remote)
-	fail := func(result string, err error) error {
-		s.transfers.WithLabelValues(result).Inc()
-		s.log.Info("tftp: refused", "remote", remote, "mac", mac, "file", filename, "result", result, "err", err)
-		if mac != "" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: filename, Detail: err.Error()})
-		}
-		return err
-	}
-
-	// Queue briefly for a slot rather than refuse at once: firmware does
-	// not always retry a refused transfer.
-	wait := time.NewTimer(s.cfg.Timeout)
-	select {
-	case s.slots <- struct{}{}:
-		wait.Stop()
-		defer func() { <-s.slots }()
-	case <-wait.C:
-		return fail("busy", errors.New("server busy: too many transfers, retry later"))
-	}
-
-	name, err := CleanPath(filename)
-	if err != nil {
-		return fail("refused", err)
-	}
-	var src io.Reader
-	var size int64
-	if gen, ok := s.cfg.Generated[name]; ok {
-		body := gen(local)
-		src, size = bytes.NewReader(body), int64(len(body))
-	} else {
-		f, fi, err := s.open(name)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return fail("not-found", fmt.Errorf("file not found: %s", name))
-			}
-			return fail("refused", err)
-		}
-		defer f.Close()
-		src, size = f, fi.Size()
-		if data, ok := s.cache.content(name, f, fi); ok {
-			src = bytes.NewReader(data)
-		} else if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return fail("failed", err)
-		}
-	}
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(size)
-	}
-	n, err := rf.ReadFrom(src)
-	s.bytes.Add(float64(n))
-	if err != nil && strings.Contains(err.Error(), "code=8") {
-		// The client stopped after option negotiation (error 8): UEFI PXE
-		// asks for the size first, then requests the file again.
-		s.transfers.WithLabelValues("size-probe").Inc()
-		s.log.Debug("tftp: client took the size and stopped", "remote", remote, "file", name)
-		return nil
-	}
-	if err != nil {
-		s.transfers.WithLabelValues("failed").Inc()
-		s.log.Info("tftp: transfer failed", "remote", remote, "mac", mac, "file", name, "bytes", n, "err", err)
-		if mac != "" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: name, Detail: err.Error()})
-		}
-		return err
-	}
-	s.transfers.WithLabelValues("sent").Inc()
-	s.log.Info("tftp: sent", "remote", remote, "mac", mac, "file", name, "bytes", n, "took", time.Since(start).Round(time.Millisecond))
-	if mac != "" {
-		s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: name,
-			Detail: fmt.Sprintf("%d bytes", n)})
-	}
-	return nil
 }
 
 // open opens name inside the root (or its pinned path); symlinks leading

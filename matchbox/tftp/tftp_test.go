@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,9 +27,10 @@ type fixture struct {
 	srv     *Server
 	content []byte
 	rec     *matchbox.Recorder
+	stop    func() // stops the server and waits for Serve to return
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, tweak ...func(*Config)) *fixture {
 	t.Helper()
 	root := t.TempDir()
 	content := make([]byte, 300_000)
@@ -54,7 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	rec := matchbox.NewRecorder(nil, nil)
 	rec.Learn(netip.MustParseAddr("127.0.0.1"), "52:54:00:00:00:01")
-	srv := New(Config{
+	cfg := Config{
 		Root: root,
 		Generated: map[string]Generator{"boot.ipxe": func(local netip.Addr) []byte {
 			return []byte("#!ipxe\nchain http://" + local.String() + ":8080/boot.ipxe\n")
@@ -62,7 +64,11 @@ func newFixture(t *testing.T) *fixture {
 		Recorder: rec,
 		Registry: prometheus.NewRegistry(),
 		Timeout:  time.Second,
-	})
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	srv := New(cfg)
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,18 +76,23 @@ func newFixture(t *testing.T) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
+	f := &fixture{addr: conn.LocalAddr().String(), root: root, srv: srv, content: content, rec: rec}
+	var once sync.Once
+	f.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Serve did not return")
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return")
-		}
-	})
-	return &fixture{addr: conn.LocalAddr().String(), root: root, srv: srv, content: content, rec: rec}
+		})
+	}
+	t.Cleanup(f.stop)
+	return f
 }
 
 func fetch(t *testing.T, addr, name string, blksize int) ([]byte, error) {
