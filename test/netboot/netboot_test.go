@@ -477,6 +477,19 @@ func (l *lab) checkBoot(fw firmware, mac, serial string, viaTFTP bool, dhcpEvent
 	if !strings.Contains(serial, "mac="+hyphen) {
 		l.t.Errorf("%s: the kernel command line lacks the machine's MAC", fw)
 	}
+	if viaTFTP && fw == ovmf {
+		// OVMF asks for windowsize 4 (RFC 7440): the download must have
+		// been served in windows.
+		sent := ""
+		for _, line := range strings.Split(l.mbLog.String(), "\n") {
+			if strings.Contains(line, "tftp: sent") && strings.Contains(line, "file=ipxe.efi") {
+				sent = line
+			}
+		}
+		if !strings.Contains(sent, "windowsize=4") {
+			l.t.Errorf("%s: ipxe.efi not sent with windowsize 4: %q", fw, sent)
+		}
+	}
 
 	l.stopMatchbox()
 	db, err := storage.OpenBolt(l.dbPath)
