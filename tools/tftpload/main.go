@@ -2,10 +2,14 @@
 // each round, -clients clients start at once and each downloads -file
 // completely (with the blksize option, 1468 by default as UEFI firmware
 // asks, and tsize); the next round starts when every client of the round
-// has finished. It checks every download's size (against tsize, and
-// against -verify's size and content, byte for byte, when given) and prints one line:
+// has finished. Downloads are lock-step by default, through pin/tftp's
+// client; -windowsize 4 asks for windows as UEFI firmware does (RFC 7440,
+// a client of this tool's own; a server without the option answers in
+// lock-step). It checks every download's size (against tsize, and against
+// -verify's size and content, byte for byte, when given) and prints one
+// line:
 //
-//	tftpload server=10.66.0.1:69 file=ipxe.efi clients=100 rounds=3 ok=300 failed=0 retries=0 bytes=255158400 wall=2.41s files/s=124.5 MB/s=105.9 p50=0.75s p99=0.95s max=0.98s
+//	tftpload server=10.66.0.1:69 file=ipxe.efi clients=100 rounds=3 blksize=1468 windowsize=0 ok=300 failed=0 retries=0 bytes=255158400 wall=2.41s files/s=124.5 MB/s=105.9 p50=0.75s p99=0.95s max=0.98s
 //
 // Used by scripts/bench-netboot:
 //
@@ -47,6 +51,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each client downloads the file once per round")
 	blksize := flag.Int("blksize", 1468, "blksize option (0: do not ask; 512-byte blocks)")
 	tsize := flag.Bool("tsize", true, "ask for the transfer size (tsize option) and check it")
+	windowsize := flag.Int("windowsize", 0, "ask for the windowsize option (RFC 7440) as UEFI firmware does (4); 0: do not ask (lock-step, pin/tftp's client)")
 	verify := flag.String("verify", "", "local copy of the file: every download must be byte for byte the same")
 	timeout := flag.Duration("timeout", time.Second, "per-packet timeout")
 	packetRetries := flag.Int("packet-retries", 5, "retransmissions of one packet before a download fails")
@@ -55,8 +60,8 @@ func main() {
 	deadline := flag.Duration("deadline", 5*time.Minute, "bound on the whole run; downloads still running then count as failed")
 	flag.Parse()
 	if *clients < 1 || *rounds < 1 || *attempts < 1 || *packetRetries < 1 || *timeout <= 0 || *deadline <= 0 ||
-		(*blksize != 0 && (*blksize < 8 || *blksize > 65464)) {
-		fmt.Fprintln(os.Stderr, "tftpload: -clients, -rounds, -attempts, -packet-retries must be ≥ 1, -timeout and -deadline > 0, -blksize 0 or 8..65464")
+		(*blksize != 0 && (*blksize < 8 || *blksize > 65464)) || *windowsize < 0 || *windowsize > 65535 {
+		fmt.Fprintln(os.Stderr, "tftpload: -clients, -rounds, -attempts, -packet-retries must be ≥ 1, -timeout and -deadline > 0, -blksize 0 or 8..65464, -windowsize 0..65535")
 		os.Exit(2)
 	}
 
@@ -93,26 +98,34 @@ func main() {
 	}
 
 	download := func() (int64, error) {
-		c, _ := newClient()
-		wt, err := c.Receive(*file, "octet")
-		if err != nil {
-			return 0, err
-		}
-		// The announced size must be read before WriteTo, which drops the
-		// negotiated options.
-		size, sized := int64(0), false
-		if it, ok := wt.(tftp.IncomingTransfer); ok {
-			size, sized = it.Size()
-		}
 		var w io.Writer = io.Discard
 		var m *matcher
 		if want != nil {
 			m = &matcher{want: want, differs: -1}
 			w = m
 		}
-		n, err := wt.WriteTo(w)
-		if err != nil {
-			return n, err
+		var n, size int64
+		var sized bool
+		if *windowsize > 0 {
+			var err error
+			n, size, sized, err = windowDownload(*server, *file, *blksize, *windowsize, *tsize, *timeout, *packetRetries, w)
+			if err != nil {
+				return n, err
+			}
+		} else {
+			c, _ := newClient()
+			wt, err := c.Receive(*file, "octet")
+			if err != nil {
+				return 0, err
+			}
+			// The announced size must be read before WriteTo, which drops
+			// the negotiated options.
+			if it, ok := wt.(tftp.IncomingTransfer); ok {
+				size, sized = it.Size()
+			}
+			if n, err = wt.WriteTo(w); err != nil {
+				return n, err
+			}
 		}
 		if *tsize {
 			if !sized {
@@ -202,8 +215,8 @@ func main() {
 		return fmt.Sprintf("%.2fs", took[min(len(took)-1, int(p*float64(len(took))))].Seconds())
 	}
 	secs := wall.Seconds()
-	fmt.Printf("tftpload server=%s file=%s clients=%d rounds=%d blksize=%d ok=%d failed=%d retries=%d bytes=%d wall=%.2fs files/s=%.1f MB/s=%.1f p50=%s p99=%s max=%s\n",
-		*server, *file, *clients, *rounds, *blksize, ok, failed, retries, total, secs,
+	fmt.Printf("tftpload server=%s file=%s clients=%d rounds=%d blksize=%d windowsize=%d ok=%d failed=%d retries=%d bytes=%d wall=%.2fs files/s=%.1f MB/s=%.1f p50=%s p99=%s max=%s\n",
+		*server, *file, *clients, *rounds, *blksize, *windowsize, ok, failed, retries, total, secs,
 		float64(ok)/secs, float64(total)/secs/1e6, pct(0.50), pct(0.99), pct(1))
 	if retries > 0 {
 		fmt.Fprintln(os.Stderr, "tftpload: attempts retried after:", summary(retryErrs))
