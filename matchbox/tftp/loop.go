@@ -18,7 +18,17 @@ import (
 // with the next block. A boot storm costs one read and one write per
 // block and no goroutine switch; a goroutine per transfer parked on the
 // Go poller costs a failed read, a park and a wake-up per block on top
-// (see docs/performance.md).
+// (see docs/performance.md). The reads, writes and polls that cannot
+// block bypass the Go scheduler (raw.go); only the wait for the next
+// packet is a blocking call.
+
+// spinFor is how long the loop keeps looking for ready sockets before it
+// sleeps, when at least spinTransfers transfers run; with fewer, ACKs are
+// too far apart for a spin to pay.
+const (
+	spinFor       = 100 * time.Microsecond
+	spinTransfers = 8
+)
 
 // scanEvery is how often the loop looks for transfers whose packet timed
 // out; timeouts are at least a second, so this is precise enough.
@@ -120,7 +130,20 @@ func (l *loop) run() {
 		if len(l.xfers) > 0 || stopping {
 			wait = max(1, int(time.Until(nextScan)/time.Millisecond)+1)
 		}
-		n, err := unix.EpollWait(l.epfd, events, wait)
+		n, err := rawEpollPoll(l.epfd, events)
+		if n == 0 && err == nil && len(l.xfers) >= spinTransfers {
+			// Under a boot storm the next ACK is microseconds away: look
+			// again for a little while before sleeping. A sleeping loop
+			// must be woken by the kernel for each ACK, which costs more
+			// than the spin (the clients' sends pay for the wake-up).
+			t0 := time.Now()
+			for n == 0 && err == nil && time.Since(t0) < spinFor {
+				n, err = rawEpollPoll(l.epfd, events)
+			}
+		}
+		if n == 0 && err == nil && wait != 0 {
+			n, err = unix.EpollWait(l.epfd, events, wait)
+		}
 		if err != nil && err != unix.EINTR {
 			// Only a broken epoll set gets here; end what runs.
 			l.endAll(fmt.Errorf("epoll: %w", err))
@@ -205,7 +228,7 @@ func (l *loop) send(t *transfer, now time.Time) {
 
 // write sends one packet; false when the transfer has ended because of it.
 func (l *loop) write(t *transfer, p []byte) bool {
-	_, err := unix.Write(t.fd, p)
+	_, err := rawWrite(t.fd, p)
 	switch err {
 	case nil, unix.EAGAIN, unix.ENOBUFS, unix.EINTR:
 		// Lost packets are resent on timeout, like the network's.
@@ -219,7 +242,7 @@ func (l *loop) write(t *transfer, p []byte) bool {
 }
 
 func (l *loop) readable(t *transfer, now time.Time) {
-	n, err := unix.Read(t.fd, l.rbuf)
+	n, err := rawRead(t.fd, l.rbuf)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		return

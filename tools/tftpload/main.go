@@ -2,14 +2,16 @@
 // each round, -clients clients start at once and each downloads -file
 // completely (with the blksize option, 1468 by default as UEFI firmware
 // asks, and tsize); the next round starts when every client of the round
-// has finished. Downloads are lock-step by default, through pin/tftp's
-// client; -windowsize 4 asks for windows as UEFI firmware does (RFC 7440,
-// a client of this tool's own; a server without the option answers in
-// lock-step). It checks every download's size (against tsize, and against
+// has finished. Downloads are lock-step unless -windowsize 4 asks for
+// windows as UEFI firmware does (RFC 7440; a server without the option
+// answers in lock-step). The packets of all downloads run in one loop
+// (-client loop), so that the load generator takes little of the machine
+// from the server; -client pin uses pin/tftp's client instead, an
+// implementation independent of this project's. It checks every download's size (against tsize, and against
 // -verify's size and content, byte for byte, when given) and prints one
 // line:
 //
-//	tftpload server=10.66.0.1:69 file=ipxe.efi clients=100 rounds=3 blksize=1468 windowsize=0 ok=300 failed=0 retries=0 bytes=255158400 wall=2.41s files/s=124.5 MB/s=105.9 p50=0.75s p99=0.95s max=0.98s
+//	tftpload server=10.66.0.1:69 file=ipxe.efi client=loop clients=100 rounds=3 blksize=1468 windowsize=0 ok=300 failed=0 retries=0 bytes=255158400 wall=2.41s files/s=124.5 MB/s=105.9 p50=0.75s p99=0.95s max=0.98s
 //
 // Used by scripts/bench-netboot:
 //
@@ -51,7 +53,8 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each client downloads the file once per round")
 	blksize := flag.Int("blksize", 1468, "blksize option (0: do not ask; 512-byte blocks)")
 	tsize := flag.Bool("tsize", true, "ask for the transfer size (tsize option) and check it")
-	windowsize := flag.Int("windowsize", 0, "ask for the windowsize option (RFC 7440) as UEFI firmware does (4); 0: do not ask (lock-step, pin/tftp's client)")
+	windowsize := flag.Int("windowsize", 0, "ask for the windowsize option (RFC 7440) as UEFI firmware does (4); 0: do not ask (lock-step)")
+	client := flag.String("client", "loop", "loop: this tool's client, every download in one loop; pin: pin/tftp's client, a goroutine per download (lock-step only)")
 	verify := flag.String("verify", "", "local copy of the file: every download must be byte for byte the same")
 	timeout := flag.Duration("timeout", time.Second, "per-packet timeout")
 	packetRetries := flag.Int("packet-retries", 5, "retransmissions of one packet before a download fails")
@@ -60,8 +63,9 @@ func main() {
 	deadline := flag.Duration("deadline", 5*time.Minute, "bound on the whole run; downloads still running then count as failed")
 	flag.Parse()
 	if *clients < 1 || *rounds < 1 || *attempts < 1 || *packetRetries < 1 || *timeout <= 0 || *deadline <= 0 ||
-		(*blksize != 0 && (*blksize < 8 || *blksize > 65464)) || *windowsize < 0 || *windowsize > 65535 {
-		fmt.Fprintln(os.Stderr, "tftpload: -clients, -rounds, -attempts, -packet-retries must be ≥ 1, -timeout and -deadline > 0, -blksize 0 or 8..65464, -windowsize 0..65535")
+		(*blksize != 0 && (*blksize < 8 || *blksize > 65464)) || *windowsize < 0 || *windowsize > 65535 ||
+		(*client != "loop" && *client != "pin") || (*client == "pin" && *windowsize > 0) {
+		fmt.Fprintln(os.Stderr, "tftpload: -clients, -rounds, -attempts, -packet-retries must be ≥ 1, -timeout and -deadline > 0, -blksize 0 or 8..65464, -windowsize 0..65535, -client loop or pin (pin: no -windowsize)")
 		os.Exit(2)
 	}
 
@@ -97,6 +101,14 @@ func main() {
 		os.Exit(1)
 	}
 
+	var eng *engine
+	if *client == "loop" {
+		var err error
+		if eng, err = newEngine(*server, *file, *blksize, *windowsize, *tsize, *timeout, *packetRetries); err != nil {
+			fmt.Fprintln(os.Stderr, "tftpload:", err)
+			os.Exit(2)
+		}
+	}
 	download := func() (int64, error) {
 		var w io.Writer = io.Discard
 		var m *matcher
@@ -106,9 +118,9 @@ func main() {
 		}
 		var n, size int64
 		var sized bool
-		if *windowsize > 0 {
+		if eng != nil {
 			var err error
-			n, size, sized, err = windowDownload(*server, *file, *blksize, *windowsize, *tsize, *timeout, *packetRetries, w)
+			n, size, sized, err = eng.get(w)
 			if err != nil {
 				return n, err
 			}
@@ -215,8 +227,8 @@ func main() {
 		return fmt.Sprintf("%.2fs", took[min(len(took)-1, int(p*float64(len(took))))].Seconds())
 	}
 	secs := wall.Seconds()
-	fmt.Printf("tftpload server=%s file=%s clients=%d rounds=%d blksize=%d windowsize=%d ok=%d failed=%d retries=%d bytes=%d wall=%.2fs files/s=%.1f MB/s=%.1f p50=%s p99=%s max=%s\n",
-		*server, *file, *clients, *rounds, *blksize, *windowsize, ok, failed, retries, total, secs,
+	fmt.Printf("tftpload server=%s file=%s client=%s clients=%d rounds=%d blksize=%d windowsize=%d ok=%d failed=%d retries=%d bytes=%d wall=%.2fs files/s=%.1f MB/s=%.1f p50=%s p99=%s max=%s\n",
+		*server, *file, *client, *clients, *rounds, *blksize, *windowsize, ok, failed, retries, total, secs,
 		float64(ok)/secs, float64(total)/secs/1e6, pct(0.50), pct(0.99), pct(1))
 	if retries > 0 {
 		fmt.Fprintln(os.Stderr, "tftpload: attempts retried after:", summary(retryErrs))
