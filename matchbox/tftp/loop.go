@@ -141,7 +141,7 @@ func (l *loop) run() {
 				n, err = rawEpollPoll(l.epfd, events)
 			}
 		}
-		if n == 0 && err == nil && wait != 0 {
+		if n == 0 && err == nil {
 			n, err = unix.EpollWait(l.epfd, events, wait)
 		}
 		if err != nil && err != unix.EINTR {
