@@ -400,3 +400,23 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestSpinnerAdapts(t *testing.T) {
+	var s spinner
+	for range 5 {
+		s.slept(20 * time.Microsecond) // woken soon: a spin would have caught it
+	}
+	if s.d != spinMax {
+		t.Fatalf("after short sleeps the spin is %s, want %s", s.d, spinMax)
+	}
+	for range 4 {
+		s.slept(5 * time.Millisecond) // the spin was wasted
+	}
+	if s.d != 0 {
+		t.Fatalf("after long sleeps the spin is %s, want none", s.d)
+	}
+	s.slept(time.Microsecond)
+	if s.d != spinMin {
+		t.Fatalf("a short sleep after none: spin %s, want %s", s.d, spinMin)
+	}
+}

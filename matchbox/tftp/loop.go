@@ -22,13 +22,33 @@ import (
 // block bypass the Go scheduler (raw.go); only the wait for the next
 // packet is a blocking call.
 
-// spinFor is how long the loop keeps looking for ready sockets before it
-// sleeps, when at least spinTransfers transfers run; with fewer, ACKs are
-// too far apart for a spin to pay.
+// Under a boot storm the next ACK is microseconds away, and a sleeping
+// loop must be woken by the kernel for each one, which costs more than
+// looking again for a little while (on a virtual machine the clients'
+// sends pay for the wake-ups). While spinTransfers or more transfers run,
+// the loop polls for up to spin.d before it sleeps; spin.d adapts, as
+// Linux's guest halt-polling does: a sleep that ended sooner than spinMax
+// means a longer spin would have caught the packet, so it grows; a spin
+// followed by a longer sleep was wasted, so it shrinks, down to none. Fast
+// clients keep the loop polling; slow or few clients cost no spinning.
 const (
-	spinFor       = 100 * time.Microsecond
+	spinMax       = 100 * time.Microsecond
+	spinMin       = 10 * time.Microsecond
 	spinTransfers = 8
 )
+
+type spinner struct{ d time.Duration }
+
+// slept adapts the spin to a sleep of d that followed it.
+func (s *spinner) slept(d time.Duration) {
+	if d < spinMax {
+		s.d = min(max(2*s.d, spinMin), spinMax)
+		return
+	}
+	if s.d /= 2; s.d < spinMin {
+		s.d = 0
+	}
+}
 
 // scanEvery is how often the loop looks for transfers whose packet timed
 // out; timeouts are at least a second, so this is precise enough.
@@ -121,6 +141,7 @@ func (l *loop) run() {
 
 	events := make([]unix.EpollEvent, 256)
 	var drain [8]byte
+	var spin spinner
 	nextScan := time.Now().Add(scanEvery)
 	for {
 		wait := -1
@@ -131,18 +152,19 @@ func (l *loop) run() {
 			wait = max(1, int(time.Until(nextScan)/time.Millisecond)+1)
 		}
 		n, err := rawEpollPoll(l.epfd, events)
-		if n == 0 && err == nil && len(l.xfers) >= spinTransfers {
-			// Under a boot storm the next ACK is microseconds away: look
-			// again for a little while before sleeping. A sleeping loop
-			// must be woken by the kernel for each ACK, which costs more
-			// than the spin (the clients' sends pay for the wake-up).
+		storm := len(l.xfers) >= spinTransfers
+		if n == 0 && err == nil && storm && spin.d > 0 {
 			t0 := time.Now()
-			for n == 0 && err == nil && time.Since(t0) < spinFor {
+			for n == 0 && err == nil && time.Since(t0) < spin.d {
 				n, err = rawEpollPoll(l.epfd, events)
 			}
 		}
 		if n == 0 && err == nil {
+			t0 := time.Now()
 			n, err = unix.EpollWait(l.epfd, events, wait)
+			if storm {
+				spin.slept(time.Since(t0))
+			}
 		}
 		if err != nil && err != unix.EINTR {
 			// Only a broken epoll set gets here; end what runs.
