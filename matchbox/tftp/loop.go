@@ -212,7 +212,6 @@ func (l *loop) startPending(now time.Time) {
 			continue
 		}
 		l.xfers[int32(t.fd)] = t
-		t.start = now
 		t.oackPending = t.oack != nil
 		l.send(t, now)
 	}

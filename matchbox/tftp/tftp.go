@@ -267,14 +267,17 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		refuse("failed", errNotDefined, fmt.Errorf("cannot open a transfer socket: %w", err))
 		return
 	}
+	var src io.ReaderAt
+	var closer io.Closer // an open file the transfer reads from
+	var size int64
 	defer func() {
 		if !ok {
 			unix.Close(fd)
+			if closer != nil {
+				closer.Close()
+			}
 		}
 	}()
-	var src io.ReaderAt
-	var closer io.Closer
-	var size int64
 	if gen, found := s.cfg.Generated[name]; found {
 		body := gen(local)
 		src, size = bytes.NewReader(body), int64(len(body))
@@ -297,17 +300,11 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 	}
 	if req.mode == "netascii" {
 		if size > netasciiMax {
-			if closer != nil {
-				closer.Close()
-			}
 			refuse("refused", errNotDefined, fmt.Errorf("netascii transfers are limited to %d MiB: ask in octet mode", netasciiMax>>20))
 			return
 		}
 		data := make([]byte, size)
 		if _, err := src.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
-			if closer != nil {
-				closer.Close()
-			}
 			refuse("failed", errNotDefined, fmt.Errorf("reading %s: %w", name, err))
 			return
 		}
@@ -320,18 +317,14 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 	}
 
 	t := s.negotiate(req, size, ifindex)
-	t.fd, t.remote, t.local = fd, remote, local
-	t.file, t.name = req.filename, name
+	t.fd, t.remote, t.mac, t.name = fd, remote, mac, name
 	t.src, t.closer = src, closer
 	t.start = start
 	if err := l.add(t); err != nil {
-		if closer != nil {
-			closer.Close()
-		}
 		refuse("failed", errNotDefined, err)
 		return
 	}
-	ok = true // the loop owns the socket now; finished releases the slot
+	ok = true // the loop owns the socket and file now; finished releases the slot
 }
 
 // netasciiMax bounds a file sent in netascii mode, which is converted in
@@ -427,8 +420,7 @@ func (s *Server) finished(t *transfer) {
 	n := t.delivered()
 	s.bytes.Add(float64(n))
 	s.retransmits.Add(float64(t.retransmits))
-	remote := t.remote.Addr()
-	mac, _ := s.cfg.Recorder.MACOf(remote)
+	remote, mac := t.remote.Addr(), t.mac
 	took := time.Since(t.start).Round(time.Millisecond)
 	switch {
 	case t.err == nil:

@@ -17,8 +17,7 @@ import (
 type transfer struct {
 	fd     int
 	remote netip.AddrPort
-	local  netip.Addr
-	file   string // the name as the client asked for it
+	mac    string // the client's, when known, for its machine events
 	name   string // the cleaned path served
 
 	src    io.ReaderAt
@@ -39,7 +38,7 @@ type transfer struct {
 	tries       int // timeouts in a row without progress
 	retransmits int
 
-	start time.Time
+	start time.Time // when the request arrived
 	// The outcome, set when the transfer ends.
 	err        error
 	clientCode int // the client's error code when it ended the transfer, else -1
