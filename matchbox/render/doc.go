@@ -3,8 +3,10 @@
 // Ignition (raw JSON validated, or Butane templates rendered and
 // translated), cloud-config, generic templates and the metadata env file.
 //
-// Templates are Go text/template source with poseidon/matchbox's function
-// set and missingkey=error. Each template is parsed once per change of the
-// catalog, never per request, and Butane translations are cached by the
-// rendered text, bounded in memory.
+// Templates are Go text/template source with missingkey=error, as in
+// poseidon/matchbox: every text/template built-in means what it means in
+// Go, and sprig's functions whose names are not built-ins are an extension.
+// Each template is parsed once per change of the catalog, never per
+// request, and Butane translations are cached by the rendered text, bounded
+// in memory.
 package render

@@ -43,9 +43,26 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// funcs is poseidon/matchbox's template function set (sprig's text
-// functions), built once: sprig.TxtFuncMap allocates a new map per call.
-var funcs = sprig.TxtFuncMap()
+// funcs is what templates may call besides text/template's built-ins,
+// which poseidon/matchbox's templates have and nothing more: sprig's text
+// functions, a matchbox extension, less those named like a built-in. Built
+// once: sprig.TxtFuncMap allocates a new map per call.
+var funcs = extensionFuncs()
+
+// extensionFuncs returns sprig's text functions without the ones whose name
+// is a text/template built-in: a FuncMap entry replaces the built-in of
+// that name (sprig's slice would replace Go's, and {{slice .mac 0 8}} would
+// fail). A name is a built-in when a template without functions of its own
+// parses a call to it, so built-ins a later Go release adds are kept too.
+func extensionFuncs() template.FuncMap {
+	fm := sprig.TxtFuncMap()
+	for name := range fm {
+		if _, err := template.New("").Parse("{{" + name + "}}"); err == nil {
+			delete(fm, name)
+		}
+	}
+	return fm
+}
 
 // Stats counts what the engine did, for metrics.
 type Stats struct {
