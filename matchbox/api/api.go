@@ -189,12 +189,10 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.listTokens)).Methods(http.MethodGet)
 	v1.HandleFunc("/tokens", s.auth(matchbox.RoleAdmin, s.createToken)).Methods(http.MethodPost)
 	v1.HandleFunc("/tokens/{name}", s.auth(matchbox.RoleAdmin, s.revokeToken)).Methods(http.MethodDelete)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such API path", nil)
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this path", nil)
-	})
+	// 404 for an unknown path, 405 with Allow for a method its routes do
+	// not take; last, so that it sees every route.
+	r.NotFoundHandler = unrouted(r)
+	r.MethodNotAllowedHandler = r.NotFoundHandler
 	return r
 }
 

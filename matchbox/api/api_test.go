@@ -10,10 +10,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/mux"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
@@ -27,6 +31,7 @@ type fixture struct {
 	admin   string
 	db      *storage.Bolt
 	catalog *matchbox.Catalog
+	handler http.Handler
 }
 
 // newFixture runs the API over real HTTP on loopback, on a real bbolt
@@ -71,7 +76,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &fixture{dir: dir, url: ts.URL, admin: strings.TrimSpace(string(secret)), db: db, catalog: cat}
+	return &fixture{dir: dir, url: ts.URL, admin: strings.TrimSpace(string(secret)), db: db, catalog: cat, handler: srv.Handler()}
 }
 
 type reply struct {
@@ -538,4 +543,120 @@ func (f *fixture) bmcKey(t *testing.T) *storage.SecretKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// routePaths walks the router and returns, for a request path built from
+// each route's path template, the methods the routes of that template
+// take, in registration order.
+func routePaths(t *testing.T, h http.Handler) map[string][]string {
+	t.Helper()
+	router, ok := h.(*mux.Router)
+	if !ok {
+		t.Fatalf("Handler is a %T, not a router to walk", h)
+	}
+	// A value for each path variable, valid where the API checks it.
+	values := map[string]string{"mac": "52:54:00:00:00:01", "kind": "ignition", "name": "a.ign", "ip": "10.0.0.5",
+		"channel": "stable", "board": "amd64-usr", "version": "4081.2.0"}
+	vars := regexp.MustCompile(`\{(\w+)(:[^}]*)?\}`)
+	paths := map[string][]string{}
+	routes := 0
+	_ = router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		tmpl, err1 := route.GetPathTemplate()
+		methods, err2 := route.GetMethods()
+		if err1 != nil || err2 != nil {
+			return nil
+		}
+		routes++
+		path := vars.ReplaceAllStringFunc(tmpl, func(v string) string {
+			if val, ok := values[vars.FindStringSubmatch(v)[1]]; ok {
+				return val
+			}
+			return "x"
+		})
+		for _, m := range methods {
+			if !slices.Contains(paths[path], m) {
+				paths[path] = append(paths[path], m)
+			}
+		}
+		return nil
+	})
+	if routes < 30 {
+		t.Fatalf("only %d routes found walking the router", routes)
+	}
+	return paths
+}
+
+// Every path of the API answers a method it does not take with 405, an
+// Allow header listing exactly the methods it takes, and the API's error
+// body; it routes the methods it takes (to authentication, or to the
+// document); unknown paths are 404.
+func TestMethodNotAllowed(t *testing.T) {
+	f := newFixture(t)
+	paths := routePaths(t, f.handler)
+	candidates := []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "BREW"}
+	for path, methods := range paths {
+		allow := strings.Join(methods, ", ")
+		for _, m := range candidates {
+			for _, token := range []string{f.admin, ""} {
+				r, hdr := f.doHeader(t, m, path, token)
+				if slices.Contains(methods, m) {
+					// Taken: without a token it stops at authentication
+					// (the document needs none).
+					if token == "" && r.code != 401 && !(path == "/api/v1/openapi.json" && r.code == 200) {
+						t.Errorf("%s %s without a token: %d %s, want 401", m, path, r.code, r.raw)
+					}
+					if r.code == 405 || r.body["message"] == "no such API path" {
+						t.Errorf("%s %s: %d %s, want it routed", m, path, r.code, r.raw)
+					}
+					continue
+				}
+				if r.code != 405 || hdr.Get("Allow") != allow {
+					t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", m, path, r.code, hdr.Get("Allow"), allow)
+				}
+				if m == "HEAD" {
+					continue // no body
+				}
+				want := fmt.Sprintf("method %s not allowed on %s; allowed: %s", m, path, allow)
+				if r.body["code"] != "method_not_allowed" || r.body["message"] != want || hdr.Get("Content-Type") != "application/json" {
+					t.Errorf("%s %s: body %s (%s), want code method_not_allowed, message %q", m, path, r.raw, hdr.Get("Content-Type"), want)
+				}
+			}
+		}
+	}
+	// What the issue reported.
+	if r, hdr := f.doHeader(t, "POST", "/api/v1/groups", f.admin); r.code != 405 || hdr.Get("Allow") != "GET" {
+		t.Errorf("POST /api/v1/groups: %d, Allow %q", r.code, hdr.Get("Allow"))
+	}
+	if _, ok := paths["/api/v1/groups/x"]; !ok || strings.Join(paths["/api/v1/groups/x"], ", ") != "GET, PUT, DELETE" {
+		t.Errorf("routes of /api/v1/groups/{id}: %v", paths["/api/v1/groups/x"])
+	}
+	for _, path := range []string{"/", "/api/v1", "/api/v1/", "/api/v1/nope", "/api/v1/groups/", "/api/v1/groups/x/y", "/api/v2/groups", "/api/v1/machines/52:54:00:00:00:01/nope"} {
+		for _, m := range []string{"GET", "POST", "HEAD"} {
+			r, hdr := f.doHeader(t, m, path, f.admin)
+			if r.code != 404 || hdr.Get("Allow") != "" || (m != "HEAD" && r.body["code"] != "not_found") {
+				t.Errorf("%s %s: %d, Allow %q, %s; want 404 not_found without Allow", m, path, r.code, hdr.Get("Allow"), r.raw)
+			}
+		}
+	}
+}
+
+// doHeader is do without a body, returning the answer's header too.
+func (f *fixture) doHeader(t *testing.T, method, path, token string) (reply, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := reply{code: resp.StatusCode, raw: string(raw), etag: resp.Header.Get("ETag")}
+	_ = json.Unmarshal(raw, &r.body)
+	return r, resp.Header
 }
