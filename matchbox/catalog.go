@@ -38,6 +38,9 @@ type Objects struct {
 	Profiles  []*Profile
 	Templates []*Template
 	Problems  []Problem
+	// Claims are group files that do not load and have no last good
+	// version: the machines they may select get no group (see Claim).
+	Claims []Claim
 }
 
 type templateKey struct {
@@ -56,6 +59,7 @@ type Snapshot struct {
 	templates map[templateKey]*Template
 	index     *Index
 	problems  []Problem
+	claims    []Claim
 	// Generation increases with every rebuilt snapshot; caches key on it.
 	Generation uint64
 }
@@ -67,8 +71,10 @@ type Selection struct {
 }
 
 // NewSnapshot merges the objects of several sources, in order, into one
-// snapshot. An id defined by an earlier source wins over a later one (the
-// data dir is passed first), and the clash is reported.
+// snapshot. A profile or template id defined by an earlier source wins over
+// a later one (the data dir is passed first), and the clash is reported.
+// Groups sharing an id are all kept, as poseidon/matchbox keeps them, and
+// selected by the usual rules; the clash is reported.
 func NewSnapshot(sources ...Objects) *Snapshot {
 	srcs := make([]source, len(sources))
 	for i, objs := range sources {
@@ -113,14 +119,18 @@ func newSnapshot(sources []source) *Snapshot {
 	for _, src := range sources {
 		s.problems = append(s.problems, src.objs.Problems...)
 		s.problems = append(s.problems, src.problems...)
+		for _, c := range src.objs.Claims {
+			s.claims = append(s.claims, c)
+			s.problems = append(s.problems, c.problem())
+		}
 		for _, p := range src.groups {
 			id := packedID(p)
 			if prev, ok := byID[id]; ok {
-				s.problems = append(s.problems, Problem{UnpackGroup(p).Origin, SeverityError,
-					fmt.Sprintf("group id %q is already defined by %s; this one is ignored", id, UnpackGroup(prev).Origin)})
-				continue
+				s.problems = append(s.problems, Problem{UnpackGroup(p).Origin, SeverityWarning,
+					fmt.Sprintf("group id %q is also defined by %s; both groups are kept and selected by the usual rules", id, UnpackGroup(prev).Origin)})
+			} else {
+				byID[id] = p
 			}
-			byID[id] = p
 			groups = append(groups, p)
 		}
 		for _, p := range src.objs.Profiles {
@@ -197,9 +207,12 @@ func (s *Snapshot) checkReferences() []Problem {
 	for _, p := range s.groups {
 		g := new(Group)
 		g.unpack(p)
-		if _, ok := s.profiles[g.Profile]; !ok {
+		if g.Profile == "" {
 			probs = append(probs, Problem{g.Origin, SeverityError,
-				fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile)})
+				fmt.Sprintf("group %q has no profile: the machines it selects get none (404)", g.ID)})
+		} else if _, ok := s.profiles[g.Profile]; !ok {
+			probs = append(probs, Problem{g.Origin, SeverityError,
+				fmt.Sprintf("group %q names profile %q, which does not exist: the machines it selects get none (404)", g.ID, g.Profile)})
 		}
 		sel := g.SelectorString()
 		if prev, ok := bySel[sel]; ok {
@@ -207,8 +220,12 @@ func (s *Snapshot) checkReferences() []Problem {
 			if sel == "" {
 				what = "is a second default group (no selectors) besides"
 			}
+			why := fmt.Sprintf("%q wins because its id sorts first", prev.ID)
+			if prev.ID == g.ID {
+				why = fmt.Sprintf("%s wins because its path sorts first", prev.Origin)
+			}
 			probs = append(probs, Problem{g.Origin, SeverityWarning,
-				fmt.Sprintf("group %q %s group %q (%s); %q wins because its id sorts first", g.ID, what, prev.ID, prev.Origin, prev.ID)})
+				fmt.Sprintf("group %q %s group %q (%s); %s", g.ID, what, prev.ID, prev.Origin, why)})
 			continue
 		}
 		bySel[sel] = g
@@ -238,19 +255,37 @@ func (s *Snapshot) checkReferences() []Problem {
 
 // Select answers which group and profile a machine with these labels gets.
 // It returns an error wrapping ErrNotFound when no group matches or the
-// matching group's profile does not exist (the group is still returned).
+// matching group has no profile or names one that does not exist (the
+// group is still returned), and one wrapping ErrUnavailable when a group
+// file that does not load may select the machine (see Claim): then no
+// group is returned.
 func (s *Snapshot) Select(labels map[string]string) (Selection, error) {
 	i := s.index.find(labels)
-	if i < 0 {
+	var g *Group
+	if i >= 0 {
+		g = UnpackGroup(s.groups[i])
+	}
+	for k := range s.claims {
+		if c := &s.claims[k]; c.mayWin(labels, g) {
+			return Selection{}, c.withheld()
+		}
+	}
+	if g == nil {
 		return Selection{}, fmt.Errorf("no group matches: %w", ErrNotFound)
 	}
-	g := UnpackGroup(s.groups[i])
+	if g.Profile == "" {
+		return Selection{Group: g}, fmt.Errorf("group %q has no profile: %w", g.ID, ErrNotFound)
+	}
 	p, ok := s.profiles[g.Profile]
 	if !ok {
 		return Selection{Group: g}, fmt.Errorf("group %q names profile %q, which does not exist: %w", g.ID, g.Profile, ErrNotFound)
 	}
 	return Selection{Group: g, Profile: p}, nil
 }
+
+// Claims returns the group files that do not load and withhold groups
+// from the machines they may select.
+func (s *Snapshot) Claims() []Claim { return s.claims }
 
 // Group returns a group by id.
 func (s *Snapshot) Group(id string) (*Group, bool) {

@@ -87,7 +87,30 @@ func TestNewSnapshotProblems(t *testing.T) {
 				{Groups: []*Group{group("node1", "p", "groups/node1.json")}, Profiles: []*Profile{profile("p", "profiles/p.json")}},
 				{Groups: []*Group{group("node1", "p", "db")}},
 			},
-			want: []wantProblem{{"db", SeverityError, []string{`"node1"`, "groups/node1.json"}}}},
+			want: []wantProblem{
+				{"db", SeverityWarning, []string{`"node1"`, "groups/node1.json", "both groups are kept"}},
+				{"db", SeverityWarning, []string{"second default group", "groups/node1.json wins because its path sorts first"}},
+			}},
+		{name: "duplicate group id in one source",
+			sources: []Objects{{
+				Groups:   []*Group{group("node1", "p", "groups/b.json", "os", "flatcar"), group("node1", "p", "groups/a.json", "mac", "52:54:00:a1:9c:ae")},
+				Profiles: []*Profile{profile("p", "profiles/p.json")},
+			}},
+			want: []wantProblem{{"groups/a.json", SeverityWarning, []string{`"node1"`, "groups/b.json", "both groups are kept"}}}},
+		{name: "group without a profile",
+			sources: []Objects{{Groups: []*Group{group("node1", "", "groups/node1.json", "os", "flatcar")}}},
+			want:    []wantProblem{{"groups/node1.json", SeverityError, []string{`"node1" has no profile`, "404"}}}},
+		{name: "claims are reported with what they withhold",
+			sources: []Objects{{Claims: []Claim{
+				{Origin: "groups/a.json", Reason: "bad JSON"},
+				{Origin: "groups/b.json", Reason: "bad JSON", Known: true, Selector: map[string]string{"os": "installed"}, Unknown: []string{"mac"}},
+				{Origin: "groups/c.json", Reason: "bad JSON", Known: true},
+			}}},
+			want: []wantProblem{
+				{"groups/a.json", SeverityError, []string{"every machine", "-ignore-broken-groups"}},
+				{"groups/b.json", SeverityError, []string{"mac=(unreadable),os=installed"}},
+				{"groups/c.json", SeverityError, []string{"default group"}},
+			}},
 		{name: "duplicate profile id across sources",
 			sources: []Objects{
 				{Profiles: []*Profile{profile("p", "profiles/p.json")}},
@@ -142,12 +165,15 @@ func TestNewSnapshotProblems(t *testing.T) {
 				{"groups/b.json", SeverityWarning, []string{`"node-b"`, `"node-a"`, "same selectors", `"node-a" wins`}},
 				{"groups/c.json", SeverityWarning, []string{`"node-c"`, `"node-a"`, "same selectors", `"node-a" wins`}},
 			}},
-		{name: "duplicate id across sources does not count as identical selectors",
+		{name: "duplicate id across sources with identical selectors",
 			sources: []Objects{
 				{Groups: []*Group{group("node1", "p", "groups/node1.json", "os", "flatcar")}, Profiles: []*Profile{profile("p", "profiles/p.json")}},
 				{Groups: []*Group{group("node1", "p", "db", "os", "flatcar")}},
 			},
-			want: []wantProblem{{"db", SeverityError, []string{`"node1"`, "already defined"}}}},
+			want: []wantProblem{
+				{"db", SeverityWarning, []string{`"node1"`, "also defined", "both groups are kept"}},
+				{"db", SeverityWarning, []string{"same selectors", "groups/node1.json wins"}},
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,13 +207,19 @@ func TestNewSnapshotFirstSourceWins(t *testing.T) {
 	if tm, ok := snap.Template(KindIgnition, "t.yaml"); !ok || tm.Origin != "ignition/t.yaml" {
 		t.Errorf("Template(t.yaml) = %+v, want the data dir's", tm)
 	}
-	// The ignored duplicate is not selectable either.
+	// A group id defined twice keeps both groups, selected by the usual
+	// rules (as poseidon/matchbox keeps both): the database's node1 is
+	// the one machines with os=fedora get (same selectors as node2, lower
+	// id), not node2 as if it did not exist.
 	sel, err := snap.Select(map[string]string{"os": "fedora"})
-	if err != nil || sel.Group.ID != "node2" {
-		t.Errorf("Select(os=fedora) = %s, %v; want node2", groupID(sel.Group), err)
+	if err != nil || sel.Group.ID != "node1" || sel.Group.Origin != "db" {
+		t.Errorf("Select(os=fedora) = %s, %v; want the database's node1", groupID(sel.Group), err)
+	}
+	if sel, err := snap.Select(map[string]string{"os": "flatcar"}); err != nil || sel.Group.Origin != "groups/node1.json" {
+		t.Errorf("Select(os=flatcar) = %+v, %v; want the data dir's node1", sel.Group, err)
 	}
 	g, p, tm := snap.Counts()
-	if diff := cmp.Diff([3]int{2, 2, 1}, [3]int{g, p, tm}); diff != "" {
+	if diff := cmp.Diff([3]int{3, 2, 1}, [3]int{g, p, tm}); diff != "" {
 		t.Errorf("Counts (-want +got):\n%s", diff)
 	}
 	var ids []string
@@ -197,7 +229,7 @@ func TestNewSnapshotFirstSourceWins(t *testing.T) {
 	for _, p := range snap.Profiles() {
 		ids = append(ids, p.ID)
 	}
-	if diff := cmp.Diff([]string{"node1", "node2", "p", "q"}, ids); diff != "" {
+	if diff := cmp.Diff([]string{"node1", "node1", "node2", "p", "q"}, ids); diff != "" {
 		t.Errorf("Groups and Profiles not sorted by id (-want +got):\n%s", diff)
 	}
 	if _, ok := snap.Group("nope"); ok {
@@ -288,7 +320,7 @@ func TestCatalogUpdate(t *testing.T) {
 	if _, err := s2.Select(map[string]string{"os": "fedora"}); err != nil {
 		t.Errorf("select from merged sources: %v", err)
 	}
-	checkProblems(t, s2.Problems(), []wantProblem{{"db", SeverityError, []string{`"node1"`, "groups/node1.json"}}})
+	checkProblems(t, s2.Problems(), []wantProblem{{"db", SeverityWarning, []string{`"node1"`, "groups/node1.json", "both groups are kept"}}})
 
 	// Old snapshots are immutable.
 	if g, _ := s1.Group("node1"); g.Origin != "db" || s1.Generation != 1 {

@@ -18,3 +18,8 @@ var ErrConflict = errors.New("conflict")
 // object changed since the writer read it (an If-Match that no longer
 // matches).
 var ErrPrecondition = errors.New("precondition failed")
+
+// ErrUnavailable is returned (wrapped) when the server withholds an answer
+// it cannot give safely yet, such as a group for a machine that a group
+// file which does not load may select. Boot endpoints answer 503.
+var ErrUnavailable = errors.New("unavailable")

@@ -11,7 +11,8 @@ type span struct{ start, n uint32 }
 
 // compareGroups orders a before b when a wins over b for a machine both
 // match: more selectors, then the greater selector string, then the lower
-// id. sa and sb are their selector strings.
+// id, then (two groups with one id) the lower origin. sa and sb are their
+// selector strings.
 func compareGroups(a, b *Group, sa, sb string) int {
 	if an, bn := a.SelectorCount(), b.SelectorCount(); an != bn {
 		return cmp.Compare(bn, an)
@@ -19,7 +20,10 @@ func compareGroups(a, b *Group, sa, sb string) int {
 	if sa != sb {
 		return -cmp.Compare(sa, sb)
 	}
-	return cmp.Compare(a.ID, b.ID)
+	if c := cmp.Compare(a.ID, b.ID); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Origin, b.Origin)
 }
 
 // pairHash is the bucket key of a selector or label pair. Buckets are

@@ -181,3 +181,21 @@ func ParseBMCProviders(pref string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// TemplateRef names a template by kind and name.
+type TemplateRef struct {
+	Kind TemplateKind
+	Name string
+}
+
+// TemplateRefs returns the templates the profile names, in the order of
+// TemplateKinds.
+func (p *Profile) TemplateRefs() []TemplateRef {
+	var refs []TemplateRef
+	for _, r := range [...]TemplateRef{{KindIgnition, p.IgnitionID}, {KindCloud, p.CloudID}, {KindGeneric, p.GenericID}} {
+		if r.Name != "" {
+			refs = append(refs, r)
+		}
+	}
+	return refs
+}

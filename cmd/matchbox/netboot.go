@@ -95,7 +95,7 @@ type catalogBooter struct {
 	lc      *matchbox.Lifecycle
 }
 
-func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, bool) {
+func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, error) {
 	snap := b.catalog.Snapshot()
 	sel, err := snap.Select(labels)
 	if b.lc != nil {
@@ -104,10 +104,10 @@ func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, bo
 			// its disk. A missing install profile fails later, at /ipxe,
 			// with its reason.
 			gated, _ := g.Select(snap, sel)
-			return gated, true
+			return gated, nil
 		}
 	}
-	return sel, err == nil
+	return sel, err
 }
 
 // reservations reads fixed addresses from the machine's group metadata

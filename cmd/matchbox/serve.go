@@ -43,6 +43,7 @@ type serveConfig struct {
 	keyRingPath     string
 	watch           bool
 	settle          time.Duration
+	ignoreBroken    bool
 	shutdownTimeout time.Duration
 	cacheMB         int
 	memoryLimit     string
@@ -64,6 +65,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.keyRingPath, "key-ring-path", "", "private OpenPGP key ring that signs configs (.sig/.asc endpoints); passphrase in MATCHBOX_PASSPHRASE")
 	fs.BoolVar(&c.watch, "watch", true, "reload the data dir when its files change")
 	fs.DurationVar(&c.settle, "watch-settle", 200*time.Millisecond, "wait this long after the last change before reloading")
+	fs.BoolVar(&c.ignoreBroken, "ignore-broken-groups", false, "serve the machines a group file that does not load may select the next matching group, as poseidon/matchbox does, instead of no group (risky: that may be a default group that installs to disk)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain open requests on shutdown")
 	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 32, "memory bound of the Butane→Ignition translation cache, in MiB")
 	fs.StringVar(&c.debugAddress, "debug-address", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty)")
@@ -74,6 +76,32 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.keyFile, "key-file", "", "poseidon/matchbox gRPC TLS key (accepted for compatibility)")
 	fs.StringVar(&c.caFile, "ca-file", "", "poseidon/matchbox gRPC client CA (accepted for compatibility)")
 	return c
+}
+
+// claims drops the claims of group files that do not load when the
+// operator accepts the risk (-ignore-broken-groups): their machines then get
+// the next matching group. The files are still reported.
+func (c *serveConfig) claims(objs matchbox.Objects) matchbox.Objects {
+	if c.ignoreBroken {
+		objs.Claims = nil
+	}
+	return objs
+}
+
+// claimsError says, for /readyz, which group files that do not load
+// withhold groups from which machines.
+func claimsError(claims []matchbox.Claim) error {
+	if len(claims) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for i, cl := range claims {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s does not load (%s): no group is served to %s", cl.Origin, cl.Reason, cl.Covers())
+	}
+	return errors.New(b.String())
 }
 
 func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
@@ -211,6 +239,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	objs = c.claims(objs)
 	dbObjs, err := db.Objects(ctx)
 	if err != nil {
 		return err
@@ -285,7 +314,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			if !ready.Load() {
 				return errors.New("starting")
 			}
-			return nil
+			return claimsError(catalog.Snapshot().Claims())
 		},
 		ShutdownTimeout: c.shutdownTimeout,
 	})
@@ -300,7 +329,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			defer wg.Done()
 			err := watcher.Run(ctx, c.settle, func(objs matchbox.Objects) {
 				t := time.Now()
-				snap := catalog.Update(ctx, "datadir", objs)
+				snap := catalog.Update(ctx, "datadir", c.claims(objs))
 				cm.reloads.Inc()
 				mem.loaded(true)
 				ng, np, nt := snap.Counts()

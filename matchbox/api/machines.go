@@ -212,13 +212,17 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 	labels["mac"] = mac
 	snap := s.cfg.Catalog.Snapshot()
 	sel, err := snap.Select(labels)
+	if errors.Is(err, matchbox.ErrUnavailable) {
+		s.fail(w, r, fmt.Errorf("machine %s with labels %v: %w", mac, labels, err))
+		return
+	}
 	if sel.Group == nil {
 		s.fail(w, r, fmt.Errorf("no group matches machine %s with labels %v: %w", mac, labels, matchbox.ErrNotFound))
 		return
 	}
 	out := map[string]any{"labels": labels, "group": sel.Group.ID}
 	if err != nil || sel.Profile == nil {
-		out["problems"] = []string{fmt.Sprintf("group %q names profile %q, which does not exist", sel.Group.ID, sel.Group.Profile)}
+		out["problems"] = []string{err.Error()}
 		writeJSON(w, http.StatusOK, "", out)
 		return
 	}

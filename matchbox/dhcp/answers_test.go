@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -113,14 +114,14 @@ func TestKeptAnswersEqualFreshOnes(t *testing.T) {
 // noOne boots nobody.
 type noOne struct{}
 
-func (noOne) Netboot(map[string]string) (matchbox.Selection, bool) {
-	return matchbox.Selection{}, false
+func (noOne) Netboot(map[string]string) (matchbox.Selection, error) {
+	return matchbox.Selection{}, fmt.Errorf("no group matches: %w", matchbox.ErrNotFound)
 }
 
 // switchable boots according to its current setting.
 type switchable struct{ b Booter }
 
-func (s *switchable) Netboot(l map[string]string) (matchbox.Selection, bool) { return s.b.Netboot(l) }
+func (s *switchable) Netboot(l map[string]string) (matchbox.Selection, error) { return s.b.Netboot(l) }
 
 // After ForgetAnswers the configuration's new decision counts at once.
 func TestForgetAnswers(t *testing.T) {

@@ -151,9 +151,11 @@ func ArchName(a uint16) string {
 
 // Booter is the core's decision whether a machine gets a boot answer.
 type Booter interface {
-	// Netboot reports whether the machine with these labels (mac, and
-	// uuid when the firmware sent option 97) should network-boot.
-	Netboot(labels map[string]string) (matchbox.Selection, bool)
+	// Netboot decides whether the machine with these labels (mac, and
+	// uuid when the firmware sent option 97) should network-boot: nil, or
+	// why not (no group, a group without a usable profile, a group
+	// withheld while a group file does not load).
+	Netboot(labels map[string]string) (matchbox.Selection, error)
 }
 
 // Reservations knows fixed addresses for machines.

@@ -377,12 +377,12 @@ func (s *Server) bootAnswer(l Listener, c client) (boot, string) {
 	if c.uuid != "" {
 		labels["uuid"] = c.uuid
 	}
-	sel, ok := s.cfg.Booter.Netboot(labels)
+	sel, err := s.cfg.Booter.Netboot(labels)
 	if !c.pxe {
 		return boot{sel: sel}, "not a PXE client"
 	}
-	if !ok {
-		return boot{sel: sel}, "no group for this machine"
+	if err != nil {
+		return boot{sel: sel}, err.Error()
 	}
 	switch {
 	case c.ipxe:

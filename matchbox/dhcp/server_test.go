@@ -22,13 +22,13 @@ import (
 )
 
 // booterFunc adapts a function to Booter.
-type booterFunc func(map[string]string) (matchbox.Selection, bool)
+type booterFunc func(map[string]string) (matchbox.Selection, error)
 
-func (f booterFunc) Netboot(l map[string]string) (matchbox.Selection, bool) { return f(l) }
+func (f booterFunc) Netboot(l map[string]string) (matchbox.Selection, error) { return f(l) }
 
 // everyone boots, with a group and profile for events.
-var everyone = booterFunc(func(map[string]string) (matchbox.Selection, bool) {
-	return matchbox.Selection{Group: &matchbox.Group{ID: "default", Metadata: map[string]any{"hostname": "node"}}, Profile: &matchbox.Profile{ID: "live"}}, true
+var everyone = booterFunc(func(map[string]string) (matchbox.Selection, error) {
+	return matchbox.Selection{Group: &matchbox.Group{ID: "default", Metadata: map[string]any{"hostname": "node"}}, Profile: &matchbox.Profile{ID: "live"}}, nil
 })
 
 var serverIP = netip.MustParseAddr("10.0.0.1")
@@ -230,7 +230,9 @@ func TestFullPXEAnswers(t *testing.T) {
 		})
 	}
 	// A machine the core refuses gets an address but no boot file.
-	refuse := booterFunc(func(map[string]string) (matchbox.Selection, bool) { return matchbox.Selection{}, false })
+	refuse := booterFunc(func(map[string]string) (matchbox.Selection, error) {
+		return matchbox.Selection{}, fmt.Errorf("no group matches: %w", matchbox.ErrNotFound)
+	})
 	ts2 := startServer(t, ModeFull, testSubnets(), refuse, "")
 	lease, err := newClient(t, mac(200), ts2.addr).Request(ctxT(t), pxeUEFI...)
 	if err != nil {
@@ -244,7 +246,7 @@ func TestFullPXEAnswers(t *testing.T) {
 func TestProxyMode(t *testing.T) {
 	var asked []map[string]string
 	var mu sync.Mutex
-	booter := booterFunc(func(l map[string]string) (matchbox.Selection, bool) {
+	booter := booterFunc(func(l map[string]string) (matchbox.Selection, error) {
 		mu.Lock()
 		asked = append(asked, l)
 		mu.Unlock()

@@ -541,6 +541,11 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 		code, level = nethttp.StatusForbidden, slog.LevelWarn
 	case errors.Is(err, matchbox.ErrConflict):
 		code, level = nethttp.StatusConflict, slog.LevelWarn
+	case errors.Is(err, matchbox.ErrUnavailable):
+		// Withheld, not broken here: the machine asks again, and gets
+		// its answer once the configuration allows one.
+		code, level = nethttp.StatusServiceUnavailable, slog.LevelWarn
+		w.Header().Set("Retry-After", "10")
 	case errors.As(err, &rerr):
 		s.failures.WithLabelValues(endpoint).Inc()
 	}

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -47,8 +48,15 @@ type fileEntry struct {
 	group    string
 	profile  *matchbox.Profile
 	template *matchbox.Template
+	// claim is set for a group file that does not load and never did:
+	// the machines it may select get no group (matchbox.Claim).
+	claim *matchbox.Claim
 	// problems found in the current version of the file.
 	problems []matchbox.Problem
+	// noteOnly: the entry only reports a problem (an ignored file, a
+	// folder that cannot be read); byRef: a template read only because a
+	// profile names it.
+	noteOnly, byRef bool
 }
 
 // DataDir reads a poseidon/matchbox data dir: groups/*.json,
@@ -74,6 +82,9 @@ type DataDir struct {
 	collided map[string]int32
 	entries  []fileEntry
 	free     []int32
+	// examined counts the files refresh looked at, for tests of how much
+	// a reload touches.
+	examined atomic.Int64
 }
 
 // NewDataDir returns a loader for the data dir at root.
@@ -95,12 +106,15 @@ var dataDirs = []string{"groups", "profiles", "ignition", "cloud", "generic"}
 // Unchanged files are not reread. A missing data dir is an error; missing
 // folders inside it are not.
 func (d *DataDir) Load(ctx context.Context) (matchbox.Objects, error) {
-	objs, _, err := d.load(ctx)
+	objs, _, err := d.load(ctx, nil)
 	return objs, err
 }
 
-// load is Load that also tells whether anything changed since the last load.
-func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
+// load rescans the data dir and tells whether anything changed since the
+// last load. With paths (absolute, as the watcher reports them) it looks
+// only at those files and folders and what is below them; without, at the
+// whole tree.
+func (d *DataDir) load(ctx context.Context, paths []string) (matchbox.Objects, bool, error) {
 	st, err := os.Stat(d.root)
 	if err != nil {
 		return matchbox.Objects{}, false, fmt.Errorf("data dir: %w", err)
@@ -111,55 +125,179 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
-	var extra []matchbox.Problem
-	type job struct {
-		ent            int32
-		rel, path, dir string
-		regular        bool
+	var subtrees []string // relative to the root
+	if paths == nil {
+		subtrees = dataDirs
+	} else {
+		subtrees = d.subtrees(paths)
 	}
-	var jobs []job
-	for _, dir := range dataDirs {
+	sc := &scan{d: d, seen: make(map[int32]bool)}
+	for _, sub := range subtrees {
 		if err := ctx.Err(); err != nil {
 			return matchbox.Objects{}, false, err
 		}
-		recursive := dir != "groups" && dir != "profiles"
-		base := filepath.Join(d.root, dir)
-		err := filepath.WalkDir(base, func(path string, de fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) && path == base {
-					return nil
-				}
-				extra = append(extra, matchbox.Problem{Origin: path, Severity: matchbox.SeverityError, Message: err.Error()})
-				return nil
-			}
-			name := de.Name()
-			if de.IsDir() {
-				if path != base && (!recursive || strings.HasPrefix(name, ".")) {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			if strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") {
-				return nil
-			}
-			if !recursive && !strings.HasSuffix(name, ".json") {
-				extra = append(extra, matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning,
-					Message: "ignored: only .json files are read in " + dir + "/"})
-				return nil
-			}
-			rel := relPath(d.root, path)
-			ent, ok := d.lookup(rel)
-			if !ok {
-				ent = d.add(rel)
-			}
-			jobs = append(jobs, job{ent, rel, path, dir, de.Type().IsRegular()})
-			return nil
-		})
-		if err != nil {
+		if err := sc.walk(sub); err != nil {
 			return matchbox.Objects{}, false, err
 		}
 	}
-	// Stat, read and parse in parallel: each job owns its entry.
+	changed := sc.refresh()
+	// Entries below a scanned subtree that the scan did not see are gone.
+	// Templates loaded because a profile names them are kept or dropped
+	// by byReference below.
+	for i := range d.entries {
+		ent := &d.entries[i]
+		if ent.rel == "" || ent.byRef || sc.seen[int32(i)] {
+			continue
+		}
+		for _, sub := range subtrees {
+			if ent.rel == sub || strings.HasPrefix(ent.rel, sub+string(filepath.Separator)) {
+				d.remove(int32(i))
+				changed = true
+				break
+			}
+		}
+	}
+	if d.byReference(sc) {
+		changed = true
+	}
+	return d.objects(), changed, nil
+}
+
+// subtrees turns changed paths into the smallest set of paths relative to
+// the root that rescanning covers them. Paths outside the folders matchbox
+// reads (its own database, token and key files beside them) are left out.
+func (d *DataDir) subtrees(paths []string) []string {
+	var subs []string
+	for _, p := range paths {
+		rel := relPath(d.root, p)
+		if rel == "." || rel == "" || !filepath.IsLocal(rel) {
+			continue
+		}
+		top, rest, _ := strings.Cut(rel, string(filepath.Separator))
+		if !slices.Contains(dataDirs, top) {
+			continue
+		}
+		if (top == "groups" || top == "profiles") && strings.Contains(rest, string(filepath.Separator)) {
+			continue // folders inside them are not read
+		}
+		subs = append(subs, rel)
+	}
+	// Drop paths inside another one of the set.
+	slices.Sort(subs)
+	out := subs[:0]
+	for _, s := range subs {
+		if n := len(out); n > 0 && (s == out[n-1] || strings.HasPrefix(s, out[n-1]+string(filepath.Separator))) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// scan is one load's work: the files to refresh and the entries seen.
+type scan struct {
+	d    *DataDir
+	jobs []job
+	seen map[int32]bool
+}
+
+type job struct {
+	ent            int32
+	rel, path, dir string
+	regular        bool
+}
+
+// walk visits the subtree at rel (a folder matchbox reads, or a path in
+// one) and queues its files, as poseidon/matchbox reads them: *.json files
+// directly in groups/ and profiles/, every file below the template
+// folders but hidden ones and backups (name~).
+func (sc *scan) walk(rel string) error {
+	d := sc.d
+	dir, _, _ := strings.Cut(rel, string(filepath.Separator))
+	recursive := dir != "groups" && dir != "profiles"
+	base := filepath.Join(d.root, dir)
+	start := filepath.Join(d.root, rel)
+	if recursive {
+		for _, part := range strings.Split(rel, string(filepath.Separator))[1:] {
+			if strings.HasPrefix(part, ".") || strings.HasSuffix(part, "~") {
+				return nil // skipped by full scans too; byReference reads it if named
+			}
+		}
+	}
+	return filepath.WalkDir(start, func(path string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path == start {
+				return nil
+			}
+			sc.note(path, dir, matchbox.Problem{Origin: path, Severity: matchbox.SeverityError, Message: err.Error()})
+			return nil
+		}
+		name := de.Name()
+		if de.IsDir() {
+			if path != base && (!recursive || strings.HasPrefix(name, ".")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !recursive {
+			// poseidon/matchbox reads every NAME.json here, hidden or
+			// not; an editor's lock file (.#NAME) is not one.
+			if strings.HasPrefix(name, ".#") || strings.HasSuffix(name, "~") {
+				return nil
+			}
+			if !strings.HasSuffix(name, ".json") {
+				if !strings.HasPrefix(name, ".") {
+					sc.note(path, "", matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning,
+						Message: "ignored: only .json files are read in " + dir + "/"})
+				}
+				return nil
+			}
+		} else if strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") {
+			return nil
+		}
+		sc.queue(relPath(d.root, path), path, dir, de.Type().IsRegular(), false)
+		return nil
+	})
+}
+
+// queue adds the file at rel to the scan.
+func (sc *scan) queue(rel, path, dir string, regular, byRef bool) {
+	d := sc.d
+	ent, ok := d.lookup(rel)
+	if !ok {
+		ent = d.add(rel)
+	}
+	if d.entries[ent].noteOnly {
+		d.entries[ent] = fileEntry{rel: d.entries[ent].rel}
+	}
+	d.entries[ent].byRef = byRef
+	sc.seen[ent] = true
+	sc.jobs = append(sc.jobs, job{ent, rel, path, dir, regular})
+}
+
+// note records a problem with a path that holds no object (a folder that
+// cannot be read, a file that is ignored). A folder of groups that cannot
+// be read may hold any group: it claims every machine (matchbox.Claim).
+func (sc *scan) note(path, claimDir string, p matchbox.Problem) {
+	d := sc.d
+	rel := relPath(d.root, path)
+	ent, ok := d.lookup(rel)
+	if !ok {
+		ent = d.add(rel)
+	}
+	e := &d.entries[ent]
+	*e = fileEntry{rel: e.rel, noteOnly: true, problems: []matchbox.Problem{p}}
+	if claimDir == "groups" {
+		e.claim = &matchbox.Claim{Origin: path, Reason: p.Message}
+	}
+	sc.seen[ent] = true
+}
+
+// refresh stats, reads and parses the queued files in parallel (each job
+// owns its entry) and tells whether any was reread.
+func (sc *scan) refresh() bool {
+	d, jobs := sc.d, sc.jobs
+	sc.jobs = nil
 	workers := min(runtime.GOMAXPROCS(0), 8)
 	var wg sync.WaitGroup
 	var next atomic.Int64
@@ -179,18 +317,49 @@ func (d *DataDir) load(ctx context.Context) (matchbox.Objects, bool, error) {
 		}()
 	}
 	wg.Wait()
-	changed := slices.Contains(reread, true)
-	seen := make([]bool, len(d.entries))
-	for _, j := range jobs {
-		seen[j.ent] = true
+	return slices.Contains(reread, true)
+}
+
+// byReference loads the templates that profiles name but the walk skips
+// (hidden files, files in hidden folders, backups): poseidon/matchbox
+// reads a template by the name its profile gives, whatever that name is.
+// Such files are dropped again when no profile names them.
+func (d *DataDir) byReference(sc *scan) bool {
+	want := make(map[string]string) // rel → kind folder
+	for i := range d.entries {
+		if p := d.entries[i].profile; p != nil {
+			for _, r := range p.TemplateRefs() {
+				name := filepath.FromSlash(r.Name)
+				if !filepath.IsLocal(name) {
+					continue
+				}
+				want[filepath.Join(string(r.Kind), name)] = string(r.Kind)
+			}
+		}
+	}
+	changed := false
+	for rel, dir := range want {
+		if i, ok := d.lookup(rel); ok && !d.entries[i].byRef {
+			continue // the walk reads it
+		}
+		path := filepath.Join(d.root, rel)
+		fi, err := os.Lstat(path)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		sc.queue(rel, path, dir, fi.Mode().IsRegular(), true)
+	}
+	if sc.refresh() {
+		changed = true
 	}
 	for i := range d.entries {
-		if d.entries[i].rel != "" && !seen[i] {
+		ent := &d.entries[i]
+		if ent.rel != "" && ent.byRef && !sc.seen[int32(i)] {
 			d.remove(int32(i))
 			changed = true
 		}
 	}
-	return d.objects(extra), changed, nil
+	return changed
 }
 
 // lookup finds the entry of the file at rel.
@@ -257,6 +426,7 @@ func relPath(root, path string) string {
 // refresh rereads one file into ent when its stamp changed, and reports
 // whether it did.
 func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) bool {
+	d.examined.Add(1)
 	var st syscall.Stat_t
 	fd := -1
 	var err error
@@ -279,8 +449,25 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 	if fd >= 0 {
 		defer syscall.Close(fd)
 	}
+	// A group file that does not load and has no last good version
+	// claims the machines it may select (what can be read of it says
+	// which), so that they never get a less specific group instead.
+	claim := func(data []byte, reason string) {
+		if dir != "groups" || ent.group != "" {
+			return
+		}
+		c := matchbox.Claim{Origin: path, Reason: reason}
+		if data != nil {
+			c = SalvageClaim(data, path, reason)
+		}
+		ent.claim = &c
+	}
 	if err != nil {
-		ent.problems = []matchbox.Problem{{Origin: path, Severity: matchbox.SeverityError, Message: (&fs.PathError{Op: "open", Path: path, Err: err}).Error()}}
+		msg := (&fs.PathError{Op: "open", Path: path, Err: err}).Error()
+		ent.problems = []matchbox.Problem{{Origin: path, Severity: matchbox.SeverityError, Message: msg}}
+		if !errors.Is(err, syscall.ENOENT) { // gone since the walk: removed on the next scan
+			claim(nil, msg)
+		}
 		return true
 	}
 	stamp := fileStamp{mod: st.Mtim.Nano(), size: st.Size, ino: st.Ino, ctime: st.Ctim.Nano()}
@@ -289,7 +476,10 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 	}
 	ent.stamp = stamp
 	ent.problems = nil
+	ent.claim = nil
+	var data []byte
 	fail := func(msg string) {
+		claim(data, msg)
 		if ent.group != "" || ent.profile != nil || ent.template != nil {
 			msg += " (still serving the last version that loaded)"
 		}
@@ -312,9 +502,9 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 	}
 	// Read the size fstat saw; a file still growing changes its stamp and
 	// is reread on the next scan.
-	data := make([]byte, st.Size)
-	for n := 0; n < len(data); {
-		m, err := syscall.Read(fd, data[n:])
+	buf := make([]byte, st.Size)
+	for n := 0; n < len(buf); {
+		m, err := syscall.Read(fd, buf[n:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -323,17 +513,20 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 			return true
 		}
 		if m == 0 {
-			data = data[:n]
+			buf = buf[:n]
 			break
 		}
 		n += m
 	}
+	data = buf
 	warn := func(msg string) {
 		ent.problems = append(ent.problems, matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning, Message: msg})
 	}
 	switch dir {
 	case "groups":
-		g, unknown, err := ParseGroup(data)
+		// poseidon/matchbox reads a group by its file name: a file
+		// without an id takes that name.
+		g, unknown, err := ParseGroupFile(data, strings.TrimSuffix(filepath.Base(rel), ".json"))
 		if err != nil {
 			fail(err.Error())
 			return true
@@ -384,7 +577,7 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 }
 
 // objects collects the current objects in path order.
-func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
+func (d *DataDir) objects() matchbox.Objects {
 	order := make([]int32, 0, len(d.entries)-len(d.free))
 	for i := range d.entries {
 		if d.entries[i].rel != "" {
@@ -392,10 +585,13 @@ func (d *DataDir) objects(extra []matchbox.Problem) matchbox.Objects {
 		}
 	}
 	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(d.entries[a].rel, d.entries[b].rel) })
-	objs := matchbox.Objects{Problems: extra}
+	var objs matchbox.Objects
 	for _, i := range order {
 		ent := &d.entries[i]
 		objs.Problems = append(objs.Problems, ent.problems...)
+		if ent.claim != nil {
+			objs.Claims = append(objs.Claims, *ent.claim)
+		}
 		switch {
 		case ent.group != "":
 			objs.Groups = append(objs.Groups, matchbox.UnpackGroup(ent.group))
@@ -429,11 +625,19 @@ func (d *DataDir) NewWatcher() (*Watcher, error) {
 // Close stops watching. Run closes the watcher itself when it returns.
 func (w *Watcher) Close() error { return w.w.Close() }
 
+// maxPendingPaths bounds the changed paths remembered between reloads;
+// beyond it (a tool rewriting the whole tree) one full rescan is cheaper.
+const maxPendingPaths = 4096
+
 // Run reloads the data dir whenever something in it changes and passes the
 // new objects to onChange, until ctx ends. Bursts of events (an editor
 // saving, a tool writing many files) are coalesced into one reload after
-// settle; a reload that finds nothing changed is not passed on. Folders
-// created later are picked up.
+// settle, which rereads only the files and folders named by the events; a
+// reload that finds nothing changed is not passed on. Changes to files
+// beside the folders matchbox reads (its own database, token and key when
+// they live in the data dir) are ignored. Folders created later are picked
+// up; when events were lost (the kernel's queue overflowed) the whole tree
+// is rescanned.
 func (w *Watcher) Run(ctx context.Context, settle time.Duration, onChange func(matchbox.Objects)) error {
 	defer w.w.Close()
 	d := w.d
@@ -445,6 +649,9 @@ func (w *Watcher) Run(ctx context.Context, settle time.Duration, onChange func(m
 			fire = timer.C
 		}
 	}
+	d.watchReferenced(w.w) // those the initial Load found
+	pending := make(map[string]bool)
+	full, newDirs := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -453,32 +660,59 @@ func (w *Watcher) Run(ctx context.Context, settle time.Duration, onChange func(m
 			if !ok {
 				return nil
 			}
+			if !d.relevant(ev.Name) {
+				continue
+			}
 			if ev.Has(fsnotify.Create) {
 				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-					d.addWatches(w.w)
+					newDirs = true
 				}
+			}
+			if len(pending) < maxPendingPaths {
+				pending[ev.Name] = true
+			} else {
+				full = true
 			}
 			arm()
 		case err, ok := <-w.w.Errors:
 			if !ok {
 				return nil
 			}
-			// An overflow loses events: the full rescan catches up.
+			// An overflow loses events: a full rescan catches up.
 			d.logger.Warn("data dir watch error; rescanning", "err", err)
+			full = true
 			arm()
 		case <-fire:
 			timer, fire = nil, nil
-			d.addWatches(w.w)
-			objs, changed, err := d.load(ctx)
+			if newDirs || full {
+				d.addWatches(w.w)
+			}
+			var paths []string
+			if !full {
+				paths = slices.Collect(maps.Keys(pending))
+			}
+			clear(pending)
+			full, newDirs = false, false
+			objs, changed, err := d.load(ctx, paths)
 			if err != nil {
 				d.logger.Error("data dir reload failed; keeping the previous configuration", "err", err)
 				continue
 			}
+			d.watchReferenced(w.w)
 			if changed {
 				onChange(objs)
 			}
 		}
 	}
+}
+
+// relevant reports whether an event's path can change what the data dir
+// holds: a path inside one of the folders matchbox reads, or such a folder
+// itself. The root is watched only to see those folders come and go.
+func (d *DataDir) relevant(path string) bool {
+	rel := relPath(d.root, path)
+	top, _, _ := strings.Cut(rel, string(filepath.Separator))
+	return rel != "." && slices.Contains(dataDirs, top)
 }
 
 // Watch is NewWatcher, a rescan (passed to onChange if anything changed
@@ -488,7 +722,7 @@ func (d *DataDir) Watch(ctx context.Context, settle time.Duration, onChange func
 	if err != nil {
 		return err
 	}
-	if objs, changed, err := d.load(ctx); err != nil {
+	if objs, changed, err := d.load(ctx, nil); err != nil {
 		d.logger.Error("data dir reload failed; keeping the previous configuration", "err", err)
 	} else if changed {
 		onChange(objs)
@@ -520,13 +754,30 @@ func (d *DataDir) addWatches(w *fsnotify.Watcher) {
 			return nil
 		})
 	}
+	d.watchReferenced(w)
+}
+
+// watchReferenced watches the hidden folders that hold templates profiles
+// name (see byReference), which addWatches skips.
+func (d *DataDir) watchReferenced(w *fsnotify.Watcher) {
+	d.mu.Lock()
+	var dirs []string
+	for i := range d.entries {
+		if ent := &d.entries[i]; ent.rel != "" && ent.byRef {
+			dirs = append(dirs, filepath.Dir(filepath.Join(d.root, ent.rel)))
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range dirs {
+		_ = w.Add(p) // watching a folder twice is harmless
+	}
 }
 
 // Objects returns the objects of the last Load without touching the disk.
 func (d *DataDir) Objects(_ context.Context) (matchbox.Objects, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.objects(nil), nil
+	return d.objects(), nil
 }
 
 // GetGroup returns a group from the last Load by id.

@@ -208,11 +208,11 @@ func TestDataDirLayout(t *testing.T) {
 			name: "dot files and backups skipped silently",
 			files: map[string]string{
 				"groups/a.json":            validGroup,
-				"groups/.b.json":           `{"id": "b", "profile": "p"}`,
+				"groups/.#a.json":          `{"id": "lock", "profile": "p"}`,
 				"groups/.a.json.swp":       "\x00binary swap",
 				"groups/a.json~":           `{"id": "a", "profile": "old"}`,
 				"profiles/p.json~":         `{"id": "p"}`,
-				"profiles/.q.json":         `{"id": "q"}`,
+				"profiles/.#q.json":        `{"id": "q"}`,
 				"ignition/x.yaml~":         "old",
 				"ignition/.x.yaml.swp":     "swap",
 				"ignition/.git/config":     "[core]",
@@ -225,6 +225,32 @@ func TestDataDirLayout(t *testing.T) {
 			},
 			groups:    []string{"a"},
 			templates: []string{"generic/visible.txt", "ignition/sub/y.yaml", "ignition/sub/y.yaml.orig"},
+		},
+		{
+			// poseidon/matchbox reads every NAME.json in groups/ and
+			// profiles/, hidden or not.
+			name: "hidden .json groups and profiles are read",
+			files: map[string]string{
+				"groups/.b.json":   `{"id": "b", "profile": "p"}`,
+				"profiles/.q.json": `{"id": ".q"}`,
+			},
+			groups:   []string{"b"},
+			profiles: []string{".q"},
+		},
+		{
+			name: "group without an id takes the file name",
+			files: map[string]string{
+				"groups/node1.json": `{"profile": "p", "selector": {"mac": "52:54:00:a1:9c:ae"}}`,
+			},
+			groups: []string{"node1"},
+		},
+		{
+			name: "two group files with one id are both read",
+			files: map[string]string{
+				"groups/a.json": `{"id": "node", "profile": "p", "selector": {"os": "installed"}}`,
+				"groups/b.json": `{"id": "node", "profile": "p"}`,
+			},
+			groups: []string{"node", "node"},
 		},
 		{
 			name: "folders inside groups and profiles not read",
@@ -297,11 +323,13 @@ func TestDataDirLayout(t *testing.T) {
 			problems: []problem{{"groups/bad-mac.json", matchbox.SeverityError, []string{"52:54:00:zz:00:01", "not a MAC address"}}},
 		},
 		{
+			// It loads, and claims its machines: the snapshot tells them
+			// (and validate) that it has no profile.
 			name: "group without profile",
 			files: map[string]string{
 				"groups/a.json": `{"id": "a"}`,
 			},
-			problems: []problem{{"groups/a.json", matchbox.SeverityError, []string{"no profile"}}},
+			groups: []string{"a"},
 		},
 		{
 			name: "profile without id",
