@@ -280,6 +280,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "conflict", err.Error(), nil)
 	case errors.Is(err, matchbox.ErrPrecondition):
 		writeError(w, http.StatusPreconditionFailed, "precondition_failed", err.Error(), nil)
+	case errors.Is(err, matchbox.ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error(), nil)
 	default:
 		s.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "token", caller(r).Name, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error(), nil)
