@@ -15,7 +15,9 @@ import (
 
 // validate checks a data dir the way serve reads it and lists every
 // problem: JSON errors, bad selectors, missing references, duplicate
-// default groups and selector sets, template, Butane and Ignition errors.
+// default groups and selector sets, template, Butane and Ignition errors,
+// and cloud templates that do not render to a #cloud-config YAML document
+// or a #! script (refused by /cloud, as by poseidon/matchbox).
 func validate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("matchbox validate", flag.ContinueOnError)
 	dataPath := fs.String("data-path", "/var/lib/matchbox", "data dir to check (groups/, profiles/, ignition/, cloud/, generic/)")

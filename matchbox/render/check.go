@@ -12,8 +12,10 @@ import (
 )
 
 // CheckTemplates parses every template and profile boot argument list in
-// snap and validates raw Ignition, reporting what cannot be served. It is
-// cheap (no rendering) and runs after every catalog change.
+// snap, validates raw Ignition and checks cloud templates without template
+// actions (they render as they are) to be cloud-configs, reporting what
+// cannot be served. It is cheap (no rendering) and runs after every catalog
+// change.
 func (e *Engine) CheckTemplates(snap *matchbox.Snapshot) []matchbox.Problem {
 	var probs []matchbox.Problem
 	for _, t := range snap.Templates() {
@@ -54,8 +56,9 @@ func sampleLabels(g *matchbox.Group) (map[string]string, string) {
 // CheckGroups renders, for every group, what a machine selected by it would
 // get (boot arguments and each template its profile names), with the
 // group's data and a sample request, and reports failures: missing
-// template keys, template errors and Butane/Ignition errors. It renders
-// every group, so it belongs in `matchbox validate`, not in the serve path.
+// template keys, template errors, Butane/Ignition errors and cloud
+// templates that do not render to a cloud-config. It renders every group,
+// so it belongs in `matchbox validate`, not in the serve path.
 func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []matchbox.Problem {
 	var probs []matchbox.Problem
 	for _, g := range snap.Groups() {
@@ -85,8 +88,8 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 				report("boot args", err)
 			}
 		}
-		if p.IgnitionID != "" && !e.broken(snap, matchbox.KindIgnition, p.IgnitionID) {
-			if _, err := e.Ignition(ctx, snap, sel, data); err != nil && !errors.Is(err, matchbox.ErrNotFound) {
+		if e.renderable(snap, matchbox.KindIgnition, p.IgnitionID) {
+			if _, err := e.Ignition(ctx, snap, sel, data); err != nil {
 				report("ignition "+p.IgnitionID, err)
 			}
 		}
@@ -94,10 +97,12 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 			kind matchbox.TemplateKind
 			name string
 		}{{matchbox.KindCloud, p.CloudID}, {matchbox.KindGeneric, p.GenericID}} {
-			if k.name == "" || e.broken(snap, k.kind, k.name) {
+			if !e.renderable(snap, k.kind, k.name) {
 				continue
 			}
-			if _, err := e.Template(snap, sel, k.kind, data); err != nil && !errors.Is(err, matchbox.ErrNotFound) {
+			// A refused cloud-config matches matchbox.ErrNotFound (its
+			// answer is 404) and is reported like any render failure.
+			if _, err := e.Template(snap, sel, k.kind, data); err != nil {
 				report(string(k.kind)+" "+k.name, err)
 			}
 		}
@@ -105,18 +110,23 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 	return probs
 }
 
-// broken reports whether a template fails on its own (parse or raw
-// Ignition validation), which CheckTemplates reports once, so that group
-// checks do not repeat it for every group using the template.
-func (e *Engine) broken(snap *matchbox.Snapshot, kind matchbox.TemplateKind, name string) bool {
+// renderable reports whether a profile's template is there to render and
+// does not fail on its own: a missing one is reported by the snapshot, and
+// one that fails on its own (parse, raw Ignition, a cloud template without
+// actions) by CheckTemplates, once, not again for every group using it.
+func (e *Engine) renderable(snap *matchbox.Snapshot, kind matchbox.TemplateKind, name string) bool {
+	if name == "" {
+		return false
+	}
 	t, ok := snap.Template(kind, name)
-	return ok && e.compile(t).err != nil
+	return ok && e.compile(t).err == nil
 }
 
 // CheckTemplate reports why a template could not be served, or nil: it
 // must parse as a Go template (raw Ignition must be valid Ignition), and a
-// Butane template without template actions must translate. The admin API
-// refuses such templates on write.
+// Butane template without template actions must translate, a cloud
+// template without them must be a cloud-config. The admin API refuses such
+// templates on write.
 func CheckTemplate(t *matchbox.Template) error {
 	if t.Kind == matchbox.KindIgnition && matchbox.IsRawIgnition(t.Name) {
 		_, err := validateRawIgnition(t.Content)
@@ -125,10 +135,16 @@ func CheckTemplate(t *matchbox.Template) error {
 	if _, err := newTemplate(t.Name).Parse(string(t.Content)); err != nil {
 		return err
 	}
-	if t.Kind == matchbox.KindIgnition && !bytes.Contains(t.Content, []byte("{{")) {
+	if bytes.Contains(t.Content, []byte("{{")) {
+		return nil
+	}
+	switch t.Kind {
+	case matchbox.KindIgnition:
 		if _, err := TranslateButane(t.Content); err != nil {
 			return err
 		}
+	case matchbox.KindCloud:
+		return checkCloudConfig(t.Content)
 	}
 	return nil
 }

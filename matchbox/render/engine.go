@@ -162,6 +162,11 @@ func (e *Engine) compile(t *matchbox.Template) *compiled {
 		c.raw, c.err = validateRawIgnition(t.Content)
 	} else {
 		c.tmpl, c.err = newTemplate(t.Name).Parse(string(t.Content))
+		if c.err == nil && t.Kind == matchbox.KindCloud && !bytes.Contains(t.Content, []byte("{{")) {
+			// Without actions it renders as it is: refuse it once, at
+			// load, rather than on every request.
+			c.err = checkCloudConfig(t.Content)
+		}
 	}
 	actual, _ := e.templates.LoadOrStore(t, c)
 	return actual.(*compiled)
@@ -323,7 +328,10 @@ func (e *Engine) templateFor(snap *matchbox.Snapshot, sel matchbox.Selection, ki
 	return c, t.Origin, nil
 }
 
-// Template renders the cloud or generic template the profile names.
+// Template renders the cloud or generic template the profile names. A
+// rendered cloud template that is neither a #cloud-config YAML document nor
+// a #! script is refused, as by poseidon/matchbox, with an *Error that
+// matches matchbox.ErrNotFound (its answer is 404).
 func (e *Engine) Template(snap *matchbox.Snapshot, sel matchbox.Selection, kind matchbox.TemplateKind, data map[string]any) ([]byte, error) {
 	c, origin, err := e.templateFor(snap, sel, kind)
 	if err != nil {
@@ -332,6 +340,11 @@ func (e *Engine) Template(snap *matchbox.Snapshot, sel matchbox.Selection, kind 
 	var buf bytes.Buffer
 	if err := c.tmpl.Execute(&buf, data); err != nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
+	}
+	if kind == matchbox.KindCloud {
+		if err := checkCloudConfig(buf.Bytes()); err != nil {
+			return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
+		}
 	}
 	return buf.Bytes(), nil
 }

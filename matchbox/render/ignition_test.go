@@ -371,7 +371,7 @@ func TestCheckGroups(t *testing.T) {
 		Templates: []*matchbox.Template{
 			{Kind: matchbox.KindIgnition, Name: "node.yaml", Origin: "ignition/node.yaml", Content: []byte(butaneNode)},
 			{Kind: matchbox.KindIgnition, Name: "broken.yaml", Origin: "ignition/broken.yaml", Content: []byte("variant: flatcar\nversion: 1.1.0\nstorage:\n  files:\n    - mode: 0644\n")},
-			{Kind: matchbox.KindCloud, Name: "c.tmpl", Origin: "cloud/c.tmpl", Content: []byte("hostname: {{.hostname}}\n")},
+			{Kind: matchbox.KindCloud, Name: "c.tmpl", Origin: "cloud/c.tmpl", Content: []byte("#cloud-config\nhostname: {{.hostname}}\n")},
 		},
 		Groups: []*matchbox.Group{
 			{ID: "complete", Profile: "node", Origin: "groups/complete.json", Selector: map[string]string{"os": "flatcar"},
