@@ -265,9 +265,9 @@ func (s *Snapshot) Select(labels map[string]string) (Selection, error) {
 	if i >= 0 {
 		g = UnpackGroup(s.groups[i])
 	}
-	for k := range s.claims {
-		if c := &s.claims[k]; c.mayWin(labels, g) {
-			return Selection{}, c.withheld()
+	if len(s.claims) > 0 {
+		if err := withheld(s.claims, labels, g); err != nil {
+			return Selection{}, err
 		}
 	}
 	if g == nil {

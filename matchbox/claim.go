@@ -94,7 +94,28 @@ func (c *Claim) problem() Problem {
 	return Problem{c.Origin, SeverityError, fmt.Sprintf("no group is served to %s until this file loads (start the server with -ignore-broken-groups to serve them the next matching group instead)", c.Covers())}
 }
 
-// withheld is the error a machine covered by the claim gets.
-func (c *Claim) withheld() error {
-	return fmt.Errorf("%s may select this machine but does not load (%s): no group is served to it until the file is fixed: %w", c.Origin, c.Reason, ErrUnavailable)
+// withheld returns the error a machine with these labels gets when any
+// claim may win over won (nil: none), naming every such claim; otherwise
+// nil.
+func withheld(claims []Claim, labels map[string]string, won *Group) error {
+	var b strings.Builder
+	n := 0
+	for i := range claims {
+		c := &claims[i]
+		if !c.mayWin(labels, won) {
+			continue
+		}
+		if n++; n > 1 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s (%s)", c.Origin, c.Reason)
+	}
+	if n == 0 {
+		return nil
+	}
+	what := "a group file that does not load may select this machine: "
+	if n > 1 {
+		what = "group files that do not load may select this machine: "
+	}
+	return fmt.Errorf("%s%s; no group is served to it until they load: %w", what, b.String(), ErrUnavailable)
 }

@@ -267,20 +267,44 @@ func TestReloadOnEdit(t *testing.T) {
 }
 
 // TestBrokenFilesAreReportedAndSkipped: broken files never stop the server
-// or change what other machines get, and a broken edit keeps the last good
-// version.
+// or hand a machine another group than it would get with the file fixed,
+// and a broken edit keeps the last good version.
 func TestBrokenFilesAreReportedAndSkipped(t *testing.T) {
 	dir := labDataDir(t)
-	writeFile(t, filepath.Join(dir, "groups", "bad.json"), `{"id": "bad", "profile": "a", "selector": {"mac": "nope"}}`)
+	writeFile(t, filepath.Join(dir, "groups", "bad.json"), `{"id": "bad", "profile": "a", "selector": {"mac": "nope"}, "metadata": {"motd": "bad"}}`)
 	writeFile(t, filepath.Join(dir, "groups", "syntax.json"), `{"id": "syntax", `)
 	s := startServer(t, nil, "-data-path", dir, "-db-path", filepath.Join(t.TempDir(), "m.db"))
-	if code, body := fetch(t, s.url+"/ignition?mac=52:54:00:00:00:01"); code != 200 || !strings.Contains(body, "hello") {
-		t.Fatalf("good machine: %d %s", code, body)
-	}
 	for _, want := range []string{"bad.json", "not a MAC address", "syntax.json", "bad JSON"} {
 		if !strings.Contains(s.log.String(), want) {
 			t.Errorf("log does not report %q", want)
 		}
+	}
+	// syntax.json says nothing of its selectors: it may be any machine's
+	// group, so no machine gets one until it parses.
+	if code, body := fetch(t, s.url+"/ignition?mac=52:54:00:00:00:01"); code != 503 || !strings.Contains(body, "syntax.json") {
+		t.Errorf("machine while syntax.json does not parse: %d %s; want 503 naming the file", code, body)
+	}
+	if code, body := fetch(t, s.url+"/readyz"); code != 503 || !strings.Contains(body, "syntax.json") || !strings.Contains(body, "every machine") {
+		t.Errorf("readyz: %d %s; want 503 naming syntax.json and what it withholds", code, body)
+	}
+	writeFile(t, filepath.Join(dir, "groups", "syntax.json"), `{"id": "syntax", "profile": "b", "selector": {"rack": "r9"}}`)
+	// bad.json's selector is one MAC that cannot be read: it may win over
+	// any group with one selector, so node (by MAC) is still withheld and
+	// a machine in rack r9 too; the message names bad.json.
+	waitFor(t, 5*time.Second, "syntax.json's fix is served", func() bool {
+		code, body := fetch(t, s.url+"/ipxe?mac=52:54:00:00:00:09&rack=r9")
+		return code == 503 && strings.Contains(body, "bad.json")
+	})
+	if code, body := fetch(t, s.url+"/ipxe?mac=52:54:00:00:00:01"); code != 503 || !strings.Contains(body, "bad.json") {
+		t.Errorf("machine while bad.json does not load: %d %s; want 503 naming bad.json", code, body)
+	}
+	writeFile(t, filepath.Join(dir, "groups", "bad.json"), `{"id": "bad", "profile": "a", "selector": {"mac": "52:54:00:00:00:03"}, "metadata": {"motd": "bad"}}`)
+	waitFor(t, 5*time.Second, "bad.json's fix is served", func() bool {
+		code, body := fetch(t, s.url+"/ignition?mac=52:54:00:00:00:01")
+		return code == 200 && strings.Contains(body, "hello")
+	})
+	if code, body := fetch(t, s.url+"/readyz"); code != 200 {
+		t.Errorf("readyz once every group file loads: %d %s", code, body)
 	}
 
 	// Break a good file: the machine keeps its last good config.
@@ -315,6 +339,18 @@ func TestBrokenFilesAreReportedAndSkipped(t *testing.T) {
 	}
 	if code, _ := fetch(t, s.url+"/healthz"); code != 200 {
 		t.Errorf("healthz %d", code)
+	}
+}
+
+// waitFor polls cond every 20ms until it holds, for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
