@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"matchbox.dev/matchbox"
 )
 
 // shippedDataDir copies the quick start's data dir (groups/, profiles/,
@@ -142,5 +145,27 @@ func TestUpstreamGroupFiles(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), `group id \"rack\" is also defined by`) {
 		t.Errorf("the log does not warn of the duplicate id")
+	}
+}
+
+// TestNetbootWithheld: the DHCP front-end's question gets the same answer
+// as the boot endpoints: no boot for a machine a broken group file may
+// select, with the reason, and the usual answer for the others.
+func TestNetbootWithheld(t *testing.T) {
+	catalog := matchbox.NewCatalog("datadir")
+	catalog.Update(t.Context(), "datadir", matchbox.Objects{
+		Groups: []*matchbox.Group{
+			{ID: "install-node1", Profile: "install", Selector: map[string]string{"mac": node1}},
+			{ID: "default", Profile: "live"},
+		},
+		Profiles: []*matchbox.Profile{{ID: "install"}, {ID: "live"}},
+		Claims:   []matchbox.Claim{{Origin: "groups/installed.json", Reason: "bad JSON", Known: true, Selector: map[string]string{"uuid": "u1"}}},
+	})
+	b := catalogBooter{catalog: catalog}
+	if _, err := b.Netboot(map[string]string{"mac": node1, "uuid": "u1"}); !errors.Is(err, matchbox.ErrUnavailable) || !strings.Contains(err.Error(), "installed.json") {
+		t.Errorf("claimed machine: %v; want ErrUnavailable naming the file", err)
+	}
+	if sel, err := b.Netboot(map[string]string{"mac": node1}); err != nil || sel.Group.ID != "install-node1" {
+		t.Errorf("node1 without the uuid: %+v, %v; want install-node1", sel.Group, err)
 	}
 }
