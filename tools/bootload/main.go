@@ -13,6 +13,12 @@
 //	go build -o /tmp/matchbox ./cmd/matchbox
 //	go run ./tools/bootload -matchbox /tmp/matchbox -groups 10,1000,100000 -duration 5s
 //
+// The server runs as the README starts it (its database inside the data
+// dir, info logging, the admin API on): what users run is what is
+// measured. -server-flags adds flags for a run beside it (say
+// "-log-level error"); the server's log goes to a file whose size is
+// reported, since logging is part of the cost.
+//
 // Every request goes to 127.0.0.1; every loop is bounded by -duration.
 package main
 
@@ -47,6 +53,7 @@ func main() {
 	machines := flag.Int("machines", 100_000, "distinct machines the requests come from, whatever the group count (those without a group of their own get the default group)")
 	rate := flag.Int("rate", 5_000, "after each saturating run, also measure latency at this fixed request rate per second (0: off)")
 	loader := flag.String("load", "auto", `load generator: "wrk", "go" (built in) or "auto" (wrk when on PATH)`)
+	extra := flag.String("server-flags", "", `flags added to the README's "matchbox serve" command line, space-separated (default: none, the README's defaults)`)
 	flag.Parse()
 	switch *loader {
 	case "auto":
@@ -67,7 +74,8 @@ func main() {
 	}
 	numMachines = *machines
 	fixedRate = *rate
-	fmt.Printf("load generator: %s, %d connections\n", *loader, *conc)
+	serverFlags = strings.Fields(*extra)
+	fmt.Printf("load generator: %s, %d connections; server flags: %s\n", *loader, *conc, orDefaults(*extra))
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "bootload: -matchbox is required")
 		os.Exit(2)
@@ -84,6 +92,16 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// serverFlags are added to the README's command line (-server-flags).
+var serverFlags []string
+
+func orDefaults(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "none (the README's defaults)"
+	}
+	return s
 }
 
 func mac(i int) string {
@@ -197,6 +215,21 @@ var fixedRate int
 // total, the anonymous part (Go heap, stacks, runtime) and the
 // file-backed part (the binary and the database pages mapped by bbolt,
 // which the kernel can reclaim).
+func countLines(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		n++
+	}
+	return n
+}
+
 func rss(pid int) string {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -238,10 +271,30 @@ func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string,
 	if err != nil {
 		return err
 	}
-	dbPath := filepath.Join(base, fmt.Sprintf("db-%d", n))
-	os.Remove(dbPath)
-	cmd := exec.Command(bin, "serve", "-address", addr, "-data-path", dir, "-assets-path", "", "-db-path", dbPath, "-log-level", "error", "-api-address", "")
-	cmd.Stderr = os.Stderr
+	// As the README runs it: the database, token and secret key are
+	// created in the data dir (fresh for every run), the admin API
+	// listens (on a free port here), logging is at info.
+	for _, f := range []string{"matchbox.db", "admin.token", "secret.key"} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	apiAddr, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := append([]string{"serve", "-address", addr, "-data-path", dir, "-assets-path", "", "-api-address", apiAddr}, serverFlags...)
+	logPath := filepath.Join(base, fmt.Sprintf("server-%d.log", n))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if st, err := logFile.Stat(); err == nil {
+			fmt.Printf("%-8d %-16s log %s: %d bytes, %d lines\n", n, "(server)", logPath, st.Size(), countLines(logPath))
+		}
+		logFile.Close()
+	}()
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = logFile
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return err
