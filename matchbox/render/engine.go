@@ -54,6 +54,11 @@ var funcs = extensionFuncs()
 // that name (sprig's slice would replace Go's, and {{slice .mac 0 8}} would
 // fail). A name is a built-in when a template without functions of its own
 // parses a call to it, so built-ins a later Go release adds are kept too.
+//
+// Also left out: env and expandenv, which would hand the server's
+// environment (MATCHBOX_PASSPHRASE among it) to any booting machine whose
+// template names a variable, and getHostByName, which makes a request wait
+// on a DNS lookup the server's network did not ask for.
 func extensionFuncs() template.FuncMap {
 	fm := sprig.TxtFuncMap()
 	for name := range fm {
@@ -61,8 +66,15 @@ func extensionFuncs() template.FuncMap {
 			delete(fm, name)
 		}
 	}
+	for _, name := range withheldFuncs {
+		delete(fm, name)
+	}
 	return fm
 }
+
+// withheldFuncs are sprig functions templates do not get (see
+// extensionFuncs).
+var withheldFuncs = []string{"env", "expandenv", "getHostByName"}
 
 // Stats counts what the engine did, for metrics.
 type Stats struct {

@@ -277,3 +277,14 @@ func TestSprigExtensionDocumented(t *testing.T) {
 		t.Errorf("documented sprig functions (-offered +listed):\n%s", diff)
 	}
 }
+
+// TestServerEnvironmentNotExposed: no template can read the server's
+// environment (or make it look up host names).
+func TestServerEnvironmentNotExposed(t *testing.T) {
+	t.Setenv("MATCHBOX_PASSPHRASE", "secret")
+	for _, src := range []string{`{{env "MATCHBOX_PASSPHRASE"}}`, `{{expandenv "$MATCHBOX_PASSPHRASE"}}`, `{{getHostByName "localhost"}}`} {
+		if _, err := newTemplate("t").Parse(src); err == nil || !strings.Contains(err.Error(), "not defined") {
+			t.Errorf("%s parses (%v); want function not defined", src, err)
+		}
+	}
+}
