@@ -41,6 +41,9 @@ type Objects struct {
 	// Claims are group files that do not load and have no last good
 	// version: the machines they may select get no group (see Claim).
 	Claims []Claim
+	// Unloaded are templates the source has (files that exist) but could
+	// not load: a profile naming one is told so, not that it is missing.
+	Unloaded []TemplateRef
 }
 
 type templateKey struct {
@@ -60,6 +63,7 @@ type Snapshot struct {
 	index     *Index
 	problems  []Problem
 	claims    []Claim
+	unloaded  map[templateKey]bool
 	// Generation increases with every rebuilt snapshot; caches key on it.
 	Generation uint64
 }
@@ -119,6 +123,12 @@ func newSnapshot(sources []source) *Snapshot {
 	for _, src := range sources {
 		s.problems = append(s.problems, src.objs.Problems...)
 		s.problems = append(s.problems, src.problems...)
+		for _, r := range src.objs.Unloaded {
+			if s.unloaded == nil {
+				s.unloaded = make(map[templateKey]bool)
+			}
+			s.unloaded[templateKey{r.Kind, r.Name}] = true
+		}
 		for _, c := range src.objs.Claims {
 			s.claims = append(s.claims, c)
 			s.problems = append(s.problems, c.problem())
@@ -237,16 +247,9 @@ func (s *Snapshot) checkReferences() []Problem {
 	sort.Strings(ids)
 	for _, id := range ids {
 		p := s.profiles[id]
-		for _, ref := range []struct {
-			kind TemplateKind
-			name string
-		}{{KindIgnition, p.IgnitionID}, {KindCloud, p.CloudID}, {KindGeneric, p.GenericID}} {
-			if ref.name == "" {
-				continue
-			}
-			if _, ok := s.templates[templateKey{ref.kind, ref.name}]; !ok {
-				probs = append(probs, Problem{p.Origin, SeverityError,
-					fmt.Sprintf("profile %q names %s template %q, which does not exist", p.ID, ref.kind, ref.name)})
+		for _, ref := range p.TemplateRefs() {
+			if _, ok := s.templates[templateKey{ref.Kind, ref.Name}]; !ok {
+				probs = append(probs, Problem{p.Origin, SeverityError, s.MissingTemplate(p.ID, ref)})
 			}
 		}
 	}
@@ -281,6 +284,15 @@ func (s *Snapshot) Select(labels map[string]string) (Selection, error) {
 		return Selection{Group: g}, fmt.Errorf("group %q names profile %q, which does not exist: %w", g.ID, g.Profile, ErrNotFound)
 	}
 	return Selection{Group: g, Profile: p}, nil
+}
+
+// MissingTemplate says why profile has no template ref: it does not
+// exist, or its file exists but does not load.
+func (s *Snapshot) MissingTemplate(profile string, ref TemplateRef) string {
+	if s.unloaded[templateKey{ref.Kind, ref.Name}] {
+		return fmt.Sprintf("profile %q names %s template %q, whose file does not load (its problem is reported with it)", profile, ref.Kind, ref.Name)
+	}
+	return fmt.Sprintf("profile %q names %s template %q, which does not exist", profile, ref.Kind, ref.Name)
 }
 
 // Claims returns the group files that do not load and withhold groups

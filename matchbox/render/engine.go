@@ -331,7 +331,7 @@ func (e *Engine) templateFor(snap *matchbox.Snapshot, sel matchbox.Selection, ki
 	}
 	t, ok := snap.Template(kind, name)
 	if !ok {
-		return nil, name, fmt.Errorf("profile %q names %s template %q, which does not exist: %w", sel.Profile.ID, kind, name, matchbox.ErrNotFound)
+		return nil, name, fmt.Errorf("%s: %w", snap.MissingTemplate(sel.Profile.ID, matchbox.TemplateRef{Kind: kind, Name: name}), matchbox.ErrNotFound)
 	}
 	c := e.compile(t)
 	if c.err != nil {

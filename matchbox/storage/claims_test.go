@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -153,5 +154,39 @@ func TestDataDirTemplateByReference(t *testing.T) {
 	objs = mustLoad(t, d)
 	if n := len(objs.Templates); n != 0 {
 		t.Errorf("%d templates for a name leaving the folder, want 0", n)
+	}
+}
+
+// TestTemplateThatDoesNotLoadIsNotMissing: a profile naming a template
+// whose file exists but does not load is told so, never that the file
+// does not exist.
+func TestTemplateThatDoesNotLoadIsNotMissing(t *testing.T) {
+	dir := t.TempDir()
+	path := func(rel string) string { return filepath.Join(dir, filepath.FromSlash(rel)) }
+	writeFile(t, path("profiles/p.json"), []byte(`{"id": "p", "ignition_id": "pipe.yaml", "cloud_id": "../../etc/passwd", "generic_id": "gone.tmpl"}`))
+	if err := os.MkdirAll(path("ignition"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path("ignition/pipe.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs := mustLoad(t, storage.NewDataDir(dir, nil))
+	var msgs []string
+	for _, p := range matchbox.NewSnapshot(objs).Problems() {
+		msgs = append(msgs, p.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{
+		`ignition template "pipe.yaml", whose file does not load`,
+		"not a regular file",
+		`cloud template name "../../etc/passwd" leaves the cloud/ folder`,
+		`generic template "gone.tmpl", which does not exist`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems lack %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, `"pipe.yaml", which does not exist`) {
+		t.Errorf("a template whose file exists is called missing:\n%s", all)
 	}
 }

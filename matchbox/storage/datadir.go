@@ -82,6 +82,9 @@ type DataDir struct {
 	collided map[string]int32
 	entries  []fileEntry
 	free     []int32
+	// refProblems are the problems of profiles' template names found by
+	// the last byReference.
+	refProblems []matchbox.Problem
 	// examined counts the files refresh looked at, for tests of how much
 	// a reload touches.
 	examined atomic.Int64
@@ -325,12 +328,16 @@ func (sc *scan) refresh() bool {
 // reads a template by the name its profile gives, whatever that name is.
 // Such files are dropped again when no profile names them.
 func (d *DataDir) byReference(sc *scan) bool {
+	d.refProblems = nil
 	want := make(map[string]string) // rel → kind folder
 	for i := range d.entries {
 		if p := d.entries[i].profile; p != nil {
 			for _, r := range p.TemplateRefs() {
 				name := filepath.FromSlash(r.Name)
 				if !filepath.IsLocal(name) {
+					// Never read: reported as missing, and why.
+					d.refProblems = append(d.refProblems, matchbox.Problem{Origin: p.Origin, Severity: matchbox.SeverityError,
+						Message: fmt.Sprintf("%s template name %q leaves the %s/ folder: not read", r.Kind, r.Name, r.Kind)})
 					continue
 				}
 				want[filepath.Join(string(r.Kind), name)] = string(r.Kind)
@@ -585,7 +592,7 @@ func (d *DataDir) objects() matchbox.Objects {
 		}
 	}
 	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(d.entries[a].rel, d.entries[b].rel) })
-	var objs matchbox.Objects
+	objs := matchbox.Objects{Problems: slices.Clone(d.refProblems)}
 	for _, i := range order {
 		ent := &d.entries[i]
 		objs.Problems = append(objs.Problems, ent.problems...)
@@ -599,6 +606,10 @@ func (d *DataDir) objects() matchbox.Objects {
 			objs.Profiles = append(objs.Profiles, ent.profile)
 		case ent.template != nil:
 			objs.Templates = append(objs.Templates, ent.template)
+		case !ent.noteOnly && len(ent.problems) > 0:
+			if dir, name, ok := strings.Cut(ent.rel, string(filepath.Separator)); ok && dir != "groups" && dir != "profiles" {
+				objs.Unloaded = append(objs.Unloaded, matchbox.TemplateRef{Kind: matchbox.TemplateKind(dir), Name: filepath.ToSlash(name)})
+			}
 		}
 	}
 	return objs
