@@ -52,13 +52,23 @@ type EventStore interface {
 	RecordEvents(ctx context.Context, events []Event) error
 }
 
-// Recorder records machine events: it logs each one, remembers which
-// address belongs to which MAC (so requests without a MAC, such as asset
-// downloads and TFTP transfers, can be attributed), and hands events to
-// the store in batches in the background, off the request path.
+// Recorder records machine events: it logs them, remembers which address
+// belongs to which MAC (so requests without a MAC, such as asset downloads
+// and TFTP transfers, can be attributed), and hands events to the store in
+// batches in the background, off the request path.
+//
+// Every event is a debug line ("machine event"). At info, only what an
+// operator follows is logged: a machine's first step since the start
+// ("machine first seen"), a step that serves it another group or profile
+// than the last one ("machine selection changed"), a failed step ("machine
+// step failed": http.failed, tftp.failed, dhcp.nak, dhcp.decline) and the
+// events of RecordDistinct (BMC calls, workflow transitions, installers'
+// reports). The first three are limited by a LogLimiter, since any machine
+// on the network can cause them.
 type Recorder struct {
 	store EventStore
 	log   *slog.Logger
+	limit *LogLimiter
 
 	mu      sync.Mutex
 	pending []Event
@@ -75,6 +85,36 @@ type Recorder struct {
 	rotated       int64 // when recent was started, Unix nanoseconds
 	// urgent asks Run to write the pending events now.
 	urgent bool
+	// known holds, for the machines seen lately (by MAC hash), a hash of
+	// the group and profile they were last served (0: none yet); names
+	// maps such hashes back to the names, for the log.
+	known generations[uint64]
+	names generations[served]
+}
+
+// served is the group and profile a machine was served.
+type served struct{ group, profile string }
+
+// maxKnown bounds the machines (and, separately, the group and profile
+// pairs) the recorder remembers in one generation: the last 65,536 to
+// 131,072 machines seen are not logged as new again.
+const maxKnown = 1 << 16
+
+// Messages of the recorder's log lines.
+const (
+	logMachineEvent = "machine event"
+	logFirstSeen    = "machine first seen"
+	logChanged      = "machine selection changed"
+	logStepFailed   = "machine step failed"
+)
+
+// failed reports whether events of kind k are failures.
+func (k EventKind) failed() bool {
+	switch k {
+	case EventHTTPFailed, EventTFTPFailed, EventDHCPNak, EventDHCPDecline:
+		return true
+	}
+	return false
 }
 
 // eventHash identifies repeats of an event: same machine, step, address
@@ -90,7 +130,7 @@ func eventHash(e *Event) uint64 {
 var hashSeed = maphash.MakeSeed()
 
 // RepeatWindow is how long an event identical to one already stored (same
-// machine, step, address and file) is logged but not stored again.
+// machine, step, address and file) is not stored again.
 const RepeatWindow = 10 * time.Second
 
 // maxPending bounds events waiting for the store; beyond it new events are
@@ -108,12 +148,13 @@ func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: store, log: log, byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1),
-		recent: make(map[uint64]int64), older: make(map[uint64]int64), rotated: time.Now().UnixNano()}
+	return &Recorder{store: store, log: log, limit: NewLogLimiter(log), byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1),
+		recent: make(map[uint64]int64), older: make(map[uint64]int64), rotated: time.Now().UnixNano(),
+		known: newGenerations[uint64](maxKnown), names: newGenerations[served](maxKnown)}
 }
 
 // Record records one event. It never blocks on storage. An event identical
-// to one stored less than RepeatWindow ago is logged but not stored.
+// to one stored less than RepeatWindow ago is not stored.
 func (r *Recorder) Record(e Event) { r.record(e, false) }
 
 // RecordDistinct records one event that is never taken for a repeat, such
@@ -124,16 +165,8 @@ func (r *Recorder) record(e Event, distinct bool) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	if r.log.Enabled(context.Background(), slog.LevelInfo) {
-		attrs := []slog.Attr{slog.String("mac", e.MAC), slog.String("event", string(e.Kind))}
-		for _, kv := range [][2]string{{"arch", e.Arch}, {"ip", e.IP}, {"uuid", e.UUID}, {"file", e.File}, {"group", e.Group}, {"profile", e.Profile}, {"detail", e.Detail}} {
-			if kv[1] != "" {
-				attrs = append(attrs, slog.String(kv[0], kv[1]))
-			}
-		}
-		r.log.LogAttrs(context.Background(), slog.LevelInfo, "machine event", attrs...)
-	}
 	if e.MAC == "" {
+		r.logEvent(&e, "", served{})
 		return
 	}
 	key := eventHash(&e)
@@ -142,6 +175,7 @@ func (r *Recorder) record(e Event, distinct bool) {
 	if ip, err := netip.ParseAddr(e.IP); err == nil {
 		r.byIP[ip] = e.MAC
 	}
+	msg, was := r.notableLocked(&e, distinct)
 	switch {
 	case now < r.rotated: // an event from before the last rotation
 		r.rotated = now
@@ -155,6 +189,7 @@ func (r *Recorder) record(e Event, distinct bool) {
 	}
 	if !distinct && ok && now-last < int64(RepeatWindow) && now >= last {
 		r.mu.Unlock()
+		r.logEvent(&e, msg, was)
 		return
 	}
 	if !distinct {
@@ -171,11 +206,92 @@ func (r *Recorder) record(e Event, distinct bool) {
 		r.pending = append(r.pending, e)
 	}
 	r.mu.Unlock()
+	r.logEvent(&e, msg, was)
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
 }
+
+// notableLocked says which info line e makes, if any (else ""), and for a
+// change of selection what the machine was served before. It remembers
+// what e serves.
+func (r *Recorder) notableLocked(e *Event, distinct bool) (string, served) {
+	switch {
+	case distinct:
+		return logMachineEvent, served{}
+	case e.Kind.failed():
+		// Failures do not make a machine known: a flood of requests for
+		// unknown machines does not push the fleet out of known.
+		return logStepFailed, served{}
+	}
+	mac := maphash.String(hashSeed, e.MAC)
+	var sel uint64
+	if e.Group != "" {
+		// Never 0, which stands for no selection.
+		sel = (maphash.String(hashSeed, e.Group)*31 + maphash.String(hashSeed, e.Profile)) | 1
+	}
+	last, ok := r.known.get(mac)
+	if ok && (sel == 0 || sel == last) {
+		return "", served{}
+	}
+	var was served
+	if ok {
+		was, _ = r.names.get(last)
+	}
+	r.known.put(mac, sel)
+	if sel != 0 {
+		r.names.put(sel, served{e.Group, e.Profile})
+	}
+	if !ok {
+		return logFirstSeen, served{}
+	}
+	return logChanged, was
+}
+
+// logEvent logs e: at info with msg when msg is set and the limiter lets
+// it, otherwise as a debug "machine event".
+func (r *Recorder) logEvent(e *Event, msg string, was served) {
+	ctx := context.Background()
+	level := slog.LevelInfo
+	switch msg {
+	case "":
+	case logMachineEvent:
+		// Distinct events are not limited: machines on the network
+		// cannot cause them (reports need a reinstall's token).
+	case logFirstSeen:
+		if !r.limit.Allow(ctx, level, msg, e.MAC) {
+			msg = ""
+		}
+	case logChanged:
+		if !r.limit.Allow(ctx, level, msg, e.MAC+" "+e.Group+" "+e.Profile) {
+			msg = ""
+		}
+	default:
+		if !r.limit.Allow(ctx, level, msg, e.MAC+" "+string(e.Kind)+" "+e.File) {
+			msg = ""
+		}
+	}
+	if msg == "" {
+		msg, level = logMachineEvent, slog.LevelDebug
+	}
+	if !r.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 11)
+	attrs = append(attrs, slog.String("mac", e.MAC), slog.String("event", string(e.Kind)))
+	for _, kv := range [...][2]string{{"arch", e.Arch}, {"ip", e.IP}, {"uuid", e.UUID}, {"file", e.File}, {"group", e.Group},
+		{"profile", e.Profile}, {"detail", e.Detail}, {"was_group", was.group}, {"was_profile", was.profile}} {
+		if kv[1] != "" {
+			attrs = append(attrs, slog.String(kv[0], kv[1]))
+		}
+	}
+	r.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// Suppressed returns how many of the recorder's info lines were suppressed
+// (repeats, or beyond the rate of their message), by message.
+func (r *Recorder) Suppressed() map[string]uint64 { return r.limit.Suppressed() }
 
 // Learn remembers that ip belongs to mac (e.g. from a DHCP lease).
 func (r *Recorder) Learn(ip netip.Addr, mac string) {

@@ -2,9 +2,13 @@ package matchbox
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -98,4 +102,96 @@ func TestRecorderRepeatsAcrossRotation(t *testing.T) {
 			t.Fatalf("stored at %v, want %v", mine, want)
 		}
 	}
+}
+
+// At info a machine's first step, a change of what it is served, failures
+// and distinct events are logged, each once; at debug every event is.
+func TestRecorderLogs(t *testing.T) {
+	events := func(r *Recorder) {
+		const mac = "52:54:00:00:00:01"
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		at := func(d time.Duration) time.Time { return t0.Add(d * time.Second) }
+		r.Record(Event{Time: at(0), MAC: mac, Kind: EventDHCPOffer, IP: "10.0.0.5", Group: "live", Profile: "flatcar"})
+		r.Record(Event{Time: at(1), MAC: mac, Kind: EventDHCPAck, IP: "10.0.0.5", Group: "live", Profile: "flatcar"})
+		r.Record(Event{Time: at(2), MAC: mac, Kind: EventTFTPSent, IP: "10.0.0.5", File: "ipxe.efi"})
+		for i := range 3 {
+			r.Record(Event{Time: at(3 + time.Duration(i)), MAC: mac, Kind: EventHTTPServed, File: "/ipxe", Group: "live", Profile: "flatcar"})
+		}
+		// The operator moves the machine to another group.
+		for i := range 3 {
+			r.Record(Event{Time: at(20 + time.Duration(i)), MAC: mac, Kind: EventHTTPServed, File: "/ipxe", Group: "install", Profile: "flatcar-install"})
+		}
+		r.Record(Event{Time: at(30), MAC: mac, Kind: EventAssetServed, File: "/assets/flatcar/kernel"})
+		r.Record(Event{Time: at(31), MAC: mac, Kind: EventHTTPFailed, File: "/ignition", Group: "install", Detail: "500: missing key"})
+		r.RecordDistinct(Event{Time: at(32), MAC: mac, Kind: EventWorkflow, Profile: "flatcar-install", Detail: "booting -> installing"})
+		r.Record(Event{Time: at(33), MAC: "52:54:00:00:00:02", Kind: EventHTTPFailed, File: "/ipxe", Detail: "404: no group"})
+		r.Record(Event{Time: at(34), MAC: "52:54:00:00:00:02", Kind: EventDHCPOffer, IP: "10.0.0.6"})
+	}
+	const total = 14
+
+	log, buf := newTestLogger(slog.LevelInfo)
+	events(NewRecorder(nil, log))
+	for _, tc := range []struct {
+		subs []string
+		want int
+	}{
+		{[]string{"msg=\"machine first seen\"", "mac=52:54:00:00:00:01", "event=dhcp.offer", "group=live", "profile=flatcar"}, 1},
+		{[]string{"msg=\"machine selection changed\"", "event=http.served", "group=install", "profile=flatcar-install", "was_group=live", "was_profile=flatcar"}, 1},
+		{[]string{"msg=\"machine step failed\"", "event=http.failed", "detail=\"500: missing key\""}, 1},
+		{[]string{"msg=\"machine event\"", "level=INFO", "event=workflow"}, 1},
+		// A machine that failed first is new when it is served.
+		{[]string{"msg=\"machine step failed\"", "mac=52:54:00:00:00:02"}, 1},
+		{[]string{"msg=\"machine first seen\"", "mac=52:54:00:00:00:02", "event=dhcp.offer"}, 1},
+	} {
+		if got := buf.lines(tc.subs...); len(got) != tc.want {
+			t.Errorf("%d lines with %q, want %d", len(got), tc.subs, tc.want)
+		}
+	}
+	if lines := buf.lines(); len(lines) != 6 {
+		t.Errorf("%d lines at info, want 6:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+
+	log, buf = newTestLogger(slog.LevelDebug)
+	events(NewRecorder(nil, log))
+	if n := len(buf.lines("level=DEBUG", "msg=\"machine event\"")); n != total-6 {
+		t.Errorf("%d events at debug, want %d", n, total-6)
+	}
+	if n := len(buf.lines("mac=")); n != total {
+		t.Errorf("%d lines, want one per event (%d):\n%s", n, total, strings.Join(buf.lines(), "\n"))
+	}
+}
+
+// A flood of distinct unknown machines logs a burst of "machine first seen"
+// lines and counts the rest; the recorder's memory of machines stays
+// bounded.
+func TestRecorderFloodOfMachines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log, buf := newTestLogger(slog.LevelInfo)
+		r := NewRecorder(nil, log)
+		const flood = 100_000
+		for i := range flood {
+			mac := fmt.Sprintf("02:%02x:%02x:%02x:00:01", i>>16, byte(i>>8), byte(i))
+			r.Record(Event{MAC: mac, Kind: EventDHCPOffer, IP: "10.0.0.5"})
+			r.Record(Event{MAC: mac, Kind: EventHTTPFailed, File: "/ipxe", Detail: "404: no group"})
+			if i%10_000 == 0 {
+				r.Flush(context.Background())
+			}
+		}
+		for _, msg := range []string{logFirstSeen, logStepFailed} {
+			if n := len(buf.lines(fmt.Sprintf("msg=%q", msg))); n != LogBurst {
+				t.Errorf("%d %q lines, want %d", n, msg, LogBurst)
+			}
+			if n := r.Suppressed()[msg]; n != flood-LogBurst {
+				t.Errorf("%q: %d suppressed, want %d", msg, n, flood-LogBurst)
+			}
+		}
+		if n := len(r.known.recent) + len(r.known.older); n > 2*maxKnown {
+			t.Errorf("%d machines remembered, bound %d", n, 2*maxKnown)
+		}
+		time.Sleep(LogReportEvery + time.Second)
+		synctest.Wait()
+		if n, _ := reported(t, buf, logFirstSeen); n != flood-LogBurst {
+			t.Errorf("reported %d suppressed, want %d", n, flood-LogBurst)
+		}
+	})
 }

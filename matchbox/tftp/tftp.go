@@ -74,6 +74,7 @@ type Config struct {
 type Server struct {
 	cfg         Config
 	log         *slog.Logger
+	limit       *matchbox.LogLimiter
 	slots       chan struct{} // one per running transfer
 	waiting     chan struct{} // one per request being set up or waiting for a slot
 	cache       *fileCache
@@ -106,6 +107,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		limit:   matchbox.NewLogLimiter(cfg.Logger),
 		slots:   make(chan struct{}, cfg.MaxTransfers),
 		waiting: make(chan struct{}, cfg.MaxTransfers+256),
 		cache:   newFileCache(cfg.CacheBytes),
@@ -120,7 +122,7 @@ func New(cfg Config) *Server {
 		}),
 	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.transfers, s.bytes, s.retransmits)
+		cfg.Registry.MustRegister(s.transfers, s.bytes, s.retransmits, suppressedLines(s.limit.Suppressed))
 	}
 	return s
 }
@@ -220,7 +222,8 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		}
 		pc.WriteTo(appendError(nil, code, err.Error()), cm, net.UDPAddrFromAddrPort(remote))
 		s.transfers.WithLabelValues(result).Inc()
-		s.log.Info("tftp: refused", "remote", remote.Addr(), "mac", mac, "file", req.filename, "result", result, "err", err)
+		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: refused", remote.Addr().String()+" "+req.filename+" "+result,
+			"remote", remote.Addr(), "mac", mac, "file", req.filename, "result", result, "err", err)
 		if mac != "" {
 			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
 		}
@@ -425,7 +428,7 @@ func (s *Server) finished(t *transfer) {
 	switch {
 	case t.err == nil:
 		s.transfers.WithLabelValues("sent").Inc()
-		s.log.Info("tftp: sent", "remote", remote, "mac", mac, "file", t.name, "bytes", n, "blksize", t.blksize,
+		s.log.Debug("tftp: sent", "remote", remote, "mac", mac, "file", t.name, "bytes", n, "blksize", t.blksize,
 			"windowsize", t.window, "retransmits", t.retransmits, "took", took)
 		if mac != "" {
 			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: t.name,
@@ -438,8 +441,8 @@ func (s *Server) finished(t *transfer) {
 		s.log.Debug("tftp: client took the size and stopped", "remote", remote, "file", t.name)
 	default:
 		s.transfers.WithLabelValues("failed").Inc()
-		s.log.Info("tftp: transfer failed", "remote", remote, "mac", mac, "file", t.name, "bytes", n,
-			"retransmits", t.retransmits, "took", took, "err", t.err)
+		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: transfer failed", remote.String()+" "+t.name,
+			"remote", remote, "mac", mac, "file", t.name, "bytes", n, "retransmits", t.retransmits, "took", took, "err", t.err)
 		if mac != "" {
 			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: t.name, Detail: t.err.Error()})
 		}

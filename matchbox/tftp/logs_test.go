@@ -1,0 +1,52 @@
+package tftp
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// lockedBuffer collects log lines written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A transfer sent is a debug line; a refusal is an info line (through the
+// limiter, see matchbox.LogLimiter).
+func TestTransferLogLevels(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var logs lockedBuffer
+		f := newFixture(t, func(c *Config) {
+			c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))
+		})
+		if _, err := fetch(t, f.addr, "sub/small", 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fetch(t, f.addr, "nope.efi", 0); err == nil {
+			t.Fatal("nope.efi served")
+		}
+		f.stop()
+		sent := strings.Contains(logs.String(), `msg="tftp: sent"`)
+		if sent != (level == slog.LevelDebug) {
+			t.Errorf("at %v: tftp: sent logged %v:\n%s", level, sent, logs.String())
+		}
+		if !strings.Contains(logs.String(), `level=INFO msg="tftp: refused"`) || !strings.Contains(logs.String(), "result=not-found") {
+			t.Errorf("at %v: refusal not logged at info:\n%s", level, logs.String())
+		}
+	}
+}
