@@ -8,10 +8,16 @@ package main
 //
 // The reference below is an independent model of poseidon/matchbox's
 // behaviour (loading, labels, selection, template data, renderers), written
-// from its rules, not from this repository's implementation. Each documented
+// from its rules, not from this repository's implementation. It renders
+// templates as poseidon/matchbox does, with plain text/template and
+// missingkey=error and no functions beyond text/template's built-ins, so
+// the fixtures' shared scenarios use only those. Each documented
 // difference is applied to the reference's answer explicitly (see
 // refExpect), so any other difference fails a subtest that names the query,
-// the endpoint and the difference.
+// the endpoint and the difference. One of them: ours offers sprig's
+// functions (docs/compatibility.md lists them) and poseidon/matchbox cannot
+// parse a template that calls one, so what ours renders from it is written
+// out literally (extensionBodies).
 
 import (
 	"bytes"
@@ -33,7 +39,6 @@ import (
 	"testing"
 	"text/template"
 
-	"github.com/Masterminds/sprig/v3"
 	butane "github.com/coreos/butane/config"
 	butanecommon "github.com/coreos/butane/config/common"
 	"github.com/google/go-cmp/cmp"
@@ -219,8 +224,10 @@ func refData(t *testing.T, g *refGroup, labels map[string]string, raw string) ma
 	return data
 }
 
+// refTemplate parses a template as poseidon/matchbox's renderTemplate
+// does: no functions of its own, missingkey=error.
 func refTemplate(name, text string) (*template.Template, error) {
-	return template.New(name).Funcs(sprig.TxtFuncMap()).Option("missingkey=error").Parse(text)
+	return template.New(name).Option("missingkey=error").Parse(text)
 }
 
 const refIPXE = "#!ipxe\nkernel {{.Kernel}}{{range $arg := .Args}} {{$arg}}{{end}}\n{{- range $element := .Initrd }}\ninitrd {{$element}}\n{{- end}}\nboot\n"
@@ -390,12 +397,53 @@ type expectation struct {
 	documented []string
 }
 
+// undefinedFunc finds the function a template failed to parse for.
+var undefinedFunc = regexp.MustCompile(`function "([^"]+)" not defined`)
+
+// extensionBodies is what ours serves, by "endpoint?raw query", for a
+// template that calls a sprig function: poseidon/matchbox does not parse
+// such a template (function not defined, 404), so the reference has no
+// body to compare with and the body is pinned here.
+var extensionBodies = map[string]string{
+	"generic?ext=sprig&hostname=s1": "# sprig functions: a matchbox extension, not defined on poseidon/matchbox.\n" +
+		"channel=STABLE group=\"ext-sprig\"\nhostname=s1\nraw_query=ext=sprig&hostname=s1\n",
+	"generic?ext=sprig": "# sprig functions: a matchbox extension, not defined on poseidon/matchbox.\n" +
+		"channel=STABLE group=\"ext-sprig\"\nhostname=unnamed\nraw_query=ext=sprig\n",
+}
+
+// documentedExtensionFuncs reads the sprig functions docs/compatibility.md
+// lists as matchbox's extension.
+func documentedExtensionFuncs(t *testing.T) []string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/compatibility.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)<!-- sprig functions -->(.*)<!-- /sprig functions -->`).FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/compatibility.md has no <!-- sprig functions --> list")
+	}
+	var names []string
+	for _, n := range regexp.MustCompile("`([A-Za-z0-9_]+)`").FindAllSubmatch(m[1], -1) {
+		names = append(names, string(n[1]))
+	}
+	return names
+}
+
 // refExpect turns the reference's answer into ours by applying only the
 // documented improvements.
 func (r *reference) refExpect(t *testing.T, endpoint string, g *refGroup, labels map[string]string, raw string) expectation {
 	t.Helper()
 	res := r.render(t, endpoint, g, labels, raw)
 	if res.code == 0 {
+		if m := undefinedFunc.FindStringSubmatch(res.err.Error()); m != nil && slices.Contains(documentedExtensionFuncs(t), m[1]) {
+			body, ok := extensionBodies[endpoint+"?"+raw]
+			if !ok {
+				t.Fatalf("/%s?%s calls the sprig function %s: add what ours renders to extensionBodies", endpoint, raw, m[1])
+			}
+			return expectation{code: 200, body: []byte(body), documented: []string{
+				"sprig function " + m[1] + " is a matchbox extension: ours renders, matchbox fails to parse (" + res.err.Error() + ") and answers 404"}}
+		}
 		return expectation{code: 500, documented: []string{"render failure is 500, matchbox: 404 or empty 200 (" + res.err.Error() + ")"}}
 	}
 	e := expectation{code: res.code, body: res.body, json: res.json}
@@ -575,6 +623,13 @@ var compatCases = []compatCase{
 	{"query_empty_and_bare_keys", "=foo&debug&os=installed", "installed"},
 	{"query_repeated_key_empty_first", "os=&os=installed", "default"},
 	{"query_mac_and_MAC_keys", "mac=52:54:00:12:34:56&MAC=52-54-00-00-00-0d", "node1"},
+	// Template functions. Documented: ours renders sprig's functions (200),
+	// matchbox does not parse the template (404). Go's built-in slice, not
+	// sprig's, renders the same on both.
+	{"sprig_extension_upper_quote", "ext=sprig&hostname=s1", "ext-sprig"},
+	{"sprig_extension_default", "ext=sprig", "ext-sprig"},
+	{"builtin_slice", "ext=slice&mac=52:54:00:5a:1c:e0", "ext-slice"},
+	{"builtin_slice_mac_dot", "mac=5254.005A.1CE0&ext=slice&hostname=s2", "ext-slice"},
 	// Documented: our 400 where matchbox drops the label or pair.
 	{"mac_not_a_mac", "mac=not-a-mac", ""},
 	{"mac_empty", "mac=", ""},
@@ -711,6 +766,7 @@ func TestCompatReferenceOrder(t *testing.T) {
 		"rack=1,region=eu",
 		"os=x,region=eu",
 		"mac=52:54:00:ab:cd:ef,os=installed",
+		"ext=slice,mac=52:54:00:5a:1c:e0",
 		"domain=,role=worker",
 		"team=blue", "team=blue",
 		"role=worker",
@@ -719,6 +775,7 @@ func TestCompatReferenceOrder(t *testing.T) {
 		"os=fcos",
 		"mac=52:54:00:ab:cd:ef",
 		"mac=52:54:00:12:34:56",
+		"ext=sprig",
 		"env=Prod",
 		"Zone=z1",
 		"MAC=52:54:00:00:00:0d",
@@ -739,8 +796,8 @@ func TestCompatTemplatedArgs(t *testing.T) {
 		query string
 		args  string
 	}{
-		{"role=templated&hostname=h1&serial=sn-42", "initrd=main pool=p1 flatcar.hostname=h1 serial=SN-42 console=ttyS0"},
-		{"role=templated", "initrd=main pool=p1 flatcar.hostname=anon serial=NONE console=ttyS0"},
+		{"role=templated&hostname=h1&serial=sn-42", "initrd=main pool=p1 flatcar.hostname=h1 serial=sn-42 console=ttyS0"},
+		{"role=templated", "initrd=main pool=p1 flatcar.hostname=anon serial=none console=ttyS0"},
 	} {
 		wantIPXE := "#!ipxe\nkernel " + kernel + " " + tc.args + "\ninitrd --name main " + initrd + "\nboot\n"
 		if code, body := compatGet(t, ts, "ipxe", tc.query); code != 200 || string(body) != wantIPXE {
@@ -805,8 +862,8 @@ func TestCompatMetadataReference(t *testing.T) {
 func TestCompatLoad(t *testing.T) {
 	_, snap := compatServer(t)
 	g, p, n := snap.Counts()
-	if g != 17 || p != 10 || n != 15 {
-		t.Errorf("loaded %d groups, %d profiles, %d templates; want 17, 10, 15", g, p, n)
+	if g != 19 || p != 12 || n != 17 {
+		t.Errorf("loaded %d groups, %d profiles, %d templates; want 19, 12, 17", g, p, n)
 	}
 	probs := append([]matchbox.Problem{}, snap.Problems()...)
 	probs = append(probs, render.NewEngine(render.Options{}).CheckTemplates(snap)...)
@@ -836,7 +893,7 @@ func TestCompatValidate(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	summary := lines[len(lines)-1]
-	if !strings.HasSuffix(summary, "17 groups, 10 profiles, 15 templates; 0 errors, 1 warnings") {
+	if !strings.HasSuffix(summary, "19 groups, 12 profiles, 17 templates; 0 errors, 1 warnings") {
 		t.Errorf("summary %q, want 0 errors and 1 warning\n%s", summary, out)
 	}
 	for _, l := range lines[:len(lines)-1] {
@@ -853,6 +910,73 @@ func TestCompatValidate(t *testing.T) {
 	}
 	if len(rep.Problems) != 1 || rep.Problems[0].Severity != matchbox.SeverityWarning {
 		t.Errorf("json problems: %+v", rep.Problems)
+	}
+}
+
+// TestCompatFixturesPlainTemplate: the fixtures' templates and kernel
+// arguments parse as poseidon/matchbox parses them (plain text/template), so
+// the shared scenarios test what upstream serves; the one exception is
+// generic/sprig.tmpl, which calls documented sprig functions on purpose.
+// Go's slice is a built-in, not one of them.
+func TestCompatFixturesPlainTemplate(t *testing.T) {
+	documented := documentedExtensionFuncs(t)
+	for _, name := range []string{"upper", "quote", "default"} {
+		if !slices.Contains(documented, name) {
+			t.Errorf("docs/compatibility.md does not list %s, which generic/sprig.tmpl calls", name)
+		}
+	}
+	if slices.Contains(documented, "slice") {
+		t.Error("docs/compatibility.md lists slice: Go's built-in must stay")
+	}
+	var sources []string
+	for _, kind := range []string{"ignition", "cloud", "generic"} {
+		paths, err := filepath.Glob(filepath.Join(compatDir, kind, "*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range paths {
+			if strings.HasSuffix(p, ".ign") {
+				continue
+			}
+			sources = append(sources, p)
+		}
+	}
+	var extension []string
+	for _, p := range sources {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := refTemplate(filepath.Base(p), string(b)); err != nil {
+			rel, _ := filepath.Rel(compatDir, p)
+			if m := undefinedFunc.FindStringSubmatch(err.Error()); m != nil && slices.Contains(documented, m[1]) {
+				extension = append(extension, rel)
+				continue
+			}
+			t.Errorf("%s does not parse as plain text/template: %v", rel, err)
+		}
+	}
+	if d := cmp.Diff([]string{"generic/sprig.tmpl"}, extension); d != "" {
+		t.Errorf("templates calling sprig functions (-want +got):\n%s", d)
+	}
+	profiles, err := filepath.Glob(filepath.Join(compatDir, "profiles", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range profiles {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prof refProfile
+		if err := json.Unmarshal(b, &prof); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for _, a := range prof.Boot.Args {
+			if _, err := refTemplate("arg", a); err != nil {
+				t.Errorf("%s: kernel argument %q does not parse as plain text/template: %v", p, a, err)
+			}
+		}
 	}
 }
 
