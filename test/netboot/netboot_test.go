@@ -276,6 +276,12 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// matchbox's fixed addresses in the lab namespace (also apiAddr, the TFTP
+// and DHCP ports). A test that restarts matchbox binds them again; no other
+// socket can take them in between: the namespace is the test's own, and
+// everything else in it binds ports of the ephemeral range (32768-60999 in
+// a new namespace), or, ipmi_sim, the port bmcsim reserved for it, just
+// below that range.
 const (
 	serverIP = "192.168.77.1"
 	httpAddr = serverIP + ":8080"

@@ -27,9 +27,6 @@ const (
 	// ipmiStopTimeout is how long Stop waits for ipmi_sim to exit after
 	// closing its console before killing it.
 	ipmiStopTimeout = 3 * time.Second
-	// ipmiPortAttempts is how many ephemeral ports StartIPMI tries when
-	// ipmi_sim cannot bind the one it was given.
-	ipmiPortAttempts = 5
 	// ipmiLogTail caps each log section returned by Log.
 	ipmiLogTail = 32 << 10
 	// ipmiHookWait bounds how long the end-of-test cleanup waits for hook
@@ -109,7 +106,8 @@ type IPMIBootOptions struct {
 }
 
 // IPMISim is a running Debian openipmi ipmi_sim, an IPMI v1.5/v2.0 (RMCP+)
-// over LAN BMC simulator, listening on a UDP port of 127.0.0.1. Power and
+// over LAN BMC simulator, listening on a UDP port of 127.0.0.1 that is
+// reserved for it from its start to the end of the test. Power and
 // boot device are kept by a chassis control shell script in the
 // simulator's directory, which is a per-test temporary directory. Clients
 // must use "-I lanplus -C 3" (cipher suite 17 is not implemented by
@@ -158,8 +156,9 @@ func ipmiBinaries() (sim, tool string, err error) {
 	return sim, tool, nil
 }
 
-// StartIPMI starts ipmi_sim on a free UDP port of 127.0.0.1, in a directory
-// from t.TempDir, and waits (at most 10s) until it answers an authenticated
+// StartIPMI starts ipmi_sim on a UDP port of 127.0.0.1 reserved for it until
+// the end of the test (see reserveUDPPort), in a directory from t.TempDir,
+// and waits (at most 10s) until it answers an authenticated
 // "ipmitool chassis power status". It skips the test when ipmi_sim or
 // ipmitool is not installed and fails it when the simulator does not come
 // up. The simulator is stopped when the test finishes; it also exits by
@@ -186,6 +185,14 @@ func StartIPMI(t testing.TB, cfg IPMIConfig) *IPMISim {
 	if err := s.writeFiles(cfg); err != nil {
 		t.Fatalf("bmcsim: %v", err)
 	}
+	port, err := reserveUDPPort(cfg.Netns)
+	if err != nil {
+		t.Fatalf("bmcsim: %v", err)
+	}
+	// The reservation lasts while ipmi_sim is stopped and restarted, so
+	// no other test of the run can take the port in between. Registered
+	// before the cleanup that stops ipmi_sim, so run after it.
+	t.Cleanup(port.release)
 	t.Cleanup(func() {
 		s.Stop()
 		// Let hook runs finish writing to the directory before the
@@ -194,32 +201,25 @@ func StartIPMI(t testing.TB, cfg IPMIConfig) *IPMISim {
 			t.Logf("bmcsim: %v", err)
 		}
 	})
-
-	for attempt := 1; ; attempt++ {
-		port, err := ipmiFreeUDPPort()
-		if err != nil {
-			t.Fatalf("bmcsim: %v", err)
-		}
-		if err := s.writeLanConf(port); err != nil {
-			t.Fatalf("bmcsim: %v", err)
-		}
-		s.Port = strconv.Itoa(port)
-		s.Addr = net.JoinHostPort(s.Host, s.Port)
-		err = s.start()
-		if err == nil {
-			return s
-		}
-		if errors.Is(err, errIPMIBind) && attempt < ipmiPortAttempts {
-			t.Logf("bmcsim: ipmi_sim could not bind %s, trying another port", s.Addr)
-			continue
-		}
+	if err := s.writeLanConf(port.port); err != nil {
+		t.Fatalf("bmcsim: %v", err)
+	}
+	s.Port = strconv.Itoa(port.port)
+	s.Addr = net.JoinHostPort(s.Host, s.Port)
+	// No other port is tried when this one cannot be bound: a reserved
+	// port is never taken by the run, so failing to bind it is a bug to
+	// see, not a race to retry.
+	if err := s.start(); err != nil {
 		t.Fatalf("bmcsim: %v\n%s", err, s.Log())
 	}
+	return s
 }
 
 // Restart starts ipmi_sim again, stopping it first if it is running, on the
 // same port and with the same configuration and state: power, boot device
-// and ipmi_sim's persistent data (users, SEL) survive. It fails the test if
+// and ipmi_sim's persistent data (users, SEL) survive. The port stays
+// reserved while ipmi_sim is down, and no :0 bind is ever given it, so
+// nothing of the run can have taken it in between. It fails the test if
 // the simulator does not come up.
 func (s *IPMISim) Restart(t testing.TB) {
 	t.Helper()
@@ -432,7 +432,8 @@ func (s *IPMISim) writeLanConf(port int) error {
 	return nil
 }
 
-// errIPMIBind is returned by start when ipmi_sim could not bind its port.
+// errIPMIBind is returned by start when ipmi_sim could not bind its port:
+// something outside the run's tests took the reserved port.
 var errIPMIBind = errors.New("ipmi_sim could not bind its UDP port")
 
 // start runs ipmi_sim and waits until it answers.
@@ -585,19 +586,6 @@ func ipmiPing(conn net.Conn) error {
 			return nil
 		}
 	}
-}
-
-// ipmiFreeUDPPort returns a UDP port of 127.0.0.1 that was free a moment ago.
-func ipmiFreeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free UDP port: %w", err)
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	if err := c.Close(); err != nil {
-		return 0, fmt.Errorf("finding a free UDP port: %w", err)
-	}
-	return port, nil
 }
 
 func (s *IPMISim) readState(name string) string {

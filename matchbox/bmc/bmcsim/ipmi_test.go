@@ -341,7 +341,7 @@ func TestIPMIBMCDown(t *testing.T) {
 }
 
 // TestIPMIPortTaken checks that a port taken by someone else is reported
-// as errIPMIBind, which makes StartIPMI try another port.
+// as errIPMIBind, so that a failure to bind the reserved port says so.
 func TestIPMIPortTaken(t *testing.T) {
 	sim := StartIPMI(t, IPMIConfig{User: testIPMIUser, Password: testIPMIPass})
 	sim.Stop()
