@@ -168,7 +168,7 @@ func (s *Server) answerKept(l Listener, raw []byte, peer net.Addr) bool {
 	replyBufs.Put(bp)
 	if err != nil {
 		s.drop("send-failed")
-		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", a.packetMAC, "err", err)
+		s.replyNotSent(l, a.packetMAC, err)
 		return true
 	}
 	s.count(s.replies, "rep", a.mode, a.repKind)

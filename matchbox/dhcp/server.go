@@ -61,6 +61,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
+	limit   *matchbox.LogLimiter
 	leases  *leaseTable
 	rec     *matchbox.Recorder
 	answers *answerCache
@@ -100,6 +101,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		limit:   matchbox.NewLogLimiter(cfg.Logger),
 		leases:  newLeaseTable(cfg.Subnets, cfg.Leases),
 		rec:     cfg.Recorder,
 		answers: newAnswerCache(),
@@ -126,7 +128,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "matchbox_dhcp_repeat_answers_total", Help: "Repeated proxy and port 4011 requests answered from the answer kept for them.",
 		}, func() float64 { return float64(s.answers.hits.Load()) }))
-		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, collectorFunc{
+		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, suppressedLines(s.limit.Suppressed), collectorFunc{
 			desc: inUse,
 			collect: func(ch chan<- prometheus.Metric) {
 				for subnet, n := range s.leases.inUse() {
@@ -493,7 +495,7 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 	data, dst := reply.ToBytes(), destination(m, peer)
 	if _, err := l.Conn.WriteTo(data, dst); err != nil {
 		s.drop("send-failed")
-		s.log.Warn("dhcp: reply not sent", "interface", l.Interface, "mac", c.mac, "err", err)
+		s.replyNotSent(l, c.mac, err)
 		return
 	}
 	s.count(s.replies, "rep", mode, replyKind(reply, l))
@@ -597,7 +599,14 @@ func (s *Server) bootOnly(l Listener, m *dhcpv4.DHCPv4, c client, mt dhcpv4.Mess
 
 func (s *Server) noBoot(l Listener, c client, why string) {
 	s.drop("no-boot")
-	s.log.Info("dhcp: no boot answer", "interface", l.Interface, "mac", c.mac, "arch", ArchName(c.arch), "reason", why)
+	// Every client on the network asks (in proxy mode even those the
+	// DHCP server beside us answers): one that does not network-boot is
+	// not worth an info line.
+	level := slog.LevelInfo
+	if !c.pxe {
+		level = slog.LevelDebug
+	}
+	s.limit.Log(context.Background(), level, "dhcp: no boot answer", c.mac+" "+why, "interface", l.Interface, "mac", c.mac, "arch", ArchName(c.arch), "reason", why)
 }
 
 func profileID(sel matchbox.Selection) string {
@@ -763,7 +772,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 		ip, err := s.leases.offer(p, r)
 		if err != nil {
 			s.drop("pool-exhausted")
-			s.log.Warn("dhcp: no address to offer", "subnet", p.subnet.Prefix, "mac", c.mac, "err", err)
+			s.limit.Log(ctx, slog.LevelWarn, "dhcp: no address to offer", p.subnet.Prefix.String(), "subnet", p.subnet.Prefix, "mac", c.mac, "err", err)
 			return nil, matchbox.Event{}
 		}
 		return s.leaseReply(l, m, c, p, ip, dhcpv4.MessageTypeOffer, matchbox.EventDHCPOffer)
@@ -792,7 +801,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 		}
 		if err != nil {
 			s.drop("commit-failed")
-			s.log.Error("dhcp: lease not committed; no ACK sent", "mac", c.mac, "ip", ip, "err", err)
+			s.limit.Log(ctx, slog.LevelError, "dhcp: lease not committed; no ACK sent", err.Error(), "mac", c.mac, "ip", ip, "err", err)
 			return nil, matchbox.Event{}
 		}
 		s.rec.Learn(lease.IP, c.mac)
@@ -800,16 +809,16 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 	case dhcpv4.MessageTypeDecline:
 		ip := r.requested
 		if err := s.leases.decline(ctx, p, r.key, ip); err != nil {
-			s.log.Info("dhcp: decline ignored", "mac", c.mac, "ip", ip, "err", err)
+			s.limit.Log(ctx, slog.LevelInfo, "dhcp: decline ignored", c.mac, "mac", c.mac, "ip", ip, "err", err)
 			return nil, matchbox.Event{}
 		}
-		s.log.Warn("dhcp: client declined its address (in use by someone else?); quarantined", "mac", c.mac, "ip", ip)
+		s.limit.Log(ctx, slog.LevelWarn, "dhcp: client declined its address (in use by someone else?); quarantined", c.mac, "mac", c.mac, "ip", ip)
 		s.rec.Record(matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPDecline, IP: ip.String()})
 		return nil, matchbox.Event{}
 	case dhcpv4.MessageTypeRelease:
 		ip := toAddr(m.ClientIPAddr)
 		if err := s.leases.release(ctx, p, r.key, ip); err != nil {
-			s.log.Info("dhcp: release ignored", "mac", c.mac, "ip", ip, "err", err)
+			s.limit.Log(ctx, slog.LevelInfo, "dhcp: release ignored", c.mac, "mac", c.mac, "ip", ip, "err", err)
 			return nil, matchbox.Event{}
 		}
 		s.rec.Record(matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPRelease, IP: ip.String()})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	nethttp "net/http"
 	"os"
 	"path"
@@ -39,7 +40,7 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 		} else {
 			root, rerr := os.OpenRoot(rootPath)
 			if rerr != nil {
-				s.log.Error("folder unavailable", "path", rootPath, "err", rerr)
+				s.limit.Log(r.Context(), slog.LevelError, "folder unavailable", rootPath, "path", rootPath, "err", rerr)
 				nethttp.NotFound(w, r)
 				return
 			}
@@ -48,7 +49,7 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 		}
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
-				s.log.Info("asset refused", "path", name, "remote", r.RemoteAddr, "err", err)
+				s.limit.Log(r.Context(), slog.LevelInfo, "asset refused", name, "path", name, "remote", r.RemoteAddr, "err", err)
 			}
 			nethttp.NotFound(w, r)
 			return

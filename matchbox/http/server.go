@@ -68,6 +68,7 @@ type Lifecycle interface {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	limit    *matchbox.LogLimiter
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	failures *prometheus.CounterVec
@@ -91,7 +92,7 @@ func New(cfg Config) *Server {
 	if cfg.Recorder == nil {
 		cfg.Recorder = matchbox.NewRecorder(nil, nil)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, limit: matchbox.NewLogLimiter(cfg.Logger)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "matchbox_http_requests_total",
 		Help: "Boot HTTP requests by endpoint and status code.",
@@ -105,7 +106,9 @@ func New(cfg Config) *Server {
 		Name: "matchbox_render_failures_total",
 		Help: "Requests that matched a profile but could not be rendered, by endpoint.",
 	}, []string{"endpoint"})
-	cfg.Registry.MustRegister(s.requests, s.duration, s.failures)
+	// The recorder's suppressed lines are exported here, with the
+	// registry /metrics serves.
+	cfg.Registry.MustRegister(s.requests, s.duration, s.failures, suppressedLines(s.limit.Suppressed), suppressedLines(cfg.Recorder.Suppressed))
 	s.handler = s.routes()
 	return s
 }
@@ -120,7 +123,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(limitedHandler{s.log.Handler(), s.limit}, slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -526,7 +529,9 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 		// The client went away (or the server is shutting down) while
 		// its answer was rendered: nothing failed, and nobody is
 		// listening for a status.
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request abandoned by the client", append(s.attrs(r, endpoint, q, 0), slog.String("err", err.Error()))...)
+		if s.limit.Allow(r.Context(), slog.LevelInfo, "request abandoned by the client", logKey(r, endpoint, q, 0)) {
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request abandoned by the client", append(s.attrs(r, endpoint, q, 0), slog.String("err", err.Error()))...)
+		}
 		return
 	}
 	code := nethttp.StatusInternalServerError
@@ -549,8 +554,9 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 	case errors.As(err, &rerr):
 		s.failures.WithLabelValues(endpoint).Inc()
 	}
-	attrs := append(s.attrs(r, endpoint, q, code), slog.String("err", err.Error()))
-	s.log.LogAttrs(r.Context(), level, "request failed", attrs...)
+	if s.limit.Allow(r.Context(), level, "request failed", logKey(r, endpoint, q, code)) {
+		s.log.LogAttrs(r.Context(), level, "request failed", append(s.attrs(r, endpoint, q, code), slog.String("err", err.Error()))...)
+	}
 	s.record(r, endpoint, q, matchbox.EventHTTPFailed, fmt.Sprintf("%d: %s", code, shortReason(err)))
 	w.Header().Set("Content-Type", textType)
 	w.Header().Set("Cache-Control", "no-store")

@@ -356,7 +356,10 @@ func (l *lab) startMatchbox(args ...string) {
 	l.dbPath = filepath.Join(l.dir, "matchbox.db")
 	full := []string{"netns", "exec", l.ns, shared.bin, "serve",
 		"-address", httpAddr, "-data-path", filepath.Join(l.dir, "data"), "-assets-path", filepath.Join(l.dir, "assets"),
-		"-db-path", l.dbPath, "-tftp-address", serverIP + ":69"}
+		"-db-path", l.dbPath, "-tftp-address", serverIP + ":69",
+		// Per-transfer lines ("tftp: sent", checked by checkBoot) are
+		// debug lines.
+		"-log-level", "debug"}
 	if !slices.Contains(args, "-config") {
 		full = append(full, "-dhcp-interface", "br0")
 	}

@@ -1,0 +1,61 @@
+package http
+
+import (
+	"context"
+	"log/slog"
+	nethttp "net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"matchbox.dev/matchbox"
+)
+
+// suppressedLines exports the lines a matchbox.LogLimiter suppressed, by
+// message. It describes no metric (an unchecked collector): the recorder
+// and every front-end export their own messages under one name.
+type suppressedLines func() map[string]uint64
+
+var suppressedDesc = prometheus.NewDesc("matchbox_log_suppressed_total",
+	"Log lines not written: repeats of a line written within a minute, or beyond the rate of their message.", []string{"message"}, nil)
+
+func (suppressedLines) Describe(chan<- *prometheus.Desc) {}
+
+func (f suppressedLines) Collect(ch chan<- prometheus.Metric) {
+	for msg, n := range f() {
+		ch <- prometheus.MustNewConstMetric(suppressedDesc, prometheus.CounterValue, float64(n), msg)
+	}
+}
+
+// logKey identifies a request's log line for the limiter: the endpoint,
+// the status and the machine (its MAC, else its address).
+func logKey(r *nethttp.Request, endpoint string, q *query, code int) string {
+	who := q.labels["mac"]
+	if who == "" {
+		who = remoteIP(r).String()
+	}
+	return endpoint + " " + strconv.Itoa(code) + " " + who
+}
+
+// limitedHandler passes net/http's own log lines (which a client can cause
+// on every request, such as a query with a semicolon) through the
+// limiter, keyed by their text.
+type limitedHandler struct {
+	slog.Handler
+	limit *matchbox.LogLimiter
+}
+
+func (h limitedHandler) Handle(ctx context.Context, r slog.Record) error {
+	if !h.limit.Allow(ctx, r.Level, "http server", r.Message) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h limitedHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return limitedHandler{h.Handler.WithAttrs(attrs), h.limit}
+}
+
+func (h limitedHandler) WithGroup(name string) slog.Handler {
+	return limitedHandler{h.Handler.WithGroup(name), h.limit}
+}
