@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/metrics"
 )
 
 // lockedBuffer collects log lines written from several goroutines.
@@ -82,7 +83,7 @@ func TestNoBootAnswerFlood(t *testing.T) {
 			t.Errorf("%d info lines for clients that do not network-boot", n)
 		}
 		const want = flood - matchbox.LogBurst
-		if got := testutil.ToFloat64(suppressedLines(srv.limit.Suppressed)); got != want {
+		if got := testutil.ToFloat64(metrics.SuppressedLines(srv.limit.Suppressed)); got != want {
 			t.Errorf("matchbox_log_suppressed_total = %v, want %v", got, want)
 		}
 		if n, err := testutil.GatherAndCount(reg, "matchbox_log_suppressed_total"); n != 1 || err != nil {

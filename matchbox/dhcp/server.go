@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/metrics"
 )
 
 // Listener is one socket the server answers on.
@@ -128,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "matchbox_dhcp_repeat_answers_total", Help: "Repeated proxy and port 4011 requests answered from the answer kept for them.",
 		}, func() float64 { return float64(s.answers.hits.Load()) }))
-		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, suppressedLines(s.limit.Suppressed), collectorFunc{
+		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, metrics.SuppressedLines(s.limit.Suppressed), collectorFunc{
 			desc: inUse,
 			collect: func(ch chan<- prometheus.Metric) {
 				for subnet, n := range s.leases.inUse() {

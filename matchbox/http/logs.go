@@ -6,26 +6,8 @@ import (
 	nethttp "net/http"
 	"strconv"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"matchbox.dev/matchbox"
 )
-
-// suppressedLines exports the lines a matchbox.LogLimiter suppressed, by
-// message. It describes no metric (an unchecked collector): the recorder
-// and every front-end export their own messages under one name.
-type suppressedLines func() map[string]uint64
-
-var suppressedDesc = prometheus.NewDesc("matchbox_log_suppressed_total",
-	"Log lines not written: repeats of a line written within a minute, or beyond the rate of their message.", []string{"message"}, nil)
-
-func (suppressedLines) Describe(chan<- *prometheus.Desc) {}
-
-func (f suppressedLines) Collect(ch chan<- prometheus.Metric) {
-	for msg, n := range f() {
-		ch <- prometheus.MustNewConstMetric(suppressedDesc, prometheus.CounterValue, float64(n), msg)
-	}
-}
 
 // logKey identifies a request's log line for the limiter: the endpoint,
 // the status and the machine (its MAC, else its address).

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/metrics"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
 )
@@ -108,7 +109,7 @@ func New(cfg Config) *Server {
 	}, []string{"endpoint"})
 	// The recorder's suppressed lines are exported here, with the
 	// registry /metrics serves.
-	cfg.Registry.MustRegister(s.requests, s.duration, s.failures, suppressedLines(s.limit.Suppressed), suppressedLines(cfg.Recorder.Suppressed))
+	cfg.Registry.MustRegister(s.requests, s.duration, s.failures, metrics.SuppressedLines(s.limit.Suppressed), metrics.SuppressedLines(cfg.Recorder.Suppressed))
 	s.handler = s.routes()
 	return s
 }

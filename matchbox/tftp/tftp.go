@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/metrics"
 )
 
 // Generator produces a generated file for a client that reached the
@@ -122,7 +123,7 @@ func New(cfg Config) *Server {
 		}),
 	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.transfers, s.bytes, s.retransmits, suppressedLines(s.limit.Suppressed))
+		cfg.Registry.MustRegister(s.transfers, s.bytes, s.retransmits, metrics.SuppressedLines(s.limit.Suppressed))
 	}
 	return s
 }
