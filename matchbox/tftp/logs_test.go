@@ -37,6 +37,10 @@ func TestTransferLogLevels(t *testing.T) {
 		if _, err := fetch(t, f.addr, "sub/small", 0); err != nil {
 			t.Fatal(err)
 		}
+		// The client is done when it has the last block; the server ends
+		// the transfer (and logs it) when the last ACK arrives. Stopping
+		// before that would end it as aborted.
+		waitCount(t, f, "sent", 1)
 		if _, err := fetch(t, f.addr, "nope.efi", 0); err == nil {
 			t.Fatal("nope.efi served")
 		}
