@@ -143,21 +143,21 @@ func TestRecorderLogs(t *testing.T) {
 		{[]string{"msg=\"machine step failed\"", "mac=52:54:00:00:00:02"}, 1},
 		{[]string{"msg=\"machine first seen\"", "mac=52:54:00:00:00:02", "event=dhcp.offer"}, 1},
 	} {
-		if got := buf.lines(tc.subs...); len(got) != tc.want {
+		if got := buf.Lines(tc.subs...); len(got) != tc.want {
 			t.Errorf("%d lines with %q, want %d", len(got), tc.subs, tc.want)
 		}
 	}
-	if lines := buf.lines(); len(lines) != 6 {
+	if lines := buf.Lines(); len(lines) != 6 {
 		t.Errorf("%d lines at info, want 6:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 
 	log, buf = newTestLogger(slog.LevelDebug)
 	events(NewRecorder(nil, log))
-	if n := len(buf.lines("level=DEBUG", "msg=\"machine event\"")); n != total-6 {
+	if n := len(buf.Lines("level=DEBUG", "msg=\"machine event\"")); n != total-6 {
 		t.Errorf("%d events at debug, want %d", n, total-6)
 	}
-	if n := len(buf.lines("mac=")); n != total {
-		t.Errorf("%d lines, want one per event (%d):\n%s", n, total, strings.Join(buf.lines(), "\n"))
+	if n := len(buf.Lines("mac=")); n != total {
+		t.Errorf("%d lines, want one per event (%d):\n%s", n, total, strings.Join(buf.Lines(), "\n"))
 	}
 }
 
@@ -178,7 +178,7 @@ func TestRecorderFloodOfMachines(t *testing.T) {
 			}
 		}
 		for _, msg := range []string{logFirstSeen, logStepFailed} {
-			if n := len(buf.lines(fmt.Sprintf("msg=%q", msg))); n != LogBurst {
+			if n := len(buf.Lines(fmt.Sprintf("msg=%q", msg))); n != LogBurst {
 				t.Errorf("%d %q lines, want %d", n, msg, LogBurst)
 			}
 			if n := r.Suppressed()[msg]; n != flood-LogBurst {

@@ -1,52 +1,21 @@
 package matchbox
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"matchbox.dev/matchbox/internal/logbuf"
 )
 
-// logBuffer collects log lines; reports are written from timer goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines that contain every one of subs.
-func (b *logBuffer) lines(subs ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-next:
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		for _, s := range subs {
-			if !strings.Contains(line, s) {
-				continue next
-			}
-		}
-		if line != "" {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func newTestLogger(level slog.Level) (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func newTestLogger(level slog.Level) (*slog.Logger, *logbuf.Buffer) {
+	b := &logbuf.Buffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level})), b
 }
 
@@ -54,9 +23,9 @@ var suppressedRE = regexp.MustCompile(`suppressed=(\d+) repeats=(\d+)`)
 
 // reported sums the counts of the "suppressed similar log lines" reports of
 // msg.
-func reported(t *testing.T, b *logBuffer, msg string) (suppressed, repeats uint64) {
+func reported(t *testing.T, b *logbuf.Buffer, msg string) (suppressed, repeats uint64) {
 	t.Helper()
-	for _, line := range b.lines("suppressed similar log lines", fmt.Sprintf("message=%q", msg)) {
+	for _, line := range b.Lines("suppressed similar log lines", fmt.Sprintf("message=%q", msg)) {
 		m := suppressedRE.FindStringSubmatch(line)
 		if m == nil {
 			t.Fatalf("report without counts: %s", line)
@@ -83,7 +52,7 @@ func TestLogLimiterFlood(t *testing.T) {
 			mac := fmt.Sprintf("02:%02x:%02x:%02x:00:01", i>>16, byte(i>>8), byte(i))
 			l.Log(ctx, slog.LevelInfo, msg, mac, "mac", mac, "reason", "no group for this machine")
 		}
-		if n := len(buf.lines("no boot answer", "mac=")); n != LogBurst {
+		if n := len(buf.Lines("no boot answer", "mac=")); n != LogBurst {
 			t.Errorf("%d lines written of %d, want %d", n, flood, LogBurst)
 		}
 		if got := l.Suppressed()[msg]; got != flood-LogBurst {
@@ -100,13 +69,13 @@ func TestLogLimiterFlood(t *testing.T) {
 		if n, r := reported(t, buf, msg); n != flood-LogBurst || r != 0 {
 			t.Errorf("reported %d suppressed, %d repeats; want %d, 0", n, r, flood-LogBurst)
 		}
-		if n := len(buf.lines("suppressed similar log lines")); n != 1 {
+		if n := len(buf.Lines("suppressed similar log lines")); n != 1 {
 			t.Errorf("%d reports, want 1", n)
 		}
 
 		// The bucket refilled; 10 more seconds of flood write LogRate a
 		// second.
-		before := len(buf.lines("no boot answer", "mac="))
+		before := len(buf.Lines("no boot answer", "mac="))
 		for i := range flood {
 			mac := fmt.Sprintf("06:%02x:%02x:%02x:00:01", i>>16, byte(i>>8), byte(i))
 			l.Log(ctx, slog.LevelInfo, msg, mac, "mac", mac)
@@ -114,7 +83,7 @@ func TestLogLimiterFlood(t *testing.T) {
 				time.Sleep(time.Second)
 			}
 		}
-		if n := len(buf.lines("no boot answer", "mac=")) - before; n != LogBurst+9*LogRate {
+		if n := len(buf.Lines("no boot answer", "mac=")) - before; n != LogBurst+9*LogRate {
 			t.Errorf("%d lines written in 10 seconds of flood, want %d", n, LogBurst+9*LogRate)
 		}
 		time.Sleep(LogReportEvery + time.Second)
@@ -139,16 +108,16 @@ func TestLogLimiterRepeats(t *testing.T) {
 			time.Sleep(LogRepeatWindow / 10)
 		}
 		// 10 lines a tenth of a window apart: the first is written.
-		if n := len(buf.lines("request failed", "mac=52:54:00:00:00:01")); n != 1 {
+		if n := len(buf.Lines("request failed", "mac=52:54:00:00:00:01")); n != 1 {
 			t.Errorf("repeated key written %d times within a window, want 1", n)
 		}
 		for _, want := range []string{"request failed", "tftp: refused"} {
-			if n := len(buf.lines(want, "mac=52:54:00:00:00:01")); n != 1 {
+			if n := len(buf.Lines(want, "mac=52:54:00:00:00:01")); n != 1 {
 				t.Errorf("%s: %d lines, want 1", want, n)
 			}
 		}
 		l.Log(ctx, slog.LevelWarn, "request failed", "ipxe 400 52:54:00:00:00:01", "mac", "52:54:00:00:00:01")
-		if n := len(buf.lines("request failed", "mac=52:54:00:00:00:01")); n != 2 {
+		if n := len(buf.Lines("request failed", "mac=52:54:00:00:00:01")); n != 2 {
 			t.Errorf("after a window: %d lines, want 2", n)
 		}
 		time.Sleep(LogReportEvery + time.Second)
@@ -157,7 +126,7 @@ func TestLogLimiterRepeats(t *testing.T) {
 			t.Errorf("request failed: reported %d suppressed, %d repeats; want 18, 18", n, r)
 		}
 		// Reported at the level of the lines suppressed.
-		if lines := buf.lines("suppressed similar log lines", `message="request failed"`); len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") {
+		if lines := buf.Lines("suppressed similar log lines", `message="request failed"`); len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") {
 			t.Errorf("report: %q", lines)
 		}
 	})
@@ -172,8 +141,8 @@ func TestLogLimiterDisabledLevel(t *testing.T) {
 			t.Fatal("a debug line allowed at level info")
 		}
 	}
-	if n := l.Suppressed()["tftp: sent"]; n != 0 || len(buf.lines()) != 0 {
-		t.Errorf("suppressed %d, logged %q", n, buf.lines())
+	if n := l.Suppressed()["tftp: sent"]; n != 0 || len(buf.Lines()) != 0 {
+		t.Errorf("suppressed %d, logged %q", n, buf.Lines())
 	}
 }
 

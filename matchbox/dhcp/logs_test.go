@@ -1,14 +1,11 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -19,25 +16,9 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/metrics"
+
+	"matchbox.dev/matchbox/internal/logbuf"
 )
-
-// lockedBuffer collects log lines written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), sub)
-}
 
 // In proxy mode every DISCOVER of a machine without a group is a "no boot
 // answer": a flood of 100,000 distinct MACs writes a bounded number of
@@ -45,7 +26,7 @@ func (l *lockedBuffer) count(sub string) int {
 // are not logged at info at all.
 func TestNoBootAnswerFlood(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var logs lockedBuffer
+		var logs logbuf.Buffer
 		reg := prometheus.NewRegistry()
 		srv, err := New(context.Background(), Config{
 			BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + "/boot.ipxe" },
@@ -76,10 +57,10 @@ func TestNoBootAnswerFlood(t *testing.T) {
 				}
 			}
 		}
-		if n := logs.count("no boot answer"); n != matchbox.LogBurst {
+		if n := logs.Count("no boot answer"); n != matchbox.LogBurst {
 			t.Errorf("%d lines for %d machines, want %d", n, flood, matchbox.LogBurst)
 		}
-		if n := logs.count("not a PXE client"); n != 0 {
+		if n := logs.Count("not a PXE client"); n != 0 {
 			t.Errorf("%d info lines for clients that do not network-boot", n)
 		}
 		const want = flood - matchbox.LogBurst
@@ -92,7 +73,7 @@ func TestNoBootAnswerFlood(t *testing.T) {
 		time.Sleep(matchbox.LogReportEvery + time.Second)
 		synctest.Wait()
 		report := fmt.Sprintf(`msg="suppressed similar log lines" message="dhcp: no boot answer" suppressed=%d repeats=0`, want)
-		if n := logs.count(report); n != 1 {
+		if n := logs.Count(report); n != 1 {
 			t.Errorf("%d lines %s, want 1", n, report)
 		}
 	})

@@ -1,45 +1,27 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/render"
+
+	"matchbox.dev/matchbox/internal/logbuf"
 )
-
-// lockedBuffer collects log lines written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), sub)
-}
 
 // Requests for unknown machines fail with 404: a flood of distinct MACs
 // writes a bounded number of "request failed" (and of the recorder's
 // "machine step failed") lines; /metrics counts the rest.
 func TestFailedRequestFlood(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var logs lockedBuffer
+		var logs logbuf.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		cat := matchbox.NewCatalog("test")
 		cat.Update(context.Background(), "test", matchbox.Objects{})
@@ -54,7 +36,7 @@ func TestFailedRequestFlood(t *testing.T) {
 			}
 		}
 		for _, msg := range []string{"request failed", "machine step failed"} {
-			if n := logs.count(fmt.Sprintf("msg=%q", msg)); n != matchbox.LogBurst {
+			if n := logs.Count(fmt.Sprintf("msg=%q", msg)); n != matchbox.LogBurst {
 				t.Errorf("%d %q lines for %d requests, want %d", n, msg, flood, matchbox.LogBurst)
 			}
 		}
@@ -70,7 +52,7 @@ func TestFailedRequestFlood(t *testing.T) {
 		synctest.Wait()
 		for _, msg := range []string{"request failed", "machine step failed"} {
 			report := fmt.Sprintf("msg=\"suppressed similar log lines\" message=%q suppressed=%d", msg, flood-matchbox.LogBurst)
-			if n := logs.count(report); n != 1 {
+			if n := logs.Count(report); n != 1 {
 				t.Errorf("%d lines %s, want 1", n, report)
 			}
 		}
@@ -79,13 +61,13 @@ func TestFailedRequestFlood(t *testing.T) {
 
 // net/http's own lines go through the limiter too.
 func TestServerErrorLogLimited(t *testing.T) {
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	el := slog.NewLogLogger(limitedHandler{log.Handler(), matchbox.NewLogLimiter(log)}, slog.LevelWarn)
 	for range 1000 {
 		el.Print("http: URL query contains semicolon, which is no longer a supported separator")
 	}
-	if n := logs.count("semicolon"); n != 1 {
+	if n := logs.Count("semicolon"); n != 1 {
 		t.Errorf("%d lines of one repeated net/http message, want 1", n)
 	}
 }
