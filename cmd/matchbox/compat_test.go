@@ -411,32 +411,13 @@ var extensionBodies = map[string]string{
 		"channel=STABLE group=\"ext-sprig\"\nhostname=unnamed\nraw_query=ext=sprig\n",
 }
 
-// documentedExtensionFuncs reads the sprig functions docs/compatibility.md
-// lists as matchbox's extension.
-func documentedExtensionFuncs(t *testing.T) []string {
-	t.Helper()
-	doc, err := os.ReadFile("../../docs/compatibility.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?s)<!-- sprig functions -->(.*)<!-- /sprig functions -->`).FindSubmatch(doc)
-	if m == nil {
-		t.Fatal("docs/compatibility.md has no <!-- sprig functions --> list")
-	}
-	var names []string
-	for _, n := range regexp.MustCompile("`([A-Za-z0-9_]+)`").FindAllSubmatch(m[1], -1) {
-		names = append(names, string(n[1]))
-	}
-	return names
-}
-
 // refExpect turns the reference's answer into ours by applying only the
 // documented improvements.
 func (r *reference) refExpect(t *testing.T, endpoint string, g *refGroup, labels map[string]string, raw string) expectation {
 	t.Helper()
 	res := r.render(t, endpoint, g, labels, raw)
 	if res.code == 0 {
-		if m := undefinedFunc.FindStringSubmatch(res.err.Error()); m != nil && slices.Contains(documentedExtensionFuncs(t), m[1]) {
+		if m := undefinedFunc.FindStringSubmatch(res.err.Error()); m != nil && slices.Contains(render.ExtensionFuncs(), m[1]) {
 			body, ok := extensionBodies[endpoint+"?"+raw]
 			if !ok {
 				t.Fatalf("/%s?%s calls the sprig function %s: add what ours renders to extensionBodies", endpoint, raw, m[1])
@@ -919,7 +900,9 @@ func TestCompatValidate(t *testing.T) {
 // generic/sprig.tmpl, which calls documented sprig functions on purpose.
 // Go's slice is a built-in, not one of them.
 func TestCompatFixturesPlainTemplate(t *testing.T) {
-	documented := documentedExtensionFuncs(t)
+	// render's TestSprigExtensionDocumented holds docs/compatibility.md's
+	// list to these.
+	documented := render.ExtensionFuncs()
 	for _, name := range []string{"upper", "quote", "default"} {
 		if !slices.Contains(documented, name) {
 			t.Errorf("docs/compatibility.md does not list %s, which generic/sprig.tmpl calls", name)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"text/template"
@@ -70,6 +71,17 @@ func extensionFuncs() template.FuncMap {
 		delete(fm, name)
 	}
 	return fm
+}
+
+// ExtensionFuncs returns, sorted, the names of the functions templates get
+// besides text/template's built-ins (docs/compatibility.md lists them).
+func ExtensionFuncs() []string {
+	names := make([]string, 0, len(funcs))
+	for name := range funcs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // withheldFuncs are sprig functions templates do not get (see
