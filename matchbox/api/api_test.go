@@ -646,4 +646,3 @@ func TestMethodNotAllowed(t *testing.T) {
 		}
 	}
 }
-
