@@ -154,26 +154,10 @@ func TestCheckGroupsReportsCloudConfig(t *testing.T) {
 	})
 	e := NewEngine(Options{})
 	got := e.CheckGroups(context.Background(), snap)
-	want := []struct {
-		origin   string
-		contains []string
-	}{
+	checkErrors(t, got, []wantError{
 		{"groups/badyaml.json", []string{`group "badyaml"`, `profile "node"`, "cloud node.yaml", "not valid YAML", "line 2"}},
 		{"groups/noheader.json", []string{`group "noheader"`, "cloud node.yaml", `"hostname: h"`, "#cloud-config"}},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("got %d problems, want %d:\n%v", len(got), len(want), got)
-	}
-	for i, w := range want {
-		if got[i].Origin != w.origin || got[i].Severity != matchbox.SeverityError {
-			t.Errorf("problem %d = %s; want an error from %s", i, got[i], w.origin)
-		}
-		for _, s := range w.contains {
-			if !strings.Contains(got[i].Message, s) {
-				t.Errorf("problem %d %q does not contain %q", i, got[i].Message, s)
-			}
-		}
-	}
+	})
 	probs := e.CheckTemplates(snap)
 	if len(probs) != 1 || probs[0].Origin != "cloud/static.yaml" || !strings.Contains(probs[0].Message, "#cloud-config") {
 		t.Errorf("CheckTemplates = %v; want cloud/static.yaml refused", probs)

@@ -387,32 +387,41 @@ func TestCheckGroups(t *testing.T) {
 		},
 	})
 	got := NewEngine(Options{}).CheckGroups(context.Background(), snap)
-	checks := []struct {
-		origin   string
-		contains []string
-	}{
+	checkErrors(t, got, []wantError{
 		{"groups/broken.json", []string{`group "broken"`, `profile "broken"`, "ignition broken.yaml", "line 5"}},
 		{"groups/no-os.json", []string{`group "no-os"`, `profile "node"`, "boot args", "os"}},
 		{"groups/no-role.json", []string{`group "no-role"`, "boot args", "role"}},
 		{"groups/no-ssh-key.json", []string{`group "no-ssh-key"`, "ignition node.yaml", "ssh_key"}},
-	}
-	if len(got) != len(checks) {
-		t.Fatalf("got %d problems, want %d:\n%v", len(got), len(checks), got)
-	}
-	for i, c := range checks {
-		if got[i].Origin != c.origin || got[i].Severity != matchbox.SeverityError {
-			t.Errorf("problem %d = %s; want an error from %s", i, got[i], c.origin)
-		}
-		for _, s := range c.contains {
-			if !strings.Contains(got[i].Message, s) {
-				t.Errorf("problem %d message %q does not contain %q", i, got[i].Message, s)
-			}
-		}
-	}
+	})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if got := NewEngine(Options{}).CheckGroups(ctx, snap); len(got) != 0 {
 		t.Errorf("CheckGroups with a cancelled context rendered groups: %v", got)
+	}
+}
+
+// wantError is an error problem expected from origin, whose message holds
+// every one of contains.
+type wantError struct {
+	origin   string
+	contains []string
+}
+
+// checkErrors checks that got are exactly the errors of want, in order.
+func checkErrors(t *testing.T, got []matchbox.Problem, want []wantError) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		if got[i].Origin != w.origin || got[i].Severity != matchbox.SeverityError {
+			t.Errorf("problem %d = %s; want an error from %s", i, got[i], w.origin)
+		}
+		for _, s := range w.contains {
+			if !strings.Contains(got[i].Message, s) {
+				t.Errorf("problem %d message %q does not contain %q", i, got[i].Message, s)
+			}
+		}
 	}
 }
