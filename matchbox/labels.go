@@ -15,7 +15,7 @@ func NormalizeMAC(s string) (string, error) {
 	}
 	hw, err := net.ParseMAC(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q is not a MAC address", ErrInvalid, s)
+		return "", fmt.Errorf("%w: %s is not a MAC address", ErrInvalid, Quote(s))
 	}
 	return hw.String(), nil
 }
