@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // EventKind names a step of a machine's boot (or later, its lifecycle).
@@ -44,12 +46,29 @@ type Event struct {
 	Profile string `json:"profile,omitempty"`
 	// Detail is a short human-readable note (mode, status, error).
 	Detail string `json:"detail,omitempty"`
+	// Claimed marks an event whose MAC is only the client's word: an
+	// HTTP request naming a MAC that no DHCP lease confirms. A claimed
+	// event is added to the history of a machine in the inventory but
+	// never adds a machine, and does not teach the recorder an address.
+	// Not stored.
+	Claimed bool `json:"-"`
+}
+
+// NotRecorded counts the events a store did not record because their
+// machine is not in the inventory and may not enter it.
+type NotRecorded struct {
+	// Unconfirmed events are claimed (Event.Claimed).
+	Unconfirmed int
+	// Full events came when the inventory held its maximum of machines.
+	Full int
 }
 
 // EventStore persists events and the machine records they update, in
-// batches, keeping at most a bounded number of events per machine.
+// batches, keeping at most a bounded number of events per machine. It
+// returns what it did not record of events for machines it has no record
+// of (claimed ones, and all once it holds its maximum of machines).
 type EventStore interface {
-	RecordEvents(ctx context.Context, events []Event) error
+	RecordEvents(ctx context.Context, events []Event) (NotRecorded, error)
 }
 
 // Recorder records machine events: it logs them, remembers which address
@@ -70,11 +89,19 @@ type Recorder struct {
 	log   *slog.Logger
 	limit *LogLimiter
 
+	// claimsIdentify: no DHCP server of ours sees the machines, so a
+	// claimed event is all there is to identify one (SetClaimsIdentify).
+	claimsIdentify atomic.Bool
+
 	mu      sync.Mutex
 	pending []Event
-	byIP    map[netip.Addr]string
+	// byIP maps addresses (by hash) to the MAC last learned for them,
+	// bounded as known is.
+	byIP    generations[addrMAC]
 	kick    chan struct{}
 	dropped uint64
+	// notRecorded counts what the store did not record, since the start.
+	notRecorded NotRecorded
 	// recent and older remember when an identical event was last stored,
 	// so that retransmissions and request storms do not flood the
 	// history. Keyed by a hash of the event's identity (pointer-free, so
@@ -95,6 +122,21 @@ type Recorder struct {
 // served is the group and profile a machine was served.
 type served struct{ group, profile string }
 
+// addrMAC is one learned address and its MAC, pointer-free.
+type addrMAC struct {
+	ip  [16]byte
+	mac [17]byte
+}
+
+// Bounds of the strings an event stores: they come from the network.
+const (
+	maxEventUUID   = 64
+	maxEventArch   = 32
+	maxEventFile   = 256
+	maxEventDetail = 512
+	maxEventName   = 256
+)
+
 // maxKnown bounds the machines (and, separately, the group and profile
 // pairs) the recorder remembers in one generation: the last 65,536 to
 // 131,072 machines seen are not logged as new again.
@@ -106,6 +148,8 @@ const (
 	logFirstSeen    = "machine first seen"
 	logChanged      = "machine selection changed"
 	logStepFailed   = "machine step failed"
+	logFull         = "inventory full: events of machines not in it are not recorded"
+	logUnconfirmed  = "machine not recorded: no DHCP lease confirms its MAC"
 )
 
 // failed reports whether events of kind k are failures.
@@ -148,7 +192,7 @@ func NewRecorder(store EventStore, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: store, log: log, limit: NewLogLimiter(log), byIP: make(map[netip.Addr]string), kick: make(chan struct{}, 1),
+	return &Recorder{store: store, log: log, limit: NewLogLimiter(log), byIP: newGenerations[addrMAC](maxKnown), kick: make(chan struct{}, 1),
 		recent: make(map[uint64]int64), older: make(map[uint64]int64), rotated: time.Now().UnixNano(),
 		known: newGenerations[uint64](maxKnown), names: newGenerations[served](maxKnown)}
 }
@@ -161,9 +205,46 @@ func (r *Recorder) Record(e Event) { r.record(e, false) }
 // as a BMC call or a workflow transition: each one is a fact of its own.
 func (r *Recorder) RecordDistinct(e Event) { r.record(e, true) }
 
+// SetClaimsIdentify says whether a claimed event (Event.Claimed) may add a
+// machine to the inventory and teach the recorder its address: true when
+// no DHCP server of matchbox's sees the machines (DHCP off), since then a
+// request naming a MAC is all that identifies a machine.
+func (r *Recorder) SetClaimsIdentify(v bool) { r.claimsIdentify.Store(v) }
+
+// clipEvent bounds the strings of an event to what they can hold when
+// well-formed, and drops an address that is not one.
+func clipEvent(e *Event) {
+	e.UUID = clip(e.UUID, maxEventUUID)
+	e.Arch = clip(e.Arch, maxEventArch)
+	e.File = clip(e.File, maxEventFile)
+	e.Detail = clip(e.Detail, maxEventDetail)
+	e.Group = clip(e.Group, maxEventName)
+	e.Profile = clip(e.Profile, maxEventName)
+	if e.IP != "" {
+		if _, err := netip.ParseAddr(e.IP); err != nil {
+			e.IP = ""
+		}
+	}
+}
+
+// clip cuts s to at most n bytes, at a character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 func (r *Recorder) record(e Event, distinct bool) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
+	}
+	clipEvent(&e)
+	if e.Claimed && r.claimsIdentify.Load() {
+		e.Claimed = false
 	}
 	if e.MAC == "" {
 		r.logEvent(&e, "", served{})
@@ -172,8 +253,8 @@ func (r *Recorder) record(e Event, distinct bool) {
 	key := eventHash(&e)
 	now := e.Time.UnixNano()
 	r.mu.Lock()
-	if ip, err := netip.ParseAddr(e.IP); err == nil {
-		r.byIP[ip] = e.MAC
+	if ip, err := netip.ParseAddr(e.IP); err == nil && !e.Claimed {
+		r.learnLocked(ip, e.MAC)
 	}
 	msg, was := r.notableLocked(&e, distinct)
 	switch {
@@ -226,6 +307,10 @@ func (r *Recorder) notableLocked(e *Event, distinct bool) (string, served) {
 		return logStepFailed, served{}
 	}
 	mac := maphash.String(hashSeed, e.MAC)
+	if _, ok := r.known.get(mac); !ok && e.Claimed {
+		// Nor do requests that only name a MAC.
+		return "", served{}
+	}
 	var sel uint64
 	if e.Group != "" {
 		// Never 0, which stands for no selection.
@@ -296,16 +381,40 @@ func (r *Recorder) Suppressed() map[string]uint64 { return r.limit.Suppressed() 
 // Learn remembers that ip belongs to mac (e.g. from a DHCP lease).
 func (r *Recorder) Learn(ip netip.Addr, mac string) {
 	r.mu.Lock()
-	r.byIP[ip] = mac
+	r.learnLocked(ip, mac)
 	r.mu.Unlock()
 }
 
+func (r *Recorder) learnLocked(ip netip.Addr, mac string) {
+	var v addrMAC
+	if len(mac) != len(v.mac) {
+		return
+	}
+	v.ip = ip.Unmap().As16()
+	copy(v.mac[:], mac)
+	r.byIP.put(addrHash(v.ip), v)
+}
+
+func addrHash(ip [16]byte) uint64 { return maphash.Bytes(hashSeed, ip[:]) }
+
 // MACOf returns the MAC last seen with ip.
 func (r *Recorder) MACOf(ip netip.Addr) (string, bool) {
+	a := ip.Unmap().As16()
+	r.mu.Lock()
+	v, ok := r.byIP.get(addrHash(a))
+	r.mu.Unlock()
+	if !ok || v.ip != a {
+		return "", false
+	}
+	return string(v.mac[:]), true
+}
+
+// NotRecorded is what the store did not record since the start, because
+// the events' machines were not in the inventory and could not enter it.
+func (r *Recorder) NotRecorded() NotRecorded {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	mac, ok := r.byIP[ip.Unmap()]
-	return mac, ok
+	return r.notRecorded
 }
 
 // Dropped is the number of events dropped because storage fell behind.
@@ -348,7 +457,22 @@ func (r *Recorder) Flush(ctx context.Context) {
 	if len(batch) == 0 || r.store == nil {
 		return
 	}
-	if err := r.store.RecordEvents(ctx, batch); err != nil {
+	skipped, err := r.store.RecordEvents(ctx, batch)
+	if err != nil {
 		r.log.Error("recording machine events failed", "events", len(batch), "err", err)
+		return
+	}
+	if skipped == (NotRecorded{}) {
+		return
+	}
+	r.mu.Lock()
+	r.notRecorded.Unconfirmed += skipped.Unconfirmed
+	r.notRecorded.Full += skipped.Full
+	r.mu.Unlock()
+	if skipped.Full > 0 && r.limit.Allow(ctx, slog.LevelWarn, logFull, "") {
+		r.log.Warn(logFull, "events", skipped.Full, "hint", "raise -max-machines, or delete machines that are gone")
+	}
+	if skipped.Unconfirmed > 0 && r.limit.Allow(ctx, slog.LevelInfo, logUnconfirmed, "") {
+		r.log.Info(logUnconfirmed, "events", skipped.Unconfirmed)
 	}
 }

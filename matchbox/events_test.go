@@ -15,7 +15,7 @@ import (
 // storeFunc adapts a function to EventStore.
 type storeFunc func([]Event) error
 
-func (f storeFunc) RecordEvents(_ context.Context, ev []Event) error { return f(ev) }
+func (f storeFunc) RecordEvents(_ context.Context, ev []Event) (NotRecorded, error) { return NotRecorded{}, f(ev) }
 
 func TestRecorder(t *testing.T) {
 	var mu sync.Mutex
@@ -194,4 +194,62 @@ func TestRecorderFloodOfMachines(t *testing.T) {
 			t.Errorf("reported %d suppressed, want %d", n, flood-LogBurst)
 		}
 	})
+}
+
+// A request that only names a MAC neither teaches the recorder an address
+// (so the requester's later TFTP and asset events do not land on that
+// machine) nor brings a long string into the history; with no DHCP server
+// of ours (SetClaimsIdentify) it is all there is, and counts.
+func TestRecorderClaims(t *testing.T) {
+	var stored []Event
+	r := NewRecorder(storeFunc(func(ev []Event) error {
+		stored = append(stored, ev...)
+		return nil
+	}), nil)
+	const victim = "52:54:00:00:00:01"
+	attacker := netip.MustParseAddr("10.0.0.66")
+	r.Learn(netip.MustParseAddr("10.0.0.5"), victim)
+	huge := strings.Repeat("u", 900<<10)
+	r.Record(Event{MAC: victim, Kind: EventHTTPServed, File: "/ipxe", IP: attacker.String(), UUID: huge, Arch: huge, Detail: huge, Claimed: true})
+	if mac, ok := r.MACOf(attacker); ok {
+		t.Errorf("a claimed request taught the recorder %v is %s", attacker, mac)
+	}
+	if mac, _ := r.MACOf(netip.MustParseAddr("10.0.0.5")); mac != victim {
+		t.Errorf("the machine's own address now maps to %q", mac)
+	}
+	r.Flush(context.Background())
+	if len(stored) != 1 || !stored[0].Claimed {
+		t.Fatalf("stored %+v, want the one claimed event (the store decides whether to keep it)", stored)
+	}
+	if e := stored[0]; len(e.UUID) > maxEventUUID+3 || len(e.Arch) > maxEventArch+3 || len(e.Detail) > maxEventDetail+3 {
+		t.Errorf("event strings not bounded: uuid %d, arch %d, detail %d bytes", len(e.UUID), len(e.Arch), len(e.Detail))
+	}
+	r.SetClaimsIdentify(true)
+	r.Record(Event{MAC: victim, Kind: EventHTTPServed, File: "/grub", IP: attacker.String(), Claimed: true})
+	r.Flush(context.Background())
+	if last := stored[len(stored)-1]; last.Claimed || last.File != "/grub" {
+		t.Errorf("with claims identifying, stored %+v", last)
+	}
+	if mac, _ := r.MACOf(attacker); mac != victim {
+		t.Errorf("with claims identifying, MACOf = %q", mac)
+	}
+}
+
+// The address map is bounded: a DHCP INFORM flood of distinct addresses
+// does not grow it without end, and the latest addresses are kept.
+func TestRecorderAddressesBounded(t *testing.T) {
+	r := NewRecorder(nil, nil)
+	for i := range 3 * maxKnown {
+		r.Learn(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "52:54:00:00:00:01")
+	}
+	r.mu.Lock()
+	n := len(r.byIP.recent) + len(r.byIP.older)
+	r.mu.Unlock()
+	if n > 2*maxKnown {
+		t.Errorf("%d addresses remembered, bound %d", n, 2*maxKnown)
+	}
+	last := 3*maxKnown - 1
+	if _, ok := r.MACOf(netip.AddrFrom4([4]byte{10, byte(last >> 16), byte(last >> 8), byte(last)})); !ok {
+		t.Error("the last address learned is forgotten")
+	}
 }

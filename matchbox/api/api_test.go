@@ -426,7 +426,7 @@ func TestMachines(t *testing.T) {
 			Kind: matchbox.EventHTTPServed, File: "/ipxe", Group: g, Profile: "p", Arch: "x86_64", IP: "10.0.0.9"})
 	}
 	events = append(events, matchbox.Event{Time: now, MAC: "52:54:00:00:00:01", Kind: matchbox.EventTFTPSent, File: "ipxe.efi"})
-	if err := f.db.RecordEvents(ctx, events); err != nil {
+	if _, err := f.db.RecordEvents(ctx, events); err != nil {
 		t.Fatal(err)
 	}
 	list := func(q string) reply { return f.do(t, "GET", "/api/v1/machines"+q, f.admin, nil) }
@@ -479,7 +479,7 @@ func TestMachines(t *testing.T) {
 		t.Fatalf("delete: %d %s", r.code, r.raw)
 	}
 	// Seen again, the machine starts a new history.
-	if err := f.db.RecordEvents(ctx, []matchbox.Event{{Time: now, MAC: "52:54:00:00:00:01", Kind: matchbox.EventDHCPDiscover}}); err != nil {
+	if _, err := f.db.RecordEvents(ctx, []matchbox.Event{{Time: now, MAC: "52:54:00:00:00:01", Kind: matchbox.EventDHCPDiscover}}); err != nil {
 		t.Fatal(err)
 	}
 	if evs, err := f.db.MachineEvents(ctx, "52:54:00:00:00:01"); err != nil || len(evs) != 1 {
@@ -514,7 +514,7 @@ func TestPreview(t *testing.T) {
 func TestBMCSettings(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	if err := f.db.RecordEvents(ctx, []matchbox.Event{{MAC: "52:54:00:00:00:09", Kind: matchbox.EventDHCPDiscover}}); err != nil {
+	if _, err := f.db.RecordEvents(ctx, []matchbox.Event{{MAC: "52:54:00:00:00:09", Kind: matchbox.EventDHCPDiscover}}); err != nil {
 		t.Fatal(err)
 	}
 	const pw = "hunter2-but-longer"

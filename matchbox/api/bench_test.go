@@ -34,7 +34,7 @@ func benchAPI(b *testing.B, n int) (http.Handler, string) {
 		batch = append(batch, matchbox.Event{Time: time.Unix(int64(i), 0), MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", byte(i>>16), byte(i>>8), byte(i)),
 			Kind: matchbox.EventHTTPServed, File: "/ipxe", Group: g, Profile: "p", Arch: "x86_64", IP: "10.0.0.1"})
 		if len(batch) == cap(batch) || i == n-1 {
-			if err := db.RecordEvents(ctx, batch); err != nil {
+			if _, err := db.RecordEvents(ctx, batch); err != nil {
 				b.Fatal(err)
 			}
 			batch = batch[:0]

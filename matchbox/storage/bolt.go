@@ -32,6 +32,8 @@ var (
 // disk before the call returns, so an acknowledged write survives a crash.
 type Bolt struct {
 	db *bolt.DB
+	// inventory bounds the machine records events create.
+	inventory inventory
 }
 
 // OpenBolt opens (creating if needed) the database at path. It fails fast
@@ -46,6 +48,10 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	b := &Bolt{db: db}
 	if err := b.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if err := b.countMachines(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -268,9 +274,16 @@ func (b *Bolt) PutMachine(_ context.Context, m *matchbox.Machine) error {
 	}
 	m.MAC = mac
 	data := appendMachine(nil, m)
-	return b.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMachines).Put([]byte(m.MAC), data)
+	created := false
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketMachines)
+		created = bk.Get([]byte(m.MAC)) == nil
+		return bk.Put([]byte(m.MAC), data)
 	})
+	if err == nil && created {
+		b.inventory.count.Add(1)
+	}
+	return err
 }
 
 // GetMachine returns a machine by MAC address (any spelling).
@@ -338,7 +351,7 @@ func (b *Bolt) DeleteMachine(_ context.Context, mac string) error {
 	if err != nil {
 		return err
 	}
-	return b.db.Update(func(tx *bolt.Tx) error {
+	err = b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketMachines)
 		if bk.Get([]byte(norm)) == nil {
 			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
@@ -362,4 +375,8 @@ func (b *Bolt) DeleteMachine(_ context.Context, mac string) error {
 		}
 		return nil
 	})
+	if err == nil {
+		b.inventory.count.Add(-1)
+	}
+	return err
 }

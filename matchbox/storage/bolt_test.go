@@ -476,14 +476,14 @@ func TestRecordEventsBoundedAndMachineRecords(t *testing.T) {
 		batch = append(batch, matchbox.Event{Time: start.Add(time.Duration(i) * time.Second), MAC: "52-54-00-00-00-01",
 			Kind: matchbox.EventHTTPServed, File: fmt.Sprintf("/ipxe#%d", i), IP: "10.0.0.5", Group: "g", Profile: "p", Arch: "x86_64"})
 		if len(batch) == 37 || i == total-1 {
-			if err := b.RecordEvents(ctx, batch); err != nil {
+			if _, err := b.RecordEvents(ctx, batch); err != nil {
 				t.Fatal(err)
 			}
 			batch = nil
 		}
 	}
 	// Events without a valid MAC are skipped, not fatal.
-	if err := b.RecordEvents(ctx, []matchbox.Event{{MAC: "junk", Kind: matchbox.EventDHCPOffer}}); err != nil {
+	if _, err := b.RecordEvents(ctx, []matchbox.Event{{MAC: "junk", Kind: matchbox.EventDHCPOffer}}); err != nil {
 		t.Fatal(err)
 	}
 	events, err := b.MachineEvents(ctx, "52:54:00:00:00:01")
@@ -600,7 +600,7 @@ func TestEventsFromMatchboxLeaveTheRecord(t *testing.T) {
 	ctx := context.Background()
 	const mac = "52:54:00:00:00:31"
 	seen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if err := db.RecordEvents(ctx, []matchbox.Event{
+	if _, err := db.RecordEvents(ctx, []matchbox.Event{
 		{Time: seen, MAC: mac, Kind: matchbox.EventHTTPServed, IP: "10.0.0.5", Group: "g", Profile: "live"},
 		{Time: seen.Add(time.Hour), MAC: mac, Kind: matchbox.EventBMC, File: "power off"},
 		{Time: seen.Add(2 * time.Hour), MAC: mac, Kind: matchbox.EventWorkflow, Profile: "install", Detail: "requested"},

@@ -32,10 +32,14 @@ const MaxEventsPerMachine = 200
 
 // RecordEvents appends events to their machines' histories and updates the
 // machine records (first/last seen, last IP, arch, UUID, group, profile),
-// creating records on first contact, in one transaction.
-func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
+// creating records on first contact, in one transaction. An event of a
+// machine not in the inventory creates no record, and is not recorded,
+// when its MAC is only the client's word (Event.Claimed) or when the
+// inventory holds SetMaxMachines records; those are counted in the result.
+func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) (matchbox.NotRecorded, error) {
 	// Normalise and sort by machine (stable: time order within one), so
 	// the batch writes each machine's range once, in key order.
+	var skipped matchbox.NotRecorded
 	valid := make([]matchbox.Event, 0, len(events))
 	for _, e := range events {
 		mac, err := matchbox.NormalizeMAC(e.MAC)
@@ -47,11 +51,15 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
 	}
 	slices.SortStableFunc(valid, func(a, b matchbox.Event) int { return strings.Compare(a.MAC, b.MAC) })
 	var mem arena
-	return b.db.Update(func(tx *bolt.Tx) error {
+	var created int64
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		skipped, created = matchbox.NotRecorded{}, 0
 		machines := tx.Bucket(bucketMachines)
 		hist := tx.Bucket(bucketHistory)
 		var m matchbox.Machine
-		have := false
+		// cur is the machine of the events at hand; have says m holds
+		// its record (read, or created by this batch).
+		cur, have := "", false
 		flush := func() error {
 			if !have {
 				return nil
@@ -62,17 +70,30 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
 		}
 		for i := range valid {
 			e := &valid[i]
-			if !have || m.MAC != e.MAC {
+			if e.MAC != cur {
 				if err := flush(); err != nil {
 					return err
 				}
-				m, have = matchbox.Machine{MAC: e.MAC}, true
+				cur, have = e.MAC, false
 				if data := machines.Get([]byte(e.MAC)); data != nil {
+					m = matchbox.Machine{MAC: e.MAC}
 					if err := decodeMachine(data, &m); err != nil {
 						return fmt.Errorf("machine %s: %w", e.MAC, err)
 					}
-					m.MAC = e.MAC
+					m.MAC, have = e.MAC, true
 				}
+			}
+			if !have {
+				switch {
+				case e.Claimed:
+					skipped.Unconfirmed++
+					continue
+				case !b.inventory.admits(created):
+					skipped.Full++
+					continue
+				}
+				m, have = matchbox.Machine{MAC: e.MAC}, true
+				created++
 			}
 			applyEvent(&m, *e)
 			m.EventSeq++
@@ -89,6 +110,11 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) error {
 		}
 		return flush()
 	})
+	if err != nil {
+		return matchbox.NotRecorded{}, err
+	}
+	b.inventory.count.Add(created)
+	return skipped, nil
 }
 
 func historyKey(mac string, seq uint64) []byte {

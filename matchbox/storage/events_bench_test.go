@@ -30,7 +30,7 @@ func BenchmarkRecordEvents(b *testing.B) {
 			batch[i] = matchbox.Event{Time: time.Unix(int64(n), 0), MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", byte(n>>16), byte(n>>8), byte(n)),
 				Kind: matchbox.EventHTTPServed, File: "/metadata", IP: "10.0.0.5", Group: "node", Profile: "p1", Arch: "x86_64"}
 		}
-		if err := db.RecordEvents(ctx, batch); err != nil {
+		if _, err := db.RecordEvents(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
 	}

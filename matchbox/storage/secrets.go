@@ -143,7 +143,8 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 	if err := ValidateBMC(s); err != nil {
 		return err
 	}
-	return b.db.Update(func(tx *bolt.Tx) error {
+	created := false
+	err = b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketBMC)
 		if s.Password == "" {
 			old := bk.Get([]byte(norm))
@@ -166,9 +167,14 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 			if err := machines.Put([]byte(norm), appendMachine(nil, &matchbox.Machine{MAC: norm})); err != nil {
 				return err
 			}
+			created = true
 		}
 		return bk.Put([]byte(norm), sealed)
 	})
+	if err == nil && created {
+		b.inventory.count.Add(1)
+	}
+	return err
 }
 
 // MachineBMC returns a machine's BMC settings, password included (for the

@@ -38,7 +38,7 @@ func TestBMCSettingsSealed(t *testing.T) {
 	if m, err := db.GetMachine(ctx, "52:54:00:00:00:99"); err != nil || m.MAC != "52:54:00:00:00:99" {
 		t.Errorf("machine registered by its BMC settings: %+v, %v", m, err)
 	}
-	if err := db.RecordEvents(ctx, []matchbox.Event{{MAC: mac, Kind: matchbox.EventDHCPDiscover}}); err != nil {
+	if _, err := db.RecordEvents(ctx, []matchbox.Event{{MAC: mac, Kind: matchbox.EventDHCPDiscover}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.9"}); !errors.Is(err, matchbox.ErrInvalid) {
