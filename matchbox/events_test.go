@@ -15,7 +15,9 @@ import (
 // storeFunc adapts a function to EventStore.
 type storeFunc func([]Event) error
 
-func (f storeFunc) RecordEvents(_ context.Context, ev []Event) (NotRecorded, error) { return NotRecorded{}, f(ev) }
+func (f storeFunc) RecordEvents(_ context.Context, ev []Event) (NotRecorded, error) {
+	return NotRecorded{}, f(ev)
+}
 
 func TestRecorder(t *testing.T) {
 	var mu sync.Mutex
