@@ -23,3 +23,8 @@ var ErrPrecondition = errors.New("precondition failed")
 // it cannot give safely yet, such as a group for a machine that a group
 // file which does not load may select. Boot endpoints answer 503.
 var ErrUnavailable = errors.New("unavailable")
+
+// ErrForbidden is returned (wrapped) when a request is refused for who
+// sent it, such as a config asked for by an address that does not hold
+// the machine's DHCP lease. Boot endpoints answer 403.
+var ErrForbidden = errors.New("forbidden")

@@ -143,6 +143,11 @@ type netboot struct {
 	pinned map[string]string
 	// leases is the DHCP server when it hands out addresses (full mode).
 	leases api.LeaseAdmin
+	// dhcp is the same server (nil unless it hands out addresses), and
+	// allFull says DHCP runs in full mode on every interface it serves;
+	// anyDHCP that it runs at all.
+	dhcp             *dhcp.Server
+	allFull, anyDHCP bool
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
@@ -198,14 +203,14 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 				return nil, err
 			}
 			prefixes = append(prefixes, prefix)
-			for _, port := range []int{n.dhcpPort, n.binlPort} {
+			for i, port := range []int{n.dhcpPort, n.binlPort} {
 				conn, err := dhcp.ListenInterface(ctx, ifc.name, port)
 				if err != nil {
 					closeAll()
 					return nil, err
 				}
 				listeners = append(listeners, dhcp.Listener{Conn: conn, Interface: ifc.name, ServerIP: prefix.Addr(),
-					Prefix: prefix.Masked(), Mode: ifc.mode, BINL: port == n.binlPort})
+					Prefix: prefix.Masked(), Mode: ifc.mode, BINL: i == 1})
 			}
 		}
 		var subnets []dhcp.Subnet
@@ -250,10 +255,14 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 		// Answers kept for repeated PXE requests follow the configuration.
 		catalog.OnChange(func(*matchbox.Snapshot) { srv.ForgetAnswers() })
 		if len(subnets) > 0 {
-			nb.leases = srv
+			nb.leases, nb.dhcp = srv, srv
 		}
+		nb.anyDHCP, nb.allFull = true, true
 		for _, ifc := range ifaces {
-			log.Info("dhcp serving", "interface", ifc.name, "mode", ifc.mode)
+			nb.allFull = nb.allFull && ifc.mode == dhcp.ModeFull
+		}
+		for _, l := range listeners {
+			log.Info("dhcp serving", "interface", l.Interface, "mode", l.Mode, "address", l.Conn.LocalAddr().String(), "pxe_port", l.BINL)
 		}
 		log.Info("dhcp subnets", "count", len(subnets))
 	}

@@ -126,6 +126,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	ac := apiFlags(fs)
 	lcc := lifecycleFlags(fs)
 	rc := releaseServeFlags(fs)
+	bc := bindingFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	set, err := parseFlagsSet(fs, args, stderr)
 	if err != nil {
@@ -277,6 +278,16 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	nb.run = append(nb.run, lc.lc.Run)
+	holder, err := bc.leaseHolder(nb, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Without a DHCP server of ours, a request naming a MAC is all that
+	// identifies a machine.
+	rec.SetClaimsIdentify(!nb.anyDHCP)
+	db.SetMaxMachines(bc.maxMachines)
+	inventoryMetrics(reg, db, rec, bc.maxMachines)
 	var releases *releaseAdmin
 	if mirror != nil {
 		releases = newReleaseAdmin(mirror, rc.keep, log.With("component", "release"))
@@ -304,6 +315,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Engine:          engine,
 		Recorder:        rec,
 		Lifecycle:       lc.lc,
+		Leases:          holder,
 		BootFilesPath:   bootFiles,
 		BootFilesPinned: nb.pinned,
 		AssetsPath:      c.assetsPath,

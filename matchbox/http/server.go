@@ -54,6 +54,12 @@ type Config struct {
 	// Lifecycle, when set, gates what machines being reinstalled are
 	// served and takes installers' reports at /lifecycle/report.
 	Lifecycle Lifecycle
+	// Leases, when set, binds configs to DHCP leases (-config-binding
+	// lease): /ignition, /cloud, /generic and /metadata, any answer that
+	// carries a reinstall token, and installers' reports are taken only
+	// from the address that holds a current lease of the MAC the request
+	// names; others get 403.
+	Leases LeaseHolder
 }
 
 // Lifecycle is the part of the core's reinstall workflow the boot
@@ -175,6 +181,9 @@ type query struct {
 	// gate is set while the machine is held by a reinstall.
 	gate *matchbox.Gate
 	eng  *render.Engine
+	// confirmed: the request comes from the holder of the DHCP lease of
+	// the MAC it names (lease binding only).
+	confirmed bool
 }
 
 func (q *query) data(withHost bool) map[string]any {
@@ -373,6 +382,7 @@ const (
 func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string) nethttp.Handler {
 	selects := need != selectNone
 	file := "/" + endpoint
+	binds := bindsConfig[strings.TrimSuffix(strings.TrimSuffix(endpoint, ".sig"), ".asc")]
 	return s.instrument(endpoint, nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		if r.Method != nethttp.MethodGet && r.Method != nethttp.MethodHead {
 			methodNotAllowed(w)
@@ -385,11 +395,23 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 				s.fail(w, r, endpoint, q, err)
 				return
 			}
+			s.confirm(r, q)
+			if binds && s.cfg.Leases != nil && !q.confirmed {
+				s.fail(w, r, endpoint, q, s.refuseUnbound(r, q, "the config"))
+				return
+			}
 			q.snap = s.cfg.Catalog.Snapshot()
 			q.sel, err = q.snap.Select(q.labels)
 			if s.cfg.Lifecycle != nil {
 				if gerr := s.applyGate(q); gerr != nil {
 					s.fail(w, r, endpoint, q, gerr)
+					return
+				}
+				if s.cfg.Leases != nil && !q.confirmed && q.gate != nil && q.gate.Token != "" && !(q.gate.State == matchbox.StateInstalled && !binds) {
+					// The answer would carry the reinstall's token (an
+					// installed machine's iPXE and GRUB answers do not:
+					// they boot from disk).
+					s.fail(w, r, endpoint, q, s.refuseUnbound(r, q, "a reinstall's boot"))
 					return
 				}
 				if q.gate != nil && q.gate.Installs() {
@@ -465,7 +487,8 @@ func (s *Server) applyGate(q *query) error {
 
 // report takes an installer's or installed system's report:
 // POST /lifecycle/report?mac=M&token=T&status=installed|failed|booted[&exit=N]
-// with the end of the installer's log as the body.
+// with the end of the installer's log as the body. The sender and the
+// token are checked before the body is read.
 func (s *Server) report(w nethttp.ResponseWriter, r *nethttp.Request) {
 	q := &query{file: "/lifecycle/report", raw: r.URL.RawQuery, host: requestHost(r)}
 	if r.Method != nethttp.MethodPost {
@@ -480,22 +503,42 @@ func (s *Server) report(w nethttp.ResponseWriter, r *nethttp.Request) {
 		return
 	}
 	q.labels = map[string]string{"mac": mac}
+	s.confirm(r, q)
+	if s.cfg.Leases != nil && !q.confirmed {
+		s.fail(w, r, "lifecycle-report", q, s.refuseUnbound(r, q, "a report"))
+		return
+	}
+	token := vals.Get("token")
+	if err := s.cfg.Lifecycle.CheckToken(mac, token); err != nil {
+		s.fail(w, r, "lifecycle-report", q, err)
+		return
+	}
 	rep := matchbox.InstallReport{Status: matchbox.ReportStatus(vals.Get("status"))}
 	if e := vals.Get("exit"); e != "" {
 		n, err := strconv.Atoi(e)
 		if err != nil {
-			s.fail(w, r, "lifecycle-report", q, fmt.Errorf("exit status %q is not a number: %w", e, matchbox.ErrInvalid))
+			s.fail(w, r, "lifecycle-report", q, fmt.Errorf("exit status %s is not a number: %w", matchbox.Quote(e), matchbox.ErrInvalid))
 			return
 		}
 		rep.ExitStatus = &n
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if r.ContentLength > MaxReportBody {
+		s.fail(w, r, "lifecycle-report", q, fmt.Errorf("%w: report body over %d bytes (send the end of the log)", matchbox.ErrInvalid, MaxReportBody))
+		return
+	}
+	body, err := io.ReadAll(nethttp.MaxBytesReader(w, r.Body, MaxReportBody))
 	if err != nil {
-		s.fail(w, r, "lifecycle-report", q, fmt.Errorf("read report: %w", err))
+		var tooLarge *nethttp.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			err = fmt.Errorf("%w: report body over %d bytes (send the end of the log)", matchbox.ErrInvalid, MaxReportBody)
+		} else {
+			err = fmt.Errorf("read report: %w", err)
+		}
+		s.fail(w, r, "lifecycle-report", q, err)
 		return
 	}
 	rep.Log = string(body)
-	wf, err := s.cfg.Lifecycle.Report(r.Context(), mac, vals.Get("token"), rep)
+	wf, err := s.cfg.Lifecycle.Report(r.Context(), mac, token, rep)
 	if err != nil {
 		s.fail(w, r, "lifecycle-report", q, err)
 		return
@@ -513,7 +556,7 @@ func (s *Server) attrs(r *nethttp.Request, endpoint string, q *query, code int) 
 	if mac := q.labels["mac"]; mac != "" {
 		attrs = append(attrs, slog.String("mac", mac))
 	} else if raw := r.URL.Query().Get("mac"); raw != "" {
-		attrs = append(attrs, slog.String("mac", raw))
+		attrs = append(attrs, slog.String("mac", matchbox.Quote(raw)))
 	}
 	if q.sel.Group != nil {
 		attrs = append(attrs, slog.String("group", q.sel.Group.ID))
@@ -543,7 +586,7 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 		code, level = nethttp.StatusBadRequest, slog.LevelWarn
 	case errors.Is(err, matchbox.ErrNotFound):
 		code, level = nethttp.StatusNotFound, slog.LevelInfo
-	case errors.Is(err, matchbox.ErrStaleToken):
+	case errors.Is(err, matchbox.ErrStaleToken), errors.Is(err, matchbox.ErrForbidden):
 		code, level = nethttp.StatusForbidden, slog.LevelWarn
 	case errors.Is(err, matchbox.ErrConflict):
 		code, level = nethttp.StatusConflict, slog.LevelWarn
@@ -559,6 +602,12 @@ func (s *Server) fail(w nethttp.ResponseWriter, r *nethttp.Request, endpoint str
 		s.log.LogAttrs(r.Context(), level, "request failed", append(s.attrs(r, endpoint, q, code), slog.String("err", err.Error()))...)
 	}
 	s.record(r, endpoint, q, matchbox.EventHTTPFailed, fmt.Sprintf("%d: %s", code, shortReason(err)))
+	if r.ContentLength != 0 {
+		// A refused body is not read: answer at once and close, rather
+		// than read what is left of it first, as net/http would to keep
+		// the connection.
+		w.Header().Set("Connection", "close")
+	}
 	w.Header().Set("Content-Type", textType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -573,7 +622,8 @@ func (s *Server) record(r *nethttp.Request, endpoint string, q *query, kind matc
 	if mac == "" {
 		return
 	}
-	ev := matchbox.Event{MAC: mac, Kind: kind, File: q.file, Arch: q.labels["arch"], UUID: q.labels["uuid"], Detail: detail}
+	// Only lease binding confirms that the MAC is the requester's.
+	ev := matchbox.Event{MAC: mac, Kind: kind, File: q.file, Arch: q.labels["arch"], UUID: q.labels["uuid"], Detail: detail, Claimed: !q.confirmed}
 	if ip := remoteIP(r); ip.IsValid() {
 		ev.IP = ip.String()
 	}

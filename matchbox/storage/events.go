@@ -127,7 +127,9 @@ func appendHistoryKey(b []byte, mac string, seq uint64) []byte {
 
 // applyEvent updates what a machine record knows from one event.
 func applyEvent(m *matchbox.Machine, e matchbox.Event) {
-	if !e.Kind.FromMachine() {
+	// A claimed event goes into the history, but says nothing for sure
+	// of the machine: its address may be another host's.
+	if !e.Kind.FromMachine() || e.Claimed {
 		return
 	}
 	if m.FirstSeen.IsZero() || e.Time.Before(m.FirstSeen) {

@@ -50,6 +50,13 @@ func TestInventoryBounds(t *testing.T) {
 	if db.MachineCount() != 1 {
 		t.Errorf("count %d, want 1", db.MachineCount())
 	}
+	// A claimed event lands in the history of a known machine, but
+	// another host's address does not become the machine's.
+	record(matchbox.Event{MAC: mac(2), Kind: matchbox.EventDHCPAck, IP: "10.0.0.5"},
+		matchbox.Event{MAC: mac(2), Kind: matchbox.EventHTTPFailed, IP: "10.0.0.66", UUID: "forged", Claimed: true})
+	if m, err := db.GetMachine(ctx, mac(2)); err != nil || m.LastIP != "10.0.0.5" || m.UUID != "" {
+		t.Errorf("after a claimed event: %+v, %v", m, err)
+	}
 
 	db.SetMaxMachines(3)
 	var batch []matchbox.Event

@@ -3,14 +3,21 @@ package netboot
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"matchbox.dev/matchbox/bmc/bmcsim"
 )
@@ -30,6 +37,81 @@ func (l *lab) cli(args ...string) (string, error) {
 		l.t.Errorf("the CLI shows the BMC password: %s", out)
 	}
 	return string(out), err
+}
+
+// machineIP is the last address of the machine its record holds (its
+// DHCP lease).
+func (l *lab) machineIP(mac string) string {
+	l.t.Helper()
+	out, err := l.cli("machine", "get", mac, "-o", "json")
+	if err != nil {
+		l.t.Fatalf("machine get: %v: %s", err, out)
+	}
+	var m struct {
+		LastIP string `json:"last_ip"`
+	}
+	if err := json.Unmarshal([]byte(out), &m); err != nil || m.LastIP == "" {
+		l.t.Fatalf("machine get: no last_ip: %v: %s", err, out)
+	}
+	return m.LastIP
+}
+
+// hostAddr is the lab namespace's own address on its bridge.
+func (l *lab) hostAddr() string {
+	host, _, _ := net.SplitHostPort(httpAddr)
+	return host
+}
+
+// postFrom POSTs an empty body to url from inside the lab's namespace,
+// from the address src (local there).
+func (l *lab) postFrom(src, url string) (int, string) {
+	l.t.Helper()
+	addr := strings.TrimPrefix(url, "http://")
+	addr, _, _ = strings.Cut(addr, "/")
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		// Never unlocked: the thread, moved into the namespace, ends
+		// with this goroutine. The socket is made here, so it lives in
+		// the namespace.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/run/netns/"+l.ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- dialed{err: err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- dialed{err: err}
+			return
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		ch <- dialed{c, err}
+	}()
+	dc := <-ch
+	if dc.err != nil {
+		l.t.Fatalf("connect from %s in %s: %v", src, l.ns, dc.err)
+	}
+	used := false
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			if used {
+				return nil, errors.New("one connection only")
+			}
+			used = true
+			return dc.c, nil
+		}}}
+	resp, err := client.Post(url, "text/plain", strings.NewReader(""))
+	if err != nil {
+		l.t.Fatalf("POST %s from %s: %v", url, src, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // workflowState is the machine's reinstall state (empty before any).
@@ -182,11 +264,19 @@ func TestReinstallWithIPMI(t *testing.T) {
 		t.Fatalf("power off: %v: %s", err, out)
 	}
 
-	// The installed system's first-boot report, as it would send it.
-	report := exec.Command("ip", "netns", "exec", l.ns, "busybox", "wget", "-q", "-O", "-", "--post-data", "",
-		"http://"+httpAddr+"/lifecycle/report?mac="+mac+"&token="+token+"&status=booted")
-	if out, err := report.CombinedOutput(); err != nil {
-		t.Fatalf("first-boot report: %v: %s", err, out)
+	// The installed system's first-boot report, as it would send it:
+	// from the machine's lease address (configs and reports are bound to
+	// leases in full mode), not from the namespace's own.
+	reportURL := "http://" + httpAddr + "/lifecycle/report?mac=" + mac + "&token=" + token + "&status=booted"
+	if code, body := l.postFrom(l.hostAddr(), reportURL); code != 403 {
+		t.Errorf("a report from another address than the machine's lease: %d %s, want 403", code, body)
+	}
+	leased := l.machineIP(mac)
+	if out, err := exec.Command("ip", "netns", "exec", l.ns, "ip", "addr", "add", leased+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("add the machine's address %s: %v: %s", leased, err, out)
+	}
+	if code, body := l.postFrom(leased, reportURL); code != 200 {
+		t.Fatalf("first-boot report: %d %s", code, body)
 	}
 	select {
 	case err := <-waitDone:

@@ -1,0 +1,51 @@
+package dhcp
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// HoldsLease is true only for the address of a current bound lease of the
+// MAC: not for an offer, another address, or another MAC.
+func TestHoldsLease(t *testing.T) {
+	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	c := newClient(t, mac(1), ts.addr)
+	offer, err := c.DiscoverOffer(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := toAddr(offer.YourIPAddr)
+	if ts.srv.HoldsLease(mac(1).String(), offered) {
+		t.Error("an offered address holds the lease")
+	}
+	lease, err := c.Request(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := toAddr(lease.ACK.YourIPAddr)
+	for _, tc := range []struct {
+		mac  string
+		ip   netip.Addr
+		want bool
+	}{
+		{mac(1).String(), ip, true},
+		{mac(1).String(), netip.AddrFrom16(ip.As16()), true}, // as a mapped IPv6 address
+		{mac(2).String(), ip, false},
+		{mac(1).String(), ip.Next(), false},
+		{mac(1).String(), netip.MustParseAddr("192.0.2.1"), false},
+	} {
+		if got := ts.srv.HoldsLease(tc.mac, tc.ip); got != tc.want {
+			t.Errorf("HoldsLease(%s, %v) = %v, want %v", tc.mac, tc.ip, got, tc.want)
+		}
+	}
+	// A RELEASE ends it (sent to the server's loopback socket).
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac(1)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(lease.ACK.YourIPAddr), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverIP.AsSlice()))))
+	if _, err := c1Conn(t).WriteTo(rel.ToBytes(), ts.addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !ts.srv.HoldsLease(mac(1).String(), ip) })
+}
