@@ -115,7 +115,7 @@ func TestConfigBindingByLease(t *testing.T) {
 		if code == 200 {
 			events = nil
 			_ = json.Unmarshal([]byte(out), &events)
-			if strings.Contains(out, "403: config binding") {
+			if strings.Contains(out, "403: forbidden: config binding") {
 				break
 			}
 		}
@@ -128,7 +128,7 @@ func TestConfigBindingByLease(t *testing.T) {
 		t.Errorf("a request naming an unknown MAC added a machine: %d %s", code, out)
 	}
 	code, out := apiCall(t, "GET", s.apiURL+"/api/v1/machines/"+mac, strings.TrimSpace(string(token)), nil)
-	if code != 200 || !strings.Contains(out, `"last_ip":"`+leased+`"`) {
+	if code != 200 || !strings.Contains(out, `"last_ip": "`+leased+`"`) {
 		t.Errorf("machine record: %d %s (want last_ip %s: the stranger's address is not the machine's)", code, out, leased)
 	}
 }
