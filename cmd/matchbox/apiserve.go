@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -27,6 +26,8 @@ type apiConfig struct {
 	certFile  string
 	keyFile   string
 	caFile    string
+	crlFile   string
+	certRole  string
 	insecure  bool
 }
 
@@ -36,7 +37,9 @@ func apiFlags(fs *flag.FlagSet) *apiConfig {
 	fs.StringVar(&c.tokenFile, "api-token-file", "", "file holding the admin API token (default: one is generated on first start into <data-path>/admin.token)")
 	fs.StringVar(&c.certFile, "api-cert-file", "", "TLS certificate of the admin API (PEM)")
 	fs.StringVar(&c.keyFile, "api-key-file", "", "TLS private key of the admin API (PEM)")
-	fs.StringVar(&c.caFile, "api-ca-file", "", "CA certificate(s) (PEM) whose client certificates the admin API accepts instead of a token (OU=read: read role, otherwise admin)")
+	fs.StringVar(&c.caFile, "api-ca-file", "", "CA certificate(s) (PEM) whose client certificates the admin API accepts instead of a token (role from the OU: read or admin)")
+	fs.StringVar(&c.crlFile, "api-crl-file", "", "certificate revocation lists (PEM or DER) of the -api-ca-file CAs; checked on every handshake, read again when the file changes")
+	fs.StringVar(&c.certRole, "api-cert-default-role", "", `role of client certificates without an OU: "" (refuse them), read or admin`)
 	fs.BoolVar(&c.insecure, "api-insecure", false, "allow the admin API without TLS on an address other than loopback")
 	return c
 }
@@ -68,23 +71,55 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	if ac.caFile != "" && !useTLS {
 		return nil, errors.New("-api-ca-file needs -api-cert-file and -api-key-file (client certificates are checked over TLS)")
 	}
+	if ac.crlFile != "" && ac.caFile == "" {
+		return nil, errors.New("-api-crl-file needs -api-ca-file: it revokes client certificates of those CAs")
+	}
+	certRole := matchbox.Role(ac.certRole)
+	if certRole != "" && !certRole.Valid() {
+		return nil, fmt.Errorf(`-api-cert-default-role %q: want "" (refuse certificates without an OU), read or admin`, ac.certRole)
+	}
 	if !useTLS && !loopbackOnly(ac.address) && !ac.insecure {
 		return nil, fmt.Errorf("-api-address %s is not a loopback address: give -api-cert-file and -api-key-file, or -api-insecure to send tokens in the clear", ac.address)
 	}
-	file, err := api.EnsureAdminToken(ctx, db, ac.tokenFile, filepath.Join(dataPath, "admin.token"))
-	if err != nil {
-		return nil, err
+	defaultTokenFile := filepath.Join(dataPath, "admin.token")
+	tokenWhat, tokenFile := "-api-token-file", ac.tokenFile
+	if tokenFile == "" {
+		tokenWhat, tokenFile = "the admin API token file", defaultTokenFile
 	}
-	if file != "" {
-		log.Info("admin API token", "file", file)
-	} else {
-		log.Warn("the admin API token file is gone; the token registered before still works (remove the token named admin from the database, or give -api-token-file, to set a new one)")
+	for _, f := range [][2]string{{tokenWhat, tokenFile}, {"-api-key-file", ac.keyFile}} {
+		if f[1] == "" {
+			continue
+		}
+		if err := checkSecretFile(log, f[0], f[1]); err != nil {
+			return nil, err
+		}
+	}
+	var tlsConfig *tls.Config
+	var verifyCert func([][]*x509.Certificate) error
+	if useTLS {
+		cert, err := tls.LoadX509KeyPair(ac.certFile, ac.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin API TLS: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if ac.caFile != "" {
+			crl, err := setupClientCerts(tlsConfig, ac.caFile, ac.crlFile, log)
+			if err != nil {
+				return nil, err
+			}
+			if crl != nil {
+				verifyCert = crl.check
+			}
+		}
+	}
+	if _, err := api.EnsureAdminToken(ctx, db, ac.tokenFile, defaultTokenFile, log); err != nil {
+		return nil, err
 	}
 	var ra api.ReleaseAdmin
 	if releases != nil {
 		ra = releases // a nil *releaseAdmin must stay a nil interface
 	}
-	srv, err := api.New(ctx, api.Config{
+	apiCfg := api.Config{
 		Releases:  ra,
 		BMC:       settings,
 		Power:     lc.bmcs,
@@ -104,7 +139,9 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 			catalog.Update(ctx, "db", objs)
 			return nil
 		},
-	})
+	}
+	apiCfg.CertDefaultRole, apiCfg.VerifyCertificate = certRole, verifyCert
+	srv, err := api.New(ctx, apiCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -113,28 +150,7 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 		return nil, fmt.Errorf("-api-address: %w", err)
 	}
 	hs := &nethttp.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	if useTLS {
-		cert, err := tls.LoadX509KeyPair(ac.certFile, ac.keyFile)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("admin API TLS: %w", err)
-		}
-		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if ac.caFile != "" {
-			pem, err := os.ReadFile(ac.caFile)
-			if err != nil {
-				ln.Close()
-				return nil, fmt.Errorf("-api-ca-file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				ln.Close()
-				return nil, fmt.Errorf("-api-ca-file %s: no PEM certificate in it", ac.caFile)
-			}
-			// Tokens keep working: a certificate is asked for, not required.
-			hs.TLSConfig.ClientCAs, hs.TLSConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
-		}
-	}
+	hs.TLSConfig = tlsConfig
 	log.Info("admin API listening", "address", ln.Addr().String(), "tls", useTLS)
 	return func(ctx context.Context) error {
 		done := make(chan error, 1)

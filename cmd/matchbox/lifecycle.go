@@ -135,6 +135,9 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	if keyFile == "" {
 		keyFile = filepath.Join(dataPath, "secret.key")
 	}
+	if err := checkSecretFile(log, "-secret-key-file", keyFile); err != nil {
+		return nil, storage.BMCSettings{}, err
+	}
 	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
 	if err != nil {
 		return nil, storage.BMCSettings{}, err

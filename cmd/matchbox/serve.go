@@ -68,7 +68,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.BoolVar(&c.ignoreBroken, "ignore-broken-groups", false, "serve the machines a group file that does not load may select the next matching group, as poseidon/matchbox does, instead of no group (risky: that may be a default group that installs to disk)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long to drain open requests on shutdown")
 	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 32, "memory bound of the Butane→Ignition translation cache, in MiB")
-	fs.StringVar(&c.debugAddress, "debug-address", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty)")
+	fs.StringVar(&c.debugAddress, "debug-address", "", "serve Go's profiling endpoints (/debug/pprof/, no authentication) on this loopback address, e.g. 127.0.0.1:6060 (off when empty)")
 	fs.StringVar(&c.configFile, "config", "", "config file (YAML or JSON): serve flags by name, and a dhcp section for per-interface modes and per-subnet options")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", `soft memory limit of the Go runtime: "auto" (from the loaded configuration), "off", or MiB`)
 	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
@@ -152,6 +152,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if c.rpcAddress != "" || c.certFile != "" || c.keyFile != "" || c.caFile != "" {
 		log.Warn("the poseidon/matchbox gRPC API is not served; -rpc-address, -cert-file, -key-file and -ca-file are ignored")
 	}
+	if c.debugAddress != "" && !loopbackOnly(c.debugAddress) {
+		return fmt.Errorf("-debug-address %s is not a loopback address: the profiling endpoints have no authentication; listen on 127.0.0.1 and reach them through an SSH tunnel (ssh -L 6060:127.0.0.1:6060 HOST)", c.debugAddress)
+	}
 	if c.dbPath == "" {
 		c.dbPath = filepath.Join(c.dataPath, "matchbox.db")
 	}
@@ -166,6 +169,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	var signer *sign.Signer
 	if c.keyRingPath != "" {
+		if err := checkSecretFile(log, "-key-ring-path", c.keyRingPath); err != nil {
+			return err
+		}
 		signer, err = sign.LoadKeyRing(c.keyRingPath, []byte(os.Getenv("MATCHBOX_PASSPHRASE")))
 		if err != nil {
 			return err
@@ -387,6 +393,11 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}()
 	if c.debugAddress != "" {
 		dln, err := net.Listen("tcp", c.debugAddress)
+		if err == nil && !loopbackOnly(dln.Addr().String()) {
+			// A name such as localhost resolved to another address.
+			dln.Close()
+			err = fmt.Errorf("%s is not a loopback address", dln.Addr())
+		}
 		if err != nil {
 			cancel()
 			wg.Wait()

@@ -28,7 +28,7 @@ func newTestCA(t *testing.T) *testCA {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "matchbox test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -70,13 +70,15 @@ func (ca *testCA) issue(t *testing.T, name string, server bool, ou ...string) (c
 }
 
 // The admin API over TLS: tokens work, client certificates signed by the
-// -api-ca-file CA work without a token (OU=read limits them to reading),
-// a certificate from another CA does not.
+// -api-ca-file CA work without a token (OU=admin, or OU=read to only
+// read), a certificate from another CA does not, nor one without an OU
+// unless -api-cert-default-role gives it a role.
 func TestAPITLSAndClientCertificates(t *testing.T) {
 	ca := newTestCA(t)
 	srvCert, srvKey := ca.issue(t, "server", true)
-	adminCert, adminKey := ca.issue(t, "ops", false)
+	adminCert, adminKey := ca.issue(t, "ops", false, "admin")
 	readCert, readKey := ca.issue(t, "viewer", false, "read")
+	plainCert, plainKey := ca.issue(t, "plain", false)
 	other := newTestCA(t)
 	strangerCert, strangerKey := other.issue(t, "stranger", false)
 
@@ -102,6 +104,9 @@ func TestAPITLSAndClientCertificates(t *testing.T) {
 	}
 	if code, out := runCLI(t, append(base, "MATCHBOX_TOKEN=none"), "profile", "list", "-client-cert", strangerCert, "-client-key", strangerKey); code != 1 {
 		t.Errorf("certificate of another CA: %d %s", code, out)
+	}
+	if code, out := runCLI(t, base, "profile", "list", "-client-cert", plainCert, "-client-key", plainKey); code != 1 || !strings.Contains(out, "no organizational unit") {
+		t.Errorf("certificate without an OU: %d %s", code, out)
 	}
 	// Without the CA the CLI refuses the server's certificate.
 	if code, out := runCLI(t, []string{"MATCHBOX_ENDPOINT=" + endpoint, "MATCHBOX_TOKEN=x"}, "group", "list"); code != 1 || !strings.Contains(out, "certificate") {

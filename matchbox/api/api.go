@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	_ "embed"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -49,6 +51,7 @@ type Store interface {
 	CreateToken(ctx context.Context, t matchbox.Token) error
 	DeleteToken(ctx context.Context, name string) error
 	Tokens(ctx context.Context) ([]matchbox.Token, error)
+	RevokedToken(ctx context.Context, hash string) (matchbox.RevokedToken, error)
 }
 
 // Config configures the API.
@@ -82,8 +85,17 @@ type Config struct {
 	// BootHost is the host:port machines reach the boot endpoints at, for
 	// URLs in previews.
 	BootHost string
-	// MaxBody bounds request bodies (default 1 MiB).
+	// MaxBody bounds request bodies (default 1 MiB). Bodies are read only
+	// after the request is authenticated.
 	MaxBody int64
+	// CertDefaultRole is the role of client certificates whose subject has
+	// no organizational unit (empty: they are refused); see
+	// matchbox.CertificateRole.
+	CertDefaultRole matchbox.Role
+	// VerifyCertificate, when set, is asked about the verified chains of
+	// every request made with a client certificate (a revocation list
+	// read again when it changes); an error refuses the request (403).
+	VerifyCertificate func(chains [][]*x509.Certificate) error
 }
 
 // Server is the admin API.
@@ -204,39 +216,59 @@ func caller(r *http.Request) matchbox.Token {
 	return t
 }
 
-// certToken is the identity of a verified client certificate: role read
-// when the certificate's organizational unit (OU) includes "read", admin
-// otherwise.
-func certToken(r *http.Request) (matchbox.Token, bool) {
+// certToken is the identity of a request's verified client certificate
+// (cert is nil when the request has none); err says why a certificate is
+// refused (revoked, or its OUs name no role: matchbox.CertificateRole).
+func (s *Server) certToken(r *http.Request) (t matchbox.Token, cert *x509.Certificate, err error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return matchbox.Token{}, false
+		return matchbox.Token{}, nil, nil
 	}
-	cert := r.TLS.VerifiedChains[0][0]
-	t := matchbox.Token{Name: "cert:" + cert.Subject.CommonName, Role: matchbox.RoleAdmin}
-	for _, ou := range cert.Subject.OrganizationalUnit {
-		if ou == string(matchbox.RoleRead) {
-			t.Role = matchbox.RoleRead
+	cert = r.TLS.VerifiedChains[0][0]
+	t.Name = "cert:" + cert.Subject.CommonName
+	if s.cfg.VerifyCertificate != nil {
+		if err := s.cfg.VerifyCertificate(r.TLS.VerifiedChains); err != nil {
+			return t, cert, err
 		}
 	}
-	return t, true
+	t.Role, err = matchbox.CertificateRole(cert.Subject.OrganizationalUnit, s.cfg.CertDefaultRole)
+	return t, cert, err
+}
+
+// refuse answers a request that is not let in. A request with a body
+// also gets its connection closed, so the server does not read a body it
+// will not use.
+func refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+	writeError(w, status, code, msg, nil)
 }
 
 // auth requires a bearer token, or a verified client certificate, with at
-// least role need.
+// least role need. It runs before the handler, so no request body is read
+// before the caller is known.
 func (s *Server) auth(need matchbox.Role, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := certToken(r); ok && r.Header.Get("Authorization") == "" {
-			if need == matchbox.RoleAdmin && t.Role != matchbox.RoleAdmin {
-				writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("client certificate %q has role read (OU=read); this needs admin", t.Name), nil)
+		if r.Header.Get("Authorization") == "" {
+			t, cert, err := s.certToken(r)
+			if err != nil {
+				s.log.Warn("admin API client certificate refused", "cn", matchbox.Quote(cert.Subject.CommonName), "serial", cert.SerialNumber.Text(16), "remote", r.RemoteAddr, "reason", err)
+				refuse(w, r, http.StatusForbidden, "forbidden", fmt.Sprintf("client certificate CN=%s refused: %v", matchbox.Quote(cert.Subject.CommonName), err))
 				return
 			}
-			h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
-			return
+			if cert != nil {
+				if need == matchbox.RoleAdmin && t.Role != matchbox.RoleAdmin {
+					refuse(w, r, http.StatusForbidden, "forbidden", fmt.Sprintf("client certificate CN=%s has role read; this needs admin", matchbox.Quote(cert.Subject.CommonName)))
+					return
+				}
+				h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+				return
+			}
 		}
 		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || secret == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="matchbox"`)
-			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token (Authorization: Bearer TOKEN) or a client certificate is required", nil)
+			refuse(w, r, http.StatusUnauthorized, "unauthenticated", "a bearer token (Authorization: Bearer TOKEN) or a client certificate is required")
 			return
 		}
 		s.mu.RLock()
@@ -244,11 +276,11 @@ func (s *Server) auth(need matchbox.Role, h http.HandlerFunc) http.HandlerFunc {
 		s.mu.RUnlock()
 		if !known {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="matchbox", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked token", nil)
+			refuse(w, r, http.StatusUnauthorized, "unauthenticated", "unknown or revoked token")
 			return
 		}
 		if need == matchbox.RoleAdmin && t.Role != matchbox.RoleAdmin {
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q has role %s; this needs admin", t.Name, t.Role), nil)
+			refuse(w, r, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q has role %s; this needs admin", t.Name, t.Role))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
@@ -791,13 +823,28 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 // AdminTokenName is the name of the token the server creates for itself.
 const AdminTokenName = "admin"
 
-// EnsureAdminToken makes sure an admin token exists. With tokenFile set,
-// the secret in that file is the admin token (registered or replaced under
-// the name "admin"). Otherwise, on first start, a new secret is generated,
-// written to defaultFile (mode 0600, never logged) and registered; a
-// secret already in defaultFile is registered again if the database lost
-// it. It returns the file holding the secret.
-func EnsureAdminToken(ctx context.Context, store Store, tokenFile, defaultFile string) (string, error) {
+// EnsureAdminToken makes sure an admin token exists, and tells the
+// operator through log where it is. It returns the file holding the
+// admin token's secret ("" when no file does).
+//
+// With tokenFile set (-api-token-file), the secret in that file is the
+// admin token: registered under the name "admin", replacing (and so
+// revoking) another admin token. Otherwise, on first start, a new secret
+// is generated, written to defaultFile (mode 0600, never logged) and
+// registered; a secret already in defaultFile is registered again if the
+// database lost it.
+//
+// A revoked secret is never registered again. When tokenFile holds one,
+// the file is left as it is (it is the operator's) and an error is
+// logged: the operator writes a new secret into it. When defaultFile
+// holds one, that file is matchbox's own: a new secret is generated into
+// it (unless another token named admin was created since), and an error
+// is logged all the same, since whoever used the old secret needs the new
+// one.
+func EnsureAdminToken(ctx context.Context, store Store, tokenFile, defaultFile string, log *slog.Logger) (string, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ts, err := store.Tokens(ctx)
 	if err != nil {
 		return "", err
@@ -820,6 +867,17 @@ func EnsureAdminToken(ctx context.Context, store Store, tokenFile, defaultFile s
 		}
 		return store.CreateToken(ctx, matchbox.Token{Name: AdminTokenName, Role: matchbox.RoleAdmin, Hash: h, Created: time.Now().UTC()})
 	}
+	// revoked is the revocation of secret, if it was revoked.
+	revoked := func(secret string) (*matchbox.RevokedToken, error) {
+		rv, err := store.RevokedToken(ctx, HashSecret(secret))
+		if errors.Is(err, matchbox.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &rv, nil
+	}
 	readSecret := func(path string) (string, error) {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -831,43 +889,108 @@ func EnsureAdminToken(ctx context.Context, store Store, tokenFile, defaultFile s
 		}
 		return secret, nil
 	}
+	// generate writes a new secret into defaultFile and registers it.
+	generate := func() error {
+		secret, err := NewSecret()
+		if err != nil {
+			return err
+		}
+		if err := writeSecretFile(defaultFile, secret); err != nil {
+			return fmt.Errorf("write the admin token: %w", err)
+		}
+		if err := register(secret); err != nil {
+			os.Remove(defaultFile)
+			return err
+		}
+		return nil
+	}
 	if tokenFile != "" {
 		secret, err := readSecret(tokenFile)
 		if err != nil {
 			return "", fmt.Errorf("-api-token-file: %w", err)
 		}
-		return tokenFile, register(secret)
+		rv, err := revoked(secret)
+		if err != nil {
+			return "", err
+		}
+		if rv != nil {
+			log.Error("the admin API token in -api-token-file was revoked and is not accepted: write a new token (at least 16 characters) into the file and restart",
+				"file", tokenFile, "revoked_as", rv.Name, "revoked_at", rv.Revoked.Format(time.RFC3339))
+			return "", nil
+		}
+		if err := register(secret); err != nil {
+			return "", err
+		}
+		log.Info("admin API token", "file", tokenFile)
+		return tokenFile, nil
 	}
-	if secret, err := readSecret(defaultFile); err == nil {
-		return defaultFile, register(secret)
-	} else if !errors.Is(err, os.ErrNotExist) {
+	secret, err := readSecret(defaultFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if have != nil {
+			// Registered before; its file was removed. The token still
+			// works for whoever kept it.
+			log.Warn("the admin API token file is gone; the token registered before still works (revoke the token named admin, or give -api-token-file, to set a new one)", "file", defaultFile)
+			return "", nil
+		}
+	case err != nil:
+		return "", err
+	default:
+		rv, err := revoked(secret)
+		if err != nil {
+			return "", err
+		}
+		if rv == nil {
+			if err := register(secret); err != nil {
+				return "", err
+			}
+			log.Info("admin API token", "file", defaultFile)
+			return defaultFile, nil
+		}
+		if have != nil {
+			log.Error("the admin API token in this file was revoked and is not accepted; the token named admin was created again since, through the API or -api-token-file: delete the file, or put that token's secret into it",
+				"file", defaultFile, "revoked_at", rv.Revoked.Format(time.RFC3339))
+			return "", nil
+		}
+		if err := generate(); err != nil {
+			return "", err
+		}
+		log.Error("the admin API token in this file was revoked and is not accepted; a new admin token was generated into the file: give it to whoever needs admin access",
+			"file", defaultFile, "revoked_at", rv.Revoked.Format(time.RFC3339))
+		return defaultFile, nil
+	}
+	if err := generate(); err != nil {
 		return "", err
 	}
-	if have != nil {
-		// Registered before; its file was removed. The token still works
-		// for whoever kept it.
-		return "", nil
-	}
-	secret, err := NewSecret()
-	if err != nil {
-		return "", err
-	}
-	f, err := os.OpenFile(defaultFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("write the admin token: %w", err)
-	}
-	if _, err := io.WriteString(f, secret+"\n"); err != nil {
-		f.Close()
-		os.Remove(defaultFile)
-		return "", fmt.Errorf("write the admin token: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(defaultFile)
-		return "", fmt.Errorf("write the admin token: %w", err)
-	}
-	if err := register(secret); err != nil {
-		os.Remove(defaultFile)
-		return "", err
-	}
+	log.Info("admin API token created", "file", defaultFile)
 	return defaultFile, nil
+}
+
+// writeSecretFile writes secret to path, mode 0600, through a file beside
+// it renamed into place, so that path holds the old secret or the new one,
+// never a part of either.
+func writeSecretFile(path, secret string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	// CreateTemp makes files of mode 0600; say so, in case it changes.
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = io.WriteString(f, secret+"\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }

@@ -50,7 +50,7 @@ func newFixture(t *testing.T) *fixture {
 		Groups:   []*matchbox.Group{{ID: "filegroup", Profile: "fileprofile", Origin: "/data/groups/filegroup.json"}},
 		Profiles: []*matchbox.Profile{{ID: "fileprofile", Origin: "/data/profiles/fileprofile.json"}},
 	})
-	file, err := api.EnsureAdminToken(ctx, db, "", filepath.Join(dir, "admin.token"))
+	file, err := api.EnsureAdminToken(ctx, db, "", filepath.Join(dir, "admin.token"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,12 +319,12 @@ func TestAdminTokenFile(t *testing.T) {
 	defer db.Close()
 	ctx := context.Background()
 	def := filepath.Join(dir, "admin.token")
-	if _, err := api.EnsureAdminToken(ctx, db, "", def); err != nil {
+	if _, err := api.EnsureAdminToken(ctx, db, "", def, nil); err != nil {
 		t.Fatal(err)
 	}
 	first, _ := os.ReadFile(def)
 	// A restart keeps the same token.
-	if _, err := api.EnsureAdminToken(ctx, db, "", def); err != nil {
+	if _, err := api.EnsureAdminToken(ctx, db, "", def, nil); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := os.ReadFile(def); !bytes.Equal(first, again) {
@@ -333,7 +333,7 @@ func TestAdminTokenFile(t *testing.T) {
 	// -api-token-file replaces it.
 	given := filepath.Join(dir, "given")
 	os.WriteFile(given, []byte("mbx_given_token_0123456789\n"), 0o600)
-	if _, err := api.EnsureAdminToken(ctx, db, given, def); err != nil {
+	if _, err := api.EnsureAdminToken(ctx, db, given, def, nil); err != nil {
 		t.Fatal(err)
 	}
 	ts, _ := db.Tokens(ctx)
@@ -341,7 +341,7 @@ func TestAdminTokenFile(t *testing.T) {
 		t.Errorf("tokens after -api-token-file: %+v", ts)
 	}
 	os.WriteFile(given, []byte("short"), 0o600)
-	if _, err := api.EnsureAdminToken(ctx, db, given, def); err == nil || !strings.Contains(err.Error(), "16") {
+	if _, err := api.EnsureAdminToken(ctx, db, given, def, nil); err == nil || !strings.Contains(err.Error(), "16") {
 		t.Errorf("short token file: %v", err)
 	}
 }

@@ -84,14 +84,14 @@ func (b *Bolt) migrate() error {
 		// Version 3 → 4: machine records and events are written in a
 		// binary form (codec.go); JSON records stay readable, so nothing
 		// is rewritten, but older builds must not open the database.
-		// The workflows bucket came later within version 4: builds that
-		// do not know it leave it alone.
+		// The workflows and tokens_revoked buckets came later within
+		// version 4: builds that do not know them leave them alone.
 		if version == 2 && tx.Bucket(bucketEventsV2) != nil {
 			if err := tx.DeleteBucket(bucketEventsV2); err != nil {
 				return err
 			}
 		}
-		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens, bucketBMC, bucketWorkflows} {
+		for _, name := range [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory, bucketLeases, bucketTokens, bucketRevoked, bucketBMC, bucketWorkflows} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -19,7 +20,10 @@ import (
 // that the object still has the ETag its writer read, checked and written
 // in one transaction so two writers never silently overwrite each other.
 
-var bucketTokens = []byte("tokens") // keyed by token name
+var (
+	bucketTokens  = []byte("tokens")         // keyed by token name
+	bucketRevoked = []byte("tokens_revoked") // keyed by the revoked secret's hash
+)
 
 // etag is the ETag of stored bytes (quoted, as HTTP sends it).
 func etag(data []byte) string {
@@ -140,7 +144,9 @@ func (b *Bolt) DeleteProfileIf(_ context.Context, id string, cond matchbox.Condi
 	return deleteIf(b, bucketProfiles, "profile", id, cond)
 }
 
-// CreateToken stores a new token; a name already taken is ErrConflict.
+// CreateToken stores a new token; a name already taken is ErrConflict, and
+// so is a secret that was revoked before (a revoked secret never comes
+// back).
 func (b *Bolt) CreateToken(_ context.Context, t matchbox.Token) error {
 	if t.Name == "" || len(t.Name) > 128 || strings.ContainsAny(t.Name, "/ \t\n") {
 		return fmt.Errorf("%w: token name %q: 1 to 128 characters, no spaces or slashes", matchbox.ErrInvalid, t.Name)
@@ -153,6 +159,11 @@ func (b *Bolt) CreateToken(_ context.Context, t matchbox.Token) error {
 		return err
 	}
 	return b.db.Update(func(tx *bolt.Tx) error {
+		if rv := tx.Bucket(bucketRevoked).Get([]byte(t.Hash)); rv != nil {
+			var old matchbox.RevokedToken
+			_ = json.Unmarshal(rv, &old)
+			return fmt.Errorf("%w: this token's secret was revoked (as token %q, %s) and is never accepted again: use a new secret", matchbox.ErrConflict, old.Name, old.Revoked.Format(time.RFC3339))
+		}
 		bk := tx.Bucket(bucketTokens)
 		if bk.Get([]byte(t.Name)) != nil {
 			return fmt.Errorf("%w: a token named %q exists (revoke it first)", matchbox.ErrConflict, t.Name)
@@ -161,9 +172,45 @@ func (b *Bolt) CreateToken(_ context.Context, t matchbox.Token) error {
 	})
 }
 
-// DeleteToken revokes a token by name.
+// DeleteToken revokes a token by name: the token is deleted and the hash
+// of its secret kept, in one transaction, so that the secret is never
+// accepted again.
 func (b *Bolt) DeleteToken(_ context.Context, name string) error {
-	return del(b, bucketTokens, name, "token")
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketTokens)
+		data := bk.Get([]byte(name))
+		if data == nil {
+			return fmt.Errorf("token %q: %w", name, matchbox.ErrNotFound)
+		}
+		var t matchbox.Token
+		if err := json.Unmarshal(data, &t); err != nil {
+			return fmt.Errorf("token %q: %w", name, err)
+		}
+		if t.Hash != "" {
+			rv, err := json.Marshal(matchbox.RevokedToken{Name: t.Name, Hash: t.Hash, Revoked: time.Now().UTC()})
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketRevoked).Put([]byte(t.Hash), rv); err != nil {
+				return err
+			}
+		}
+		return bk.Delete([]byte(name))
+	})
+}
+
+// RevokedToken returns what is kept of the revoked token whose secret has
+// hash, or ErrNotFound when no such token was revoked.
+func (b *Bolt) RevokedToken(_ context.Context, hash string) (matchbox.RevokedToken, error) {
+	var rv matchbox.RevokedToken
+	err := b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketRevoked).Get([]byte(hash))
+		if data == nil {
+			return fmt.Errorf("revoked token: %w", matchbox.ErrNotFound)
+		}
+		return json.Unmarshal(data, &rv)
+	})
+	return rv, err
 }
 
 // Tokens lists the stored tokens by name.

@@ -57,6 +57,13 @@ func Run(t *testing.T, h Harness) {
 		}
 		runWrite(t, h)
 	})
+	t.Run("Tokens", func(t *testing.T) {
+		s, ok := h.Open(t, matchbox.Objects{}).(TokenStore)
+		if !ok {
+			t.Skip("store does not implement storagetest.TokenStore")
+		}
+		runTokens(t, h, s)
+	})
 }
 
 // binary holds every byte value and invalid UTF-8, to prove templates are
