@@ -142,6 +142,9 @@ func readCRLs(path string, cas []*x509.Certificate) (map[string]map[string]bool,
 	for i, der := range ders {
 		rl, err := x509.ParseRevocationList(der)
 		if err != nil {
+			if strings.Contains(err.Error(), "version") {
+				err = fmt.Errorf("%w (want a version 2 CRL; openssl ca writes one when its configuration names a crlnumber file)", err)
+			}
 			return nil, time.Time{}, 0, fmt.Errorf("CRL %d: %w", i+1, err)
 		}
 		if err := checkCRLIssuer(rl, cas); err != nil {
