@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,9 +199,9 @@ func TestClientCertificateRoles(t *testing.T) {
 // at each request, also on a connection opened before the revocation.
 func TestClientCertificateVerified(t *testing.T) {
 	ca := newTestCA(t)
-	var revoked *big.Int
+	var revoked atomic.Pointer[big.Int]
 	a := newTLSAPI(t, ca, api.Config{VerifyCertificate: func(chains [][]*x509.Certificate) error {
-		if revoked != nil && chains[0][0].SerialNumber.Cmp(revoked) == 0 {
+		if r := revoked.Load(); r != nil && chains[0][0].SerialNumber.Cmp(r) == 0 {
 			return errors.New("certificate is revoked")
 		}
 		return nil
@@ -223,7 +224,7 @@ func TestClientCertificateVerified(t *testing.T) {
 		t.Fatalf("before the revocation: %d %s", code, body)
 	}
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
-	revoked = leaf.SerialNumber
+	revoked.Store(leaf.SerialNumber)
 	if code, body := get(); code != 403 || !strings.Contains(body, "revoked") {
 		t.Errorf("after the revocation, same connection: %d %s", code, body)
 	}
