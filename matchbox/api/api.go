@@ -252,7 +252,7 @@ func (s *Server) auth(need matchbox.Role, h http.HandlerFunc) http.HandlerFunc {
 		if r.Header.Get("Authorization") == "" {
 			t, cert, err := s.certToken(r)
 			if err != nil {
-				s.log.Warn("admin API client certificate refused", "cn", matchbox.Quote(cert.Subject.CommonName), "serial", cert.SerialNumber.Text(16), "remote", r.RemoteAddr, "reason", err)
+				s.log.Warn("admin API client certificate refused", "cn", matchbox.Quote(cert.Subject.CommonName), "serial", strings.ToUpper(cert.SerialNumber.Text(16)), "remote", r.RemoteAddr, "reason", err)
 				refuse(w, r, http.StatusForbidden, "forbidden", fmt.Sprintf("client certificate CN=%s refused: %v", matchbox.Quote(cert.Subject.CommonName), err))
 				return
 			}
