@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/internal/logbuf"
 )
 
@@ -564,5 +565,31 @@ func TestSourceLimitsForget(t *testing.T) {
 	}
 	if most > 2*2000+minSweep {
 		t.Errorf("up to %d addresses remembered", most)
+	}
+}
+
+// Refusals over the bounds are not recorded on the machine whose address
+// sent the request (a flood from a forged address would fill its
+// history); a refusal of the request itself is.
+func TestBoundRefusalsNotRecorded(t *testing.T) {
+	var logs logbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	rec := matchbox.NewRecorder(nil, log)
+	rec.Learn(netip.MustParseAddr("127.0.0.1"), "52:54:00:00:00:01")
+	f := newFixture(t, func(c *Config) { c.MaxPerSource = 1; c.Recorder = rec })
+	held := newRawClient(t, f.addr)
+	held.request(opRRQ, "ipxe.efi", "octet")
+	held.must(3 * time.Second)
+	for _, name := range []string{"sub/small", "nope.efi"} {
+		c := newRawClient(t, f.addr)
+		c.request(opRRQ, name, "octet")
+		if p := c.must(3 * time.Second); p.op != opERROR {
+			t.Fatalf("%s: op %d", name, p.op)
+		}
+	}
+	waitCount(t, f, "busy-source", 1)
+	waitCount(t, f, "not-found", 1)
+	if lines := logs.Lines("machine step failed"); len(lines) != 1 || !strings.Contains(lines[0], "nope.efi") {
+		t.Errorf("machine events of failures: %q, want the not-found one only", lines)
 	}
 }

@@ -254,7 +254,9 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		s.transfers.WithLabelValues(result).Inc()
 		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: refused", remote.Addr().String()+" "+result+" "+req.filename,
 			"remote", remote.Addr(), "mac", mac, "file", matchbox.Quote(req.filename), "result", result, "err", err)
-		if mac != "" {
+		// A flood from a forged address gets these: they are not the
+		// machine's doing.
+		if mac != "" && result != "busy-source" && result != "rate-limited" {
 			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
 		}
 	}
@@ -519,12 +521,15 @@ func (s *Server) finished(t *transfer) {
 		s.log.Debug("tftp: client took the size and stopped", "remote", remote, "file", t.name)
 	case !t.answered:
 		// Not recorded on the machine: the source address may be forged.
-		result := "unanswered"
+		// An eviction means the server was full; a transfer left
+		// unanswered alone is common (a request sent twice, the second
+		// answer ignored).
+		result, level := "unanswered", slog.LevelDebug
 		if t.evicted {
-			result = "evicted"
+			result, level = "evicted", slog.LevelInfo
 		}
 		s.transfers.WithLabelValues(result).Inc()
-		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: no answer from the client", remote.String()+" "+result,
+		s.limit.Log(context.Background(), level, "tftp: no answer from the client", remote.String()+" "+result,
 			"remote", remote, "mac", mac, "file", t.name, "result", result, "took", took, "err", t.err)
 	default:
 		s.transfers.WithLabelValues("failed").Inc()
