@@ -593,3 +593,38 @@ func TestBoundRefusalsNotRecorded(t *testing.T) {
 		t.Errorf("machine events of failures: %q, want the not-found one only", lines)
 	}
 }
+
+// Whatever options a request carries, the transfer's timeout stays within
+// the bound, and the OACK grants timeout as the client wrote it or not at
+// all (RFC 2349).
+func FuzzNegotiate(f *testing.F) {
+	for _, s := range []string{
+		"\x00\x01a\x00octet\x00timeout\x00255\x00", "\x00\x01a\x00octet\x00timeout\x005\x00tsize\x000\x00",
+		"\x00\x01a\x00octet\x00TimeOut\x00007\x00blksize\x001468\x00windowsize\x004\x00", "\x00\x01a\x00octet\x00timeout\x00-1\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	srv := New(Config{})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		req, err := parseRequest(p)
+		if err != nil {
+			return
+		}
+		tr := srv.negotiate(req, 1000, 0)
+		if tr.timeout != srv.cfg.Timeout && (tr.timeout > srv.cfg.MaxClientTimeout || tr.timeout < time.Second) {
+			t.Fatalf("%q: timeout %s", p, tr.timeout)
+		}
+		if tr.blksize < minBlockSize || tr.blksize > maxBlockSize || tr.window < 1 || tr.window > maxWindowSize {
+			t.Fatalf("%q: blksize %d window %d", p, tr.blksize, tr.window)
+		}
+		if tr.oack == nil {
+			return
+		}
+		fields := strings.Split(strings.TrimSuffix(string(tr.oack[2:]), "\x00"), "\x00")
+		for i := 0; i+1 < len(fields); i += 2 {
+			if fields[i] == "timeout" && fields[i+1] != req.options["timeout"] {
+				t.Fatalf("%q: OACK timeout %q, the client asked %q", p, fields[i+1], req.options["timeout"])
+			}
+		}
+	})
+}
