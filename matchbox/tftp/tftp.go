@@ -387,8 +387,10 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 	ok = true // the loop owns the socket and file now; finished releases the slot
 }
 
-// takeSlot takes a transfer slot, waiting up to Timeout for one; while it
-// waits, the loop ends transfers never answered to free one.
+// takeSlot takes a transfer slot, waiting up to Timeout for one (rather
+// than refusing at once: firmware does not always retry a refused
+// transfer); while it waits, the loop ends transfers never answered to
+// free one.
 func (s *Server) takeSlot(l *loop) bool {
 	select {
 	case s.slots <- struct{}{}:
