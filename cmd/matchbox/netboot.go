@@ -53,7 +53,11 @@ type netbootConfig struct {
 	tftpAddress string
 	tftpRoot    string
 	tftpMax     int
-	bootURL     string
+	// Per client address, and of the timeout option.
+	tftpPerSource      int
+	tftpUnansweredRate float64
+	tftpMaxTimeout     time.Duration
+	bootURL            string
 }
 
 func netbootFlags(fs *flag.FlagSet) *netbootConfig {
@@ -70,7 +74,10 @@ func netbootFlags(fs *flag.FlagSet) *netbootConfig {
 	fs.IntVar(&n.dhcpPort, "dhcp-port", 67, "DHCP server port")
 	fs.IntVar(&n.binlPort, "dhcp-pxe-port", 4011, "PXE boot server (BINL) port")
 	fs.StringVar(&n.tftpAddress, "tftp-address", "", "TFTP listen address HOST:PORT, e.g. :69 (TFTP off when empty)")
-	fs.IntVar(&n.tftpMax, "tftp-max-transfers", 128, "concurrent TFTP transfers; more wait briefly for a slot, then are refused")
+	fs.IntVar(&n.tftpMax, "tftp-max-transfers", 128, "concurrent TFTP transfers; more take the slot of one never answered, or wait briefly for a slot, then are refused")
+	fs.IntVar(&n.tftpPerSource, "tftp-max-per-source", 8, "concurrent TFTP transfers of one client address")
+	fs.Float64Var(&n.tftpUnansweredRate, "tftp-unanswered-rate", 1, "TFTP transfers a second one address may leave unanswered (no ACK: a forged source) after a burst of -tftp-max-per-source")
+	fs.DurationVar(&n.tftpMaxTimeout, "tftp-max-client-timeout", 5*time.Second, "longest retransmission timeout a TFTP client may ask for (timeout option, whole seconds); longer is not granted")
 	fs.StringVar(&n.tftpRoot, "tftp-root", "/usr/lib/ipxe", "folder of iPXE binaries served over TFTP (Debian's ipxe package)")
 	fs.StringVar(&n.bootURL, "boot-url", "", "URL of the iPXE script told to iPXE clients (default http://<receiving interface address>:<HTTP port>/boot.ipxe)")
 	return n
@@ -154,6 +161,16 @@ type netboot struct {
 func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
 	rec *matchbox.Recorder, lc *matchbox.Lifecycle, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
 	nb := &netboot{}
+	if n.tftpAddress != "" {
+		switch {
+		case n.tftpMax < 1 || n.tftpPerSource < 1:
+			return nil, fmt.Errorf("-tftp-max-transfers and -tftp-max-per-source must be at least 1")
+		case !(n.tftpUnansweredRate > 0):
+			return nil, fmt.Errorf("-tftp-unanswered-rate must be more than 0")
+		case n.tftpMaxTimeout < time.Second || n.tftpMaxTimeout > 255*time.Second:
+			return nil, fmt.Errorf("-tftp-max-client-timeout must be between 1s and 255s (the timeout option's range)")
+		}
+	}
 	_, httpPort, err := net.SplitHostPort(httpAddr)
 	if err != nil {
 		return nil, fmt.Errorf("-address: %w", err)
@@ -273,9 +290,12 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			return nil, fmt.Errorf("-tftp-address: %w", err)
 		}
 		ts := tftp.New(tftp.Config{
-			Root:         n.tftpRoot,
-			Pinned:       nb.pinned,
-			MaxTransfers: n.tftpMax,
+			Root:             n.tftpRoot,
+			Pinned:           nb.pinned,
+			MaxTransfers:     n.tftpMax,
+			MaxPerSource:     n.tftpPerSource,
+			UnansweredRate:   n.tftpUnansweredRate,
+			MaxClientTimeout: n.tftpMaxTimeout,
 			Generated: map[string]tftp.Generator{
 				// For firmware that asks for a script over TFTP.
 				"boot.ipxe": func(local netip.Addr) []byte {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,9 +59,15 @@ const scanEvery = 50 * time.Millisecond
 // errShutdown ends the transfers still running when the server stops.
 var errShutdown = errors.New("server shutting down")
 
+// errEvicted ends a transfer never answered whose slot a new request took.
+var errEvicted = errors.New("no answer from the client; its slot was given to a new request")
+
 type loop struct {
 	epfd, evfd int
 	finish     func(*transfer) // called in a goroutine of its own when a transfer ends
+	// wanted counts the requests waiting for a slot: the loop ends as
+	// many transfers never answered (see evict) at its next scan.
+	wanted atomic.Int32
 
 	mu       sync.Mutex
 	pending  []*transfer // handed over by add, started by the loop
@@ -190,6 +198,9 @@ func (l *loop) run() {
 					l.expired(t, now)
 				}
 			}
+			if n := l.wanted.Load(); n > 0 {
+				l.evict(now, int(n))
+			}
 		}
 		if stopping {
 			l.startPending(now) // hand-overs that raced with stop run like the others
@@ -213,6 +224,7 @@ func (l *loop) startPending(now time.Time) {
 		}
 		l.xfers[int32(t.fd)] = t
 		t.oackPending = t.oack != nil
+		t.firstSent = now
 		l.send(t, now)
 	}
 }
@@ -279,6 +291,10 @@ func (l *loop) readable(t *transfer, now time.Time) {
 	p := l.rbuf[:n]
 	switch binary.BigEndian.Uint16(p) {
 	case opACK:
+		// The socket is connected to the client's address and port, and
+		// its own port is chosen at random: whoever sent this received
+		// what the server sent, so the address is not forged.
+		t.answered = true
 		if !t.ack(binary.BigEndian.Uint16(p[2:])) {
 			return
 		}
@@ -288,6 +304,7 @@ func (l *loop) readable(t *transfer, now time.Time) {
 		}
 		l.send(t, now)
 	case opERROR:
+		t.answered = true
 		code, msg := parseError(p)
 		t.clientCode = int(code)
 		t.err = fmt.Errorf("client ended the transfer: code %d: %s", code, msg)
@@ -300,11 +317,39 @@ func (l *loop) readable(t *transfer, now time.Time) {
 
 func (l *loop) expired(t *transfer, now time.Time) {
 	t.tries++
-	if t.tries > t.retries {
+	if !t.answered {
+		if t.tries > min(t.retries, unansweredRetries) {
+			// Ended without an ERROR: a client that never answered may
+			// not have asked (its address forged), and a real one asks
+			// again.
+			t.err = fmt.Errorf("no answer from the client after %d tries of %s", t.tries, t.timeout)
+			l.end(t, 0, nil)
+			return
+		}
+	} else if t.tries > t.retries {
 		l.fail(t, fmt.Errorf("timeout: no answer after %d tries of %s", t.tries, t.timeout))
 		return
 	}
 	l.send(t, now) // the OACK, or everything after the last ACK, again
+}
+
+// evict ends up to n transfers whose client has not answered for
+// evictAfter, the oldest first, without an ERROR; the requests waiting
+// for a slot get theirs as each ends. A request that gets a slot stops
+// counting in wanted within microseconds, long before the next scan.
+func (l *loop) evict(now time.Time, n int) {
+	var old []*transfer
+	for _, t := range l.xfers {
+		if !t.answered && now.Sub(t.firstSent) >= evictAfter {
+			old = append(old, t)
+		}
+	}
+	slices.SortFunc(old, func(a, b *transfer) int { return a.firstSent.Compare(b.firstSent) })
+	for _, t := range old[:min(n, len(old))] {
+		t.evicted = true
+		t.err = errEvicted
+		l.end(t, 0, nil)
+	}
 }
 
 // fail ends a transfer on the server's side, telling the client why.

@@ -2,8 +2,10 @@
 // binaries from a directory (Debian's ipxe package puts them in
 // /usr/lib/ipxe) and generated files, with paths cleaned and confined to
 // the root; the blksize, tsize, timeout (RFC 2348, RFC 2349) and
-// windowsize (RFC 7440) options; a cap on concurrent transfers; and every
-// transfer logged, counted and recorded as a machine event.
+// windowsize (RFC 7440) options; caps on concurrent transfers, in all and
+// per client address, and bounds on what a forged source address can
+// make the server send (limits.go); and every transfer logged, counted
+// and recorded as a machine event.
 //
 // Requests are read on the server's port by one goroutine and set up
 // each in a goroutine of its own (path checks, opening, the file cache);
@@ -54,16 +56,32 @@ type Config struct {
 	// confined to Root.
 	Pinned map[string]string
 	// MaxTransfers caps concurrent transfers (default 128); a request
-	// beyond it waits up to Timeout for a slot, then is refused as busy.
+	// beyond it takes the slot of a transfer its client has not answered
+	// for a while, or waits up to Timeout for one, then is refused as
+	// busy.
 	MaxTransfers int
+	// MaxPerSource caps the transfers one client address holds at once
+	// (default 8), so that one machine cannot take every slot. It is also
+	// how many transfers an address may leave unanswered at once.
+	MaxPerSource int
+	// UnansweredRate is how many transfers a second one address may start
+	// and leave unanswered after that burst (default 1). A forged source
+	// address never answers: this bounds what its owner is sent. A
+	// transfer its client answers (an ACK or an ERROR) does not count.
+	UnansweredRate float64
+	// MaxClientTimeout is the longest retransmission timeout a client may
+	// ask for with the timeout option (default 5s, whole seconds); one
+	// longer is left out of the OACK and Timeout applies.
+	MaxClientTimeout time.Duration
 	// CacheBytes bounds the memory holding the content of recently served
 	// files (default 64 MiB; negative: no cache). Files larger than a
 	// quarter of it are always read from disk.
 	CacheBytes int64
 	// Timeout is the per-packet timeout (default 3s; a client may ask for
 	// another with the timeout option), Retries how often a packet is
-	// resent (default 5). When the server stops, running transfers get
-	// Timeout to finish.
+	// resent (default 5) once the client has answered; before that, the
+	// first packet is resent once. When the server stops, running
+	// transfers get Timeout to finish.
 	Timeout  time.Duration
 	Retries  int
 	Recorder *matchbox.Recorder
@@ -78,6 +96,7 @@ type Server struct {
 	limit       *matchbox.LogLimiter
 	slots       chan struct{} // one per running transfer
 	waiting     chan struct{} // one per request being set up or waiting for a slot
+	sources     *sourceLimits
 	cache       *fileCache
 	mtus        mtuCache
 	transfers   *prometheus.CounterVec
@@ -92,6 +111,15 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxTransfers <= 0 {
 		cfg.MaxTransfers = 128
+	}
+	if cfg.MaxPerSource <= 0 {
+		cfg.MaxPerSource = 8
+	}
+	if cfg.UnansweredRate <= 0 {
+		cfg.UnansweredRate = 1
+	}
+	if cfg.MaxClientTimeout <= 0 {
+		cfg.MaxClientTimeout = 5 * time.Second
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Second
@@ -111,9 +139,10 @@ func New(cfg Config) *Server {
 		limit:   matchbox.NewLogLimiter(cfg.Logger),
 		slots:   make(chan struct{}, cfg.MaxTransfers),
 		waiting: make(chan struct{}, cfg.MaxTransfers+256),
+		sources: newSourceLimits(cfg.MaxPerSource, cfg.UnansweredRate),
 		cache:   newFileCache(cfg.CacheBytes),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "matchbox_tftp_transfers_total", Help: "TFTP read requests by result (sent, size-probe, not-found, refused, busy, failed).",
+			Name: "matchbox_tftp_transfers_total", Help: "TFTP read requests by result (sent, size-probe, not-found, refused, busy, busy-source, rate-limited, failed, unanswered, evicted).",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "matchbox_tftp_bytes_total", Help: "Bytes of files delivered over TFTP (acknowledged by the clients).",
@@ -223,9 +252,11 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		}
 		pc.WriteTo(appendError(nil, code, err.Error()), cm, net.UDPAddrFromAddrPort(remote))
 		s.transfers.WithLabelValues(result).Inc()
-		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: refused", remote.Addr().String()+" "+req.filename+" "+result,
-			"remote", remote.Addr(), "mac", mac, "file", req.filename, "result", result, "err", err)
-		if mac != "" {
+		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: refused", remote.Addr().String()+" "+result+" "+req.filename,
+			"remote", remote.Addr(), "mac", mac, "file", matchbox.Quote(req.filename), "result", result, "err", err)
+		// A flood from a forged address gets these: they are not the
+		// machine's doing.
+		if mac != "" && result != "busy-source" && result != "rate-limited" {
 			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
 		}
 	}
@@ -237,36 +268,69 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		refuse("refused", errAccessDenied, errors.New("this server is read-only"))
 		return
 	case req.mode != "octet" && req.mode != "netascii":
-		refuse("refused", errIllegalOp, fmt.Errorf("transfer mode %q is not served (octet, netascii)", req.mode))
+		refuse("refused", errIllegalOp, fmt.Errorf("transfer mode %s is not served (octet, netascii)", matchbox.Quote(req.mode)))
 		return
 	}
-
-	// Queue briefly for a slot rather than refuse at once: firmware does
-	// not always retry a refused transfer.
-	wait := time.NewTimer(s.cfg.Timeout)
-	select {
-	case s.slots <- struct{}{}:
-		wait.Stop()
-	case <-wait.C:
-		refuse("busy", errNotDefined, errors.New("server busy: too many transfers, retry later"))
-		return
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			<-s.slots
-		}
-	}()
 
 	name, err := CleanPath(req.filename)
 	if err != nil {
 		refuse("refused", errAccessDenied, err)
 		return
 	}
+	// What to send is found, opened and checked before a slot is taken:
+	// a request for a file that is not there, or not a regular file,
+	// costs an ERROR and nothing else.
+	gen, generated := s.cfg.Generated[name]
+	var f *os.File // the open file, until the transfer owns it
+	var fi fs.FileInfo
+	if !generated {
+		if f, fi, err = s.open(name); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				refuse("not-found", errNotFound, fmt.Errorf("file not found: %s", matchbox.Quote(name)))
+			} else {
+				refuse("refused", errAccessDenied, err)
+			}
+			return
+		}
+	}
+	fd := -1
+	ok := false
+	defer func() {
+		if !ok && f != nil {
+			f.Close()
+		}
+		if !ok && fd >= 0 {
+			unix.Close(fd)
+		}
+	}()
+
+	switch s.sources.admit(remote.Addr(), time.Now()) {
+	case "busy-source":
+		refuse("busy-source", errNotDefined, errors.New("too many transfers from this address, retry later"))
+		return
+	case "rate-limited":
+		refuse("rate-limited", errNotDefined, errors.New("too many unanswered transfers to this address, retry later"))
+		return
+	}
+	defer func() {
+		if !ok {
+			s.sources.release(remote.Addr(), true, time.Now()) // nothing but an ERROR was sent
+		}
+	}()
+	if !s.takeSlot(l) {
+		refuse("busy", errNotDefined, errors.New("server busy: too many transfers, retry later"))
+		return
+	}
+	defer func() {
+		if !ok {
+			<-s.slots
+		}
+	}()
+
 	// Answers come from a socket of the transfer's own (its TID, RFC
 	// 1350), connected to the client; the address it sends from is what
 	// generated files name.
-	fd, local, err := transferSocket(local, remote)
+	fd, local, err = transferSocket(local, remote)
 	if err != nil {
 		refuse("failed", errNotDefined, fmt.Errorf("cannot open a transfer socket: %w", err))
 		return
@@ -274,47 +338,36 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 	var src io.ReaderAt
 	var closer io.Closer // an open file the transfer reads from
 	var size int64
-	defer func() {
-		if !ok {
-			unix.Close(fd)
-			if closer != nil {
-				closer.Close()
-			}
-		}
-	}()
-	if gen, found := s.cfg.Generated[name]; found {
+	switch {
+	case generated:
 		body := gen(local)
 		src, size = bytes.NewReader(body), int64(len(body))
-	} else {
-		f, fi, err := s.open(name)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				refuse("not-found", errNotFound, fmt.Errorf("file not found: %s", name))
-			} else {
-				refuse("refused", errAccessDenied, err)
-			}
-			return
-		}
+	default:
 		if data, cached := s.cache.content(name, f, fi); cached {
 			f.Close()
 			src, size = bytes.NewReader(data), int64(len(data))
 		} else {
 			src, closer, size = f, f, fi.Size()
 		}
+		f = nil // closed, or the transfer's now
 	}
 	if req.mode == "netascii" {
 		if size > netasciiMax {
+			if closer != nil {
+				closer.Close()
+			}
 			refuse("refused", errNotDefined, fmt.Errorf("netascii transfers are limited to %d MiB: ask in octet mode", netasciiMax>>20))
 			return
 		}
 		data := make([]byte, size)
-		if _, err := src.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
-			refuse("failed", errNotDefined, fmt.Errorf("reading %s: %w", name, err))
-			return
-		}
+		_, err := src.ReadAt(data, 0)
 		if closer != nil {
 			closer.Close()
 			closer = nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			refuse("failed", errNotDefined, fmt.Errorf("reading %s: %w", name, err))
+			return
 		}
 		data = netascii(data)
 		src, size = bytes.NewReader(data), int64(len(data))
@@ -325,10 +378,35 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 	t.src, t.closer = src, closer
 	t.start = start
 	if err := l.add(t); err != nil {
+		if closer != nil {
+			closer.Close()
+		}
 		refuse("failed", errNotDefined, err)
 		return
 	}
 	ok = true // the loop owns the socket and file now; finished releases the slot
+}
+
+// takeSlot takes a transfer slot, waiting up to Timeout for one (rather
+// than refusing at once: firmware does not always retry a refused
+// transfer); while it waits, the loop ends transfers never answered to
+// free one.
+func (s *Server) takeSlot(l *loop) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	l.wanted.Add(1)
+	defer l.wanted.Add(-1)
+	wait := time.NewTimer(s.cfg.Timeout)
+	defer wait.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-wait.C:
+		return false
+	}
 }
 
 // netasciiMax bounds a file sent in netascii mode, which is converted in
@@ -357,8 +435,10 @@ func (s *Server) negotiate(req request, size int64, ifindex int) *transfer {
 		case "tsize":
 			acked = append(acked, name, strconv.FormatInt(size, 10))
 		case "timeout":
+			// Granted as asked or not at all: RFC 2349 has the OACK
+			// echo the client's value.
 			n, ok := optionInt(v, 1, 255)
-			if !ok {
+			if !ok || time.Duration(n)*time.Second > s.cfg.MaxClientTimeout {
 				continue
 			}
 			timeout = time.Duration(n) * time.Second
@@ -417,10 +497,11 @@ func transferSocket(local netip.Addr, remote netip.AddrPort) (int, netip.Addr, e
 
 // finished accounts for a transfer the loop has ended.
 func (s *Server) finished(t *transfer) {
-	<-s.slots
 	if t.closer != nil {
 		t.closer.Close()
 	}
+	s.sources.release(t.remote.Addr(), t.answered, time.Now())
+	<-s.slots
 	n := t.delivered()
 	s.bytes.Add(float64(n))
 	s.retransmits.Add(float64(t.retransmits))
@@ -440,6 +521,18 @@ func (s *Server) finished(t *transfer) {
 		// asks for the size first, then requests the file again.
 		s.transfers.WithLabelValues("size-probe").Inc()
 		s.log.Debug("tftp: client took the size and stopped", "remote", remote, "file", t.name)
+	case !t.answered:
+		// Not recorded on the machine: the source address may be forged.
+		// An eviction means the server was full; a transfer left
+		// unanswered alone is common (a request sent twice, the second
+		// answer ignored).
+		result, level := "unanswered", slog.LevelDebug
+		if t.evicted {
+			result, level = "evicted", slog.LevelInfo
+		}
+		s.transfers.WithLabelValues(result).Inc()
+		s.limit.Log(context.Background(), level, "tftp: no answer from the client", remote.String()+" "+result,
+			"remote", remote, "mac", mac, "file", t.name, "result", result, "took", took, "err", t.err)
 	default:
 		s.transfers.WithLabelValues("failed").Inc()
 		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: transfer failed", remote.String()+" "+t.name,
@@ -534,47 +627,62 @@ func CleanPath(name string) (string, error) {
 	rel := strings.TrimLeft(name, "/")
 	for _, part := range strings.Split(rel, "/") {
 		if part == ".." {
-			return "", fmt.Errorf("%w: %q leaves the root", errAccess, name)
+			return "", fmt.Errorf("%w: %s leaves the root", errAccess, matchbox.Quote(name))
 		}
 	}
 	clean := path.Clean(rel)
 	if clean == "." || clean == "" {
-		return "", fmt.Errorf("%w: %q is not a file", errAccess, name)
+		return "", fmt.Errorf("%w: %s is not a file", errAccess, matchbox.Quote(name))
 	}
 	return clean, nil
 }
 
 // open opens name inside the root (or its pinned path); symlinks leading
-// outside the root are refused.
+// outside the root are refused, and so is anything but a regular file.
+// Nothing here waits on the file: opening a FIFO for reading would wait
+// for a writer for ever, and opening a device may act on it. So the type
+// is looked at first and a file that is not regular is not opened; the
+// open does not block (O_NONBLOCK), and the type is checked again on the
+// open file, which is what is read, in case the name was replaced in
+// between.
 func (s *Server) open(name string) (*os.File, fs.FileInfo, error) {
+	var f *os.File
 	if p, ok := s.cfg.Pinned[name]; ok {
-		f, err := os.Open(p)
+		if fi, err := os.Stat(p); err != nil {
+			return nil, nil, err
+		} else if !fi.Mode().IsRegular() {
+			return nil, nil, fmt.Errorf("%w: %s is not a regular file", errAccess, matchbox.Quote(name))
+		}
+		var err error
+		if f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		root, err := os.OpenRoot(s.cfg.Root)
 		if err != nil {
+			return nil, nil, fmt.Errorf("tftp root: %w", err)
+		}
+		defer root.Close()
+		fi, err := root.Stat(name)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, nil, err
+		case err != nil:
+			return nil, nil, fmt.Errorf("%w: %s", errAccess, matchbox.Quote(name))
+		case !fi.Mode().IsRegular():
+			return nil, nil, fmt.Errorf("%w: %s is not a regular file", errAccess, matchbox.Quote(name))
 		}
-		fi, err := f.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			f.Close()
-			return nil, nil, fmt.Errorf("%w: %s is not a regular file", errAccess, name)
+		if f, err = root.OpenFile(name, os.O_RDONLY|unix.O_NONBLOCK, 0); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, nil, err
+			}
+			return nil, nil, fmt.Errorf("%w: %s", errAccess, matchbox.Quote(name))
 		}
-		return f, fi, nil
-	}
-	root, err := os.OpenRoot(s.cfg.Root)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tftp root: %w", err)
-	}
-	defer root.Close()
-	f, err := root.Open(name)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, err
-		}
-		return nil, nil, fmt.Errorf("%w: %s", errAccess, name)
 	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, fmt.Errorf("%w: %s is not a regular file", errAccess, name)
+		return nil, nil, fmt.Errorf("%w: %s is not a regular file", errAccess, matchbox.Quote(name))
 	}
 	return f, fi, nil
 }

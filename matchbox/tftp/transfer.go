@@ -34,6 +34,8 @@ type transfer struct {
 	acked       uint64 // the highest block the client has acknowledged
 	sent        uint64 // the highest block sent so far
 	oackPending bool   // the OACK is sent and its ACK (block 0) not yet seen
+	answered    bool   // an ACK or ERROR came from the client: its address is not forged
+	firstSent   time.Time
 	deadline    time.Time
 	tries       int // timeouts in a row without progress
 	retransmits int
@@ -41,7 +43,8 @@ type transfer struct {
 	start time.Time // when the request arrived
 	// The outcome, set when the transfer ends.
 	err        error
-	clientCode int // the client's error code when it ended the transfer, else -1
+	clientCode int  // the client's error code when it ended the transfer, else -1
+	evicted    bool // ended, unanswered, to give its slot to a new request
 }
 
 func newTransfer(size int64, blksize, window int) *transfer {

@@ -17,6 +17,10 @@
 //
 //	go run ./tools/tftpload -server 10.66.0.1:69 -file ipxe.efi -clients 100 -rounds 3 -verify /boot/ipxe.efi
 //
+// All clients send from one address: a server that bounds the transfers
+// of one address (matchbox: -tftp-max-per-source, 8 by default) must
+// allow -clients of them, as scripts/bench-netboot does.
+//
 // Every wait is bounded: -timeout per packet (with -packet-retries), at
 // most -attempts tries of one download, and -deadline for the whole run.
 // The exit status is 0 when every download succeeded, 3 when some failed
