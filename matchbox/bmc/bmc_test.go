@@ -43,8 +43,8 @@ func startRedfish(t *testing.T, on bool) (*bmcsim.RedfishSim, matchbox.BMC) {
 	t.Helper()
 	sim := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: testUser, Password: testPassword, InitialPower: on})
 	return sim, matchbox.BMC{
-		Address:  net.JoinHostPort(sim.Host, sim.Port),
-		Provider: "redfish",
+		Address:        net.JoinHostPort(sim.Host, sim.Port),
+		Provider:       "redfish",
 		Username:       testUser,
 		Password:       testPassword,
 		TLSFingerprint: sim.Fingerprint(),
