@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -205,9 +206,6 @@ func (c *Controller) do(ctx context.Context, b matchbox.BMC, what string, op fun
 	}
 	err = matchbox.RedactError(err, b.Password)
 	attrs := []any{"address", b.Address, "op", what, "provider", provider, "took", time.Since(start).Round(time.Millisecond)}
-	if b.TLSInsecure && provider != "" && provider != "ipmitool" && provider != "intelamt" {
-		c.cfg.Logger.Warn("bmc TLS certificate not verified (tls_insecure_skip_verify is set: pin the certificate with tls_fingerprint instead)", attrs...)
-	}
 	if err != nil {
 		c.cfg.Logger.Warn("bmc operation failed", append(attrs, "err", err)...)
 	} else {
@@ -282,6 +280,9 @@ func (c *Controller) SetBootDevice(ctx context.Context, b matchbox.BMC, dev matc
 // follows no redirect off the BMC's endpoint, and it uses no proxy.
 func (c *Controller) httpClient(b matchbox.BMC, host string) *http.Client {
 	jar, _ := cookiejar.New(nil)
+	// An operation skipping verification says so once, however many
+	// connections it makes.
+	var warn sync.Once
 	return &http.Client{
 		Jar:     jar,
 		Timeout: c.cfg.OperationTimeout,
@@ -290,7 +291,7 @@ func (c *Controller) httpClient(b matchbox.BMC, host string) *http.Client {
 				// Verification is VerifyConnection's: it knows pins, and
 				// its error names the certificate's fingerprint.
 				InsecureSkipVerify: true,
-				VerifyConnection:   func(cs tls.ConnectionState) error { return c.verifyCert(b, host, cs) },
+				VerifyConnection:   func(cs tls.ConnectionState) error { return c.verifyCert(b, host, cs, &warn) },
 			},
 			DialContext:           (&net.Dialer{Timeout: c.cfg.ProviderTimeout}).DialContext,
 			TLSHandshakeTimeout:   c.cfg.ProviderTimeout,
@@ -310,10 +311,10 @@ func (c *Controller) httpClient(b matchbox.BMC, host string) *http.Client {
 }
 
 // verifyCert checks the certificate an HTTPS BMC presents: the pinned one
-// if b pins one, any if b skips verification, otherwise one that chains to
-// the trusted roots for host. An untrusted certificate's error names its
-// fingerprint and how to trust it.
-func (c *Controller) verifyCert(b matchbox.BMC, host string, cs tls.ConnectionState) error {
+// if b pins one, any if b skips verification (logged, once per warn),
+// otherwise one that chains to the trusted roots for host. An untrusted
+// certificate's error names its fingerprint and how to trust it.
+func (c *Controller) verifyCert(b matchbox.BMC, host string, cs tls.ConnectionState, warn *sync.Once) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("the BMC presented no TLS certificate")
 	}
@@ -326,6 +327,9 @@ func (c *Controller) verifyCert(b matchbox.BMC, host string, cs tls.ConnectionSt
 		}
 		return nil
 	case b.TLSInsecure:
+		warn.Do(func() {
+			c.cfg.Logger.Warn("bmc TLS certificate not verified (tls_insecure_skip_verify is set): pin it with tls_fingerprint", "address", b.Address, "fingerprint", fp)
+		})
 		return nil
 	}
 	inter := x509.NewCertPool()
