@@ -158,6 +158,15 @@ type BMC struct {
 	Provider string `json:"provider,omitempty"`
 	Username string `json:"username,omitempty"`
 	Password string `json:"-"`
+	// TLSFingerprint pins the certificate of an HTTPS BMC (Redfish and
+	// the vendor providers): the SHA-256 of its DER encoding, 64
+	// lowercase hex digits. When set, that certificate is the only one
+	// accepted, whatever its names, dates and issuer.
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+	// TLSInsecure skips the verification of an HTTPS BMC's certificate:
+	// anyone on the path can then take the password. An explicit opt-in,
+	// shown by the API and logged at every use.
+	TLSInsecure bool `json:"tls_insecure_skip_verify,omitempty"`
 }
 
 // BMCProviders are the providers a machine's BMC settings may name.

@@ -21,6 +21,7 @@ const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=
   matchbox machine get MAC | events MAC [-follow] | preview MAC [K=V ...]
   matchbox machine label MAC [K=V ...] | delete MAC
   matchbox machine bmc set MAC -address HOST[:PORT] [-provider ipmitool|redfish|…] [-username U] [-password-file F]
+        [-tls-fingerprint SHA256 | -tls-insecure-skip-verify]
   matchbox machine bmc get MAC | bmc delete MAC
   matchbox machine power MAC on|off|soft|reset|status
   matchbox machine bootdev MAC pxe|disk [-efi]
@@ -42,7 +43,9 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	bmcAddress := fs.String("address", "", "bmc set: BMC address, HOST or HOST:PORT")
 	bmcProvider := fs.String("provider", "", "bmc set: preferred provider (ipmitool, redfish, …)")
 	bmcUser := fs.String("username", "", "bmc set: BMC user name")
-	bmcPasswordFile := fs.String("password-file", "", "bmc set: file holding the BMC password (- for standard input); omit to keep the stored one")
+	bmcPasswordFile := fs.String("password-file", "", "bmc set: file holding the BMC password (- for standard input); omit to keep the stored one (same address, provider, user and TLS settings only)")
+	bmcFingerprint := fs.String("tls-fingerprint", "", "bmc set: SHA-256 fingerprint of the BMC's TLS certificate, the only one then accepted")
+	bmcInsecure := fs.Bool("tls-insecure-skip-verify", false, "bmc set: do not verify the BMC's TLS certificate (anyone on the path can take the password)")
 	force := fs.Bool("force", false, "reinstall: restart a reinstall already in progress")
 	wait := fs.Bool("wait", false, "reinstall: follow the reinstall until it is active or failed")
 	concurrency := fs.Int("concurrency", 0, "reinstall: at most this many of the machines named in flight at once (0: the server's limit)")
@@ -100,10 +103,12 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		var out struct {
 			Machine matchbox.Machine `json:"machine"`
 			BMC     *struct {
-				Address     string `json:"address"`
-				Provider    string `json:"provider,omitempty"`
-				Username    string `json:"username,omitempty"`
-				PasswordSet bool   `json:"password_set"`
+				Address        string `json:"address"`
+				Provider       string `json:"provider,omitempty"`
+				Username       string `json:"username,omitempty"`
+				PasswordSet    bool   `json:"password_set"`
+				TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+				TLSInsecure    bool   `json:"tls_insecure_skip_verify"`
 			} `json:"bmc,omitempty"`
 			Events   []matchbox.Event   `json:"events"`
 			Workflow *matchbox.Workflow `json:"workflow,omitempty"`
@@ -187,7 +192,8 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "machine %s labels set: %s\n", pos[0], orDash(labelText(set)))
 		return nil
 	case verb == "bmc" && len(pos) == 2 && pos[0] == "set":
-		body := map[string]string{"address": *bmcAddress, "provider": *bmcProvider, "username": *bmcUser}
+		body := map[string]any{"address": *bmcAddress, "provider": *bmcProvider, "username": *bmcUser,
+			"tls_fingerprint": *bmcFingerprint, "tls_insecure_skip_verify": *bmcInsecure}
 		if *bmcPasswordFile != "" {
 			var data []byte
 			if *bmcPasswordFile == "-" {
@@ -204,7 +210,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if _, err := c.do(ctx, "PUT", machinePath(pos[1])+"/bmc", body, &out); err != nil {
 			return fmt.Errorf("set BMC of machine %s: %w", pos[1], err)
 		}
-		fmt.Fprintf(stdout, "machine %s BMC set: %v (provider %v, user %v, password set)\n", pos[1], out["address"], orDash(out["provider"]), orDash(out["username"]))
+		fmt.Fprintf(stdout, "machine %s BMC set: %s, password set\n", pos[1], bmcText(&out))
 		return nil
 	case verb == "bmc" && len(pos) == 2 && pos[0] == "get":
 		var out map[string]any
@@ -393,7 +399,13 @@ func bmcText[T any](b *T) string {
 	data, _ := json.Marshal(b)
 	var m map[string]any
 	_ = json.Unmarshal(data, &m)
-	return fmt.Sprintf("%v (provider %v, user %v)", m["address"], orDash(m["provider"]), orDash(m["username"]))
+	tlsText := "verified"
+	if fp, _ := m["tls_fingerprint"].(string); fp != "" {
+		tlsText = "pinned " + fp
+	} else if m["tls_insecure_skip_verify"] == true {
+		tlsText = "NOT verified"
+	}
+	return fmt.Sprintf("%v (provider %v, user %v, TLS certificate %s)", m["address"], orDash(m["provider"]), orDash(m["username"]), tlsText)
 }
 
 // multiFlag is a repeatable string flag.

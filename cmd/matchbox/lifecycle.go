@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
@@ -31,6 +33,7 @@ type lifecycleConfig struct {
 	bmcRetryDelay    time.Duration
 	ipmitoolPath     string
 	cipherSuite      string
+	bmcCAFile        string
 }
 
 func lifecycleFlags(fs *flag.FlagSet) *lifecycleConfig {
@@ -48,6 +51,7 @@ func lifecycleFlags(fs *flag.FlagSet) *lifecycleConfig {
 	fs.DurationVar(&c.bmcRetryDelay, "bmc-retry-delay", 5*time.Second, "reinstall: pause between tries of a BMC step")
 	fs.StringVar(&c.ipmitoolPath, "ipmitool-path", "", "ipmitool binary of the ipmitool provider (default: found on PATH)")
 	fs.StringVar(&c.cipherSuite, "ipmi-cipher-suite", "3", "IPMI v2 cipher suite of the ipmitool provider")
+	fs.StringVar(&c.bmcCAFile, "bmc-ca-file", "", "PEM bundle of CAs trusted, besides the system's, for the TLS certificates of BMCs that pin none")
 	return c
 }
 
@@ -154,6 +158,18 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 			log.Info("ipmitool not found on PATH: the ipmitool BMC provider is unavailable (install ipmitool, or give -ipmitool-path)")
 		}
 	}
+	var rootCAs *x509.CertPool
+	if c.bmcCAFile != "" {
+		if rootCAs, err = bmc.LoadCAFile(c.bmcCAFile); err != nil {
+			return nil, settings, fmt.Errorf("-bmc-ca-file: %w", err)
+		}
+	}
+	// bmclib's Redfish client prints every request, login passwords
+	// included, to standard output when this is set.
+	if v, ok := os.LookupEnv("DEBUG_BMCLIB"); ok {
+		os.Unsetenv("DEBUG_BMCLIB")
+		log.Warn("DEBUG_BMCLIB ignored: it would print BMC passwords", "value", matchbox.Quote(v))
+	}
 	metrics := newLifecycleMetrics(reg)
 	bmcs := &matchbox.BMCs{
 		Settings: settings,
@@ -162,6 +178,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 			ProviderTimeout:  c.providerTimeout,
 			IPMIToolPath:     c.ipmitoolPath,
 			IPMICipherSuite:  c.cipherSuite,
+			RootCAs:          rootCAs,
 			Logger:           log.With("component", "bmc"),
 		}), metrics},
 		Recorder: rec,

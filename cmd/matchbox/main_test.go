@@ -94,7 +94,9 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 	cmd.Env = append(os.Environ(), env...)
 	logs := &syncBuffer{}
 	pr, pw := io.Pipe()
-	cmd.Stderr = pw
+	// Standard output too: nothing may reach it unseen (bmclib prints
+	// requests there when asked to).
+	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -31,11 +31,20 @@ type reinstallLab struct {
 	data string
 	db   string
 	args []string
+	// serverEnv is added to the server's environment.
+	serverEnv []string
 }
 
 func newReinstallLab(t *testing.T, args ...string) *reinstallLab {
 	t.Helper()
-	l := &reinstallLab{t: t, data: t.TempDir(), db: filepath.Join(t.TempDir(), "m.db")}
+	return newReinstallLabEnv(t, nil, args...)
+}
+
+// newReinstallLabEnv is newReinstallLab with the server's environment
+// extended by env.
+func newReinstallLabEnv(t *testing.T, env []string, args ...string) *reinstallLab {
+	t.Helper()
+	l := &reinstallLab{t: t, data: t.TempDir(), db: filepath.Join(t.TempDir(), "m.db"), serverEnv: env}
 	// The shipped data, copied: the server writes its token and key
 	// into the data dir.
 	root := repoRoot(t)
@@ -55,11 +64,12 @@ func newReinstallLab(t *testing.T, args ...string) *reinstallLab {
 
 func (l *reinstallLab) start() {
 	l.t.Helper()
-	l.s = startServer(l.t, nil, l.args...)
+	l.s = startServer(l.t, l.serverEnv, l.args...)
 	l.env = []string{"MATCHBOX_ENDPOINT=" + l.s.apiURL, "MATCHBOX_TOKEN_FILE=" + filepath.Join(l.data, "admin.token")}
 }
 
-// machine makes the server know mac and gives it a Redfish BMC.
+// machine makes the server know mac and gives it a Redfish BMC, its
+// certificate pinned.
 func (l *reinstallLab) machine(mac string, sim *bmcsim.RedfishSim) {
 	l.t.Helper()
 	if code, body := fetch(l.t, l.s.url+"/ipxe?mac="+mac); code != 200 {
@@ -69,7 +79,7 @@ func (l *reinstallLab) machine(mac string, sim *bmcsim.RedfishSim) {
 	writeFile(l.t, pw, bmcPassword+"\n")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		code, out := l.cli("machine", "bmc", "set", mac, "--address", sim.Host+":"+sim.Port, "--provider", "redfish", "--username", "admin", "--password-file", pw)
+		code, out := l.cli("machine", "bmc", "set", mac, "--address", sim.Host+":"+sim.Port, "--provider", "redfish", "--username", "admin", "--password-file", pw, "--tls-fingerprint", sim.Fingerprint())
 		if code == 0 {
 			return
 		}

@@ -312,28 +312,34 @@ type BMCStore interface {
 
 // bmcView is what the API shows of BMC settings.
 type bmcView struct {
-	Address     string `json:"address"`
-	Provider    string `json:"provider,omitempty"`
-	Username    string `json:"username,omitempty"`
-	PasswordSet bool   `json:"password_set"`
+	Address        string `json:"address"`
+	Provider       string `json:"provider,omitempty"`
+	Username       string `json:"username,omitempty"`
+	PasswordSet    bool   `json:"password_set"`
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+	TLSInsecure    bool   `json:"tls_insecure_skip_verify"`
 }
 
 func viewBMC(b matchbox.BMC) bmcView {
-	return bmcView{Address: b.Address, Provider: b.Provider, Username: b.Username, PasswordSet: b.Password != ""}
+	return bmcView{Address: b.Address, Provider: b.Provider, Username: b.Username, PasswordSet: b.Password != "",
+		TLSFingerprint: b.TLSFingerprint, TLSInsecure: b.TLSInsecure}
 }
 
 func (s *Server) setBMC(w http.ResponseWriter, r *http.Request) {
 	var body struct {
-		Address  string `json:"address"`
-		Provider string `json:"provider"`
-		Username string `json:"username"`
-		Password string `json:"password"`
+		Address        string `json:"address"`
+		Provider       string `json:"provider"`
+		Username       string `json:"username"`
+		Password       string `json:"password"`
+		TLSFingerprint string `json:"tls_fingerprint"`
+		TLSInsecure    bool   `json:"tls_insecure_skip_verify"`
 	}
 	if !s.decode(w, r, &body) {
 		return
 	}
 	mac := mux.Vars(r)["mac"]
-	b := matchbox.BMC{Address: body.Address, Provider: body.Provider, Username: body.Username, Password: body.Password}
+	b := matchbox.BMC{Address: body.Address, Provider: body.Provider, Username: body.Username, Password: body.Password,
+		TLSFingerprint: body.TLSFingerprint, TLSInsecure: body.TLSInsecure}
 	if err := s.cfg.BMC.SetMachineBMC(r.Context(), mac, b); err != nil {
 		s.fail(w, r, err)
 		return
@@ -343,7 +349,12 @@ func (s *Server) setBMC(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("machine BMC settings set", "mac", mac, "address", stored.Address, "provider", stored.Provider, "token", caller(r).Name)
+	attrs := []any{"mac", mac, "address", stored.Address, "provider", stored.Provider, "token", caller(r).Name}
+	if stored.TLSInsecure {
+		s.log.Warn("machine BMC settings set to skip TLS certificate verification", attrs...)
+	} else {
+		s.log.Info("machine BMC settings set", append(attrs, "tls_fingerprint", stored.TLSFingerprint)...)
+	}
 	writeJSON(w, http.StatusOK, "", viewBMC(stored))
 }
 

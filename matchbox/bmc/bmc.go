@@ -6,12 +6,22 @@ package bmc
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -36,7 +46,36 @@ type Config struct {
 	// DefaultProviders is the provider order for machines whose settings
 	// name none (default ipmitool, then redfish).
 	DefaultProviders []string
-	Logger           *slog.Logger
+	// RootCAs are the CAs an HTTPS BMC's certificate must chain to, for
+	// the host of its address, when its settings pin no certificate (nil:
+	// the system's roots; LoadCAFile adds a bundle to them).
+	RootCAs *x509.CertPool
+	Logger  *slog.Logger
+}
+
+// LoadCAFile returns the system's roots with the PEM certificates of path
+// added.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bmc CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("bmc CA file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
+// Fingerprint is a certificate's SHA-256 fingerprint as BMC settings pin
+// it: the digest of its DER encoding, 64 lowercase hex digits (what
+// `openssl x509 -noout -fingerprint -sha256` prints, without the colons).
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // Controller runs BMC operations. It is safe for concurrent use: every
@@ -77,6 +116,11 @@ var registryNames = map[string]string{
 	"dell":       "dell",
 }
 
+// fixedPort are the providers bmclib always connects to port 443: they
+// cannot reach a BMC at another port, and must not be sent its
+// credentials at 443 instead.
+var fixedPort = map[string]bool{"supermicro": true, "openbmc": true, "dell": true}
+
 // open connects to the machine's BMC with its preferred providers, one at
 // a time in order, and returns a client holding the first that connects
 // (and its name). bmclib would try them all at once and wait for the
@@ -90,6 +134,9 @@ func (c *Controller) open(ctx context.Context, b matchbox.BMC) (*bmclib.Client, 
 	if len(providers) == 0 {
 		providers = c.cfg.DefaultProviders
 	}
+	if b.TLSFingerprint, err = matchbox.NormalizeBMCFingerprint(b.TLSFingerprint); err != nil {
+		return nil, "", err
+	}
 	host, port := b.Address, ""
 	if h, p, err := net.SplitHostPort(b.Address); err == nil {
 		host, port = h, p
@@ -98,15 +145,23 @@ func (c *Controller) open(ctx context.Context, b matchbox.BMC) (*bmclib.Client, 
 		bmclib.WithPerProviderTimeout(c.cfg.ProviderTimeout),
 		bmclib.WithIpmitoolCipherSuite(c.cfg.IPMICipherSuite),
 		bmclib.WithLogger(logr.Discard()),
+		bmclib.WithHTTPClient(c.httpClient(b, host)),
 	}
 	if c.cfg.IPMIToolPath != "" {
 		opts = append(opts, bmclib.WithIpmitoolPath(c.cfg.IPMIToolPath))
 	}
 	if port != "" {
-		opts = append(opts, bmclib.WithIpmitoolPort(port), bmclib.WithRedfishPort(port))
+		opts = append(opts, bmclib.WithIpmitoolPort(port), bmclib.WithRedfishPort(port), bmclib.WithAsrockrackPort(port))
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+			opts = append(opts, bmclib.WithIntelAMTPort(uint32(n)))
+		}
 	}
 	var failures []string
 	for _, p := range providers {
+		if fixedPort[p] && port != "" && port != "443" {
+			failures = append(failures, fmt.Sprintf("%s: connects to port 443 only, not %s (give the address without a port, or another provider)", p, port))
+			continue
+		}
 		cl := bmclib.NewClient(host, b.Username, b.Password, opts...)
 		cl.Registry.Drivers = cl.Registry.For(registryNames[p])
 		if len(cl.Registry.Drivers) == 0 {
@@ -149,6 +204,7 @@ func (c *Controller) do(ctx context.Context, b matchbox.BMC, what string, op fun
 			err = fmt.Errorf("%s via %s at %s: %s", what, provider, b.Address, c.reason(err, b, ctx.Err() == context.DeadlineExceeded))
 		}
 	}
+	err = matchbox.RedactError(err, b.Password)
 	attrs := []any{"address", b.Address, "op", what, "provider", provider, "took", time.Since(start).Round(time.Millisecond)}
 	if err != nil {
 		c.cfg.Logger.Warn("bmc operation failed", append(attrs, "err", err)...)
@@ -219,6 +275,74 @@ func (c *Controller) SetBootDevice(ctx context.Context, b matchbox.BMC, dev matc
 	})
 }
 
+// httpClient is the HTTP client of the HTTPS providers for one operation
+// on b: its certificate is verified as b's settings say (verifyCert), it
+// follows no redirect off the BMC's endpoint, and it uses no proxy.
+func (c *Controller) httpClient(b matchbox.BMC, host string) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	// An operation skipping verification says so once, however many
+	// connections it makes.
+	var warn sync.Once
+	return &http.Client{
+		Jar:     jar,
+		Timeout: c.cfg.OperationTimeout,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{
+				// Verification is VerifyConnection's: it knows pins, and
+				// its error names the certificate's fingerprint.
+				InsecureSkipVerify: true,
+				VerifyConnection:   func(cs tls.ConnectionState) error { return c.verifyCert(b, host, cs, &warn) },
+			},
+			DialContext:           (&net.Dialer{Timeout: c.cfg.ProviderTimeout}).DialContext,
+			TLSHandshakeTimeout:   c.cfg.ProviderTimeout,
+			ResponseHeaderTimeout: c.cfg.ProviderTimeout,
+			DisableKeepAlives:     true,
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("stopped after 5 redirects")
+			}
+			if from := via[0].URL; req.URL.Scheme != from.Scheme || !strings.EqualFold(req.URL.Host, from.Host) {
+				return fmt.Errorf("redirect to %s refused: the BMC's credentials go to %s only", matchbox.Quote(req.URL.Scheme+"://"+req.URL.Host), from.Host)
+			}
+			return nil
+		},
+	}
+}
+
+// verifyCert checks the certificate an HTTPS BMC presents: the pinned one
+// if b pins one, any if b skips verification (logged, once per warn),
+// otherwise one that chains to the trusted roots for host. An untrusted
+// certificate's error names its fingerprint and how to trust it.
+func (c *Controller) verifyCert(b matchbox.BMC, host string, cs tls.ConnectionState, warn *sync.Once) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the BMC presented no TLS certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	fp := Fingerprint(leaf)
+	switch {
+	case b.TLSFingerprint != "":
+		if fp != b.TLSFingerprint {
+			return fmt.Errorf("TLS certificate of the BMC has SHA-256 fingerprint %s, not the pinned %s: if the BMC's certificate was replaced, pin the new one with tls_fingerprint (giving the password again)", fp, b.TLSFingerprint)
+		}
+		return nil
+	case b.TLSInsecure:
+		warn.Do(func() {
+			c.cfg.Logger.Warn("bmc TLS certificate not verified (tls_insecure_skip_verify is set): pin it with tls_fingerprint", "address", b.Address, "fingerprint", fp)
+		})
+		return nil
+	}
+	inter := x509.NewCertPool()
+	for _, cert := range cs.PeerCertificates[1:] {
+		inter.AddCert(cert)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: c.cfg.RootCAs, Intermediates: inter, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		return fmt.Errorf("TLS certificate of the BMC not trusted (%v); its SHA-256 fingerprint is %s: if that is the BMC's own certificate, pin it (tls_fingerprint in the BMC settings, -tls-fingerprint of matchbox machine bmc set, with the password again), or give the CA that issued it with -bmc-ca-file", err, fp)
+	}
+	return nil
+}
+
 // NormalizePower maps a provider's power state text to on, off or unknown:
 // ipmitool prints "Chassis Power is on", Redfish says "On", "PoweringOff"…
 func NormalizePower(raw string) matchbox.PowerState {
@@ -264,18 +388,19 @@ func (c *Controller) reason(err error, b matchbox.BMC, timedOut bool) string {
 	if timedOut || errors.Is(err, context.DeadlineExceeded) {
 		msg += fmt.Sprintf(" (no answer within the provider timeout %v or the operation deadline %v)", c.cfg.ProviderTimeout, c.cfg.OperationTimeout)
 	}
-	if b.Password != "" {
-		msg = strings.ReplaceAll(msg, b.Password, "********")
-	}
-	return msg
+	return matchbox.RedactSecret(msg, b.Password)
 }
+
+// redfishErrorBody finds where a Redfish error body starts in a message.
+var redfishErrorBody = regexp.MustCompile(`\{\s*"error"\s*:`)
 
 // redfishMessage replaces a Redfish error body in msg by its message.
 func redfishMessage(msg string) string {
-	i := strings.Index(msg, `{"error"`)
-	if i < 0 {
+	loc := redfishErrorBody.FindStringIndex(msg)
+	if loc == nil {
 		return msg
 	}
+	i := loc[0]
 	var body struct {
 		Error struct {
 			Message string `json:"message"`

@@ -38,15 +38,16 @@ func testContext(t *testing.T) context.Context {
 }
 
 // startRedfish starts a Redfish simulator and returns the BMC settings that
-// reach it with the redfish provider.
+// reach it with the redfish provider, its certificate pinned.
 func startRedfish(t *testing.T, on bool) (*bmcsim.RedfishSim, matchbox.BMC) {
 	t.Helper()
 	sim := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: testUser, Password: testPassword, InitialPower: on})
 	return sim, matchbox.BMC{
-		Address:  net.JoinHostPort(sim.Host, sim.Port),
-		Provider: "redfish",
-		Username: testUser,
-		Password: testPassword,
+		Address:        net.JoinHostPort(sim.Host, sim.Port),
+		Provider:       "redfish",
+		Username:       testUser,
+		Password:       testPassword,
+		TLSFingerprint: sim.Fingerprint(),
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -76,12 +78,16 @@ func NewSecretKey(key []byte) (*SecretKey, error) {
 	return &SecretKey{aead}, nil
 }
 
-// sealed is a BMC record as stored, before sealing.
+// sealedBMC is a BMC record as stored, before sealing. Records written
+// before the TLS settings existed have neither: their BMC's certificate is
+// verified against the trusted CAs.
 type sealedBMC struct {
-	Address  string `json:"address"`
-	Provider string `json:"provider,omitempty"`
-	Username string `json:"username,omitempty"`
-	Password string `json:"password,omitempty"`
+	Address        string `json:"address"`
+	Provider       string `json:"provider,omitempty"`
+	Username       string `json:"username,omitempty"`
+	Password       string `json:"password,omitempty"`
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+	TLSInsecure    bool   `json:"tls_insecure_skip_verify,omitempty"`
 }
 
 func (k *SecretKey) seal(mac string, b matchbox.BMC) ([]byte, error) {
@@ -114,33 +120,50 @@ func (k *SecretKey) open(mac string, data []byte) (matchbox.BMC, error) {
 	return matchbox.BMC(s), nil
 }
 
-// ValidateBMC checks BMC settings.
-func ValidateBMC(b matchbox.BMC) error {
+// ValidateBMC checks BMC settings and returns them with the certificate
+// fingerprint in its canonical form.
+func ValidateBMC(b matchbox.BMC) (matchbox.BMC, error) {
 	if b.Address == "" {
-		return fmt.Errorf("%w: BMC address is required (HOST or HOST:PORT)", matchbox.ErrInvalid)
+		return b, fmt.Errorf("%w: BMC address is required (HOST or HOST:PORT)", matchbox.ErrInvalid)
 	}
 	host := b.Address
-	if h, _, err := net.SplitHostPort(b.Address); err == nil {
+	if h, p, err := net.SplitHostPort(b.Address); err == nil {
 		host = h
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return b, fmt.Errorf("%w: BMC address %s: the port must be a number from 1 to 65535", matchbox.ErrInvalid, matchbox.Quote(b.Address))
+		}
 	}
 	if host == "" || strings.ContainsAny(host, " /\t") {
-		return fmt.Errorf("%w: BMC address %q: want HOST or HOST:PORT", matchbox.ErrInvalid, b.Address)
+		return b, fmt.Errorf("%w: BMC address %s: want HOST or HOST:PORT", matchbox.ErrInvalid, matchbox.Quote(b.Address))
 	}
-	if _, err := matchbox.ParseBMCProviders(b.Provider); err != nil {
-		return err
+	providers, err := matchbox.ParseBMCProviders(b.Provider)
+	if err != nil {
+		return b, err
 	}
-	return nil
+	if b.TLSFingerprint, err = matchbox.NormalizeBMCFingerprint(b.TLSFingerprint); err != nil {
+		return b, err
+	}
+	if b.TLSFingerprint != "" && b.TLSInsecure {
+		return b, fmt.Errorf("%w: tls_fingerprint and tls_insecure_skip_verify exclude each other: pin the certificate or skip its verification", matchbox.ErrInvalid)
+	}
+	if (b.TLSFingerprint != "" || b.TLSInsecure) && len(providers) > 0 && !slices.ContainsFunc(providers, func(p string) bool { return p != "ipmitool" && p != "intelamt" }) {
+		return b, fmt.Errorf("%w: tls_fingerprint and tls_insecure_skip_verify apply to the HTTPS providers (redfish and the vendor ones), not to %s", matchbox.ErrInvalid, b.Provider)
+	}
+	return b, nil
 }
 
-// SetMachineBMC stores a machine's BMC settings, sealed with key; an empty
-// password keeps the stored one. An unknown machine is added to the
+// SetMachineBMC stores a machine's BMC settings, sealed with key. An empty
+// password keeps the stored one, but only for the same destination: an
+// update that changes where or to whom the credential goes (see
+// matchbox.BMCDestinationChanges) must give the password again, or it is
+// refused and nothing changes. An unknown machine is added to the
 // inventory.
 func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s matchbox.BMC) error {
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
 		return err
 	}
-	if err := ValidateBMC(s); err != nil {
+	if s, err = ValidateBMC(s); err != nil {
 		return err
 	}
 	created := false
@@ -154,6 +177,10 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 			prev, err := key.open(norm, old)
 			if err != nil {
 				return err
+			}
+			if changed := matchbox.BMCDestinationChanges(prev, s); len(changed) > 0 {
+				return fmt.Errorf("%w: BMC settings of %s: %s changed, so give the password again: a stored password is only sent to the BMC address, provider, user and certificate it was given for",
+					matchbox.ErrInvalid, norm, strings.Join(changed, ", "))
 			}
 			s.Password = prev.Password
 		}

@@ -47,15 +47,43 @@ func TestBMCSettingsSealed(t *testing.T) {
 	if err := db.SetMachineBMC(ctx, key, mac, b); err != nil {
 		t.Fatal(err)
 	}
-	// An update without a password keeps the stored one.
-	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.10", Provider: "redfish", Username: "root"}); err != nil {
+	// An update without a password keeps the stored one for the same
+	// destination only: another address, provider or user needs it again,
+	// and a refused update changes nothing.
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.10", Provider: "redfish", Username: "root"}); !errors.Is(err, matchbox.ErrInvalid) ||
+		!strings.Contains(err.Error(), "address, provider, username changed") || !strings.Contains(err.Error(), "password") {
+		t.Errorf("moving the BMC without its password: %v", err)
+	}
+	if got, err := db.MachineBMC(ctx, key, mac); err != nil || got != b {
+		t.Errorf("after a refused update: %+v, %v", got, err)
+	}
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.9:623", Provider: "IPMItool", Username: "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.MachineBMC(ctx, key, mac); err != nil || got.Password != password {
+		t.Errorf("update to the same destination without a password: %+v, %v", got, err)
+	}
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.10", Provider: "redfish", Username: "root", Password: "new-" + password}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.MachineBMC(ctx, key, mac)
-	if err != nil || got.Password != password || got.Address != "10.0.0.10" || got.Provider != "redfish" {
+	if err != nil || got.Password != "new-"+password || got.Address != "10.0.0.10" || got.Provider != "redfish" {
 		t.Fatalf("MachineBMC = %+v, %v", got, err)
 	}
-	for _, bad := range []matchbox.BMC{{Address: ""}, {Address: "a b"}, {Address: "10.0.0.1", Provider: "telnet"}} {
+	// A pin is stored in its canonical form.
+	pin := strings.Repeat("AB:", 31) + "AB"
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.10", Provider: "redfish", Username: "root", Password: password, TLSFingerprint: pin}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.MachineBMC(ctx, key, mac); err != nil || got.TLSFingerprint != strings.Repeat("ab", 32) {
+		t.Errorf("pinned: %+v, %v", got, err)
+	}
+	for _, bad := range []matchbox.BMC{{Address: ""}, {Address: "a b"}, {Address: "10.0.0.1", Provider: "telnet"},
+		{Address: "10.0.0.1:http"}, {Address: "10.0.0.1:70000"},
+		{Address: "10.0.0.1", TLSFingerprint: "abc"},
+		{Address: "10.0.0.1", TLSFingerprint: strings.Repeat("ab", 32), TLSInsecure: true},
+		{Address: "10.0.0.1", Provider: "ipmitool", TLSInsecure: true}} {
+		bad.Password = password
 		if err := db.SetMachineBMC(ctx, key, mac, bad); !errors.Is(err, matchbox.ErrInvalid) {
 			t.Errorf("SetMachineBMC(%+v): %v", bad, err)
 		}

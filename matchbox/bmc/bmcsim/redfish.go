@@ -2,6 +2,8 @@ package bmcsim
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -60,6 +63,17 @@ type RedfishConfig struct {
 	// InitialPower is the initial power state of the system: true is On,
 	// false is Off.
 	InitialPower bool
+	// Certificate is the TLS certificate the BMC serves (nil: a new
+	// self-signed one for 127.0.0.1, as most BMCs ship with).
+	Certificate *tls.Certificate
+	// EchoCredentials makes a failed login answer as careless firmware
+	// does: a plain-text page that quotes the request body as received
+	// and the credentials in a retry URL (query-escaped) and an account
+	// path (path-escaped).
+	EchoCredentials bool
+	// LoginRedirect, when set, answers every login with a 307 redirect to
+	// this URL: a client that follows it sends the credentials there.
+	LoginRedirect string
 }
 
 // RedfishBoot is the one-time/persistent boot source override of the
@@ -106,9 +120,9 @@ type RedfishSim struct {
 }
 
 // StartRedfish starts a simulated Redfish BMC on an ephemeral port of
-// 127.0.0.1 with a self-signed TLS certificate (clients must skip
-// verification, as bmclib and gofish do). The server is closed when the test
-// finishes.
+// 127.0.0.1 serving cfg.Certificate, by default a self-signed certificate
+// of its own (a client trusts it by its fingerprint, Fingerprint). The
+// server is closed when the test finishes.
 func StartRedfish(t testing.TB, cfg RedfishConfig) *RedfishSim {
 	t.Helper()
 	s := &RedfishSim{
@@ -119,6 +133,12 @@ func StartRedfish(t testing.TB, cfg RedfishConfig) *RedfishSim {
 		generation: 1,
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	cert := cfg.Certificate
+	if cert == nil {
+		c := SelfSigned(t, "127.0.0.1")
+		cert = &c
+	}
+	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
 	// Silence "TLS handshake error" noise from clients that give up early.
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	s.srv.StartTLS()
@@ -131,6 +151,17 @@ func StartRedfish(t testing.TB, cfg RedfishConfig) *RedfishSim {
 	s.Host, s.Port = host, port
 	t.Cleanup(s.Close)
 	return s
+}
+
+// Certificate returns the certificate the BMC serves.
+func (s *RedfishSim) Certificate() *x509.Certificate {
+	return s.srv.Certificate()
+}
+
+// Fingerprint returns the SHA-256 fingerprint of the certificate the BMC
+// serves (see Fingerprint).
+func (s *RedfishSim) Fingerprint() string {
+	return Fingerprint(s.srv.Certificate())
 }
 
 // Power returns the simulated power state, "On" or "Off".
@@ -356,6 +387,11 @@ func (s *RedfishSim) refused(w http.ResponseWriter) bool {
 
 // login implements POST to the Sessions collection (Redfish session login).
 func (s *RedfishSim) login(w http.ResponseWriter, r *http.Request, body []byte) {
+	if s.cfg.LoginRedirect != "" {
+		w.Header().Set("Location", s.cfg.LoginRedirect)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return
+	}
 	if !redfishJSONContent(w, r) {
 		return
 	}
@@ -374,6 +410,13 @@ func (s *RedfishSim) login(w http.ResponseWriter, r *http.Request, body []byte) 
 				fmt.Sprintf("The create operation failed because the required property %s was missing from the request.", name), name)
 			return
 		}
+	}
+	if !s.validCredentials(*req.UserName, *req.Password) && s.cfg.EchoCredentials {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, "login refused for %s; retry at %s?UserName=%s&Password=%s or see /redfish/v1/AccountService/Accounts/%s/%s\n",
+			body, redfishSessions, url.QueryEscape(*req.UserName), url.QueryEscape(*req.Password), url.PathEscape(*req.UserName), url.PathEscape(*req.Password))
+		return
 	}
 	if !s.validCredentials(*req.UserName, *req.Password) {
 		redfishError(w, http.StatusUnauthorized, "ResourceAtUriUnauthorized",

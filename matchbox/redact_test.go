@@ -1,0 +1,203 @@
+package matchbox_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/storage"
+)
+
+// secret has every character escaping changes, between fragments it does
+// not (the fragments must not survive either).
+const secret = `Qx7"Lm\Rv%41 Zp&Kw'Ét€Yb😀Hn<Jc>`
+
+var fragments = []string{"Qx7", "Lm", "Rv", "Zp", "Kw", "Yb", "Hn", "Jc"}
+
+func jsonText(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func TestRedactSecret(t *testing.T) {
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "err", "body "+jsonText(secret))
+	var loggedJSON bytes.Buffer
+	slog.New(slog.NewJSONHandler(&loggedJSON, nil)).Info("x", "err", fmt.Sprintf("%q", secret))
+	for name, text := range map[string]string{
+		"raw":                "login " + secret + " refused",
+		"JSON":               `{"Password":` + jsonText(secret) + `}`,
+		"JSON, ASCII":        `{"Password":"Qx7\"Lm\\Rv%41 Zp&Kw'\u00c9t\u20acYb\ud83d\ude00Hn<Jc>"}`,
+		"JSON, ASCII upper":  `{"Password":"Qx7\"Lm\\Rv%41 Zp&Kw'\u00C9t\u20ACYb\uD83D\uDE00Hn<Jc>"}`,
+		"Go-quoted":          fmt.Sprintf("password %q", secret),
+		"Go-quoted ASCII":    fmt.Sprintf("password %+q", secret),
+		"query":              "/login?user=a&password=" + url.QueryEscape(secret),
+		"path":               "/accounts/" + url.PathEscape(secret) + "/x",
+		"query, lower hex":   "?p=" + regexp.MustCompile(`%[0-9A-F]{2}`).ReplaceAllStringFunc(url.QueryEscape(secret), strings.ToLower),
+		"HTML":               "<p>Qx7&#34;Lm\\Rv%41 Zp&amp;Kw&#39;Ét€Yb😀Hn&lt;Jc&gt;</p>",
+		"shell single":       `ipmitool -P 'Qx7"Lm\Rv%41 Zp&Kw'\''Ét€Yb😀Hn<Jc>'`,
+		"shell double":       `-P "Qx7\"Lm\\Rv%41 Zp&Kw'Ét€Yb😀Hn<Jc>"`,
+		"JSON in a log line": logged.String(),
+		"%q in a JSON log":   loggedJSON.String(),
+		"JSON in %q":         fmt.Sprintf("%q", jsonText(secret)),
+		"query of JSON":      url.QueryEscape(jsonText(secret)),
+		"twice, two ways":    secret + " and " + url.PathEscape(secret),
+	} {
+		got := matchbox.RedactSecret(text, secret)
+		for _, f := range fragments {
+			if strings.Contains(got, f) {
+				t.Errorf("%s: %q left in %s (from %s)", name, f, got, text)
+			}
+		}
+		if !strings.Contains(got, matchbox.Redacted) {
+			t.Errorf("%s: nothing redacted: %s", name, got)
+		}
+	}
+	if got := matchbox.RedactSecret("nothing to see", secret); got != "nothing to see" {
+		t.Errorf("text without the secret changed: %q", got)
+	}
+	if got := matchbox.RedactSecret("abc", ""); got != "abc" {
+		t.Errorf("empty secret: %q", got)
+	}
+}
+
+func TestRedactErrorKeepsSentinels(t *testing.T) {
+	err := fmt.Errorf("login %q: %w", secret, matchbox.ErrUnavailable)
+	red := matchbox.RedactError(err, secret)
+	if strings.Contains(red.Error(), "Qx7") || !errors.Is(red, matchbox.ErrUnavailable) {
+		t.Errorf("RedactError = %v (is unavailable: %v)", red, errors.Is(red, matchbox.ErrUnavailable))
+	}
+	if errors.Unwrap(red) != nil {
+		t.Error("the redacted error unwraps to the text with the secret")
+	}
+	plain := errors.New("no secret here")
+	if matchbox.RedactError(plain, secret) != plain || matchbox.RedactError(nil, secret) != nil {
+		t.Error("an error without the secret was replaced")
+	}
+}
+
+// leakyController fails every call with the password in its error, in the
+// forms careless code and BMCs put it in.
+type leakyController struct{}
+
+func (leakyController) fail(b matchbox.BMC) error {
+	return fmt.Errorf("login %q refused: %s at /x?p=%s: %w", b.Password, jsonText(b.Password), url.QueryEscape(b.Password), matchbox.ErrUnavailable)
+}
+
+func (c leakyController) PowerState(_ context.Context, b matchbox.BMC) (matchbox.PowerState, error) {
+	return matchbox.PowerUnknown, c.fail(b)
+}
+
+func (c leakyController) SetPower(_ context.Context, b matchbox.BMC, _ matchbox.PowerAction) error {
+	return c.fail(b)
+}
+
+func (c leakyController) SetBootDevice(_ context.Context, b matchbox.BMC, _ matchbox.BootDevice, _ bool) error {
+	return c.fail(b)
+}
+
+// Whatever a controller lets through, the BMC service redacts: in the
+// errors it returns (API answers, workflow reasons) and in the machine
+// events the read role sees.
+func TestBMCsRedactControllerErrors(t *testing.T) {
+	ctx := context.Background()
+	db, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key, err := storage.NewSecretKey(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:00:00:31"
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.31", Username: "u", Password: secret}); err != nil {
+		t.Fatal(err)
+	}
+	rec := matchbox.NewRecorder(db, nil)
+	bmcs := &matchbox.BMCs{Settings: storage.BMCSettings{DB: db, Key: key}, Controller: leakyController{}, Recorder: rec}
+	var errs []error
+	_, err = bmcs.PowerState(ctx, mac)
+	errs = append(errs, err, bmcs.SetPower(ctx, mac, matchbox.ActionOn), bmcs.SetBootDevice(ctx, mac, matchbox.BootPXE, true))
+	rec.Flush(ctx)
+	events, err := db.MachineEvents(ctx, mac)
+	if err != nil || len(events) != 3 {
+		t.Fatalf("events: %d, %v", len(events), err)
+	}
+	for _, e := range errs {
+		if !errors.Is(e, matchbox.ErrUnavailable) {
+			t.Errorf("the error lost its kind: %v", e)
+		}
+	}
+	texts := []string{fmt.Sprint(errs)}
+	for _, e := range events {
+		data, _ := json.Marshal(e)
+		texts = append(texts, string(data))
+	}
+	for _, text := range texts {
+		for _, f := range fragments {
+			if strings.Contains(text, f) {
+				t.Errorf("%q of the password in %s", f, text)
+			}
+		}
+	}
+}
+
+func TestNormalizeBMCFingerprint(t *testing.T) {
+	const want = "3f2a0000000000000000000000000000000000000000000000000000000000bc"
+	for _, in := range []string{want, strings.ToUpper(want), "sha256:" + want, " " + want + " ",
+		"SHA256 Fingerprint=3F:2A:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:BC",
+		"sha256 Fingerprint=3f:2a:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:bc"} {
+		if got, err := matchbox.NormalizeBMCFingerprint(in); err != nil || got != want {
+			t.Errorf("NormalizeBMCFingerprint(%q) = %q, %v", in, got, err)
+		}
+	}
+	if got, err := matchbox.NormalizeBMCFingerprint(""); got != "" || err != nil {
+		t.Errorf("empty: %q, %v", got, err)
+	}
+	for _, bad := range []string{"3f2a", want + "00", "zz" + want[2:], "sha1:" + want} {
+		if _, err := matchbox.NormalizeBMCFingerprint(bad); !errors.Is(err, matchbox.ErrInvalid) {
+			t.Errorf("NormalizeBMCFingerprint(%q): %v", bad, err)
+		}
+	}
+}
+
+func TestBMCDestinationChanges(t *testing.T) {
+	base := matchbox.BMC{Address: "bmc1.example:443", Provider: "redfish,ipmitool", Username: "root", TLSFingerprint: strings.Repeat("ab", 32)}
+	for _, tc := range []struct {
+		name string
+		next func(*matchbox.BMC)
+		want string
+	}{
+		{"same", func(*matchbox.BMC) {}, ""},
+		{"host case, provider order and spelling", func(b *matchbox.BMC) {
+			b.Address, b.Provider, b.TLSFingerprint = "BMC1.example:443", " IPMItool , redfish", strings.Repeat("AB", 32)
+		}, ""},
+		{"password only", func(b *matchbox.BMC) { b.Password = "new" }, ""},
+		{"host", func(b *matchbox.BMC) { b.Address = "bmc2.example:443" }, "address"},
+		{"port", func(b *matchbox.BMC) { b.Address = "bmc1.example:8443" }, "address"},
+		{"no port", func(b *matchbox.BMC) { b.Address = "bmc1.example" }, "address"},
+		{"a provider more", func(b *matchbox.BMC) { b.Provider = "redfish,ipmitool,intelamt" }, "provider"},
+		{"default providers", func(b *matchbox.BMC) { b.Provider = "" }, "provider"},
+		{"user", func(b *matchbox.BMC) { b.Username = "admin" }, "username"},
+		{"pin", func(b *matchbox.BMC) { b.TLSFingerprint = strings.Repeat("cd", 32) }, "tls_fingerprint"},
+		{"no pin", func(b *matchbox.BMC) { b.TLSFingerprint = "" }, "tls_fingerprint"},
+		{"skip verification", func(b *matchbox.BMC) { b.TLSFingerprint, b.TLSInsecure = "", true }, "tls_fingerprint,tls_insecure_skip_verify"},
+		{"everything", func(b *matchbox.BMC) { *b = matchbox.BMC{Address: "x", TLSInsecure: true} }, "address,provider,username,tls_fingerprint,tls_insecure_skip_verify"},
+	} {
+		next := base
+		tc.next(&next)
+		if got := strings.Join(matchbox.BMCDestinationChanges(base, next), ","); got != tc.want {
+			t.Errorf("%s: changes %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
