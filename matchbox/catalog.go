@@ -27,8 +27,11 @@ type Problem struct {
 	Message  string   `json:"message"`
 }
 
+// String is the problem on one line, as validate and the logs print it;
+// a file name or message holding control or format characters shows them
+// escaped.
 func (p Problem) String() string {
-	return fmt.Sprintf("%s: %s: %s", p.Origin, p.Severity, p.Message)
+	return Printable(p.Origin) + ": " + string(p.Severity) + ": " + EscapeLine(p.Message)
 }
 
 // Objects is what one source (the data dir, the database) contributes to the

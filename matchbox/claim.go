@@ -83,7 +83,7 @@ func (c *Claim) Covers() string {
 		pairs = append(pairs, k+"="+v)
 	}
 	for _, k := range c.Unknown {
-		pairs = append(pairs, k+"=(unreadable)")
+		pairs = append(pairs, Printable(k)+"=(unreadable)")
 	}
 	slices.Sort(pairs)
 	return "machines matching " + strings.Join(pairs, ",") + " without a more specific group"
@@ -108,7 +108,7 @@ func withheld(claims []Claim, labels map[string]string, won *Group) error {
 		if n++; n > 1 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s (%s)", c.Origin, c.Reason)
+		fmt.Fprintf(&b, "%s (%s)", Printable(c.Origin), EscapeLine(c.Reason))
 	}
 	if n == 0 {
 		return nil

@@ -43,7 +43,8 @@ func isCanonicalMAC(s string) bool {
 // value of each key; a key spelled "mac" in any case is parsed as a MAC
 // address and normalised. Unlike poseidon/matchbox, which silently drops an
 // unparseable MAC (and then may select the default group), a malformed MAC
-// is an error wrapping ErrInvalid.
+// is an error wrapping ErrInvalid, and so is a key or value CheckLabel
+// refuses (a control character, invalid UTF-8, a bidirectional override).
 func ParseLabels(values map[string][]string) (map[string]string, error) {
 	labels := make(map[string]string, len(values))
 	for k, vs := range values {
@@ -51,6 +52,9 @@ func ParseLabels(values map[string][]string) (map[string]string, error) {
 			continue
 		}
 		v := vs[0]
+		if err := CheckLabel("label", k, v); err != nil {
+			return nil, err
+		}
 		if strings.EqualFold(k, "mac") {
 			mac, err := NormalizeMAC(v)
 			if err != nil {
@@ -66,7 +70,8 @@ func ParseLabels(values map[string][]string) (map[string]string, error) {
 // ParseQueryLabels is ParseLabels of url.ParseQuery(raw) in one pass,
 // without building the intermediate url.Values: it runs on every boot
 // request. Any malformed pair (bad escape, a ';' separator) is an error
-// wrapping ErrInvalid, as a failed url.ParseQuery is.
+// wrapping ErrInvalid, as a failed url.ParseQuery is; so is a label
+// ParseLabels refuses.
 func ParseQueryLabels(raw string) (map[string]string, error) {
 	labels := make(map[string]string, 4)
 	var firstErr error
@@ -102,6 +107,9 @@ func ParseQueryLabels(raw string) (map[string]string, error) {
 		return nil, firstErr
 	}
 	for k, v := range labels {
+		if err := CheckLabel("label", k, v); err != nil {
+			return nil, err
+		}
 		if strings.EqualFold(k, "mac") {
 			mac, err := NormalizeMAC(v)
 			if err != nil {

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf16"
 
 	yaml "go.yaml.in/yaml/v3"
 
@@ -75,10 +76,11 @@ type apiFailure struct {
 }
 
 func (e *apiFailure) Error() string {
+	msg := matchbox.EscapeLine(e.message)
 	if e.code == "" {
-		return fmt.Sprintf("%d %s", e.status, e.message)
+		return fmt.Sprintf("%d %s", e.status, msg)
 	}
-	return fmt.Sprintf("%s (%d): %s", e.code, e.status, e.message)
+	return fmt.Sprintf("%s (%d): %s", matchbox.EscapeLine(e.code), e.status, msg)
 }
 
 // request sends one API request and returns the answer's body; an error
@@ -320,7 +322,7 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 		var obj map[string]any
 		h, err := c.do(ctx, "GET", "/api/v1/"+plural+"/"+url.PathEscape(pos[0]), nil, &obj)
 		if err != nil {
-			return fmt.Errorf("get %s %s: %w", kind, pos[0], err)
+			return fmt.Errorf("get %s %s: %w", kind, matchbox.Printable(pos[0]), err)
 		}
 		if cf.output == "table" {
 			return printObjects(stdout, kind, []map[string]any{obj})
@@ -341,13 +343,16 @@ func objectCLI(ctx context.Context, kind string, args []string, stdout, stderr i
 		if id == "" {
 			return fmt.Errorf("%s: the %s has no id", *file, kind)
 		}
+		if err := matchbox.CheckName(kind+" id", id); err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
 		a, err := c.send(ctx, "PUT", "/api/v1/"+plural+"/"+url.PathEscape(id), obj, *ifMatch, nil)
 		return reportApply(stdout, kind, id, a, err)
 	case verb == "delete" && len(pos) == 1:
 		if _, err := c.do(ctx, "DELETE", "/api/v1/"+plural+"/"+url.PathEscape(pos[0]), nil, nil); err != nil {
-			return fmt.Errorf("delete %s %s: %w", kind, pos[0], err)
+			return fmt.Errorf("delete %s %s: %w", kind, matchbox.Printable(pos[0]), err)
 		}
-		fmt.Fprintf(stdout, "%s %s deleted\n", kind, pos[0])
+		fmt.Fprintf(stdout, "%s %s deleted\n", kind, matchbox.Printable(pos[0]))
 		return nil
 	}
 	fmt.Fprint(stderr, cliUsage)
@@ -385,6 +390,7 @@ func (c *client) send(ctx context.Context, method, path string, body any, etag s
 }
 
 func reportApply(w io.Writer, kind, id string, a applied, err error) error {
+	id = matchbox.Printable(id)
 	if err != nil {
 		return fmt.Errorf("apply %s %s: %w", kind, id, err)
 	}
@@ -392,7 +398,7 @@ func reportApply(w io.Writer, kind, id string, a applied, err error) error {
 	if a.status == http.StatusCreated {
 		what = "created"
 	}
-	fmt.Fprintf(w, "%s %s %s (ETag %s)\n", kind, id, what, a.etag)
+	fmt.Fprintf(w, "%s %s %s (ETag %s)\n", kind, id, what, cell(a.etag))
 	return nil
 }
 
@@ -425,10 +431,56 @@ func readObject(path string) (map[string]any, error) {
 	return obj, nil
 }
 
+// printJSON prints v as indented JSON. encoding/json escapes the C0
+// controls; the other characters group metadata may not hold
+// (matchbox.CheckValue: DEL, C1, bidirectional and other format
+// characters, invisible ones) are escaped too (\u202e), so that -o json is
+// as safe on a terminal as a table, and decodes to the same value.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(escapeJSON(buf.Bytes()))
+	return err
+}
+
+// escapeJSON escapes such characters in encoded JSON as \uXXXX. Outside
+// strings JSON holds only ASCII, so every such character is in a string.
+func escapeJSON(data []byte) []byte {
+	s := string(data)
+	if matchbox.CheckValue("JSON", s, true) == nil {
+		return data
+	}
+	var b bytes.Buffer
+	for _, r := range s {
+		if r < 0x7f || matchbox.CheckValue("", string(r), true) == nil {
+			b.WriteRune(r)
+			continue
+		}
+		for _, u := range utf16.Encode([]rune{r}) {
+			fmt.Fprintf(&b, "\\u%04x", u)
+		}
+	}
+	return b.Bytes()
+}
+
+// cell is a value as a table or a line of output shows it: "-" for none,
+// text escaped by matchbox.Printable, so that an id holding a newline, a
+// tab or an escape sequence (stored before such ids were refused, or sent
+// by a machine) cannot forge a row or a column or drive the terminal, and
+// a bidirectional override shows as \u202e instead of reversing text.
+func cell(v any) string {
+	s := ""
+	if v != nil {
+		s = fmt.Sprint(v)
+	}
+	if s == "" {
+		return "-"
+	}
+	return matchbox.Printable(s)
 }
 
 // printObjects prints groups or profiles as a table.
@@ -438,28 +490,23 @@ func printObjects(w io.Writer, kind string, items []map[string]any) error {
 	if kind == "group" {
 		fmt.Fprintln(tw, "ID\tPROFILE\tSELECTOR\tSOURCE")
 		for _, it := range items {
-			fmt.Fprintf(tw, "%v\t%v\t%s\t%v\n", it["id"], it["profile"], selectorText(it["selector"]), it["source"])
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(it["id"]), cell(it["profile"]), selectorText(it["selector"]), cell(it["source"]))
 		}
 	} else {
 		fmt.Fprintln(tw, "ID\tKERNEL\tIGNITION\tSOURCE")
 		for _, it := range items {
-			kernel := ""
+			var kernel any
 			if b, ok := it["boot"].(map[string]any); ok {
-				kernel = fmt.Sprint(b["kernel"])
+				kernel = b["kernel"]
 			}
-			fmt.Fprintf(tw, "%v\t%s\t%v\t%v\n", it["id"], kernel, orDash(it["ignition_id"]), it["source"])
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(it["id"]), cell(kernel), cell(it["ignition_id"]), cell(it["source"]))
 		}
 	}
 	return tw.Flush()
 }
 
-func orDash(v any) any {
-	if v == nil || v == "" {
-		return "-"
-	}
-	return v
-}
-
+// selectorText is a selector (or labels) as k=v pairs, each key and value
+// escaped (matchbox.Printable: an empty value shows as "").
 func selectorText(v any) string {
 	m, _ := v.(map[string]any)
 	if len(m) == 0 {
@@ -472,7 +519,7 @@ func selectorText(v any) string {
 	sort.Strings(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%v", k, m[k])
+		parts[i] = matchbox.Printable(k) + "=" + matchbox.Printable(fmt.Sprint(m[k]))
 	}
 	return strings.Join(parts, ",")
 }
@@ -504,27 +551,30 @@ func tokenCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
 		for _, t := range out.Items {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Role, t.Created.Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", cell(t.Name), cell(t.Role), t.Created.Format(time.RFC3339))
 		}
 		return tw.Flush()
 	case verb == "create" && len(pos) == 0:
 		if *name == "" {
 			return errors.New("token create: -name is required")
 		}
+		if err := matchbox.CheckName("-name", *name); err != nil {
+			return fmt.Errorf("token create: %w", err)
+		}
 		var out struct {
 			Token string `json:"token"`
 		}
 		if _, err := c.do(ctx, "POST", "/api/v1/tokens", map[string]string{"name": *name, "role": *role}, &out); err != nil {
-			return fmt.Errorf("create token %s: %w", *name, err)
+			return fmt.Errorf("create token %s: %w", matchbox.Printable(*name), err)
 		}
 		// Only the token, so scripts can capture it; it is shown once.
 		fmt.Fprintln(stdout, out.Token)
 		return nil
 	case verb == "revoke" && len(pos) == 1:
 		if _, err := c.do(ctx, "DELETE", "/api/v1/tokens/"+url.PathEscape(pos[0]), nil, nil); err != nil {
-			return fmt.Errorf("revoke token %s: %w", pos[0], err)
+			return fmt.Errorf("revoke token %s: %w", matchbox.Printable(pos[0]), err)
 		}
-		fmt.Fprintf(stdout, "token %s revoked\n", pos[0])
+		fmt.Fprintf(stdout, "token %s revoked\n", matchbox.Printable(pos[0]))
 		return nil
 	}
 	fmt.Fprint(stderr, cliUsage)
@@ -614,13 +664,13 @@ func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tNAME\tSIZE\tSOURCE")
 		for _, it := range out.Items {
-			fmt.Fprintf(tw, "%v\t%v\t%v\t%v\n", it["kind"], it["name"], it["size"], it["source"])
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(it["kind"]), cell(it["name"]), cell(it["size"]), cell(it["source"]))
 		}
 		return tw.Flush()
 	case verb == "get" && len(pos) == 2:
 		_, raw, err := c.request(ctx, "GET", "/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(pos[1]), nil, "", "")
 		if err != nil {
-			return fmt.Errorf("get template %s %s: %w", pos[0], pos[1], err)
+			return fmt.Errorf("get template %s %s: %w", matchbox.Printable(pos[0]), matchbox.Printable(pos[1]), err)
 		}
 		_, err = stdout.Write(raw)
 		return err
@@ -641,13 +691,16 @@ func templateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			n = filepath.Base(*file)
 		}
+		if err := matchbox.CheckName("template name", n); err != nil {
+			return fmt.Errorf("template apply: %w", err)
+		}
 		a, err := c.sendRaw(ctx, "/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(n), content)
-		return reportApply(stdout, pos[0]+" template", n, a, err)
+		return reportApply(stdout, matchbox.Printable(pos[0])+" template", n, a, err)
 	case verb == "delete" && len(pos) == 2:
 		if _, err := c.do(ctx, "DELETE", "/api/v1/templates/"+url.PathEscape(pos[0])+"/"+escapePath(pos[1]), nil, nil); err != nil {
-			return fmt.Errorf("delete template %s %s: %w", pos[0], pos[1], err)
+			return fmt.Errorf("delete template %s %s: %w", matchbox.Printable(pos[0]), matchbox.Printable(pos[1]), err)
 		}
-		fmt.Fprintf(stdout, "%s template %s deleted\n", pos[0], pos[1])
+		fmt.Fprintf(stdout, "%s template %s deleted\n", matchbox.Printable(pos[0]), matchbox.Printable(pos[1]))
 		return nil
 	}
 	fmt.Fprint(stderr, cliUsage)

@@ -58,6 +58,22 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	for flag, name := range map[string]string{"-group": *group, "-profile": *profile} {
+		if name != "" {
+			if err := matchbox.CheckName(flag, name); err != nil {
+				return err
+			}
+		}
+	}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("-label %q: want K=V", l)
+		}
+		if err := matchbox.CheckLabel("-label", k, v); err != nil {
+			return err
+		}
+	}
 	machinePath := func(mac string) string { return "/api/v1/machines/" + url.PathEscape(mac) }
 	switch {
 	case verb == "list" && len(pos) == 0:
@@ -96,7 +112,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "MAC\tLAST IP\tARCH\tGROUP\tPROFILE\tLAST SEEN")
 		for _, m := range all {
-			fmt.Fprintf(tw, "%s\t%v\t%v\t%v\t%v\t%s\n", m.MAC, orDash(m.LastIP), orDash(m.Arch), orDash(m.Group), orDash(m.Profile), ago(m.LastSeen))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.MAC), cell(m.LastIP), cell(m.Arch), cell(m.Group), cell(m.Profile), ago(m.LastSeen))
 		}
 		return tw.Flush()
 	case verb == "get" && len(pos) == 1:
@@ -116,22 +132,22 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Reason   string             `json:"reason,omitempty"`
 		}
 		if _, err := c.do(ctx, "GET", machinePath(pos[0]), nil, &out); err != nil {
-			return fmt.Errorf("get machine %s: %w", pos[0], err)
+			return fmt.Errorf("get machine %s: %w", matchbox.Printable(pos[0]), err)
 		}
 		if cf.output != "table" {
 			return printJSON(stdout, out)
 		}
 		m := out.Machine
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		for _, kv := range [][2]any{{"MAC", m.MAC}, {"UUID", orDash(m.UUID)}, {"Arch", orDash(m.Arch)}, {"Last IP", orDash(m.LastIP)},
-			{"Group", orDash(m.Group)}, {"Profile", orDash(m.Profile)}, {"First seen", timeText(m.FirstSeen)}, {"Last seen", timeText(m.LastSeen)},
-			{"Labels", orDash(labelText(m.Labels))}, {"BMC", bmcText(out.BMC)}, {"Events", len(out.Events)}} {
-			fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
+		for _, kv := range [][2]string{{"MAC", cell(m.MAC)}, {"UUID", cell(m.UUID)}, {"Arch", cell(m.Arch)}, {"Last IP", cell(m.LastIP)},
+			{"Group", cell(m.Group)}, {"Profile", cell(m.Profile)}, {"First seen", timeText(m.FirstSeen)}, {"Last seen", timeText(m.LastSeen)},
+			{"Labels", orDash(labelText(m.Labels))}, {"BMC", bmcText(out.BMC)}, {"Events", strconv.Itoa(len(out.Events))}} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 		}
 		if w := out.Workflow; w != nil {
-			fmt.Fprintf(tw, "Reinstall:\t%s (profile %s, attempt %d, since %s)\n", w.State, w.Profile, w.Attempt, w.Entered.Format(time.RFC3339))
+			fmt.Fprintf(tw, "Reinstall:\t%s (profile %s, attempt %d, since %s)\n", cell(w.State), cell(w.Profile), w.Attempt, w.Entered.Format(time.RFC3339))
 			if w.Reason != "" {
-				fmt.Fprintf(tw, "Reason:\t%s\n", w.Reason)
+				fmt.Fprintf(tw, "Reason:\t%s\n", matchbox.EscapeLine(w.Reason))
 			}
 		}
 		return tw.Flush()
@@ -146,7 +162,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				Items []matchbox.Event `json:"items"`
 			}
 			if _, err := c.do(ctx, "GET", path, nil, &out); err != nil {
-				return fmt.Errorf("events of machine %s: %w", pos[0], err)
+				return fmt.Errorf("events of machine %s: %w", matchbox.Printable(pos[0]), err)
 			}
 			for _, e := range out.Items {
 				printEvent(stdout, e, cf.output == "json")
@@ -170,11 +186,14 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if !ok {
 				return fmt.Errorf("preview: %q is not K=V", kv)
 			}
+			if err := matchbox.CheckLabel("label", k, v); err != nil {
+				return fmt.Errorf("preview: %w", err)
+			}
 			q.Set(k, v)
 		}
 		var out map[string]any
 		if _, err := c.do(ctx, "GET", machinePath(pos[0])+"/preview?"+q.Encode(), nil, &out); err != nil {
-			return fmt.Errorf("preview machine %s: %w", pos[0], err)
+			return fmt.Errorf("preview machine %s: %w", matchbox.Printable(pos[0]), err)
 		}
 		return printJSON(stdout, out)
 	case verb == "label" && len(pos) >= 1:
@@ -184,12 +203,15 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if !ok || k == "" {
 				return fmt.Errorf("label: %q is not K=V", kv)
 			}
+			if err := matchbox.CheckLabel("label", k, v); err != nil {
+				return fmt.Errorf("label: %w", err)
+			}
 			set[k] = v
 		}
 		if _, err := c.do(ctx, "PUT", machinePath(pos[0])+"/labels", map[string]any{"labels": set}, nil); err != nil {
-			return fmt.Errorf("label machine %s: %w", pos[0], err)
+			return fmt.Errorf("label machine %s: %w", matchbox.Printable(pos[0]), err)
 		}
-		fmt.Fprintf(stdout, "machine %s labels set: %s\n", pos[0], orDash(labelText(set)))
+		fmt.Fprintf(stdout, "machine %s labels set: %s\n", matchbox.Printable(pos[0]), orDash(labelText(set)))
 		return nil
 	case verb == "bmc" && len(pos) == 2 && pos[0] == "set":
 		body := map[string]any{"address": *bmcAddress, "provider": *bmcProvider, "username": *bmcUser,
@@ -210,7 +232,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if _, err := c.do(ctx, "PUT", machinePath(pos[1])+"/bmc", body, &out); err != nil {
 			return fmt.Errorf("set BMC of machine %s: %w", pos[1], err)
 		}
-		fmt.Fprintf(stdout, "machine %s BMC set: %s, password set\n", pos[1], bmcText(&out))
+		fmt.Fprintf(stdout, "machine %s BMC set: %s, password set\n", matchbox.Printable(pos[1]), bmcText(&out))
 		return nil
 	case verb == "bmc" && len(pos) == 2 && pos[0] == "get":
 		var out map[string]any
@@ -234,7 +256,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if cf.output == "json" {
 			return printJSON(stdout, out)
 		}
-		fmt.Fprintf(stdout, "machine %s power: %s\n", pos[0], out.Power)
+		fmt.Fprintf(stdout, "machine %s power: %s\n", matchbox.Printable(pos[0]), cell(out.Power))
 		return nil
 	case verb == "power" && len(pos) == 2:
 		if _, err := c.do(ctx, "POST", machinePath(pos[0])+"/power", map[string]string{"action": pos[1]}, nil); err != nil {
@@ -274,7 +296,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				return printJSON(stdout, out.Items)
 			}
 			for _, w := range out.Items {
-				fmt.Fprintf(stdout, "machine %s: reinstall requested with profile %s (follow it: matchbox machine reinstall … -wait, or machine get %s)\n", w.MAC, w.Profile, w.MAC)
+				fmt.Fprintf(stdout, "machine %s: reinstall requested with profile %s (follow it: matchbox machine reinstall … -wait, or machine get %s)\n", cell(w.MAC), cell(w.Profile), cell(w.MAC))
 			}
 			return nil
 		}
@@ -284,7 +306,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if _, err := c.do(ctx, "POST", machinePath(pos[0])+"/cancel", nil, &w); err != nil {
 			return fmt.Errorf("cancel reinstall of machine %s: %w", pos[0], err)
 		}
-		fmt.Fprintf(stdout, "machine %s: reinstall canceled (%s)\n", w.MAC, w.Reason)
+		fmt.Fprintf(stdout, "machine %s: reinstall canceled (%s)\n", cell(w.MAC), matchbox.EscapeLine(w.Reason))
 		return nil
 	case verb == "delete" && len(pos) == 1:
 		if _, err := c.do(ctx, "DELETE", machinePath(pos[0]), nil, nil); err != nil {
@@ -312,9 +334,9 @@ func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, i
 				_ = json.NewEncoder(stdout).Encode(map[string]any{"mac": w.MAC, "state": st.State, "time": st.Time, "reason": st.Reason})
 				continue
 			}
-			line := fmt.Sprintf("%s  %s  %s", st.Time.Local().Format(time.TimeOnly), w.MAC, st.State)
+			line := fmt.Sprintf("%s  %s  %s", st.Time.Local().Format(time.TimeOnly), cell(w.MAC), cell(st.State))
 			if st.Reason != "" {
-				line += ": " + st.Reason
+				line += ": " + matchbox.EscapeLine(st.Reason)
 			}
 			fmt.Fprintln(stdout, line)
 		}
@@ -401,11 +423,11 @@ func bmcText[T any](b *T) string {
 	_ = json.Unmarshal(data, &m)
 	tlsText := "verified"
 	if fp, _ := m["tls_fingerprint"].(string); fp != "" {
-		tlsText = "pinned " + fp
+		tlsText = "pinned " + cell(fp)
 	} else if m["tls_insecure_skip_verify"] == true {
 		tlsText = "NOT verified"
 	}
-	return fmt.Sprintf("%v (provider %v, user %v, TLS certificate %s)", m["address"], orDash(m["provider"]), orDash(m["username"]), tlsText)
+	return fmt.Sprintf("%s (provider %s, user %s, TLS certificate %s)", cell(m["address"]), cell(m["provider"]), cell(m["username"]), tlsText)
 }
 
 // multiFlag is a repeatable string flag.
@@ -413,6 +435,14 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// orDash is s, or "-" when it is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
 
 func labelText(l map[string]string) string {
 	m := make(map[string]any, len(l))
@@ -446,10 +476,10 @@ func printEvent(w io.Writer, e matchbox.Event, asJSON bool) {
 		_ = printJSON(w, e)
 		return
 	}
-	parts := []string{e.Time.Format(time.RFC3339), string(e.Kind)}
+	parts := []string{e.Time.Format(time.RFC3339), cell(string(e.Kind))}
 	for _, kv := range [][2]string{{"file", e.File}, {"ip", e.IP}, {"arch", e.Arch}, {"group", e.Group}, {"profile", e.Profile}, {"detail", e.Detail}} {
 		if kv[1] != "" {
-			parts = append(parts, kv[0]+"="+kv[1])
+			parts = append(parts, kv[0]+"="+matchbox.Printable(kv[1]))
 		}
 	}
 	fmt.Fprintln(w, strings.Join(parts, " "))
@@ -481,7 +511,7 @@ func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "IP\tMAC\tSTATE\tSUBNET\tEXPIRES\tHOSTNAME")
 		for _, l := range out.Items {
-			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%v\n", l.IP, orDash(l.MAC), l.State, l.Subnet, l.Expires.Format(time.RFC3339), orDash(l.Hostname))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(l.IP), cell(l.MAC), cell(l.State), cell(l.Subnet), l.Expires.Format(time.RFC3339), cell(l.Hostname))
 		}
 		return tw.Flush()
 	case verb == "release" && len(pos) == 1:

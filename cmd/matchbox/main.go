@@ -18,6 +18,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"matchbox.dev/matchbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -110,7 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errProblems):
 		return 1
 	default:
-		fmt.Fprintf(stderr, "matchbox: %v\n", err)
+		fmt.Fprintf(stderr, "matchbox: %s\n", matchbox.EscapeLine(err.Error()))
 		return 1
 	}
 }

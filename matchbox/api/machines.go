@@ -42,6 +42,9 @@ func machineFilter(q url.Values) (func(*matchbox.Machine) bool, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("%w: label filter %q: want KEY=VALUE", matchbox.ErrInvalid, l)
 		}
+		if err := matchbox.CheckLabel("label filter", k, v); err != nil {
+			return nil, err
+		}
 		labels[k] = v
 	}
 	var since time.Time

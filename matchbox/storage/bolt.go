@@ -207,8 +207,8 @@ func (b *Bolt) PutTemplate(_ context.Context, t *matchbox.Template) error {
 	if !validKind(t.Kind) {
 		return fmt.Errorf("%w: unknown template kind %q", matchbox.ErrInvalid, t.Kind)
 	}
-	if t.Name == "" {
-		return fmt.Errorf("%w: template has no name", matchbox.ErrInvalid)
+	if err := CheckTemplateName(t.Name); err != nil {
+		return err
 	}
 	return put(b, bucketTemplates, templateKey(t.Kind, t.Name), storedTemplate{t.Kind, t.Name, t.Content})
 }
@@ -252,15 +252,30 @@ func (b *Bolt) Objects(_ context.Context) (matchbox.Objects, error) {
 	if err != nil {
 		return objs, err
 	}
+	// Objects written before names were checked are served as they are
+	// (dropping one would change which machines get what) and reported.
+	stale := func(err error) {
+		objs.Problems = append(objs.Problems, matchbox.Problem{Origin: "db", Severity: matchbox.SeverityWarning,
+			Message: err.Error() + "; it was stored before such names were refused and is still served: replace it with one of a valid name"})
+	}
 	for _, g := range groups {
 		g.Origin = "db"
+		if err := checkGroupText(g); err != nil {
+			stale(err)
+		}
 		g.Freeze() // held by the catalog for the life of the server
 	}
 	for _, p := range profiles {
 		p.Origin = "db"
+		if err := ValidateProfile(p); err != nil {
+			stale(err)
+		}
 	}
 	objs.Groups, objs.Profiles = groups, profiles
 	for _, st := range tmpls {
+		if err := matchbox.CheckName("template name", st.Name); err != nil {
+			stale(err)
+		}
 		objs.Templates = append(objs.Templates, &matchbox.Template{Kind: st.Kind, Name: st.Name, Content: st.Content, Origin: "db"})
 	}
 	return objs, nil

@@ -529,6 +529,13 @@ func (d *DataDir) refresh(ent *fileEntry, rel, path, dir string, regular bool) b
 	warn := func(msg string) {
 		ent.problems = append(ent.problems, matchbox.Problem{Origin: path, Severity: matchbox.SeverityWarning, Message: msg})
 	}
+	// A file's name is a profile's id, a template's name, a group's id
+	// when the file has none, and its origin in every message: a control
+	// or format character in it does not load.
+	if err := matchbox.CheckName("file name", filepath.ToSlash(rel)); err != nil {
+		fail(err.Error())
+		return true
+	}
 	switch dir {
 	case "groups":
 		// poseidon/matchbox reads a group by its file name: a file

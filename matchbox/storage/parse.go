@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"matchbox.dev/matchbox"
@@ -43,7 +44,7 @@ func ParseGroupFile(data []byte, stem string) (*matchbox.Group, []string, error)
 	if g.ID == "" {
 		g.ID = stem
 	}
-	if err := normalizeSelectors(g); err != nil {
+	if err := checkGroup(g); err != nil {
 		return nil, nil, err
 	}
 	return g, unknown, nil
@@ -64,16 +65,19 @@ func NormalizeGroup(g *matchbox.Group) error {
 		return fmt.Errorf("%w: group has no id", matchbox.ErrInvalid)
 	}
 	if g.Profile == "" {
-		return fmt.Errorf("%w: group %q has no profile", matchbox.ErrInvalid, g.ID)
+		return fmt.Errorf("%w: group %s has no profile", matchbox.ErrInvalid, matchbox.Quote(g.ID))
 	}
-	return normalizeSelectors(g)
+	return checkGroup(g)
 }
 
-// normalizeSelectors checks the id's length and the metadata's depth and
-// normalises a "mac" selector.
-func normalizeSelectors(g *matchbox.Group) error {
+// checkGroup checks the id's length, the metadata's depth and every name
+// and value (checkGroupText), and normalises a "mac" selector.
+func checkGroup(g *matchbox.Group) error {
 	if len(g.ID) > maxIDLen {
 		return fmt.Errorf("%w: group id longer than %d bytes", matchbox.ErrInvalid, maxIDLen)
+	}
+	if err := checkGroupText(g); err != nil {
+		return err
 	}
 	if err := matchbox.CheckMetadataDepth(g.Metadata); err != nil {
 		return fmt.Errorf("group %q: %w", g.ID, err)
@@ -90,11 +94,89 @@ func normalizeSelectors(g *matchbox.Group) error {
 	return nil
 }
 
+// checkGroupText checks a group's id, name and profile as names
+// (matchbox.CheckName), its selectors as labels (matchbox.CheckLabel), and
+// the keys and strings of its metadata as values (matchbox.CheckValue: a
+// string may span lines, a key may not).
+func checkGroupText(g *matchbox.Group) error {
+	if err := matchbox.CheckName("group id", g.ID); err != nil {
+		return err
+	}
+	id := matchbox.Quote(g.ID)
+	if g.Name != "" {
+		if err := matchbox.CheckName("group "+id+" name", g.Name); err != nil {
+			return err
+		}
+	}
+	if g.Profile != "" {
+		if err := matchbox.CheckName("group "+id+" profile", g.Profile); err != nil {
+			return err
+		}
+	}
+	for k, v := range g.Selectors() {
+		if err := matchbox.CheckLabel("selector", k, v); err != nil {
+			return fmt.Errorf("group %s: %w", id, err)
+		}
+	}
+	if err := checkMetadata(g.Metadata); err != nil {
+		return fmt.Errorf("group %s: %w", id, err)
+	}
+	return nil
+}
+
+// checkMetadata checks the keys and strings of group metadata, at any
+// depth; the error names the failing one's path (metadata.a.b[2]). The
+// path is built only for a failure: this runs on every group loaded.
+func checkMetadata(m map[string]any) error {
+	type bad struct {
+		path []string // innermost first
+		text string
+		key  bool
+	}
+	var walk func(v any) *bad
+	walk = func(v any) *bad {
+		switch v := v.(type) {
+		case string:
+			if matchbox.CheckValue("", v, true) != nil {
+				return &bad{text: v}
+			}
+		case []any:
+			for i, e := range v {
+				if b := walk(e); b != nil {
+					b.path = append(b.path, "["+strconv.Itoa(i)+"]")
+					return b
+				}
+			}
+		case map[string]any:
+			for k, e := range v {
+				if matchbox.CheckValue("", k, false) != nil {
+					return &bad{text: k, key: true}
+				}
+				if b := walk(e); b != nil {
+					b.path = append(b.path, "."+k)
+					return b
+				}
+			}
+		}
+		return nil
+	}
+	b := walk(map[string]any(m))
+	if b == nil {
+		return nil
+	}
+	slices.Reverse(b.path)
+	where := "metadata" + strings.Join(b.path, "")
+	if b.key {
+		return matchbox.CheckValue("key in "+where, b.text, false)
+	}
+	return matchbox.CheckValue(where, b.text, true)
+}
+
 // SalvageClaim reads what a group file that does not load still says about
 // the machines it selects (see matchbox.Claim). When the file is JSON, its
 // selector object is read as far as it can be: a value that is not a
-// string, or a "mac" that is not a MAC address, becomes an unknown
-// selector. When the file is not JSON, a selector object that parses on
+// string, a "mac" that is not a MAC address, or a key or value that
+// matchbox.CheckLabel refuses becomes an unknown selector. When the file is not JSON, a selector object that parses on
 // its own is taken only if the file names exactly one: anything less
 // certain claims every machine.
 func SalvageClaim(data []byte, origin, reason string) matchbox.Claim {
@@ -138,7 +220,9 @@ func SalvageClaim(data []byte, origin, reason string) matchbox.Claim {
 	c.Selector = make(map[string]string, len(sel))
 	for k, v := range sel {
 		var s string
-		if json.Unmarshal(v, &s) != nil {
+		// A selector no label can equal now (a control character in its
+		// key or value) may have been meant as any value: unknown.
+		if json.Unmarshal(v, &s) != nil || matchbox.CheckLabel("selector", k, s) != nil {
 			c.Unknown = append(c.Unknown, k)
 			continue
 		}
@@ -173,13 +257,37 @@ func ParseProfile(data []byte) (*matchbox.Profile, []string, error) {
 	return &p, unknown, nil
 }
 
-// ValidateProfile checks the fields every profile needs.
+// ValidateProfile checks the fields every profile needs, and its id, name
+// and template names as names (matchbox.CheckName).
 func ValidateProfile(p *matchbox.Profile) error {
 	if p.ID == "" {
 		return fmt.Errorf("%w: profile has no id", matchbox.ErrInvalid)
 	}
 	if len(p.ID) > maxIDLen {
 		return fmt.Errorf("%w: profile id longer than %d bytes", matchbox.ErrInvalid, maxIDLen)
+	}
+	if err := matchbox.CheckName("profile id", p.ID); err != nil {
+		return err
+	}
+	for _, f := range [...]struct{ field, name string }{{"name", p.Name}, {"ignition_id", p.IgnitionID}, {"cloud_id", p.CloudID}, {"generic_id", p.GenericID}} {
+		if f.name == "" {
+			continue
+		}
+		if err := matchbox.CheckName("profile "+matchbox.Quote(p.ID)+" "+f.field, f.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckTemplateName checks a template's name: a name (matchbox.CheckName)
+// of at most maxIDLen bytes, relative, without "..".
+func CheckTemplateName(name string) error {
+	if err := matchbox.CheckName("template name", name); err != nil {
+		return err
+	}
+	if len(name) > maxIDLen || strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
+		return fmt.Errorf("%w: template name %s: 1 to %d bytes, no leading / and no ..", matchbox.ErrInvalid, matchbox.Quote(name), maxIDLen)
 	}
 	return nil
 }

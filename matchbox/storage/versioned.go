@@ -148,8 +148,11 @@ func (b *Bolt) DeleteProfileIf(_ context.Context, id string, cond matchbox.Condi
 // so is a secret that was revoked before (a revoked secret never comes
 // back).
 func (b *Bolt) CreateToken(_ context.Context, t matchbox.Token) error {
-	if t.Name == "" || len(t.Name) > 128 || strings.ContainsAny(t.Name, "/ \t\n") {
-		return fmt.Errorf("%w: token name %q: 1 to 128 characters, no spaces or slashes", matchbox.ErrInvalid, t.Name)
+	if err := matchbox.CheckName("token name", t.Name); err != nil {
+		return err
+	}
+	if len(t.Name) > 128 || strings.ContainsAny(t.Name, "/ ") {
+		return fmt.Errorf("%w: token name %s: 1 to 128 bytes, no spaces or slashes", matchbox.ErrInvalid, matchbox.Quote(t.Name))
 	}
 	if !t.Role.Valid() {
 		return fmt.Errorf("%w: token role %q: want read or admin", matchbox.ErrInvalid, t.Role)
@@ -245,8 +248,8 @@ func (b *Bolt) PutTemplateIf(_ context.Context, t *matchbox.Template, cond match
 	if !validKind(t.Kind) {
 		return "", fmt.Errorf("%w: unknown template kind %q", matchbox.ErrInvalid, t.Kind)
 	}
-	if t.Name == "" || len(t.Name) > maxIDLen || strings.Contains(t.Name, "..") || strings.HasPrefix(t.Name, "/") {
-		return "", fmt.Errorf("%w: template name %q: 1 to %d characters, no leading / and no ..", matchbox.ErrInvalid, t.Name, maxIDLen)
+	if err := CheckTemplateName(t.Name); err != nil {
+		return "", err
 	}
 	return putIf(b, bucketTemplates, "template", templateKey(t.Kind, t.Name), storedTemplate{t.Kind, t.Name, t.Content}, cond)
 }
@@ -298,9 +301,12 @@ func (b *Bolt) SetMachineLabels(_ context.Context, mac string, labels map[string
 	if err != nil {
 		return nil, err
 	}
-	for k := range labels {
-		if k == "" || len(k) > 256 || len(labels[k]) > 1024 {
-			return nil, fmt.Errorf("%w: label %q: keys 1 to 256 bytes, values up to 1024", matchbox.ErrInvalid, k)
+	for k, v := range labels {
+		if err := matchbox.CheckLabel("label", k, v); err != nil {
+			return nil, err
+		}
+		if len(k) > 256 || len(v) > 1024 {
+			return nil, fmt.Errorf("%w: label %s: keys 1 to 256 bytes, values up to 1024", matchbox.ErrInvalid, matchbox.Quote(k))
 		}
 	}
 	var m matchbox.Machine
