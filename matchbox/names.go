@@ -80,11 +80,13 @@ func firstBad(s string, multiline bool) int {
 	return -1
 }
 
-// CheckLabel checks a label or selector: a name as key, a single-line
-// value. The error names the key.
-// what is "label" or "selector". It allocates only when it fails.
+// CheckLabel checks a label or selector (what says which): its key holds
+// what a name may hold, its value is a single-line value (CheckValue). An
+// empty key is taken, as poseidon/matchbox takes "?=x" (callers that
+// store labels refuse it). The error names the key; CheckLabel allocates
+// only when it fails, since it runs on every label of every boot request.
 func CheckLabel(what, k, v string) error {
-	if k == "" || firstBad(k, false) >= 0 {
+	if firstBad(k, false) >= 0 {
 		return CheckName(what+" key", k)
 	}
 	if firstBad(v, false) >= 0 {

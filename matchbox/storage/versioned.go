@@ -305,7 +305,7 @@ func (b *Bolt) SetMachineLabels(_ context.Context, mac string, labels map[string
 		if err := matchbox.CheckLabel("label", k, v); err != nil {
 			return nil, err
 		}
-		if len(k) > 256 || len(v) > 1024 {
+		if k == "" || len(k) > 256 || len(v) > 1024 {
 			return nil, fmt.Errorf("%w: label %s: keys 1 to 256 bytes, values up to 1024", matchbox.ErrInvalid, matchbox.Quote(k))
 		}
 	}
