@@ -52,11 +52,11 @@ func TestParseGroupRefusesUnprintableNames(t *testing.T) {
 	for what, g := range map[string]map[string]any{
 		"group " + matchbox.Quote("a") + " name":    {"id": "a", "profile": "live", "name": "A\x1b]0;owned\x07"},
 		"group " + matchbox.Quote("a") + " profile": {"id": "a", "profile": "live\n"},
-		"selector key":                              {"id": "a", "profile": "live", "selector": map[string]string{"os\n": "installed"}},
-		"selector " + matchbox.Quote("os"):          {"id": "a", "profile": "live", "selector": map[string]string{"os": "installed\u202e"}},
-		"metadata.ssh[1]":                           {"id": "a", "profile": "live", "metadata": map[string]any{"ssh": []any{"ok", "evil\x1b[2J"}}},
-		"key in metadata.nested":                    {"id": "a", "profile": "live", "metadata": map[string]any{"nested": map[string]any{"a\nb": 1}}},
-		"metadata.motd":                             {"id": "a", "profile": "live", "metadata": map[string]any{"motd": "hello \u2067world"}},
+		"selector key":                     {"id": "a", "profile": "live", "selector": map[string]string{"os\n": "installed"}},
+		"selector " + matchbox.Quote("os"): {"id": "a", "profile": "live", "selector": map[string]string{"os": "installed\u202e"}},
+		"metadata.ssh[1]":                  {"id": "a", "profile": "live", "metadata": map[string]any{"ssh": []any{"ok", "evil\x1b[2J"}}},
+		"key in metadata.nested":           {"id": "a", "profile": "live", "metadata": map[string]any{"nested": map[string]any{"a\nb": 1}}},
+		"metadata.motd":                    {"id": "a", "profile": "live", "metadata": map[string]any{"motd": "hello \u2067world"}},
 	} {
 		_, _, err := storage.ParseGroup(groupJSON(t, g))
 		if !errors.Is(err, matchbox.ErrInvalid) || !strings.Contains(err.Error(), what) {
