@@ -331,7 +331,8 @@ func waitReinstalls(ctx context.Context, c *client, flows []matchbox.Workflow, i
 		}
 		for _, st := range w.History[shown[w.MAC]:] {
 			if asJSON {
-				_ = json.NewEncoder(stdout).Encode(map[string]any{"mac": w.MAC, "state": st.State, "time": st.Time, "reason": st.Reason})
+				line, _ := json.Marshal(map[string]any{"mac": w.MAC, "state": st.State, "time": st.Time, "reason": st.Reason})
+				_, _ = stdout.Write(escapeJSON(append(line, '\n')))
 				continue
 			}
 			line := fmt.Sprintf("%s  %s  %s", st.Time.Local().Format(time.TimeOnly), cell(w.MAC), cell(st.State))
