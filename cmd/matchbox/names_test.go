@@ -36,7 +36,7 @@ func TestCLIEscapesStoredNames(t *testing.T) {
 		Hostname: "h\x1b]0;owned\x07", Labels: map[string]string{"rack": "r1\nforged=1"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordEvents(ctx, []matchbox.Event{{Time: time.Now(), MAC: mac, Kind: matchbox.EventTFTPSent,
+	if _, err := db.RecordEvents(ctx, []matchbox.Event{{Time: time.Now(), MAC: mac, Kind: matchbox.EventTFTPSent,
 		File: "pxelinux.0\n2026-01-01T00:00:00Z http.served file=/forged"}}); err != nil {
 		t.Fatal(err)
 	}
