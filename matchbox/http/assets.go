@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"matchbox.dev/matchbox"
 )
@@ -35,8 +36,11 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 		}
 		var f *os.File
 		var err error
+		// O_NONBLOCK: opening a FIFO for reading otherwise waits for a
+		// writer, for ever. Files that are not regular are refused
+		// below, once open.
 		if p, ok := pinned[name]; ok {
-			f, err = os.Open(p)
+			f, err = os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 		} else {
 			root, rerr := os.OpenRoot(rootPath)
 			if rerr != nil {
@@ -45,11 +49,11 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 				return
 			}
 			defer root.Close()
-			f, err = root.Open(name)
+			f, err = root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 		}
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
-				s.limit.Log(r.Context(), slog.LevelInfo, "asset refused", name, "path", name, "remote", r.RemoteAddr, "err", err)
+				s.limit.Log(r.Context(), slog.LevelInfo, "asset refused", name, "path", matchbox.Quote(name), "remote", r.RemoteAddr, "err", pathless(err))
 			}
 			nethttp.NotFound(w, r)
 			return
@@ -57,6 +61,9 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 		defer f.Close()
 		fi, err := f.Stat()
 		if err != nil || !fi.Mode().IsRegular() {
+			if err == nil && !fi.IsDir() {
+				s.limit.Log(r.Context(), slog.LevelInfo, "asset refused", name, "path", matchbox.Quote(name), "remote", r.RemoteAddr, "err", "not a regular file: "+fi.Mode().Type().String())
+			}
 			nethttp.NotFound(w, r)
 			return
 		}
@@ -72,4 +79,14 @@ func (s *Server) files(rootPath, prefix string, pinned map[string]string) nethtt
 			}
 		}
 	})
+}
+
+// pathless is err without the path of an *fs.PathError, which repeats a
+// client's name.
+func pathless(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	return err.Error()
 }

@@ -19,6 +19,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/metrics"
+	"matchbox.dev/matchbox/netlimit"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
 )
@@ -40,9 +41,19 @@ type Config struct {
 	// BootFilesPinned maps boot file names to absolute paths outside
 	// BootFilesPath that are served all the same (see tftp.Config.Pinned).
 	BootFilesPinned map[string]string
-	// Signer, when set, enables the .sig and .asc endpoint variants.
+	// Signer, when set, enables the .sig and .asc endpoint variants. It
+	// also keeps {{.request.host}} from following a client's Host header
+	// unless that names the listening address or one of HostNames.
 	Signer *sign.Signer
-	Logger *slog.Logger
+	// HostNames are the names (host or host:port) machines reach the boot
+	// endpoints by, besides the listening address; a name without a port
+	// stands for the listening port or none. Used with a Signer.
+	HostNames []string
+	// Transport bounds what clients can hold of the listener: open
+	// connections, bodies being read, read and stall timeouts, header
+	// size (zero fields: netlimit's defaults).
+	Transport netlimit.Config
+	Logger    *slog.Logger
 	// Registry receives the server's metrics and is served at /metrics.
 	Registry *prometheus.Registry
 	// Ready reports whether the server is ready for traffic (/readyz).
@@ -80,6 +91,9 @@ type Server struct {
 	duration *prometheus.HistogramVec
 	failures *prometheus.CounterVec
 	handler  nethttp.Handler
+	limits   *netlimit.Limits
+	// hostNames indexes Config.HostNames (see ownHost).
+	hostNames map[string]bool
 }
 
 // New returns a Server.
@@ -116,7 +130,22 @@ func New(cfg Config) *Server {
 	// The recorder's suppressed lines are exported here, with the
 	// registry /metrics serves.
 	cfg.Registry.MustRegister(s.requests, s.duration, s.failures, metrics.SuppressedLines(s.limit.Suppressed), metrics.SuppressedLines(cfg.Recorder.Suppressed))
-	s.handler = s.routes()
+	t := cfg.Transport
+	if t.Listener == "" {
+		t.Listener = "boot"
+	}
+	if t.Logger == nil {
+		t.Logger = cfg.Logger
+	}
+	if t.Lines == nil {
+		t.Lines = s.limit
+	}
+	if t.Registry == nil {
+		t.Registry = cfg.Registry
+	}
+	s.limits = netlimit.New(t)
+	s.hostNames = hostNames(cfg.HostNames)
+	s.handler = s.checkHost(s.routes())
 	return s
 }
 
@@ -124,16 +153,12 @@ func New(cfg Config) *Server {
 func (s *Server) Handler() nethttp.Handler { return s.handler }
 
 // Serve answers requests on ln until ctx ends, then drains open requests
-// for up to ShutdownTimeout.
+// for up to ShutdownTimeout. The limits of Config.Transport apply.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &nethttp.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(limitedHandler{s.log.Handler(), s.limit}, slog.LevelWarn),
-	}
+	srv := s.limits.Server(s.handler)
+	srv.ErrorLog = slog.NewLogLogger(limitedHandler{s.log.Handler(), s.limit}, slog.LevelWarn)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(s.limits.Listener(ln)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("http: %w", err)
@@ -656,13 +681,11 @@ func shortReason(err error) string {
 	return msg
 }
 
-// requestHost is the host:port the client used to reach us.
+// requestHost is the host:port the client used to reach us: its Host
+// header (checked by checkHost), else the address it came in on.
 func requestHost(r *nethttp.Request) string {
 	if r.Host != "" {
 		return r.Host
 	}
-	if a, ok := r.Context().Value(nethttp.LocalAddrContextKey).(net.Addr); ok {
-		return a.String()
-	}
-	return ""
+	return localHost(r)
 }
