@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	nethttp "net/http"
 	"path/filepath"
 	"time"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/netlimit"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/storage"
 )
@@ -22,6 +22,7 @@ import (
 // apiConfig is the admin API's part of `matchbox serve`.
 type apiConfig struct {
 	address   string
+	limits    *netlimit.Limits // set by serve, from the transport flags
 	tokenFile string
 	certFile  string
 	keyFile   string
@@ -149,7 +150,8 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	if err != nil {
 		return nil, fmt.Errorf("-api-address: %w", err)
 	}
-	hs := &nethttp.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	ln = ac.limits.Listener(ln)
+	hs := ac.limits.Server(srv.Handler())
 	hs.TLSConfig = tlsConfig
 	log.Info("admin API listening", "address", ln.Addr().String(), "tls", useTLS)
 	return func(ctx context.Context) error {

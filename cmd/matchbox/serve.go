@@ -127,6 +127,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	lcc := lifecycleFlags(fs)
 	rc := releaseServeFlags(fs)
 	bc := bindingFlags(fs)
+	tc := transportFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	set, err := parseFlagsSet(fs, args, stderr)
 	if err != nil {
@@ -146,6 +147,10 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return nil
 	}
 	log, err := newLogger(c.logLevel, c.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	tp, err := setupTransport(tc, nbc, log)
 	if err != nil {
 		return err
 	}
@@ -304,6 +309,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			log.Info("release sync", "channels", syncChannels, "arch", rc.arch, "every", rc.every, "keep", rc.keep)
 		}
 	}
+	ac.limits = tp.apiLimits(reg, log)
 	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, settings, lc, releases, log)
 	if err != nil {
 		ln.Close()
@@ -326,6 +332,8 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		BootFilesPinned: nb.pinned,
 		AssetsPath:      c.assetsPath,
 		Signer:          signer,
+		HostNames:       tp.hostNames,
+		Transport:       tp.boot,
 		Logger:          log,
 		Registry:        reg,
 		Ready: func() error {
