@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -242,8 +243,20 @@ func TestServeConnsPerSource(t *testing.T) {
 		}
 	}
 	for range 10 {
-		if resp, _, err := s.get(t, "127.0.0.2", "/boot.ipxe", "test"); err == nil {
+		// Reset before or after connecting, never answered.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: hang}
+		c, err := d.Dial("tcp", s.addr)
+		if err != nil {
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(hang))
+		resp, _, err := roundTrip(c, bufio.NewReader(c), "/boot.ipxe", "test")
+		c.Close()
+		if err == nil {
 			t.Fatalf("a connection over the limit answered %d", resp.StatusCode)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("a connection over the limit is held")
 		}
 	}
 	resp, body, err := s.get(t, "127.0.0.3", "/ipxe?mac=52:54:00:00:00:01", "test")
