@@ -52,6 +52,8 @@ type answerCache struct {
 	mu   sync.Mutex
 	m    map[uint64]*keptAnswer
 	hits atomic.Uint64 // requests answered from kept answers
+	// dropped counts kept answers dropped because the table was full.
+	dropped atomic.Uint64
 }
 
 func newAnswerCache() *answerCache {
@@ -120,6 +122,7 @@ func (c *answerCache) keep(l Listener, peer netip.AddrPort, raw []byte, a *keptA
 	k := c.key(l, peer, raw)
 	c.mu.Lock()
 	if len(c.m) >= maxAnswers {
+		c.dropped.Add(uint64(len(c.m)))
 		clear(c.m)
 	}
 	c.m[k] = a

@@ -35,7 +35,7 @@ func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
 // panics, and every reply answers the request (reply opcode, same
 // transaction id and client hardware address, our server id), never hands
 // out an address outside the pools, and never answers in proxy mode with
-// an address.
+// an address; the lease table's bookkeeping stays true to its entries.
 func FuzzHandle(f *testing.F) {
 	seed := func(mods ...dhcpv4.Modifier) {
 		m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(mac(1))}, mods...)...)
@@ -53,6 +53,9 @@ func FuzzHandle(f *testing.F) {
 	seed(dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover), dhcpv4.WithUserClass("iPXE", false), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
 	seed(dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(net.ParseIP("10.0.0.7")))
 	seed(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))))
+	seed(dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease), dhcpv4.WithClientIP(net.ParseIP("10.0.0.100")))
+	seed(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.1.0.12"))),
+		dhcpv4.WithRelay(net.ParseIP("10.1.0.1")), dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{0xff, 1})))
 	f.Add([]byte{}, uint8(0))
 	f.Add([]byte{1, 1, 6, 0}, uint8(2))
 
@@ -77,6 +80,7 @@ func FuzzHandle(f *testing.F) {
 			l.Mode, l.BINL = ModeProxy, true
 		}
 		srv.handle(context.Background(), l, pkt, &net.UDPAddr{IP: net.IPv4zero, Port: 68})
+		checkPools(t, srv)
 		req, reqErr := dhcpv4.FromBytes(pkt)
 		for _, w := range conn.writes {
 			if reqErr != nil {

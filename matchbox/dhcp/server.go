@@ -56,7 +56,28 @@ type Config struct {
 	Registry     prometheus.Registerer
 	// MaxInFlight bounds packets handled at once (default 1024).
 	MaxInFlight int
+	// OfferHold is how long an offer holds its address in full mode
+	// (default DefaultOfferHold, from MinOfferHold to MaxOfferHold); when
+	// a pool has no free address, the oldest offer is reclaimed sooner.
+	OfferHold time.Duration
+	// UnknownShare is the percent of each pool (1 to 100, default
+	// DefaultUnknownShare; 100: no limit) that unknown clients may hold:
+	// those with neither a reservation nor a group that matches them.
+	UnknownShare int
+	// UnknownEventRate is how many events of unknown clients are recorded
+	// a second, in bursts of up to 20 seconds' worth (default
+	// DefaultUnknownEventRate); the others are counted and dropped.
+	UnknownEventRate float64
 }
+
+// Default and bound of Config.UnknownEventRate.
+const (
+	DefaultUnknownEventRate = 50
+	MaxUnknownEventRate     = 100_000
+)
+
+// unknownEventBurst is how many seconds of UnknownEventRate a burst holds.
+const unknownEventBurst = 20
 
 // Server answers DHCP and PXE requests.
 type Server struct {
@@ -70,6 +91,8 @@ type Server struct {
 	packets *prometheus.CounterVec
 	replies *prometheus.CounterVec
 	dropped *prometheus.CounterVec
+	// unknownEvents bounds the events unknown clients cause.
+	unknownEvents *eventBudget
 	// counters caches child counters by labels.
 	counters sync.Map
 }
@@ -91,8 +114,26 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Recorder == nil {
 		cfg.Recorder = matchbox.NewRecorder(nil, nil)
 	}
-	if cfg.BootURL == nil || cfg.HTTPBootURL == nil {
-		return nil, errors.New("dhcp: BootURL and HTTPBootURL are required")
+	if cfg.BootURL == nil || cfg.HTTPBootURL == nil || cfg.Booter == nil {
+		return nil, errors.New("dhcp: BootURL, HTTPBootURL and Booter are required")
+	}
+	if cfg.OfferHold == 0 {
+		cfg.OfferHold = DefaultOfferHold
+	}
+	if cfg.OfferHold < MinOfferHold || cfg.OfferHold > MaxOfferHold {
+		return nil, fmt.Errorf("dhcp: offer hold %v: want %v to %v", cfg.OfferHold, MinOfferHold, MaxOfferHold)
+	}
+	if cfg.UnknownShare == 0 {
+		cfg.UnknownShare = DefaultUnknownShare
+	}
+	if cfg.UnknownShare < 1 || cfg.UnknownShare > 100 {
+		return nil, fmt.Errorf("dhcp: unknown clients' share %d%%: want 1 to 100", cfg.UnknownShare)
+	}
+	if cfg.UnknownEventRate == 0 {
+		cfg.UnknownEventRate = DefaultUnknownEventRate
+	}
+	if !(cfg.UnknownEventRate > 0 && cfg.UnknownEventRate <= MaxUnknownEventRate) {
+		return nil, fmt.Errorf("dhcp: unknown clients' event rate %v/s: want more than 0, at most %d", cfg.UnknownEventRate, MaxUnknownEventRate)
 	}
 	for i := range cfg.Subnets {
 		if cfg.Subnets[i].LeaseTime <= 0 {
@@ -100,13 +141,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		limit:   matchbox.NewLogLimiter(cfg.Logger),
-		leases:  newLeaseTable(cfg.Subnets, cfg.Leases),
-		rec:     cfg.Recorder,
-		answers: newAnswerCache(),
-		sem:     make(chan struct{}, cfg.MaxInFlight),
+		cfg:           cfg,
+		log:           cfg.Logger,
+		limit:         matchbox.NewLogLimiter(cfg.Logger),
+		leases:        newLeaseTable(cfg.Subnets, cfg.Leases, cfg.OfferHold, cfg.UnknownShare),
+		rec:           cfg.Recorder,
+		answers:       newAnswerCache(),
+		sem:           make(chan struct{}, cfg.MaxInFlight),
+		unknownEvents: newEventBudget(cfg.UnknownEventRate, cfg.UnknownEventRate*unknownEventBurst),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matchbox_dhcp_requests_total", Help: "DHCP requests received, by mode and message type.",
 		}, []string{"mode", "type"}),
@@ -117,7 +159,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			Name: "matchbox_dhcp_dropped_total", Help: "DHCP packets not answered, by reason.",
 		}, []string{"reason"}),
 	}
-	n, err := s.leases.load(ctx)
+	n, err := s.leases.load(ctx, func(mac string) bool {
+		sel, err := cfg.Booter.Netboot(map[string]string{"mac": mac})
+		return !s.known(mac, sel, err)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: load leases: %w", err)
 	}
@@ -126,9 +171,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Registry != nil {
 		inUse := prometheus.NewDesc("matchbox_dhcp_leases_in_use", "Active bound leases per subnet.", []string{"subnet"}, nil)
+		reclaimed := prometheus.NewDesc("matchbox_dhcp_offers_reclaimed_total",
+			"Offers taken back, before they expired, for another client because the pool had no free address.", []string{"subnet"}, nil)
 		cfg.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "matchbox_dhcp_repeat_answers_total", Help: "Repeated proxy and port 4011 requests answered from the answer kept for them.",
-		}, func() float64 { return float64(s.answers.hits.Load()) }))
+		}, func() float64 { return float64(s.answers.hits.Load()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "matchbox_dhcp_kept_answers_dropped_total", Help: "Answers kept for repeated proxy and port 4011 requests dropped because the table of them was full.",
+		}, func() float64 { return float64(s.answers.dropped.Load()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "matchbox_dhcp_events_dropped_total", Help: "Events of unknown DHCP clients not recorded, beyond their rate.",
+		}, func() float64 { return float64(s.unknownEvents.droppedCount()) }), collectorFunc{
+			desc: reclaimed,
+			collect: func(ch chan<- prometheus.Metric) {
+				for subnet, n := range s.leases.reclaimedBySubnet() {
+					ch <- prometheus.MustNewConstMetric(reclaimed, prometheus.CounterValue, float64(n), subnet)
+				}
+			},
+		})
 		cfg.Registry.MustRegister(s.packets, s.replies, s.dropped, metrics.SuppressedLines(s.limit.Suppressed), collectorFunc{
 			desc: inUse,
 			collect: func(ch chan<- prometheus.Metric) {
@@ -376,11 +434,43 @@ type boot struct {
 // The returned boot carries the machine's selection (for its host name)
 // even when there is no boot answer.
 func (s *Server) bootAnswer(l Listener, c client) (boot, string) {
+	sel, err := s.selection(c)
+	return s.bootFor(l, c, sel, err)
+}
+
+// selection is the core's decision about the client.
+func (s *Server) selection(c client) (matchbox.Selection, error) {
 	labels := map[string]string{"mac": c.mac}
 	if c.uuid != "" {
 		labels["uuid"] = c.uuid
 	}
-	sel, err := s.cfg.Booter.Netboot(labels)
+	return s.cfg.Booter.Netboot(labels)
+}
+
+// grouped reports whether a selection names a group for the machine, or
+// may once a group file that does not load loads. (A reinstall in
+// progress always gives the machine a group.)
+func grouped(sel matchbox.Selection, err error) bool {
+	return sel.Group != nil || errors.Is(err, matchbox.ErrUnavailable)
+}
+
+// known reports whether the client with mac is one the configuration
+// expects: a group matches it (see grouped) or it has a reservation.
+// Other clients are unknown: their share of each pool and the events they
+// cause are bounded.
+func (s *Server) known(mac string, sel matchbox.Selection, err error) bool {
+	if grouped(sel, err) {
+		return true
+	}
+	if s.cfg.Reservations != nil {
+		_, ok := s.cfg.Reservations.Reserved(mac)
+		return ok
+	}
+	return false
+}
+
+// bootFor is bootAnswer from the core's decision.
+func (s *Server) bootFor(l Listener, c client, sel matchbox.Selection, err error) (boot, string) {
 	if !c.pxe {
 		return boot{sel: sel}, "not a PXE client"
 	}
@@ -482,13 +572,15 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 	c := classify(m)
 	var reply *dhcpv4.DHCPv4
 	var event matchbox.Event
+	// Proxy and port 4011 answers go only to machines with a group.
+	known := true
 	switch {
 	case l.BINL:
 		reply, event = s.binl(l, m, c)
 	case l.Mode == ModeProxy:
 		reply, event = s.proxy(l, m, c)
 	case l.Mode == ModeFull:
-		reply, event = s.full(ctx, l, m, c)
+		reply, event, known = s.full(ctx, l, m, c)
 	}
 	if reply == nil {
 		return
@@ -511,7 +603,9 @@ func (s *Server) respond(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, peer
 		} else {
 			event.Detail = mode + ": " + event.Detail
 		}
-		s.rec.Record(event)
+		if !s.record(ctx, event, known) {
+			event = matchbox.Event{}
+		}
 	}
 	if raw != nil && cacheable(l) {
 		s.answers.keep(l, peerKey(peer), raw, &keptAnswer{reply: data, dst: dst, mode: mode, reqType: mt.String(),
@@ -657,7 +751,7 @@ func (s *Server) poolFor(l Listener, m *dhcpv4.DHCPv4) *pool {
 }
 
 func (s *Server) requestOf(m *dhcpv4.DHCPv4, c client) request {
-	r := request{mac: c.mac, hostname: m.HostName()}
+	r := request{mac: c.mac, hostname: m.HostName(), hw: [6]byte(m.ClientHWAddr)}
 	// One machine, one address through the whole boot: UEFI PXE, iPXE and
 	// the booted OS identify themselves differently (a GUID client id, no
 	// client id, hardware type 1 + MAC), so network-booting clients and
@@ -724,14 +818,14 @@ func hostnameFor(sel matchbox.Selection) string {
 
 // leaseReply builds an OFFER or ACK of ip with the subnet's options and,
 // for a PXE client the core lets boot, its boot answer.
-func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, p *pool, ip netip.Addr, mt dhcpv4.MessageType, kind matchbox.EventKind) (*dhcpv4.DHCPv4, matchbox.Event) {
+func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, sel matchbox.Selection, selErr error, p *pool, ip netip.Addr, mt dhcpv4.MessageType, kind matchbox.EventKind) (*dhcpv4.DHCPv4, matchbox.Event) {
 	reply := newReply(m, l, mt)
 	reply.YourIPAddr = net.IP(ip.AsSlice())
 	if mt == dhcpv4.MessageTypeAck {
 		reply.ClientIPAddr = m.ClientIPAddr
 	}
 	ev := matchbox.Event{Kind: kind, IP: ip.String()}
-	b, why := s.bootAnswer(l, c)
+	b, why := s.bootFor(l, c, sel, selErr)
 	addLeaseOptions(reply, p, hostnameFor(b.sel))
 	if why == "" {
 		addBoot(reply, m, l, b, c, false)
@@ -741,9 +835,11 @@ func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, p *pool, ip 
 }
 
 // full answers in full mode: address leases, with PXE answers for PXE
-// clients the core lets boot.
-func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event) {
+// clients the core lets boot. known reports whether the client is known
+// (see Server.known).
+func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event, bool) {
 	mt := m.MessageType()
+	sel, selErr := s.selection(c)
 	if mt == dhcpv4.MessageTypeInform {
 		reply := newReply(m, l, dhcpv4.MessageTypeAck)
 		reply.ClientIPAddr = m.ClientIPAddr
@@ -754,34 +850,45 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			reply.Options.Del(dhcpv4.OptionRebindingTimeValue)
 		}
 		var ev matchbox.Event
-		if b, why := s.bootAnswer(l, c); why == "" {
+		if b, why := s.bootFor(l, c, sel, selErr); why == "" {
 			addBoot(reply, m, l, b, c, false)
 			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
 		}
 		ev.Kind, ev.IP = matchbox.EventDHCPInform, ipString(m.ClientIPAddr)
-		return reply, ev
+		return reply, ev, s.known(c.mac, sel, selErr)
 	}
 	p := s.poolFor(l, m)
 	if p == nil {
 		s.drop("no-subnet")
 		s.log.Debug("dhcp: no subnet for request", "interface", l.Interface, "mac", c.mac, "relay", ipString(m.GatewayIPAddr))
-		return nil, matchbox.Event{}
+		return nil, matchbox.Event{}, false
 	}
 	r := s.requestOf(m, c)
+	r.unknown = !r.reserved.IsValid() && !grouped(sel, selErr)
+	known := !r.unknown
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
-		ip, err := s.leases.offer(p, r)
+		ip, reclaimed, err := s.leases.offer(p, r)
+		if errors.Is(err, errUnknownShare) {
+			s.unknownShareFull(ctx, p, c)
+			return nil, matchbox.Event{}, known
+		}
 		if err != nil {
 			s.drop("pool-exhausted")
 			s.limit.Log(ctx, slog.LevelWarn, "dhcp: no address to offer", p.subnet.Prefix.String(), "subnet", p.subnet.Prefix, "mac", c.mac, "err", err)
-			return nil, matchbox.Event{}
+			return nil, matchbox.Event{}, known
 		}
-		return s.leaseReply(l, m, c, p, ip, dhcpv4.MessageTypeOffer, matchbox.EventDHCPOffer)
+		if reclaimed {
+			s.limit.Log(ctx, slog.LevelWarn, "dhcp: no free address; the oldest offer to another client is reclaimed", p.subnet.Prefix.String(),
+				"subnet", p.subnet.Prefix, "mac", c.mac, "ip", ip)
+		}
+		reply, ev := s.leaseReply(l, m, c, sel, selErr, p, ip, dhcpv4.MessageTypeOffer, matchbox.EventDHCPOffer)
+		return reply, ev, known
 	case dhcpv4.MessageTypeRequest:
 		if sid := toAddr(m.ServerIdentifier()); sid.IsValid() && sid != l.ServerIP {
 			// The client took another server's offer.
 			s.leases.forgetOffer(p, r.key)
-			return nil, matchbox.Event{}
+			return nil, matchbox.Event{}, known
 		}
 		ip := r.requested
 		if !ip.IsValid() {
@@ -789,7 +896,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 		}
 		if !ip.IsValid() || ip.IsUnspecified() {
 			s.drop("no-address-requested")
-			return nil, matchbox.Event{}
+			return nil, matchbox.Event{}, known
 		}
 		lease, err := s.leases.bind(ctx, p, r, ip, p.subnet.LeaseTime)
 		if errors.Is(err, errNotYours) {
@@ -798,34 +905,94 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			if !m.GatewayIPAddr.IsUnspecified() && m.GatewayIPAddr != nil {
 				nak.SetBroadcast()
 			}
-			return nak, matchbox.Event{Kind: matchbox.EventDHCPNak, IP: ip.String(), Detail: err.Error()}
+			return nak, matchbox.Event{Kind: matchbox.EventDHCPNak, IP: ip.String(), Detail: err.Error()}, known
+		}
+		if errors.Is(err, errUnknownShare) {
+			s.unknownShareFull(ctx, p, c)
+			return nil, matchbox.Event{}, known
 		}
 		if err != nil {
 			s.drop("commit-failed")
 			s.limit.Log(ctx, slog.LevelError, "dhcp: lease not committed; no ACK sent", err.Error(), "mac", c.mac, "ip", ip, "err", err)
-			return nil, matchbox.Event{}
+			return nil, matchbox.Event{}, known
 		}
 		s.rec.Learn(lease.IP, c.mac)
-		return s.leaseReply(l, m, c, p, ip, dhcpv4.MessageTypeAck, matchbox.EventDHCPAck)
+		reply, ev := s.leaseReply(l, m, c, sel, selErr, p, ip, dhcpv4.MessageTypeAck, matchbox.EventDHCPAck)
+		return reply, ev, known
 	case dhcpv4.MessageTypeDecline:
 		ip := r.requested
 		if err := s.leases.decline(ctx, p, r.key, ip); err != nil {
 			s.limit.Log(ctx, slog.LevelInfo, "dhcp: decline ignored", c.mac, "mac", c.mac, "ip", ip, "err", err)
-			return nil, matchbox.Event{}
+			return nil, matchbox.Event{}, known
 		}
 		s.limit.Log(ctx, slog.LevelWarn, "dhcp: client declined its address (in use by someone else?); quarantined", c.mac, "mac", c.mac, "ip", ip)
-		s.rec.Record(matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPDecline, IP: ip.String()})
-		return nil, matchbox.Event{}
+		s.record(ctx, matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPDecline, IP: ip.String()}, known)
+		return nil, matchbox.Event{}, known
 	case dhcpv4.MessageTypeRelease:
 		ip := toAddr(m.ClientIPAddr)
 		if err := s.leases.release(ctx, p, r.key, ip); err != nil {
 			s.limit.Log(ctx, slog.LevelInfo, "dhcp: release ignored", c.mac, "mac", c.mac, "ip", ip, "err", err)
-			return nil, matchbox.Event{}
+			return nil, matchbox.Event{}, known
 		}
-		s.rec.Record(matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPRelease, IP: ip.String()})
-		return nil, matchbox.Event{}
+		s.record(ctx, matchbox.Event{MAC: c.mac, Kind: matchbox.EventDHCPRelease, IP: ip.String()}, known)
+		return nil, matchbox.Event{}, known
 	}
-	return nil, matchbox.Event{}
+	return nil, matchbox.Event{}, known
+}
+
+// unknownShareFull drops a request of an unknown client: unknown clients
+// hold their share of the pool.
+func (s *Server) unknownShareFull(ctx context.Context, p *pool, c client) {
+	s.drop("unknown-share")
+	s.limit.Log(ctx, slog.LevelWarn, "dhcp: clients without a reservation or a group hold their share of the pool; no address for another",
+		p.subnet.Prefix.String(), "subnet", p.subnet.Prefix, "mac", c.mac, "share", s.cfg.UnknownShare, "addresses", p.unknownMax)
+}
+
+// record records e, unless it is an unknown client's beyond their rate;
+// it reports whether e was recorded.
+func (s *Server) record(ctx context.Context, e matchbox.Event, known bool) bool {
+	if !known && !s.unknownEvents.take(time.Now()) {
+		s.limit.Log(ctx, slog.LevelWarn, "dhcp: events of clients without a reservation or a group beyond their rate are not recorded", "",
+			"rate", s.cfg.UnknownEventRate)
+		return false
+	}
+	s.rec.Record(e)
+	return true
+}
+
+// eventBudget is a token bucket: rate a second, at most burst at once.
+type eventBudget struct {
+	mu          sync.Mutex
+	rate, burst float64
+	tokens      float64
+	filled      time.Time
+	dropped     uint64
+}
+
+func newEventBudget(rate, burst float64) *eventBudget {
+	return &eventBudget{rate: rate, burst: max(1, burst), tokens: max(1, burst)}
+}
+
+// take takes a token at now, or counts a drop.
+func (b *eventBudget) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.filled.IsZero() && now.After(b.filled) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.filled).Seconds()*b.rate)
+	}
+	b.filled = now
+	if b.tokens < 1 {
+		b.dropped++
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (b *eventBudget) droppedCount() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dropped
 }
 
 // metadataString returns a string metadata value of g.
