@@ -58,6 +58,11 @@ type netbootConfig struct {
 	tftpUnansweredRate float64
 	tftpMaxTimeout     time.Duration
 	bootURL            string
+
+	// Pool limits of full mode.
+	offerHold        time.Duration
+	unknownShare     int
+	unknownEventRate float64
 }
 
 func netbootFlags(fs *flag.FlagSet) *netbootConfig {
@@ -73,6 +78,9 @@ func netbootFlags(fs *flag.FlagSet) *netbootConfig {
 	fs.Var(&n.bootFiles, "dhcp-boot-file", "override the boot file of a client architecture, ARCH=FILE (option 93 value, e.g. 7=snponly.efi; repeatable)")
 	fs.IntVar(&n.dhcpPort, "dhcp-port", 67, "DHCP server port")
 	fs.IntVar(&n.binlPort, "dhcp-pxe-port", 4011, "PXE boot server (BINL) port")
+	fs.DurationVar(&n.offerHold, "dhcp-offer-hold", dhcp.DefaultOfferHold, "full mode: how long an offer not yet requested holds its address; when a pool has no free address the oldest offer is reclaimed sooner")
+	fs.IntVar(&n.unknownShare, "dhcp-unknown-share", dhcp.DefaultUnknownShare, "full mode: percent of each pool that clients with neither a reservation nor a matching group may hold (100: no limit)")
+	fs.Float64Var(&n.unknownEventRate, "dhcp-unknown-event-rate", dhcp.DefaultUnknownEventRate, "full mode: machine events a second recorded for clients with neither a reservation nor a matching group, in bursts of up to 20 seconds' worth")
 	fs.StringVar(&n.tftpAddress, "tftp-address", "", "TFTP listen address HOST:PORT, e.g. :69 (TFTP off when empty)")
 	fs.IntVar(&n.tftpMax, "tftp-max-transfers", 128, "concurrent TFTP transfers; more take the slot of one never answered, or wait briefly for a slot, then are refused")
 	fs.IntVar(&n.tftpPerSource, "tftp-max-per-source", 8, "concurrent TFTP transfers of one client address")
@@ -93,6 +101,20 @@ func parseAddrs(s string) ([]netip.Addr, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// dhcpLimits checks the pool limit flags (before serve changes anything).
+func (n *netbootConfig) dhcpLimits() error {
+	if n.offerHold < dhcp.MinOfferHold || n.offerHold > dhcp.MaxOfferHold {
+		return fmt.Errorf("-dhcp-offer-hold %v: want %v to %v", n.offerHold, dhcp.MinOfferHold, dhcp.MaxOfferHold)
+	}
+	if n.unknownShare < 1 || n.unknownShare > 100 {
+		return fmt.Errorf("-dhcp-unknown-share %d: want a percent from 1 to 100 (100: no limit)", n.unknownShare)
+	}
+	if !(n.unknownEventRate > 0 && n.unknownEventRate <= dhcp.MaxUnknownEventRate) {
+		return fmt.Errorf("-dhcp-unknown-event-rate %v: want more than 0 and at most %d events a second", n.unknownEventRate, dhcp.MaxUnknownEventRate)
+	}
+	return nil
 }
 
 // catalogBooter lets a machine netboot when a group (and its profile)
@@ -263,6 +285,10 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			Recorder:     rec,
 			Logger:       log.With("component", "dhcp"),
 			Registry:     reg,
+
+			OfferHold:        n.offerHold,
+			UnknownShare:     n.unknownShare,
+			UnknownEventRate: n.unknownEventRate,
 		})
 		if err != nil {
 			closeAll()

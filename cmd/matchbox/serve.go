@@ -146,6 +146,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fmt.Fprintln(stderr, versionString())
 		return nil
 	}
+	if err := nbc.dhcpLimits(); err != nil {
+		return err
+	}
 	log, err := newLogger(c.logLevel, c.logFormat, stderr)
 	if err != nil {
 		return err
