@@ -92,6 +92,18 @@ func (x *macIndex) bound(hw [6]byte, now time.Time) (netip.Addr, bool) {
 	return best.ip, true
 }
 
+// holds reports whether hw holds a lease of ip at now.
+func (x *macIndex) holds(hw [6]byte, ip netip.Addr, now time.Time) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, r := range x.m[hw] {
+		if r.ip == ip && now.Before(r.expires) {
+			return true
+		}
+	}
+	return false
+}
+
 // parseMAC parses a 6-byte hardware address in colon form without
 // allocating.
 func parseMAC(s string) ([6]byte, bool) {

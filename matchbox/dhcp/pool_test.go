@@ -625,3 +625,31 @@ func TestPoolLimitsConfig(t *testing.T) {
 		}
 	}
 }
+
+// An INFORM names the client's address itself (ciaddr): the recorder,
+// which attributes later TFTP and asset requests by address, learns it
+// only when it is leased to that client.
+func TestInformClaimedAddress(t *testing.T) {
+	ps := newPoolServer(t, pool101(), everyone, nil, nil)
+	inform := func(hw net.HardwareAddr, ip netip.Addr) {
+		t.Helper()
+		r := ps.ask(ps.msg(hw, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithClientIP(net.IP(ip.AsSlice()))))
+		if r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("INFORM answered with %v", r)
+		}
+	}
+	victim := netip.MustParseAddr("10.0.0.7")
+	inform(mac(9), victim)
+	if m, ok := ps.srv.rec.MACOf(victim); ok {
+		t.Errorf("an INFORM claiming %v made it %s's", victim, m)
+	}
+	ip := ps.dora(mac(1))
+	inform(mac(9), ip)
+	if m, _ := ps.srv.rec.MACOf(ip); m != mac(1).String() {
+		t.Errorf("an INFORM claiming %v, leased to %s, made it %s's", ip, mac(1), m)
+	}
+	inform(mac(1), ip)
+	if m, _ := ps.srv.rec.MACOf(ip); m != mac(1).String() {
+		t.Errorf("%v is %s's, want %s", ip, m, mac(1))
+	}
+}

@@ -854,7 +854,16 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			addBoot(reply, m, l, b, c, false)
 			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
 		}
-		ev.Kind, ev.IP = matchbox.EventDHCPInform, ipString(m.ClientIPAddr)
+		ev.Kind = matchbox.EventDHCPInform
+		// The event's address becomes the machine's in the recorder: only
+		// an address leased to it, not any the client claims.
+		if ci := toAddr(m.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
+			if s.leases.macs.holds([6]byte(m.ClientHWAddr), ci, s.leases.now()) {
+				ev.IP = ci.String()
+			} else {
+				ev.Detail = "ciaddr " + ci.String() + " is not leased to this client"
+			}
+		}
 		return reply, ev, s.known(c.mac, sel, selErr)
 	}
 	p := s.poolFor(l, m)
