@@ -49,3 +49,20 @@ func TestHoldsLease(t *testing.T) {
 	}
 	waitFor(t, func() bool { return !ts.srv.HoldsLease(mac(1).String(), ip) })
 }
+
+// HoldsLease and BoundAddr agree, and HoldsLease allocates nothing.
+func TestHoldsLeaseAgreesWithBoundAddr(t *testing.T) {
+	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	lease, err := newClient(t, mac(1), ts.addr).Request(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := toAddr(lease.ACK.YourIPAddr)
+	if got, ok := ts.srv.BoundAddr(mac(1).String()); !ok || got != ip || !ts.srv.HoldsLease(mac(1).String(), got) {
+		t.Errorf("BoundAddr = %v, %v; HoldsLease of it false", got, ok)
+	}
+	m := mac(1).String()
+	if n := testing.AllocsPerRun(100, func() { ts.srv.HoldsLease(m, ip) }); n != 0 {
+		t.Errorf("HoldsLease allocates %v times", n)
+	}
+}
