@@ -129,9 +129,10 @@ func BenchmarkIPXE(b *testing.B) {
 	g := benchGroup()
 	sel := matchbox.Selection{Group: g, Profile: p}
 	req := benchRequest()
+	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.IPXE(sel, Data(g, req)); err != nil {
+		if _, err := e.IPXE(ctx, sel, Data(g, req)); err != nil {
 			b.Fatal(err)
 		}
 	}
