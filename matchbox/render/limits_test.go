@@ -198,7 +198,7 @@ func TestRenderSizeLimits(t *testing.T) {
 		"splitList": true, "split": true, "regexFindAll": true, "fromJson": true, "randAlpha": true}
 	tests := []struct {
 		name, src, kind string
-		says          []string
+		says            []string
 	}{
 		{"output", `{{range 1000000000000}}xxxxxxxx{{end}}`, LimitSize, []string{"output would be more than 1 MiB"}},
 		{"output of values", `{{$x := ` + x(600000) + `}}{{$x}}{{$x}}`, LimitSize, []string{"output would be more than 1 MiB"}},
