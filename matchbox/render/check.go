@@ -76,6 +76,9 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 			data["release"] = rel
 		}
 		report := func(what string, err error) {
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return // stopped, not broken
+			}
 			var rerr *Error
 			if errors.As(err, &rerr) {
 				err = rerr.Err
