@@ -255,17 +255,17 @@ func (e *Engine) bootArgs(ctx context.Context, sel matchbox.Selection, data map[
 	}
 	out := make([]string, len(p.Boot.Args))
 	var buf bytes.Buffer
-	left := e.lim.maxBytes
+	w := e.output(&buf, e.lim.maxBytes)
 	for i, a := range p.Boot.Args {
 		if c.progs[i] == nil {
 			out[i] = a
 			continue
 		}
 		buf.Reset()
-		if err := e.execute(ctx, c.progs[i], &buf, left, data); err != nil {
+		if err := e.execute(ctx, c.progs[i], w, data); err != nil {
 			return nil, &Error{Group: sel.Group.ID, Profile: p.ID, Err: fmt.Errorf("boot.args[%d]: %w", i, err)}
 		}
-		left -= buf.Len()
+		w.max -= buf.Len()
 		out[i] = buf.String()
 	}
 	return out, nil
@@ -394,7 +394,7 @@ func (e *Engine) Template(ctx context.Context, snap *matchbox.Snapshot, sel matc
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if err := e.execute(ctx, c.prog, &buf, e.lim.maxBytes, data); err != nil {
+	if err := e.execute(ctx, c.prog, e.output(&buf, e.lim.maxBytes), data); err != nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
 	}
 	if kind == matchbox.KindCloud {
@@ -417,7 +417,7 @@ func (e *Engine) Ignition(ctx context.Context, snap *matchbox.Snapshot, sel matc
 		return c.raw, nil
 	}
 	var buf bytes.Buffer
-	if err := e.execute(ctx, c.prog, &buf, e.lim.maxBytes, data); err != nil {
+	if err := e.execute(ctx, c.prog, e.output(&buf, e.lim.maxBytes), data); err != nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
 	}
 	out, err := e.translate(ctx, buf.Bytes())

@@ -78,8 +78,16 @@ func (b *budget) guardedFunc(name string) any {
 
 // guard wraps fn, the function a template calls as name, in the checks of
 // b. The wrapper takes the same arguments (so text/template converts them
-// the same way) and returns an error besides fn's result.
+// the same way) and returns an error besides fn's result. The common
+// signatures get wrappers of their own type; the others one made with
+// reflect, which costs about twice a plain call.
 func (b *budget) guard(name string, fn any) any {
+	pre := prechecks[name]
+	if !b.strict {
+		if w := b.guardTyped(name, fn, pre); w != nil {
+			return w
+		}
+	}
 	fv := reflect.ValueOf(fn)
 	ft := fv.Type()
 	in := make([]reflect.Type, ft.NumIn())
@@ -88,7 +96,6 @@ func (b *budget) guard(name string, fn any) any {
 	}
 	wt := reflect.FuncOf(in, []reflect.Type{ft.Out(0), errorType}, ft.IsVariadic())
 	zero, noError := reflect.Zero(ft.Out(0)), reflect.Zero(errorType)
-	pre := prechecks[name]
 	return reflect.MakeFunc(wt, func(args []reflect.Value) []reflect.Value {
 		fail := func(err error) []reflect.Value {
 			return []reflect.Value{zero, reflect.ValueOf(&err).Elem()}
@@ -97,7 +104,11 @@ func (b *budget) guard(name string, fn any) any {
 		if ft.IsVariadic() {
 			flat = spread(args)
 		}
-		if err := b.before(name, pre, flat); err != nil {
+		vals := make([]any, len(flat))
+		for i, a := range flat {
+			vals[i] = a.Interface()
+		}
+		if err := b.before(name, pre, vals); err != nil {
 			return fail(err)
 		}
 		var out []reflect.Value
@@ -109,14 +120,125 @@ func (b *budget) guard(name string, fn any) any {
 		if len(out) == 2 && !out[1].IsNil() {
 			return out
 		}
-		if err := b.checkSize(out[0], name+" made"); err != nil {
-			return fail(err)
-		}
-		if err := b.addMade(madeSize(out[0], flat)); err != nil {
+		if err := b.after(name, out[0].Interface(), vals); err != nil {
 			return fail(err)
 		}
 		return []reflect.Value{out[0], noError}
 	}).Interface()
+}
+
+// guardTyped is guard for the signatures most template functions have,
+// or nil.
+func (b *budget) guardTyped(name string, fn any, pre precheck) any {
+	switch f := fn.(type) {
+	case func(string) string:
+		return func(s string) (string, error) {
+			if pre != nil {
+				if err := b.before(name, pre, []any{s}); err != nil {
+					return "", err
+				}
+			}
+			r := f(s)
+			return r, b.afterString(name, r, s)
+		}
+	case func(string, string) string:
+		return func(s, t string) (string, error) {
+			if pre != nil {
+				if err := b.before(name, pre, []any{s, t}); err != nil {
+					return "", err
+				}
+			}
+			r := f(s, t)
+			return r, b.afterString(name, r, s, t)
+		}
+	case func(string, string, string) string:
+		return func(s, t, u string) (string, error) {
+			if pre != nil {
+				if err := b.before(name, pre, []any{s, t, u}); err != nil {
+					return "", err
+				}
+			}
+			r := f(s, t, u)
+			return r, b.afterString(name, r, s, t, u)
+		}
+	case func(int, string) string:
+		return func(n int, s string) (string, error) {
+			if pre != nil {
+				if err := b.before(name, pre, []any{n, s}); err != nil {
+					return "", err
+				}
+			}
+			r := f(n, s)
+			return r, b.afterString(name, r, s)
+		}
+	case func(any) string:
+		return func(v any) (string, error) {
+			if pre != nil {
+				if err := b.before(name, pre, []any{v}); err != nil {
+					return "", err
+				}
+			}
+			r := f(v)
+			return r, b.afterString(name, r, stringOf(v))
+		}
+	case func(string, any) string:
+		return func(s string, v any) (string, error) {
+			if name == "join" {
+				if n := joinSize(s, v, b.lim.maxBytes); n > uint64(b.lim.maxBytes) {
+					return "", b.tooBig(name+" would make", n)
+				}
+			} else if pre != nil {
+				if err := b.before(name, pre, []any{s, v}); err != nil {
+					return "", err
+				}
+			}
+			r := f(s, v)
+			return r, b.afterString(name, r, s, stringOf(v))
+		}
+	case func(...any) string:
+		return func(args ...any) (string, error) {
+			if err := b.before(name, pre, args); err != nil {
+				return "", err
+			}
+			r := f(args...)
+			return r, b.afterStrings(name, r, args)
+		}
+	case func(string, ...any) string:
+		return func(format string, args ...any) (string, error) {
+			if name == "printf" {
+				if n := printfEstimate(format, args, b.lim.maxBytes); n > uint64(b.lim.maxBytes) {
+					return "", b.tooBig(name+" would make", n)
+				}
+			} else if pre != nil {
+				if err := b.before(name, pre, append([]any{format}, args...)); err != nil {
+					return "", err
+				}
+			}
+			r := f(format, args...)
+			return r, b.afterStrings(name, r, args)
+		}
+	case func(any, ...any) any:
+		if pre != nil {
+			return nil
+		}
+		return func(v any, vs ...any) (any, error) {
+			r := f(v, vs...)
+			if madeSize(r, []any{v}) == 0 {
+				return r, nil // v itself (default's default)
+			}
+			if err := b.after(name, r, vs); err != nil {
+				return nil, err
+			}
+			return r, nil
+		}
+	}
+	return nil
+}
+
+// stringOf is v if it is a string, else "".
+func stringOf(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // spread returns the arguments of a variadic call with the variadic slice
@@ -132,7 +254,7 @@ func spread(args []reflect.Value) []reflect.Value {
 }
 
 // before runs the checks of a call before the function does.
-func (b *budget) before(name string, pre precheck, args []reflect.Value) error {
+func (b *budget) before(name string, pre precheck, args []any) error {
 	if b.strict {
 		if n := argsSize(args, b.lim.maxBytes); n > uint64(b.lim.maxBytes) {
 			return b.tooBig("the arguments of "+name+" are", n)
@@ -146,35 +268,75 @@ func (b *budget) before(name string, pre precheck, args []reflect.Value) error {
 	return nil
 }
 
+// after checks what a function returned, r, made from args.
+func (b *budget) after(name string, r any, args []any) error {
+	if s, ok := r.(string); ok {
+		if wordsSize+len(s) > b.lim.maxBytes {
+			return b.tooBig(name+" made", uint64(wordsSize+len(s)))
+		}
+	} else if err := b.checkSize(reflect.ValueOf(r), name+" made"); err != nil {
+		return err
+	}
+	return b.addMade(madeSize(r, args))
+}
+
+// afterStrings is after for a string made from args.
+func (b *budget) afterStrings(name, r string, args []any) error {
+	if wordsSize+len(r) > b.lim.maxBytes {
+		return b.tooBig(name+" made", uint64(wordsSize+len(r)))
+	}
+	for _, a := range args {
+		if s, ok := a.(string); ok && within(r, s) {
+			return nil
+		}
+	}
+	return b.addMade(len(r))
+}
+
+// afterString is after for a string made from strings.
+func (b *budget) afterString(name, r string, args ...string) error {
+	if wordsSize+len(r) > b.lim.maxBytes {
+		return b.tooBig(name+" made", uint64(wordsSize+len(r)))
+	}
+	for _, a := range args {
+		if within(r, a) {
+			return nil
+		}
+	}
+	return b.addMade(len(r))
+}
+
 // A precheck estimates from a call's arguments, from above, the memory the
-// function will take to make its result (limit: counting may stop past it).
-type precheck func(args []reflect.Value, limit int) uint64
+// function will take to make its result (limit: counting may stop past
+// it). The arguments have the types of the function's parameters.
+type precheck func(args []any, limit int) uint64
 
 // prechecks are the functions whose result can be far larger than their
 // arguments, or which use far more memory than their result takes.
 var prechecks = map[string]precheck{
-	"repeat": func(a []reflect.Value, _ int) uint64 {
-		if a[0].Int() <= 0 {
+	"repeat": func(a []any, _ int) uint64 {
+		n, s := a[0].(int), a[1].(string)
+		if n <= 0 {
 			return 0
 		}
-		return mulSat(uint64(a[0].Int()), uint64(a[1].Len()))
+		return mulSat(uint64(n), uint64(len(s)))
 	},
 	"indent":  indentSize,
 	"nindent": indentSize,
-	"until": func(a []reflect.Value, _ int) uint64 {
-		n := a[0].Int()
+	"until": func(a []any, _ int) uint64 {
+		n := a[0].(int)
 		if n < 0 {
 			n = -n
 		}
 		return mulSat(uint64(n), 8)
 	},
-	"untilStep": func(a []reflect.Value, _ int) uint64 {
-		return mulSat(stepCount(int(a[0].Int()), int(a[1].Int()), int(a[2].Int())), 8)
+	"untilStep": func(a []any, _ int) uint64 {
+		return mulSat(stepCount(a[0].(int), a[1].(int), a[2].(int)), 8)
 	},
-	"seq": func(a []reflect.Value, _ int) uint64 {
+	"seq": func(a []any, _ int) uint64 {
 		params := make([]int, len(a))
 		for i, v := range a {
-			params[i] = int(v.Int())
+			params[i] = v.(int)
 		}
 		start, stop, step, ok := seqSteps(params)
 		if !ok {
@@ -183,15 +345,9 @@ var prechecks = map[string]precheck{
 		// Each number: up to 20 digits and a space, printed and split.
 		return mulSat(stepCount(start, stop, step), 64)
 	},
-	"join": func(a []reflect.Value, limit int) uint64 {
-		n := 1
-		if l := concrete(a[1]); l.Kind() == reflect.Slice || l.Kind() == reflect.Array {
-			n = l.Len()
-		}
-		return addSat(argsSize(a[1:], limit), mulSat(uint64(n), uint64(a[0].Len())))
-	},
-	"replace": func(a []reflect.Value, _ int) uint64 {
-		old, repl, src := a[0].String(), a[1].String(), a[2].String()
+	"join": func(a []any, limit int) uint64 { return joinSize(a[0].(string), a[1], limit) },
+	"replace": func(a []any, _ int) uint64 {
+		old, repl, src := a[0].(string), a[1].(string), a[2].(string)
 		if len(repl) <= len(old) {
 			return uint64(len(src))
 		}
@@ -201,19 +357,19 @@ var prechecks = map[string]precheck{
 	"mustRegexReplaceAll":        regexReplaceSize(false),
 	"regexReplaceAllLiteral":     regexReplaceSize(true),
 	"mustRegexReplaceAllLiteral": regexReplaceSize(true),
-	"wrapWith": func(a []reflect.Value, _ int) uint64 {
-		width, with, s := max(a[0].Int(), 1), a[1].Len(), a[2].Len()
+	"wrapWith": func(a []any, _ int) uint64 {
+		width, with, s := max(a[0].(int), 1), len(a[1].(string)), len(a[2].(string))
 		return addSat(uint64(s), mulSat(uint64(s)/uint64(width)+1, uint64(with)))
 	},
 	// A string header per part; a map entry per part for split(n).
-	"splitList": func(a []reflect.Value, _ int) uint64 {
-		return mulSat(parts(a[0].String(), a[1].String()), wordsSize)
+	"splitList": func(a []any, _ int) uint64 {
+		return mulSat(parts(a[0].(string), a[1].(string)), wordsSize)
 	},
-	"split": func(a []reflect.Value, _ int) uint64 {
-		return mulSat(parts(a[0].String(), a[1].String()), 64)
+	"split": func(a []any, _ int) uint64 {
+		return mulSat(parts(a[0].(string), a[1].(string)), 64)
 	},
-	"splitn": func(a []reflect.Value, _ int) uint64 {
-		n, p := a[1].Int(), parts(a[0].String(), a[2].String())
+	"splitn": func(a []any, _ int) uint64 {
+		n, p := a[1].(int), parts(a[0].(string), a[2].(string))
 		if n == 0 {
 			return 0
 		}
@@ -233,8 +389,8 @@ var prechecks = map[string]precheck{
 	"randAlphaNum":     randSize,
 	"randAscii":        randSize,
 	"randNumeric":      randSize,
-	"randBytes": func(a []reflect.Value, _ int) uint64 {
-		return mulSat(uint64(max(a[0].Int(), 0)), 3)
+	"randBytes": func(a []any, _ int) uint64 {
+		return mulSat(uint64(max(a[0].(int), 0)), 3)
 	},
 	"toPrettyJson":     prettyJSONSize,
 	"mustToPrettyJson": prettyJSONSize,
@@ -250,22 +406,30 @@ var prechecks = map[string]precheck{
 }
 
 // argsSize is the memory of the arguments together.
-func argsSize(a []reflect.Value, limit int) uint64 {
-	var total uint64
+func argsSize(a []any, limit int) uint64 {
+	s := sizer{limit: limit}
 	for _, v := range a {
-		n, ok := sizeOf(v, limit)
-		if !ok {
-			return math.MaxUint64
-		}
-		if total = addSat(total, uint64(n)); total > uint64(limit) {
+		if s.any(v, 0); s.done() {
 			break
 		}
 	}
-	return total
+	if s.deep {
+		return math.MaxUint64
+	}
+	return uint64(s.n)
 }
 
-func indentSize(a []reflect.Value, _ int) uint64 {
-	spaces, s := a[0].Int(), a[1].String()
+// joinSize: the list's elements, and the separator between each two.
+func joinSize(sep string, list any, limit int) uint64 {
+	n := 1
+	if l := reflect.ValueOf(list); l.Kind() == reflect.Slice || l.Kind() == reflect.Array {
+		n = l.Len()
+	}
+	return addSat(argsSize([]any{list}, limit), mulSat(uint64(n), uint64(len(sep))))
+}
+
+func indentSize(a []any, _ int) uint64 {
+	spaces, s := a[0].(int), a[1].(string)
 	if spaces <= 0 {
 		return uint64(len(s)) + 1
 	}
@@ -276,12 +440,12 @@ func indentSize(a []reflect.Value, _ int) uint64 {
 // replacing each match (a $ in the replacement may stand for a submatch,
 // which is no longer than the match).
 func regexReplaceSize(literal bool) precheck {
-	return func(a []reflect.Value, _ int) uint64 {
-		re, err := regexp.Compile(a[0].String())
+	return func(a []any, _ int) uint64 {
+		re, err := regexp.Compile(a[0].(string))
 		if err != nil {
 			return 0 // the function reports it
 		}
-		s, repl := a[1].String(), a[2].String()
+		s, repl := a[1].(string), a[2].(string)
 		refs := uint64(0)
 		if !literal {
 			refs = uint64(strings.Count(repl, "$"))
@@ -297,9 +461,9 @@ func regexReplaceSize(literal bool) precheck {
 
 // regexPartsSize bounds regexFindAll and regexSplit: a string header per
 // part, n parts at most, and no more than one per byte of the string.
-func regexPartsSize(a []reflect.Value, _ int) uint64 {
-	p := uint64(a[1].Len()) + 1
-	if n := a[2].Int(); n >= 0 && uint64(n) < p {
+func regexPartsSize(a []any, _ int) uint64 {
+	p := uint64(len(a[1].(string))) + 1
+	if n := a[2].(int); n >= 0 && uint64(n) < p {
 		p = uint64(n)
 	}
 	return mulSat(p, wordsSize)
@@ -315,8 +479,8 @@ func parts(sep, s string) uint64 {
 
 // jsonSize bounds the memory of the decoded JSON text: each comma or
 // opening bracket or brace begins at most one value.
-func jsonSize(a []reflect.Value, _ int) uint64 {
-	s := a[0].String()
+func jsonSize(a []any, _ int) uint64 {
+	s := a[0].(string)
 	values := uint64(1)
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
@@ -328,14 +492,14 @@ func jsonSize(a []reflect.Value, _ int) uint64 {
 }
 
 // randSize: sprig's random strings are built as runes.
-func randSize(a []reflect.Value, _ int) uint64 {
-	return mulSat(uint64(max(a[0].Int(), 0)), 5)
+func randSize(a []any, _ int) uint64 {
+	return mulSat(uint64(max(a[0].(int), 0)), 5)
 }
 
 // prettyJSONSize counts the indentation of every element too.
-func prettyJSONSize(a []reflect.Value, limit int) uint64 {
+func prettyJSONSize(a []any, limit int) uint64 {
 	s := sizer{limit: limit, indent: 2}
-	s.value(a[0], 0)
+	s.any(a[0], 0)
 	if s.deep {
 		return math.MaxUint64
 	}
@@ -349,8 +513,10 @@ const fmtMaxWidth = 1e6
 // printfSize bounds fmt.Sprintf's result from its format: the format
 // itself, each verb's width and precision and the argument it prints, and
 // the arguments left over (printed after %!(EXTRA ...)).
-func printfSize(a []reflect.Value, limit int) uint64 {
-	format, args := a[0].String(), a[1:]
+func printfSize(a []any, limit int) uint64 { return printfEstimate(a[0].(string), a[1:], limit) }
+
+// printfEstimate is printfSize of format and args.
+func printfEstimate(format string, args []any, limit int) uint64 {
 	argSize := func(i int) uint64 {
 		if i < 0 || i >= len(args) {
 			return 16
@@ -377,7 +543,7 @@ func printfSize(a []reflect.Value, limit int) uint64 {
 		if i < len(format) && format[i] == '*' {
 			var w uint64
 			if argNum >= 0 && argNum < len(args) {
-				switch v := concrete(args[argNum]); {
+				switch v := reflect.ValueOf(args[argNum]); {
 				case v.CanInt():
 					w = min(uint64(math.Abs(float64(v.Int()))), fmtMaxWidth)
 				case v.CanUint():

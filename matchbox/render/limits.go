@@ -169,7 +169,7 @@ func sizeString(n uint64) string {
 }
 
 // limitWriter is the output of a render: a buffer that refuses to grow
-// past max.
+// past max bytes.
 type limitWriter struct {
 	buf      *bytes.Buffer
 	max      int
@@ -177,7 +177,7 @@ type limitWriter struct {
 }
 
 func (w *limitWriter) Write(p []byte) (int, error) {
-	if w.buf.Len()+len(p) > w.max {
+	if len(p) > w.max-w.buf.Len() {
 		return 0, &LimitError{Kind: LimitSize, Setting: settingMaxBytes,
 			Reason: fmt.Sprintf("the output would be more than %s", sizeString(uint64(w.maxBytes)))}
 	}
@@ -318,41 +318,31 @@ func flat(t reflect.Type) bool {
 // arguments did: a string that is (part of) an argument, or the argument
 // map that set or merge changed, was not made by it. Only the top level
 // counts; what a new list holds was counted when it was made.
-func madeSize(r reflect.Value, args []reflect.Value) int {
-	r = concrete(r)
-	switch r.Kind() {
-	case reflect.String:
-		s := r.String()
+func madeSize(r any, args []any) int {
+	if s, ok := r.(string); ok {
 		for _, a := range args {
-			if a = concrete(a); a.Kind() == reflect.String && within(s, a.String()) {
+			if t, ok := a.(string); ok && within(s, t) {
 				return 0
 			}
 		}
 		return len(s)
-	case reflect.Slice:
+	}
+	rv := reflect.ValueOf(r)
+	switch rv.Kind() {
+	case reflect.Slice, reflect.Map:
 		for _, a := range args {
-			if a = concrete(a); a.Kind() == reflect.Slice && a.Pointer() == r.Pointer() {
+			if av := reflect.ValueOf(a); av.Kind() == rv.Kind() && av.Pointer() == rv.Pointer() {
 				return 0
 			}
 		}
-		return sliceSize + r.Len()*int(r.Type().Elem().Size())
-	case reflect.Map:
-		for _, a := range args {
-			if a = concrete(a); a.Kind() == reflect.Map && a.Pointer() == r.Pointer() {
-				return 0
-			}
+		if rv.Kind() == reflect.Slice {
+			return sliceSize + rv.Len()*int(rv.Type().Elem().Size())
 		}
-		return mapSize + r.Len()*(mapEntrySize+int(r.Type().Key().Size()+r.Type().Elem().Size()))
+		return mapSize + rv.Len()*(mapEntrySize+int(rv.Type().Key().Size()+rv.Type().Elem().Size()))
+	case reflect.String:
+		return rv.Len()
 	}
 	return 0
-}
-
-// concrete is the value inside an interface.
-func concrete(v reflect.Value) reflect.Value {
-	for v.Kind() == reflect.Interface && !v.IsNil() {
-		v = v.Elem()
-	}
-	return v
 }
 
 // within reports whether s is a substring of t in memory (not a copy).

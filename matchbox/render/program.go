@@ -217,13 +217,12 @@ func (p *program) get() (*execution, error) {
 	return x, nil
 }
 
-// execute renders p with data into buf, which may grow by max bytes at
-// most, within the engine's limits and until ctx ends.
-func (e *Engine) execute(ctx context.Context, p *program, buf *bytes.Buffer, max int, data any) error {
+// execute renders p with data into w, within the engine's limits and until
+// ctx ends.
+func (e *Engine) execute(ctx context.Context, p *program, w *limitWriter, data any) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("render stopped: %w", err)
 	}
-	w := &limitWriter{buf: buf, max: buf.Len() + max, maxBytes: e.lim.maxBytes}
 	var err error
 	if p.direct() {
 		err = p.tmpl.Execute(w, data)
@@ -237,16 +236,29 @@ func (e *Engine) execute(ctx context.Context, p *program, buf *bytes.Buffer, max
 		x.b.ctx = nil
 		p.pool.Put(x)
 	}
-	var le *LimitError
-	if errors.As(err, &le) {
-		switch le.Kind {
-		case LimitTimeout:
-			e.limitHits[0].Add(1)
-		case LimitSize:
-			e.limitHits[1].Add(1)
-		case LimitNesting:
-			e.limitHits[2].Add(1)
-		}
+	if err != nil {
+		e.countLimit(err)
 	}
 	return err
+}
+
+// countLimit counts a render stopped by a limit.
+func (e *Engine) countLimit(err error) {
+	var le *LimitError
+	if !errors.As(err, &le) {
+		return
+	}
+	switch le.Kind {
+	case LimitTimeout:
+		e.limitHits[0].Add(1)
+	case LimitSize:
+		e.limitHits[1].Add(1)
+	case LimitNesting:
+		e.limitHits[2].Add(1)
+	}
+}
+
+// output returns a writer into buf that takes at most max bytes.
+func (e *Engine) output(buf *bytes.Buffer, max int) *limitWriter {
+	return &limitWriter{buf: buf, max: max, maxBytes: e.lim.maxBytes}
 }
