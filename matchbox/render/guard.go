@@ -108,6 +108,9 @@ func (b *budget) guard(name string, fn any) any {
 		for i, a := range flat {
 			vals[i] = a.Interface()
 		}
+		if err := b.stopped(); err != nil {
+			return fail(err)
+		}
 		if err := b.before(name, pre, vals); err != nil {
 			return fail(err)
 		}
@@ -133,6 +136,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 	switch f := fn.(type) {
 	case func(string) string:
 		return func(s string) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if pre != nil {
 				if err := b.before(name, pre, []any{s}); err != nil {
 					return "", err
@@ -143,6 +149,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(string, string) string:
 		return func(s, t string) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if pre != nil {
 				if err := b.before(name, pre, []any{s, t}); err != nil {
 					return "", err
@@ -153,6 +162,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(string, string, string) string:
 		return func(s, t, u string) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if pre != nil {
 				if err := b.before(name, pre, []any{s, t, u}); err != nil {
 					return "", err
@@ -163,6 +175,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(int, string) string:
 		return func(n int, s string) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if pre != nil {
 				if err := b.before(name, pre, []any{n, s}); err != nil {
 					return "", err
@@ -173,6 +188,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(any) string:
 		return func(v any) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if pre != nil {
 				if err := b.before(name, pre, []any{v}); err != nil {
 					return "", err
@@ -183,6 +201,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(string, any) string:
 		return func(s string, v any) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if name == "join" {
 				if n := joinSize(s, v, b.lim.maxBytes); n > uint64(b.lim.maxBytes) {
 					return "", b.tooBig(name+" would make", n)
@@ -197,6 +218,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(...any) string:
 		return func(args ...any) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if err := b.before(name, pre, args); err != nil {
 				return "", err
 			}
@@ -205,6 +229,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 		}
 	case func(string, ...any) string:
 		return func(format string, args ...any) (string, error) {
+			if err := b.stopped(); err != nil {
+				return "", err
+			}
 			if name == "printf" {
 				if n := printfEstimate(format, args, b.lim.maxBytes); n > uint64(b.lim.maxBytes) {
 					return "", b.tooBig(name+" would make", n)
@@ -222,6 +249,9 @@ func (b *budget) guardTyped(name string, fn any, pre precheck) any {
 			return nil
 		}
 		return func(v any, vs ...any) (any, error) {
+			if err := b.stopped(); err != nil {
+				return nil, err
+			}
 			r := f(v, vs...)
 			if madeSize(r, []any{v}) == 0 {
 				return r, nil // v itself (default's default)
@@ -274,7 +304,7 @@ func (b *budget) after(name string, r any, args []any) error {
 		if wordsSize+len(s) > b.lim.maxBytes {
 			return b.tooBig(name+" made", uint64(wordsSize+len(s)))
 		}
-	} else if err := b.checkSize(reflect.ValueOf(r), name+" made"); err != nil {
+	} else if err := b.checkSizeOf(r, name+" made"); err != nil {
 		return err
 	}
 	return b.addMade(madeSize(r, args))
@@ -694,12 +724,15 @@ func (b *budget) mustUniq(list any) ([]any, error) {
 	case reflect.Slice, reflect.Array:
 		l := reflect.ValueOf(list)
 		dest := []any{}
+		compared := 0
 	items:
 		for i := range l.Len() {
 			item := l.Index(i).Interface()
 			for _, d := range dest {
-				if err := b.stopped(); err != nil {
-					return nil, err
+				if compared++; compared%256 == 0 {
+					if err := b.stopped(); err != nil {
+						return nil, err
+					}
 				}
 				if reflect.DeepEqual(item, d) {
 					continue items

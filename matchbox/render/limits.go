@@ -27,9 +27,6 @@ const (
 	maxValueDepth = 1000
 	// maxTemplateDepth bounds nested {{template}} calls.
 	maxTemplateDepth = 1000
-	// tickEvery is how many loop iterations pass between two looks at
-	// the clock (the context is looked at on every one).
-	tickEvery = 32
 )
 
 // The settings that raise a limit, named as matchbox serve's and
@@ -78,7 +75,6 @@ type budget struct {
 	lim      limits
 	// made is the size of the values template functions made so far.
 	made  int
-	ticks uint
 	depth int
 	// strict: the template may change maps in place (set, merge …), so
 	// a value checked when it was made may have grown since.
@@ -90,13 +86,14 @@ func (b *budget) reset(ctx context.Context, lim limits) {
 }
 
 // stopped reports why the render must stop now: its context ended or its
-// deadline passed. It looks at the clock every tickEvery calls.
+// deadline passed. It runs at every loop iteration, template call and
+// guarded function call: a loop whose iterations are slow (a function
+// that takes a second) must not run many of them past the deadline.
 func (b *budget) stopped() error {
 	if err := b.ctx.Err(); err != nil {
 		return fmt.Errorf("render stopped: %w", err)
 	}
-	b.ticks++
-	if b.ticks%tickEvery == 0 && time.Now().After(b.deadline) {
+	if time.Now().After(b.deadline) {
 		return b.timeoutError()
 	}
 	return nil
@@ -141,6 +138,17 @@ func (b *budget) tooBig(subject string, n uint64) error {
 // v is ("toJson made").
 func (b *budget) checkSize(v reflect.Value, subject string) error {
 	n, ok := sizeOf(v, b.lim.maxBytes)
+	return b.sizeError(n, ok, subject)
+}
+
+// checkSizeOf is checkSize of x.
+func (b *budget) checkSizeOf(x any, subject string) error {
+	s := sizer{limit: b.lim.maxBytes}
+	s.any(x, 0)
+	return b.sizeError(s.n, !s.deep, subject)
+}
+
+func (b *budget) sizeError(n int, ok bool, subject string) error {
 	if !ok {
 		return &LimitError{Kind: LimitNesting,
 			Reason: fmt.Sprintf("%s a value nested more than %d deep (or one that contains itself)", subject, maxValueDepth)}

@@ -111,6 +111,17 @@ func TestRenderDeadline(t *testing.T) {
 	}
 }
 
+// TestRenderDeadlineBetweenSlowCalls: a template without loops that calls
+// slow functions one after the other stops at the first call past its
+// deadline.
+func TestRenderDeadlineBetweenSlowCalls(t *testing.T) {
+	e := NewEngine(Options{RenderTimeout: time.Millisecond})
+	_, err := stopsWithin(t, func() ([]byte, error) {
+		return renderGeneric(t.Context(), e, strings.Repeat(`{{bcrypt "x"}}`, 100))
+	})
+	wantLimit(t, err, LimitTimeout, "error calling bcrypt", "deadline of 1ms")
+}
+
 // leavingClient is the context of a request whose client goes away while
 // its answer is rendered: it ends the n-th time anyone looks at it.
 type leavingClient struct {
