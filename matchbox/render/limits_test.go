@@ -351,3 +351,25 @@ func TestRangeFunctionsAsSprig(t *testing.T) {
 		t.Errorf("untilStep near the largest int = %s", got)
 	}
 }
+
+// FuzzRenderLimits: whatever the template, a render returns, within the
+// bound of its output.
+func FuzzRenderLimits(f *testing.F) {
+	for _, tt := range busyTemplates {
+		f.Add(tt.src)
+	}
+	for _, src := range []string{
+		`{{repeat 3000000000 "x"}}`, `{{$x := "x"}}{{range 100}}{{$x = print $x $x}}{{end}}{{$x}}`,
+		`{{$a := dict}}{{$_ := set $a "self" $a}}{{$a}}`, `{{printf "%*d" 999999 1}}`,
+		`{{range $i := until 50}}{{$i | toString | repeat 50000}}{{end}}`,
+	} {
+		f.Add(src)
+	}
+	e := NewEngine(Options{RenderTimeout: 10 * time.Millisecond, RenderMaxBytes: 64 << 10})
+	f.Fuzz(func(t *testing.T, src string) {
+		out, err := renderGeneric(t.Context(), e, src)
+		if err == nil && len(out) > 64<<10 {
+			t.Fatalf("rendered %d bytes, more than the bound", len(out))
+		}
+	})
+}
