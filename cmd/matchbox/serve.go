@@ -49,6 +49,7 @@ type serveConfig struct {
 	memoryLimit     string
 	configFile      string
 	debugAddress    string
+	render          renderLimits
 	// Flags of poseidon/matchbox's gRPC API, accepted so existing unit
 	// files keep working; the API is not served.
 	rpcAddress, certFile, keyFile, caFile string
@@ -70,6 +71,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.cacheMB, "ignition-cache-mb", 32, "memory bound of the Butane→Ignition translation cache, in MiB")
 	fs.StringVar(&c.debugAddress, "debug-address", "", "serve Go's profiling endpoints (/debug/pprof/, no authentication) on this loopback address, e.g. 127.0.0.1:6060 (off when empty)")
 	fs.StringVar(&c.configFile, "config", "", "config file (YAML or JSON): serve flags by name, and a dhcp section for per-interface modes and per-subnet options")
+	c.render.define(fs)
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", `soft memory limit of the Go runtime: "auto" (from the loaded configuration), "off", or MiB`)
 	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
 	fs.StringVar(&c.certFile, "cert-file", "", "poseidon/matchbox gRPC TLS certificate (accepted for compatibility)")
@@ -202,7 +204,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	engineOpts := render.Options{TranslateCacheBytes: c.cacheMB << 20, ReleaseBaseURL: rc.baseURL}
+	engineOpts := render.Options{TranslateCacheBytes: c.cacheMB << 20, ReleaseBaseURL: rc.baseURL, RenderTimeout: c.render.timeoutValue(), RenderMaxBytes: c.render.maxBytes()}
 	var mirror *release.Mirror
 	if c.assetsPath != "" {
 		if mirror, err = openMirror(c.assetsPath, rc.baseURL, rc.key, log.With("component", "release")); err != nil {
@@ -215,6 +217,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	engine := render.NewEngine(engineOpts)
 	catalog := matchbox.NewCatalog("datadir", "db")
 	cm := newCatalogMetrics(reg, engine)
+	registerRenderLimitMetrics(reg, engine)
 	reported := map[string]bool{}
 	catalog.OnChange(func(snap *matchbox.Snapshot) {
 		engine.Prune(snap)

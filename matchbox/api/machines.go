@@ -241,7 +241,7 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 			data["release"] = rel
 		}
 		if sel.Profile.Boot.Kernel != "" || sel.Profile.Release != nil {
-			if ipxe, err := s.cfg.Engine.IPXE(sel, data); err != nil {
+			if ipxe, err := s.cfg.Engine.IPXE(r.Context(), sel, data); err != nil {
 				problems = append(problems, "ipxe: "+err.Error())
 			} else {
 				out["ipxe"] = string(ipxe)

@@ -250,30 +250,30 @@ func (s *Server) routes() nethttp.Handler {
 		// answers even when the group names a missing profile.
 		{"/boot.ipxe", false, static},
 		{"/boot.ipxe.0", false, static},
-		{"/ipxe", true, func(_ *nethttp.Request, q *query) (answer, error) {
+		{"/ipxe", true, func(r *nethttp.Request, q *query) (answer, error) {
 			if q.gate != nil && q.gate.State == matchbox.StateInstalled {
 				return localBoot["ipxe"], nil
 			}
-			b, err := eng.IPXE(q.sel, q.data(true))
+			b, err := eng.IPXE(r.Context(), q.sel, q.data(true))
 			return answer{b, textType}, err
 		}},
-		{"/grub", true, func(_ *nethttp.Request, q *query) (answer, error) {
+		{"/grub", true, func(r *nethttp.Request, q *query) (answer, error) {
 			if q.gate != nil && q.gate.State == matchbox.StateInstalled {
 				return localBoot["grub"], nil
 			}
-			b, err := eng.GRUB(q.sel, q.data(true))
+			b, err := eng.GRUB(r.Context(), q.sel, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/ignition", true, func(r *nethttp.Request, q *query) (answer, error) {
 			b, err := eng.Ignition(r.Context(), q.snap, q.sel, q.data(true))
 			return answer{b, jsonType}, err
 		}},
-		{"/cloud", true, func(_ *nethttp.Request, q *query) (answer, error) {
-			b, err := eng.Template(q.snap, q.sel, matchbox.KindCloud, q.data(true))
+		{"/cloud", true, func(r *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.Template(r.Context(), q.snap, q.sel, matchbox.KindCloud, q.data(true))
 			return answer{b, textType}, err
 		}},
-		{"/generic", true, func(_ *nethttp.Request, q *query) (answer, error) {
-			b, err := eng.Template(q.snap, q.sel, matchbox.KindGeneric, q.data(true))
+		{"/generic", true, func(r *nethttp.Request, q *query) (answer, error) {
+			b, err := eng.Template(r.Context(), q.snap, q.sel, matchbox.KindGeneric, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/metadata", true, func(_ *nethttp.Request, q *query) (answer, error) {

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -112,7 +113,7 @@ func TestIPXEMatchesMatchbox(t *testing.T) {
 	for _, tt := range bootProfiles {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &matchbox.Profile{ID: tt.name, Boot: tt.boot}
-			got, err := e.IPXE(selection(p), Data(&matchbox.Group{}, Request{}))
+			got, err := e.IPXE(t.Context(), selection(p), Data(&matchbox.Group{}, Request{}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +131,7 @@ func TestGRUBMatchesMatchbox(t *testing.T) {
 	for _, tt := range bootProfiles {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &matchbox.Profile{ID: tt.name, Boot: tt.boot}
-			got, err := e.GRUB(selection(p), Data(&matchbox.Group{}, Request{}))
+			got, err := e.GRUB(t.Context(), selection(p), Data(&matchbox.Group{}, Request{}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +162,7 @@ func TestGRUBInitrdPaths(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.initrd, func(t *testing.T) {
 			p := &matchbox.Profile{ID: "p", Boot: matchbox.Boot{Kernel: "/k", Initrd: []string{tt.initrd}}}
-			got, err := e.GRUB(selection(p), nil)
+			got, err := e.GRUB(t.Context(), selection(p), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,7 +200,7 @@ func TestBootArgsTemplated(t *testing.T) {
 	wantArgs := " flatcar.config.url=http://matchbox.example.com:8080/ignition?uuid=${uuid}&mac=${mac:hexhyp}" +
 		" hostname=node1.example.com mac=52:54:00:a1:9c:ae region=eu-west uuid=${uuid} quiet literal-{braces}"
 
-	got, err := e.IPXE(sel, data)
+	got, err := e.IPXE(t.Context(), sel, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestBootArgsTemplated(t *testing.T) {
 		t.Errorf("iPXE (-want +got):\n%s", diff)
 	}
 
-	got, err = e.GRUB(sel, data)
+	got, err = e.GRUB(t.Context(), sel, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +223,7 @@ func TestBootArgsTemplated(t *testing.T) {
 	}
 
 	// The same data renders the same arguments again (compiled once).
-	again, err := e.IPXE(sel, data)
+	again, err := e.IPXE(t.Context(), sel, data)
 	if err != nil || string(again) != want {
 		t.Errorf("second render = %q, %v", again, err)
 	}
@@ -250,8 +251,8 @@ func TestBootArgsErrors(t *testing.T) {
 			e := NewEngine(Options{})
 			p := &matchbox.Profile{ID: "prof", Boot: tt.boot}
 			sel := matchbox.Selection{Group: &matchbox.Group{ID: "grp"}, Profile: p}
-			for name, render := range map[string]func(matchbox.Selection, map[string]any) ([]byte, error){"ipxe": e.IPXE, "grub": e.GRUB} {
-				out, err := render(sel, data)
+			for name, render := range map[string]func(context.Context, matchbox.Selection, map[string]any) ([]byte, error){"ipxe": e.IPXE, "grub": e.GRUB} {
+				out, err := render(t.Context(), sel, data)
 				var rerr *Error
 				if !errors.As(err, &rerr) {
 					t.Fatalf("%s = %q, %v; want a *render.Error", name, out, err)

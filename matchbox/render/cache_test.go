@@ -183,11 +183,11 @@ func TestPruneKeepsRendering(t *testing.T) {
 	sel := matchbox.Selection{Group: &matchbox.Group{ID: "grp"}, Profile: prof}
 	render := func(snap *matchbox.Snapshot, p *matchbox.Profile) string {
 		t.Helper()
-		out, err := e.Template(snap, matchbox.Selection{Group: sel.Group, Profile: p}, matchbox.KindGeneric, data)
+		out, err := e.Template(t.Context(), snap, matchbox.Selection{Group: sel.Group, Profile: p}, matchbox.KindGeneric, data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		boot, err := e.IPXE(matchbox.Selection{Group: sel.Group, Profile: p}, data)
+		boot, err := e.IPXE(t.Context(), matchbox.Selection{Group: sel.Group, Profile: p}, data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +231,7 @@ func TestEngineConcurrent(t *testing.T) {
 					errs <- err
 					return
 				}
-				out, err := e.IPXE(matchbox.Selection{Group: g, Profile: prof}, data)
+				out, err := e.IPXE(t.Context(), matchbox.Selection{Group: g, Profile: prof}, data)
 				if err != nil {
 					errs <- err
 					return

@@ -76,6 +76,9 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 			data["release"] = rel
 		}
 		report := func(what string, err error) {
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return // stopped, not broken
+			}
 			var rerr *Error
 			if errors.As(err, &rerr) {
 				err = rerr.Err
@@ -84,7 +87,7 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 				Message: fmt.Sprintf("group %q, profile %q: %s: %v", g.ID, p.ID, what, err)})
 		}
 		if p.Boot.Kernel != "" || p.Release != nil {
-			if _, err := e.bootArgs(sel, data); err != nil {
+			if _, err := e.bootArgs(ctx, sel, data); err != nil {
 				report("boot args", err)
 			}
 		}
@@ -102,7 +105,7 @@ func (e *Engine) CheckGroups(ctx context.Context, snap *matchbox.Snapshot) []mat
 			}
 			// A refused cloud-config matches matchbox.ErrNotFound (its
 			// answer is 404) and is reported like any render failure.
-			if _, err := e.Template(snap, sel, k.kind, data); err != nil {
+			if _, err := e.Template(ctx, snap, sel, k.kind, data); err != nil {
 				report(string(k.kind)+" "+k.name, err)
 			}
 		}

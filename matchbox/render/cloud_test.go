@@ -96,7 +96,7 @@ func TestCloudTemplateRefused(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				p, _ := snap.Profile(name)
 				g := &matchbox.Group{ID: "grp", Metadata: map[string]any{"out": tt.out}}
-				out, err := e.Template(snap, matchbox.Selection{Group: g, Profile: p}, matchbox.KindCloud, Data(g, Request{}))
+				out, err := e.Template(t.Context(), snap, matchbox.Selection{Group: g, Profile: p}, matchbox.KindCloud, Data(g, Request{}))
 				msg, atLoad := reported["cloud/"+name]
 				if tt.wantErr == nil {
 					if err != nil || string(out) != tt.out {

@@ -298,7 +298,7 @@ func FuzzTemplateData(f *testing.F) {
 		g := &matchbox.Group{ID: "g", Profile: "p", Metadata: md, Selector: map[string]string{"os": "flatcar"}}
 		data := Data(g, Request{Labels: labels, RawQuery: query, Host: "matchbox:8080"})
 		_ = Metadata(data)
-		out, err := e.IPXE(matchbox.Selection{Group: g, Profile: p}, data)
+		out, err := e.IPXE(t.Context(), matchbox.Selection{Group: g, Profile: p}, data)
 		mac, hasMAC := labels["mac"]
 		if !hasMAC {
 			var rerr *Error
@@ -341,7 +341,7 @@ func TestSprigFunctions(t *testing.T) {
 				Templates: []*matchbox.Template{{Kind: matchbox.KindGeneric, Name: "g", Content: []byte(tt.src)}},
 			})
 			p, _ := snap.Profile("p")
-			got, err := e.Template(snap, matchbox.Selection{Group: &matchbox.Group{ID: "grp"}, Profile: p}, matchbox.KindGeneric, data)
+			got, err := e.Template(t.Context(), snap, matchbox.Selection{Group: &matchbox.Group{ID: "grp"}, Profile: p}, matchbox.KindGeneric, data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -357,7 +357,7 @@ func TestSprigFunctions(t *testing.T) {
 		Templates: []*matchbox.Template{{Kind: matchbox.KindGeneric, Name: "g", Content: []byte(`{{ .absent | default "d" }}`)}},
 	})
 	p, _ := snap.Profile("p")
-	if out, err := e.Template(snap, matchbox.Selection{Group: &matchbox.Group{ID: "grp"}, Profile: p}, matchbox.KindGeneric, data); err == nil {
+	if out, err := e.Template(t.Context(), snap, matchbox.Selection{Group: &matchbox.Group{ID: "grp"}, Profile: p}, matchbox.KindGeneric, data); err == nil {
 		t.Errorf("missing key with default = %q, want an error", out)
 	}
 }
@@ -405,7 +405,7 @@ func TestCloudAndGenericTemplates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := e.Template(snap, sel(tt.profile), tt.kind, data)
+			got, err := e.Template(t.Context(), snap, sel(tt.profile), tt.kind, data)
 			switch {
 			case tt.notFound:
 				if !errors.Is(err, matchbox.ErrNotFound) {

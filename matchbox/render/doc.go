@@ -9,4 +9,11 @@
 // Each template is parsed once per change of the catalog, never per
 // request, and Butane translations are cached by the rendered text, bounded
 // in memory.
+//
+// Any machine that boots can make the engine render, so a render runs
+// within limits (Options): a deadline, the caller's context, a bound on its
+// output and on the values its functions make, and on nesting. The checks
+// are built into each template's parse tree when it is parsed (program.go)
+// and around the functions it calls (guard.go); a render that hits one
+// fails with a *LimitError inside the *Error.
 package render

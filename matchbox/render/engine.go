@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/template"
+	"time"
 
 	"github.com/Masterminds/sprig/v3"
 	butane "github.com/coreos/butane/config"
@@ -60,6 +62,9 @@ var funcs = extensionFuncs()
 // environment (MATCHBOX_PASSPHRASE among it) to any booting machine whose
 // template names a variable, and getHostByName, which makes a request wait
 // on a DNS lookup the server's network did not ask for.
+//
+// until, untilStep and seq are the engine's own: sprig's never return when
+// the step overflows.
 func extensionFuncs() template.FuncMap {
 	fm := sprig.TxtFuncMap()
 	for name := range fm {
@@ -70,6 +75,7 @@ func extensionFuncs() template.FuncMap {
 	for _, name := range withheldFuncs {
 		delete(fm, name)
 	}
+	fm["until"], fm["untilStep"], fm["seq"] = until, untilStep, seq
 	return fm
 }
 
@@ -91,6 +97,8 @@ var withheldFuncs = []string{"env", "expandenv", "getHostByName"}
 // Stats counts what the engine did, for metrics.
 type Stats struct {
 	TranslateHits, TranslateMisses uint64
+	// Renders stopped by a limit, by LimitError kind.
+	LimitTimeout, LimitSize, LimitNesting uint64
 }
 
 // Engine renders configs. It caches parsed templates per template object
@@ -107,11 +115,15 @@ type Engine struct {
 	// memory.
 	translating chan struct{}
 	opts        Options
+	lim         limits
+	// limitHits counts renders stopped by a limit: timeout, size,
+	// nesting.
+	limitHits [3]atomic.Uint64
 }
 
 // compiled is a parsed template, or the reason it cannot be used.
 type compiled struct {
-	tmpl *template.Template
+	prog *program
 	// raw holds validated raw Ignition JSON, served as is.
 	raw []byte
 	err error
@@ -119,7 +131,7 @@ type compiled struct {
 
 // compiledArgs is a profile's kernel arguments; nil entries are literals.
 type compiledArgs struct {
-	tmpls []*template.Template
+	progs []*program
 	err   error
 }
 
@@ -134,6 +146,15 @@ type Options struct {
 	// for releases not mirrored locally; "{channel}" in it is replaced by
 	// the channel.
 	ReleaseBaseURL string
+	// RenderTimeout bounds the time one template may take to render
+	// (default DefaultRenderTimeout); a render also stops when its
+	// context ends.
+	RenderTimeout time.Duration
+	// RenderMaxBytes bounds the output of one render, the size of every
+	// value a template function makes, and (times 4) of all the values
+	// the functions of one render make together (default
+	// DefaultRenderMaxBytes).
+	RenderMaxBytes int
 }
 
 // NewEngine returns an Engine.
@@ -141,17 +162,25 @@ func NewEngine(opts Options) *Engine {
 	if opts.TranslateCacheBytes <= 0 {
 		opts.TranslateCacheBytes = 32 << 20
 	}
+	if opts.RenderTimeout <= 0 {
+		opts.RenderTimeout = DefaultRenderTimeout
+	}
+	if opts.RenderMaxBytes <= 0 {
+		opts.RenderMaxBytes = DefaultRenderMaxBytes
+	}
 	return &Engine{
 		butane:      newLRU(opts.TranslateCacheBytes),
 		translating: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		opts:        opts,
+		lim:         limits{timeout: opts.RenderTimeout, maxBytes: opts.RenderMaxBytes},
 	}
 }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	h, m := e.butane.stats()
-	return Stats{TranslateHits: h, TranslateMisses: m}
+	return Stats{TranslateHits: h, TranslateMisses: m,
+		LimitTimeout: e.limitHits[0].Load(), LimitSize: e.limitHits[1].Load(), LimitNesting: e.limitHits[2].Load()}
 }
 
 // Prune drops cached templates that are no longer in snap. Call it after
@@ -185,7 +214,7 @@ func (e *Engine) compile(t *matchbox.Template) *compiled {
 	if t.Kind == matchbox.KindIgnition && matchbox.IsRawIgnition(t.Name) {
 		c.raw, c.err = validateRawIgnition(t.Content)
 	} else {
-		c.tmpl, c.err = newTemplate(t.Name).Parse(string(t.Content))
+		c.prog, c.err = parseProgram(t.Name, string(t.Content))
 		if c.err == nil && t.Kind == matchbox.KindCloud && !bytes.Contains(t.Content, []byte("{{")) {
 			// Without actions it renders as it is: refuse it once, at
 			// load, rather than on every request.
@@ -200,24 +229,25 @@ func (e *Engine) compileArgs(p *matchbox.Profile) *compiledArgs {
 	if c, ok := e.args.Load(p); ok {
 		return c.(*compiledArgs)
 	}
-	c := &compiledArgs{tmpls: make([]*template.Template, len(p.Boot.Args))}
+	c := &compiledArgs{progs: make([]*program, len(p.Boot.Args))}
 	for i, a := range p.Boot.Args {
 		if !strings.Contains(a, "{{") {
 			continue
 		}
-		t, err := newTemplate(fmt.Sprintf("boot.args[%d]", i)).Parse(a)
+		prog, err := parseProgram(fmt.Sprintf("boot.args[%d]", i), a)
 		if err != nil {
 			c.err = fmt.Errorf("boot.args[%d]: %w", i, err)
 			break
 		}
-		c.tmpls[i] = t
+		c.progs[i] = prog
 	}
 	actual, _ := e.args.LoadOrStore(p, c)
 	return actual.(*compiledArgs)
 }
 
-// bootArgs renders the profile's kernel arguments with data.
-func (e *Engine) bootArgs(sel matchbox.Selection, data map[string]any) ([]string, error) {
+// bootArgs renders the profile's kernel arguments with data; together they
+// are bounded like one render's output.
+func (e *Engine) bootArgs(ctx context.Context, sel matchbox.Selection, data map[string]any) ([]string, error) {
 	p := sel.Profile
 	c := e.compileArgs(p)
 	if c.err != nil {
@@ -225,15 +255,17 @@ func (e *Engine) bootArgs(sel matchbox.Selection, data map[string]any) ([]string
 	}
 	out := make([]string, len(p.Boot.Args))
 	var buf bytes.Buffer
+	w := e.output(&buf, e.lim.maxBytes)
 	for i, a := range p.Boot.Args {
-		if c.tmpls[i] == nil {
+		if c.progs[i] == nil {
 			out[i] = a
 			continue
 		}
 		buf.Reset()
-		if err := c.tmpls[i].Execute(&buf, data); err != nil {
+		if err := e.execute(ctx, c.progs[i], w, data); err != nil {
 			return nil, &Error{Group: sel.Group.ID, Profile: p.ID, Err: fmt.Errorf("boot.args[%d]: %w", i, err)}
 		}
+		w.max -= buf.Len()
 		out[i] = buf.String()
 	}
 	return out, nil
@@ -241,17 +273,17 @@ func (e *Engine) bootArgs(sel matchbox.Selection, data map[string]any) ([]string
 
 // kernelArgs checks that the profile has a kernel and renders its
 // arguments: what both boot script formats start from.
-func (e *Engine) kernelArgs(sel matchbox.Selection, data map[string]any) ([]string, error) {
+func (e *Engine) kernelArgs(ctx context.Context, sel matchbox.Selection, data map[string]any) ([]string, error) {
 	if sel.Profile.Boot.Kernel == "" && sel.Profile.Release == nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Err: errors.New("profile has no boot.kernel")}
 	}
-	return e.bootArgs(sel, data)
+	return e.bootArgs(ctx, sel, data)
 }
 
 // IPXE renders the iPXE boot script for a selection, byte for byte as
 // poseidon/matchbox does, with templated kernel arguments.
-func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, error) {
-	args, err := e.kernelArgs(sel, data)
+func (e *Engine) IPXE(ctx context.Context, sel matchbox.Selection, data map[string]any) ([]byte, error) {
+	args, err := e.kernelArgs(ctx, sel, data)
 	if err != nil {
 		return nil, err
 	}
@@ -283,8 +315,8 @@ func (e *Engine) IPXE(sel matchbox.Selection, data map[string]any) ([]byte, erro
 
 // GRUB renders a GRUB2 config with an EFI and a BIOS menu entry, in
 // poseidon/matchbox's format, with templated kernel arguments.
-func (e *Engine) GRUB(sel matchbox.Selection, data map[string]any) ([]byte, error) {
-	args, err := e.kernelArgs(sel, data)
+func (e *Engine) GRUB(ctx context.Context, sel matchbox.Selection, data map[string]any) ([]byte, error) {
+	args, err := e.kernelArgs(ctx, sel, data)
 	if err != nil {
 		return nil, err
 	}
@@ -356,13 +388,13 @@ func (e *Engine) templateFor(snap *matchbox.Snapshot, sel matchbox.Selection, ki
 // rendered cloud template that is neither a #cloud-config YAML document nor
 // a #! script is refused, as by poseidon/matchbox, with an *Error that
 // matches matchbox.ErrNotFound (its answer is 404).
-func (e *Engine) Template(snap *matchbox.Snapshot, sel matchbox.Selection, kind matchbox.TemplateKind, data map[string]any) ([]byte, error) {
+func (e *Engine) Template(ctx context.Context, snap *matchbox.Snapshot, sel matchbox.Selection, kind matchbox.TemplateKind, data map[string]any) ([]byte, error) {
 	c, origin, err := e.templateFor(snap, sel, kind)
 	if err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if err := c.tmpl.Execute(&buf, data); err != nil {
+	if err := e.execute(ctx, c.prog, e.output(&buf, e.lim.maxBytes), data); err != nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
 	}
 	if kind == matchbox.KindCloud {
@@ -385,7 +417,7 @@ func (e *Engine) Ignition(ctx context.Context, snap *matchbox.Snapshot, sel matc
 		return c.raw, nil
 	}
 	var buf bytes.Buffer
-	if err := c.tmpl.Execute(&buf, data); err != nil {
+	if err := e.execute(ctx, c.prog, e.output(&buf, e.lim.maxBytes), data); err != nil {
 		return nil, &Error{Group: sel.Group.ID, Profile: sel.Profile.ID, Template: origin, Err: err}
 	}
 	out, err := e.translate(ctx, buf.Bytes())

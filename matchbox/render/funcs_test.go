@@ -141,7 +141,7 @@ func TestBuiltinsAsInTextTemplate(t *testing.T) {
 			wantErr = err
 
 			p, _ := snap.Profile(name)
-			got, err := e.Template(snap, matchbox.Selection{Group: &matchbox.Group{ID: "node1"}, Profile: p}, matchbox.KindGeneric, builtinData())
+			got, err := e.Template(t.Context(), snap, matchbox.Selection{Group: &matchbox.Group{ID: "node1"}, Profile: p}, matchbox.KindGeneric, builtinData())
 			var rerr *Error
 			if errors.As(err, &rerr) {
 				err = rerr.Err
@@ -208,15 +208,15 @@ func TestSliceInEveryTemplatePlace(t *testing.T) {
 	data := builtinData()
 	e := NewEngine(Options{})
 
-	ipxe, err := e.IPXE(sel, data)
+	ipxe, err := e.IPXE(t.Context(), sel, data)
 	if err != nil || !strings.Contains(string(ipxe), "kernel /k oui=52:54:00\n") {
 		t.Errorf("IPXE = %q, %v", ipxe, err)
 	}
-	gen, err := e.Template(snap, sel, matchbox.KindGeneric, data)
+	gen, err := e.Template(t.Context(), snap, sel, matchbox.KindGeneric, data)
 	if err != nil || string(gen) != "oui=52:54:00\n" {
 		t.Errorf("generic = %q, %v", gen, err)
 	}
-	cloud, err := e.Template(snap, sel, matchbox.KindCloud, data)
+	cloud, err := e.Template(t.Context(), snap, sel, matchbox.KindCloud, data)
 	if err != nil || string(cloud) != "#cloud-config\nhostname: oui-52:54:00\n" {
 		t.Errorf("cloud = %q, %v", cloud, err)
 	}

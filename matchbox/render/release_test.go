@@ -69,7 +69,7 @@ func TestReleaseProfiles(t *testing.T) {
 			if rel["base_url"] != tc.baseURL || rel["local"] != tc.localData {
 				t.Errorf("release data %v", rel)
 			}
-			ipxe, err := e.IPXE(selection(p), data)
+			ipxe, err := e.IPXE(t.Context(), selection(p), data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,7 +78,7 @@ func TestReleaseProfiles(t *testing.T) {
 			if string(ipxe) != want {
 				t.Errorf("iPXE:\n%s\nwant:\n%s", ipxe, want)
 			}
-			grub, err := e.GRUB(selection(p), data)
+			grub, err := e.GRUB(t.Context(), selection(p), data)
 			if err != nil {
 				t.Fatal(err)
 			}
