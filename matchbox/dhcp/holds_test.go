@@ -66,3 +66,21 @@ func TestHoldsLeaseAgreesWithBoundAddr(t *testing.T) {
 		t.Errorf("HoldsLease allocates %v times", n)
 	}
 }
+
+// In proxy mode the client's REQUEST to the network's DHCP server names
+// the address it takes: the recorder learns it, so its MAC-less downloads
+// are attributed to it (HTTP requests that only name a MAC teach nothing).
+func TestProxyLearnsRequestedAddress(t *testing.T) {
+	ts := startServer(t, ModeProxy, nil, everyone, "")
+	want := netip.MustParseAddr("10.0.0.150")
+	req, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac(7)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(want.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 0, 53))))
+	if _, err := c1Conn(t).WriteTo(req.ToBytes(), ts.addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		got, ok := ts.srv.rec.MACOf(want)
+		return ok && got == mac(7).String()
+	})
+}

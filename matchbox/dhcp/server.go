@@ -663,6 +663,20 @@ func newReply(req *dhcpv4.DHCPv4, l Listener, mt dhcpv4.MessageType) *dhcpv4.DHC
 
 // proxy answers PXE DISCOVERs on port 67 with boot information only.
 func (s *Server) proxy(l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event) {
+	if m.MessageType() == dhcpv4.MessageTypeRequest {
+		// The client takes an address from the network's DHCP server:
+		// remember whose it is, so that the downloads it makes next
+		// (TFTP, assets), which name no MAC, are its own. As trusted as
+		// the 4011 exchange's ciaddr: both are the client's DHCP word.
+		ip := m.RequestedIPAddress()
+		if ip == nil || ip.IsUnspecified() {
+			ip = m.ClientIPAddr
+		}
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok && !a.IsUnspecified() {
+			s.rec.Learn(a, c.mac)
+		}
+		return nil, matchbox.Event{}
+	}
 	if m.MessageType() != dhcpv4.MessageTypeDiscover {
 		return nil, matchbox.Event{}
 	}

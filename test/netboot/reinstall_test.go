@@ -48,12 +48,14 @@ func (l *lab) machineIP(mac string) string {
 		l.t.Fatalf("machine get: %v: %s", err, out)
 	}
 	var m struct {
-		LastIP string `json:"last_ip"`
+		Machine struct {
+			LastIP string `json:"last_ip"`
+		} `json:"machine"`
 	}
-	if err := json.Unmarshal([]byte(out), &m); err != nil || m.LastIP == "" {
+	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Machine.LastIP == "" {
 		l.t.Fatalf("machine get: no last_ip: %v: %s", err, out)
 	}
-	return m.LastIP
+	return m.Machine.LastIP
 }
 
 // hostAddr is the lab namespace's own address on its bridge.
