@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/api"
 )
 
 const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=V] [-seen-within D] [-limit N]
@@ -117,15 +118,8 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return tw.Flush()
 	case verb == "get" && len(pos) == 1:
 		var out struct {
-			Machine matchbox.Machine `json:"machine"`
-			BMC     *struct {
-				Address        string `json:"address"`
-				Provider       string `json:"provider,omitempty"`
-				Username       string `json:"username,omitempty"`
-				PasswordSet    bool   `json:"password_set"`
-				TLSFingerprint string `json:"tls_fingerprint,omitempty"`
-				TLSInsecure    bool   `json:"tls_insecure_skip_verify"`
-			} `json:"bmc,omitempty"`
+			Machine  matchbox.Machine   `json:"machine"`
+			BMC      *api.BMCView       `json:"bmc,omitempty"`
 			Events   []matchbox.Event   `json:"events"`
 			Workflow *matchbox.Workflow `json:"workflow,omitempty"`
 			State    string             `json:"state,omitempty"`

@@ -2,42 +2,19 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 )
 
 // TestSignedEndpoints serves with -key-ring-path and a passphrase from
 // MATCHBOX_PASSPHRASE, and checks signatures with the public key only.
 func TestSignedEndpoints(t *testing.T) {
-	e, err := openpgp.NewEntity("matchbox e2e", "", "e2e@example.invalid", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.EncryptPrivateKeys([]byte("pass phrase"), nil); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	a, err := armor.Encode(&buf, openpgp.PrivateKeyType, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SerializePrivateWithoutSigning(a, nil); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	ring := filepath.Join(t.TempDir(), "secring.asc")
-	if err := os.WriteFile(ring, buf.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
+	ring, keys := testKeyRing(t, "pass phrase")
 	dir := labDataDir(t)
 	s := startServer(t, []string{"MATCHBOX_PASSPHRASE=pass phrase"},
 		"-data-path", dir, "-db-path", filepath.Join(t.TempDir(), "m.db"), "-key-ring-path", ring)
-	keys := openpgp.EntityList{e}
 	for _, path := range []string{"/ipxe", "/ignition", "/metadata", "/boot.ipxe"} {
 		q := "?mac=52:54:00:00:00:01"
 		code, body := fetch(t, s.url+path+q)

@@ -313,8 +313,9 @@ type BMCStore interface {
 	DeleteMachineBMC(ctx context.Context, mac string) error
 }
 
-// bmcView is what the API shows of BMC settings.
-type bmcView struct {
+// BMCView is what the API shows of BMC settings (never the password);
+// the CLI decodes it too.
+type BMCView struct {
 	Address        string `json:"address"`
 	Provider       string `json:"provider,omitempty"`
 	Username       string `json:"username,omitempty"`
@@ -323,8 +324,8 @@ type bmcView struct {
 	TLSInsecure    bool   `json:"tls_insecure_skip_verify"`
 }
 
-func viewBMC(b matchbox.BMC) bmcView {
-	return bmcView{Address: b.Address, Provider: b.Provider, Username: b.Username, PasswordSet: b.Password != "",
+func viewBMC(b matchbox.BMC) BMCView {
+	return BMCView{Address: b.Address, Provider: b.Provider, Username: b.Username, PasswordSet: b.Password != "",
 		TLSFingerprint: b.TLSFingerprint, TLSInsecure: b.TLSInsecure}
 }
 
