@@ -416,6 +416,9 @@ func drive(url string, conc int, seed uint64, pathFor func(*rand.Rand, int) stri
 		go func() {
 			defer wg.Done()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}, Timeout: 10 * time.Second}
+			// Closed when done: connections left idle would count against
+			// the server's per-address connection limit in the next run.
+			defer client.CloseIdleConnections()
 			r := rand.New(rand.NewPCG(uint64(w), seed))
 			lat := make([]time.Duration, 0, 1<<12)
 			for {
