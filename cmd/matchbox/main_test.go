@@ -251,8 +251,10 @@ func TestReloadOnEdit(t *testing.T) {
 		if strings.Contains(body, "kernel-b") {
 			break
 		}
-		if time.Since(edited) > 2*time.Second {
-			t.Fatalf("edit not served within 2s; still:\n%s", body)
+		// A bound on the wait, not a speed check: the reload takes
+		// milliseconds, a busy machine may take longer.
+		if time.Since(edited) > 15*time.Second {
+			t.Fatalf("edit not served within 15s; still:\n%s", body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
