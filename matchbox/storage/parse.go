@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -52,7 +53,7 @@ func ParseGroupFile(data []byte, stem string) (*matchbox.Group, []string, error)
 
 func decodeGroup(data []byte) (*matchbox.Group, []string, error) {
 	var g matchbox.Group
-	unknown, err := decodeObject(data, &g, "id", "name", "profile", "selector", "metadata")
+	unknown, err := decodeObject(data, &g)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -247,7 +248,7 @@ var selectorKeys = regexp.MustCompile(`(?i)"selector"\s*:`)
 // ParseProfile decodes a profile in poseidon/matchbox's JSON format.
 func ParseProfile(data []byte) (*matchbox.Profile, []string, error) {
 	var p matchbox.Profile
-	unknown, err := decodeObject(data, &p, "id", "name", "boot", "ignition_id", "cloud_id", "generic_id")
+	unknown, err := decodeObject(data, &p)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -292,18 +293,36 @@ func CheckTemplateName(name string) error {
 	return nil
 }
 
-// decodeObject decodes one JSON object into v, refusing trailing data and
-// reporting syntax and type errors with their line and column. Keys other
-// than known are ignored and returned. The common case (no unknown keys)
-// decodes once.
-func decodeObject(data []byte, v any, known ...string) ([]string, error) {
+// decodeObject decodes one JSON object into v (a pointer to a struct),
+// refusing trailing data and reporting syntax and type errors with their
+// line and column. Keys that name none of the struct's fields are ignored
+// and returned. The common case (no unknown keys) decodes once.
+func decodeObject(data []byte, v any) ([]string, error) {
 	if err := strictDecode(data, v, true); err == nil {
 		return nil, nil
 	}
 	if err := strictDecode(data, v, false); err != nil {
 		return nil, err
 	}
-	return unknownKeys(data, known...), nil
+	return unknownKeys(data, jsonKeys(reflect.TypeOf(v).Elem())...), nil
+}
+
+// jsonKeys are the object keys encoding/json decodes into struct type t:
+// the one list of what a file may hold, so a field added to the type is
+// never reported as unknown.
+func jsonKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+		case name == "":
+			keys = append(keys, f.Name)
+		default:
+			keys = append(keys, name)
+		}
+	}
+	return keys
 }
 
 func strictDecode(data []byte, v any, disallowUnknown bool) error {

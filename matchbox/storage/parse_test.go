@@ -325,3 +325,18 @@ func FuzzParseGroup(f *testing.F) {
 		}
 	})
 }
+
+// Every key a profile may hold is known, release included: only the typo
+// is reported as ignored.
+func TestParseProfileKnowsEveryField(t *testing.T) {
+	p, unknown, err := storage.ParseProfile([]byte(`{"id": "p", "release": {"channel": "stable", "version": "current"}, "typo_key": 1}`))
+	if err != nil {
+		t.Fatalf("ParseProfile: %v", err)
+	}
+	if p.Release == nil {
+		t.Error("release not decoded")
+	}
+	if diff := cmp.Diff([]string{"typo_key"}, unknown); diff != "" {
+		t.Errorf("unknown keys (-want +got):\n%s", diff)
+	}
+}
