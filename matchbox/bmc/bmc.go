@@ -104,16 +104,16 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg}
 }
 
-// registryNames maps the provider names machines' settings use to
-// bmclib's registry names.
-var registryNames = map[string]string{
-	"ipmitool":   "ipmitool",
-	"redfish":    "gofish",
-	"intelamt":   "IntelAMT",
-	"asrockrack": "asrockrack",
-	"supermicro": "supermicro",
-	"openbmc":    "openbmc",
-	"dell":       "dell",
+// renamed are the providers (of matchbox.BMCProviders, the one list of
+// them) that bmclib's registry knows by another name.
+var renamed = map[string]string{"redfish": "gofish", "intelamt": "IntelAMT"}
+
+// registryName is bmclib's registry name of a provider.
+func registryName(p string) string {
+	if rn, ok := renamed[p]; ok {
+		return rn
+	}
+	return p
 }
 
 // fixedPort are the providers bmclib always connects to port 443: they
@@ -163,7 +163,7 @@ func (c *Controller) open(ctx context.Context, b matchbox.BMC) (*bmclib.Client, 
 			continue
 		}
 		cl := bmclib.NewClient(host, b.Username, b.Password, opts...)
-		cl.Registry.Drivers = cl.Registry.For(registryNames[p])
+		cl.Registry.Drivers = cl.Registry.For(registryName(p))
 		if len(cl.Registry.Drivers) == 0 {
 			why := "not available"
 			if p == "ipmitool" {
@@ -379,8 +379,8 @@ func (c *Controller) reason(err error, b matchbox.BMC, timedOut bool) string {
 	for i, part := range parts {
 		// "provider: gofish: …": the caller names the provider.
 		part = strings.TrimPrefix(part, "provider: ")
-		for _, rn := range registryNames {
-			part = strings.TrimPrefix(part, rn+": ")
+		for _, p := range matchbox.BMCProviders {
+			part = strings.TrimPrefix(part, registryName(p)+": ")
 		}
 		parts[i] = part
 	}
