@@ -197,6 +197,10 @@ type TemplateRef struct {
 	Name string
 }
 
+// ProfileField is the profile key that names a template of kind k
+// (ignition_id, cloud_id, generic_id).
+func (k TemplateKind) ProfileField() string { return string(k) + "_id" }
+
 // TemplateRefs returns the templates the profile names, in the order of
 // TemplateKinds.
 func (p *Profile) TemplateRefs() []TemplateRef {

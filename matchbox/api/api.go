@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -562,18 +563,10 @@ func (s *Server) putProfile(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, readOnly("profile", id, dp.Origin))
 		return
 	}
-	for _, ref := range []struct {
-		kind        matchbox.TemplateKind
-		name, field string
-	}{
-		{matchbox.KindIgnition, p.IgnitionID, "ignition_id"}, {matchbox.KindCloud, p.CloudID, "cloud_id"}, {matchbox.KindGeneric, p.GenericID, "generic_id"},
-	} {
-		if ref.name == "" {
-			continue
-		}
-		if _, ok := snap.Template(ref.kind, ref.name); !ok {
-			writeError(w, http.StatusBadRequest, "invalid_reference", fmt.Sprintf("profile %q names %s template %q, which does not exist", id, ref.kind, ref.name),
-				map[string]any{"field": ref.field, "template": ref.name})
+	for _, ref := range p.TemplateRefs() {
+		if _, ok := snap.Template(ref.Kind, ref.Name); !ok {
+			writeError(w, http.StatusBadRequest, "invalid_reference", fmt.Sprintf("profile %q names %s template %q, which does not exist", id, ref.Kind, ref.Name),
+				map[string]any{"field": ref.Kind.ProfileField(), "template": ref.Name})
 			return
 		}
 	}
@@ -747,7 +740,7 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 	}
 	var users []string
 	for _, p := range snap.Profiles() {
-		if (kind == matchbox.KindIgnition && p.IgnitionID == name) || (kind == matchbox.KindCloud && p.CloudID == name) || (kind == matchbox.KindGeneric && p.GenericID == name) {
+		if slices.Contains(p.TemplateRefs(), matchbox.TemplateRef{Kind: kind, Name: name}) {
 			users = append(users, p.ID)
 		}
 	}
