@@ -1,7 +1,6 @@
 package bmc
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/bmc/bmcsim"
+	"matchbox.dev/matchbox/internal/logbuf"
 )
 
 // nastyPassword has every character that changes when text is escaped:
@@ -123,7 +122,7 @@ func TestRedfishTLSVerification(t *testing.T) {
 	ca := bmcsim.NewCA(t)
 	caSigned := ca.Issue(t, "127.0.0.1")
 	otherName := ca.Issue(t, "bmc.example")
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	withCA := New(Config{OperationTimeout: 10 * time.Second, ProviderTimeout: 5 * time.Second, RootCAs: caPool(t, ca), Logger: logger})
 	systemOnly := New(Config{OperationTimeout: 10 * time.Second, ProviderTimeout: 5 * time.Second, Logger: logger})
@@ -197,30 +196,6 @@ func opensslFingerprint(sim *bmcsim.RedfishSim) string {
 		pairs = append(pairs, fp[i:i+2])
 	}
 	return "SHA256 Fingerprint=" + strings.Join(pairs, ":")
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
 }
 
 // ipmitool gets the password in its environment, never on its command

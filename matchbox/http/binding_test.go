@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/internal/loopback"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/storage"
 )
@@ -73,13 +74,6 @@ func newBindingFixture(t *testing.T) *bindingFixture {
 	return &bindingFixture{url: ts.URL, db: db, lc: lc}
 }
 
-// from is an HTTP client whose connections come from the loopback address
-// src (every 127/8 address is loopback on Linux).
-func from(src string) *nethttp.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	return &nethttp.Client{Transport: &nethttp.Transport{DialContext: d.DialContext}, Timeout: 10 * time.Second}
-}
-
 func do(t *testing.T, c *nethttp.Client, method, url string, body io.Reader) (int, string) {
 	t.Helper()
 	req, err := nethttp.NewRequest(method, url, body)
@@ -100,7 +94,7 @@ func do(t *testing.T, c *nethttp.Client, method, url string, body io.Reader) (in
 // reinstalled goes to anyone, as it carries no secret.
 func TestLeaseBinding(t *testing.T) {
 	f := newBindingFixture(t)
-	holder, other := from(leaseAddr), from(otherAddr)
+	holder, other := loopback.Client(leaseAddr, 10*time.Second), loopback.Client(otherAddr, 10*time.Second)
 	for _, tc := range []struct {
 		client *nethttp.Client
 		path   string
@@ -148,7 +142,7 @@ func (b *stallingBody) Read(p []byte) (int, error) {
 // before the body is read, and the body is bounded.
 func TestReportChecks(t *testing.T) {
 	f := newBindingFixture(t)
-	holder, other := from(leaseAddr), from(otherAddr)
+	holder, other := loopback.Client(leaseAddr, 10*time.Second), loopback.Client(otherAddr, 10*time.Second)
 	q := "/lifecycle/report?mac=" + boundMAC + "&status=failed&exit=1&token="
 	for _, tc := range []struct {
 		client *nethttp.Client

@@ -19,6 +19,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/internal/logbuf"
+	"matchbox.dev/matchbox/internal/loopback"
 	"matchbox.dev/matchbox/netlimit"
 	"matchbox.dev/matchbox/render"
 )
@@ -60,19 +61,6 @@ func startServe(t *testing.T, cfg Config) *served {
 	return s
 }
 
-// dialFrom connects to addr from the loopback address src (127.0.0.x).
-func dialFrom(t *testing.T, src, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: hang}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(hang))
-	return c
-}
-
 // roundTrip sends a raw GET with the given Host on c and reads the
 // answer.
 func roundTrip(c net.Conn, br *bufio.Reader, path, host string) (*nethttp.Response, string, error) {
@@ -89,7 +77,7 @@ func roundTrip(c net.Conn, br *bufio.Reader, path, host string) (*nethttp.Respon
 }
 
 func (s *served) get(t *testing.T, src, path, host string) (*nethttp.Response, string, error) {
-	c := dialFrom(t, src, s.addr)
+	c := loopback.Dial(t, src, s.addr, hang)
 	return roundTrip(c, bufio.NewReader(c), path, host)
 }
 
@@ -106,7 +94,7 @@ func TestInvalidHost(t *testing.T) {
 	huge := strings.Repeat("h", 900<<10)
 	for _, host := range []string{huge, "a b", "x${y}", "evil\nkernel", "[::1", "[fe80::1%25eth0]:80", "a:b:c", "h:99999", "h:8o",
 		"évil.example", "a..b", strings.Repeat("a", 64) + ".example", "$(reboot)", "[::1]x"} {
-		c := dialFrom(t, "127.0.0.2", ts)
+		c := loopback.Dial(t, "127.0.0.2", ts, hang)
 		resp, body, err := roundTrip(c, bufio.NewReader(c), "/ipxe?mac=52:54:00:00:00:01", host)
 		if err != nil {
 			t.Fatalf("Host %s: %v", matchbox.Quote(host), err)
@@ -124,7 +112,7 @@ func TestInvalidHost(t *testing.T) {
 		t.Errorf("no log line of an invalid Host:\n%.2000s", logs.String())
 	}
 	for _, host := range []string{"matchbox.example:8080", "MatchBox.Example", "10.0.0.1", "10.0.0.1:80", "[fd00::1]:8080", "boot_1.lab.", "h:"} {
-		c := dialFrom(t, "127.0.0.2", ts)
+		c := loopback.Dial(t, "127.0.0.2", ts, hang)
 		resp, body, err := roundTrip(c, bufio.NewReader(c), "/ipxe?mac=52:54:00:00:00:01", host)
 		if err != nil || resp.StatusCode != 200 || !strings.Contains(body, "ignition.config.url=http://"+host+"/ignition") {
 			t.Errorf("Host %q: %v %v %q", host, err, resp, body)
@@ -195,7 +183,7 @@ func TestSignedHost(t *testing.T) {
 	for _, tt := range tests {
 		for _, path := range []string{"/ipxe", "/ignition", "/cloud"} {
 			q := "?mac=52:54:00:00:00:01"
-			c := dialFrom(t, "127.0.0.2", addr)
+			c := loopback.Dial(t, "127.0.0.2", addr, hang)
 			br := bufio.NewReader(c)
 			resp, body, err := roundTrip(c, br, path+q, tt.host)
 			if err != nil || resp.StatusCode != 200 {
@@ -237,14 +225,14 @@ func TestCheckHostName(t *testing.T) {
 func TestServeConnsPerSource(t *testing.T) {
 	s := startServe(t, Config{Transport: netlimit.Config{MaxConnsPerSource: 4}})
 	for range 4 {
-		c := dialFrom(t, "127.0.0.2", s.addr)
+		c := loopback.Dial(t, "127.0.0.2", s.addr, hang)
 		if resp, _, err := roundTrip(c, bufio.NewReader(c), "/healthz", "test"); err != nil || resp.StatusCode != 200 {
 			t.Fatalf("held connection: %v %v", err, resp)
 		}
 	}
 	for range 10 {
 		// Reset before or after connecting, never answered.
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: hang}
+		d := loopback.Dialer("127.0.0.2", hang)
 		c, err := d.Dial("tcp", s.addr)
 		if err != nil {
 			continue
@@ -290,9 +278,9 @@ func grep(text, word string) string {
 func TestServeSlowBody(t *testing.T) {
 	s := startServe(t, Config{Transport: netlimit.Config{ReadTimeout: 300 * time.Millisecond}})
 	for _, path := range []string{"/lifecycle/report?mac=52:54:00:00:00:01&status=failed", "/ipxe"} {
-		c := dialFrom(t, "127.0.0.2", s.addr)
+		c := loopback.Dial(t, "127.0.0.2", s.addr, hang)
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\nlog...", path)
-		// The read deadline of dialFrom is the hang bound: a timeout
+		// The read deadline of loopback.Dial is the hang bound: a timeout
 		// here means the server still holds the connection.
 		if _, err := io.Copy(io.Discard, c); err != nil && !strings.Contains(err.Error(), "connection reset") {
 			t.Fatalf("%s: connection not closed: %v", path, err)
@@ -316,7 +304,7 @@ func bigAsset(t *testing.T, dir string) []byte {
 func TestServeStalledReader(t *testing.T) {
 	s := startServe(t, Config{Transport: netlimit.Config{StallTimeout: 300 * time.Millisecond}})
 	content := bigAsset(t, s.assets)
-	c := dialFrom(t, "127.0.0.2", s.addr)
+	c := loopback.Dial(t, "127.0.0.2", s.addr, hang)
 	if err := c.(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +348,7 @@ func TestFIFORefused(t *testing.T) {
 	}
 	for _, prefix := range []string{"/assets/", "/boot/"} {
 		// Twice on one connection: the first refusal held nothing.
-		c := dialFrom(t, "127.0.0.2", s.addr)
+		c := loopback.Dial(t, "127.0.0.2", s.addr, hang)
 		br := bufio.NewReader(c)
 		for range 2 {
 			resp, _, err := roundTrip(c, br, prefix+"fifo", "test")
@@ -387,7 +375,7 @@ func TestRefusedPathLogged(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	addr := newServer(t, srv.Handler())
 	name := strings.Repeat("n", 500<<10)
-	c := dialFrom(t, "127.0.0.2", addr)
+	c := loopback.Dial(t, "127.0.0.2", addr, hang)
 	resp, _, err := roundTrip(c, bufio.NewReader(c), "/assets/"+name, "test")
 	if err != nil || resp.StatusCode != 404 {
 		t.Fatalf("%v %v", err, resp)

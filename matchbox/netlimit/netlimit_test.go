@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"matchbox.dev/matchbox/internal/loopback"
 )
 
 // hang bounds every wait of these tests: reaching it means the server
@@ -45,23 +47,10 @@ func serve(t *testing.T, cfg Config, h http.Handler) (string, *Limits) {
 	return ln.Addr().String(), l
 }
 
-// dialFrom connects to addr from the loopback address src (127.0.0.x).
-func dialFrom(t *testing.T, src, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: hang}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(hang))
-	return c
-}
-
 // refused reports whether a connection from src to addr is refused: reset
 // before or after connecting, with no answer to a request.
 func refused(src, addr string) bool {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: hang}
+	d := loopback.Dialer(src, hang)
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return true
@@ -79,7 +68,7 @@ type client struct {
 }
 
 func connect(t *testing.T, src, addr string) *client {
-	c := dialFrom(t, src, addr)
+	c := loopback.Dial(t, src, addr, hang)
 	return &client{c, bufio.NewReader(c)}
 }
 
@@ -167,7 +156,7 @@ func TestSlowBody(t *testing.T) {
 		_, err := io.ReadAll(r.Body)
 		readErr <- err
 	}))
-	c := dialFrom(t, "127.0.0.2", addr)
+	c := loopback.Dial(t, "127.0.0.2", addr, hang)
 	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n0123456789", 1<<20)
 	select {
 	case err := <-readErr:
@@ -247,7 +236,7 @@ func serveFile(p string) http.Handler {
 // smallWindow connects with a small receive buffer, so that a reader that
 // stops soon stops the server's writes.
 func smallWindow(t *testing.T, addr string) net.Conn {
-	c := dialFrom(t, "127.0.0.2", addr)
+	c := loopback.Dial(t, "127.0.0.2", addr, hang)
 	if err := c.(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,13 @@ func (b *Buffer) String() string {
 	return b.buf.String()
 }
 
+// Reset forgets what was written.
+func (b *Buffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
 // Count is how many times sub was written.
 func (b *Buffer) Count(sub string) int { return strings.Count(b.String(), sub) }
 
