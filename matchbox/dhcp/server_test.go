@@ -61,14 +61,7 @@ func startServer(t *testing.T, mode Mode, subnets []Subnet, booter Booter, dbPat
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Config{
-		Subnets:     subnets,
-		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + ":8080/boot.ipxe" },
-		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + ":8080/boot/" + f },
-		Booter:      booter,
-		Leases:      store,
-		Registry:    prometheus.NewRegistry(),
-	})
+	srv, err := New(ctx, testConfig(subnets, booter, store))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +81,19 @@ func startServer(t *testing.T, mode Mode, subnets []Subnet, booter Booter, dbPat
 	}()
 	t.Cleanup(ts.stop)
 	return ts
+}
+
+// testConfig is the configuration of the tests' servers: boot URLs on
+// port 8080 of the receiving address, leases in store.
+func testConfig(subnets []Subnet, booter Booter, store *storage.Bolt) Config {
+	return Config{
+		Subnets:     subnets,
+		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + ":8080/boot.ipxe" },
+		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + ":8080/boot/" + f },
+		Booter:      booter,
+		Leases:      store,
+		Registry:    prometheus.NewRegistry(),
+	}
 }
 
 func (ts *testServer) stop() {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"matchbox.dev/matchbox/storage"
@@ -56,14 +55,7 @@ func startNetnsServer(t *testing.T, subnets []Subnet, booter Booter, tune func(*
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{
-		Subnets:     subnets,
-		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + ":8080/boot.ipxe" },
-		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + ":8080/boot/" + f },
-		Booter:      booter,
-		Leases:      store,
-		Registry:    prometheus.NewRegistry(),
-	}
+	cfg := testConfig(subnets, booter, store)
 	if tune != nil {
 		tune(&cfg)
 	}
