@@ -780,7 +780,7 @@ func (l *Lifecycle) Report(ctx context.Context, mac, token string, r InstallRepo
 			next = func(n *Workflow) { n.State = StateActive; n.Token = "" }
 		}
 	default:
-		return Workflow{}, fmt.Errorf("report status %q (want installed, failed or booted): %w", r.Status, ErrInvalid)
+		return Workflow{}, fmt.Errorf("report status %s (want installed, failed or booted): %w", Quote(string(r.Status)), ErrInvalid)
 	}
 	if next == nil {
 		return *w, fmt.Errorf("report %q from %s in state %s: %w", r.Status, mac, w.State, ErrConflict)
