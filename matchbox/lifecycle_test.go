@@ -50,7 +50,7 @@ func (f *fakeBMC) Calls() []string {
 
 type lifecycleLab struct {
 	t    *testing.T
-	db   *storage.Bolt
+	db   *storage.DB
 	path string
 	bmc  *fakeBMC
 	cfg  matchbox.LifecycleConfig
@@ -70,13 +70,14 @@ func newLifecycleLab(t *testing.T, macs ...string) *lifecycleLab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetSecretKey(key)
 	ctx := context.Background()
 	for i, mac := range macs {
 		if err := db.PutMachine(ctx, &matchbox.Machine{MAC: mac, Arch: "EFI x86-64"}); err != nil {
 			t.Fatal(err)
 		}
 		// A password no message contains: BMCs redacts it from every error.
-		if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: fmt.Sprintf("bmc%d", i), Username: "u", Password: "lab-bmc-pw"}); err != nil {
+		if err := db.SetMachineBMC(ctx, mac, matchbox.BMC{Address: fmt.Sprintf("bmc%d", i), Username: "u", Password: "lab-bmc-pw"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,7 +85,7 @@ func newLifecycleLab(t *testing.T, macs ...string) *lifecycleLab {
 	l.cfg = matchbox.LifecycleConfig{
 		Store:          db,
 		Machines:       db,
-		BMCs:           &matchbox.BMCs{Settings: storage.BMCSettings{DB: db, Key: key}, Controller: l.bmc},
+		BMCs:           &matchbox.BMCs{Settings: db, Controller: l.bmc},
 		DefaultProfile: "install",
 		ProfileExists:  func(id string) bool { return id == "install" || id == "other" },
 		BootTimeout:    time.Hour,

@@ -119,12 +119,13 @@ func TestBMCsRedactControllerErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetSecretKey(key)
 	const mac = "52:54:00:00:00:31"
-	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.31", Username: "u", Password: secret}); err != nil {
+	if err := db.SetMachineBMC(ctx, mac, matchbox.BMC{Address: "10.0.0.31", Username: "u", Password: secret}); err != nil {
 		t.Fatal(err)
 	}
 	rec := matchbox.NewRecorder(db, nil)
-	bmcs := &matchbox.BMCs{Settings: storage.BMCSettings{DB: db, Key: key}, Controller: leakyController{}, Recorder: rec}
+	bmcs := &matchbox.BMCs{Settings: db, Controller: leakyController{}, Recorder: rec}
 	var errs []error
 	_, err = bmcs.PowerState(ctx, mac)
 	errs = append(errs, err, bmcs.SetPower(ctx, mac, matchbox.ActionOn), bmcs.SetBootDevice(ctx, mac, matchbox.BootPXE, true))

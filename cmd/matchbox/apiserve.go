@@ -60,8 +60,8 @@ func loopbackOnly(addr string) bool {
 
 // setupAPI opens the admin API's listener and returns what serves it
 // (nil when the API is off).
-func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine,
-	bootHost string, leases api.LeaseAdmin, settings storage.BMCSettings, lc *lifecycle, releases *releaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
+func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.DB, catalog *matchbox.Catalog, engine *render.Engine,
+	bootHost string, leases api.LeaseAdmin, lc *lifecycle, releases *releaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -122,7 +122,7 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 	}
 	apiCfg := api.Config{
 		Releases:  ra,
-		BMC:       settings,
+		BMC:       db,
 		Power:     lc.bmcs,
 		Lifecycle: lc.lc,
 		Store:     db,

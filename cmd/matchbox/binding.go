@@ -60,7 +60,7 @@ func (b *bindingConfig) leaseHolder(nb *netboot, log *slog.Logger) (mbhttp.Lease
 }
 
 // inventoryMetrics exports the inventory's size, bound and refusals.
-func inventoryMetrics(reg prometheus.Registerer, db *storage.Bolt, rec *matchbox.Recorder, maxMachines int) {
+func inventoryMetrics(reg prometheus.Registerer, db *storage.DB, rec *matchbox.Recorder, maxMachines int) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "matchbox_machines", Help: "Machine records in the inventory."},
 			func() float64 { return float64(db.MachineCount()) }),

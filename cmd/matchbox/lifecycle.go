@@ -133,25 +133,25 @@ func (g reinstallGauge) Collect(ch chan<- prometheus.Metric) {
 // setupLifecycle opens the secret key and builds BMC control and the
 // reinstall workflow, with the stored workflows loaded so that netboot
 // gating holds from the first request.
-func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog,
-	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
+func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.DB, catalog *matchbox.Catalog,
+	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, error) {
 	keyFile := c.secretKey
 	if keyFile == "" {
 		keyFile = filepath.Join(dataPath, "secret.key")
 	}
 	if err := checkSecretFile(log, "-secret-key-file", keyFile); err != nil {
-		return nil, storage.BMCSettings{}, err
+		return nil, err
 	}
 	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
 	if err != nil {
-		return nil, storage.BMCSettings{}, err
+		return nil, err
 	}
 	if created {
 		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
 	}
-	settings := storage.BMCSettings{DB: db, Key: key}
+	db.SetSecretKey(key)
 	if c.bootAttempts < 1 || c.bmcAttempts < 1 || c.concurrency < 1 {
-		return nil, settings, fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
+		return nil, fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
 	}
 	if c.ipmitoolPath == "" {
 		if _, err := exec.LookPath("ipmitool"); err != nil {
@@ -161,7 +161,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	var rootCAs *x509.CertPool
 	if c.bmcCAFile != "" {
 		if rootCAs, err = bmc.LoadCAFile(c.bmcCAFile); err != nil {
-			return nil, settings, fmt.Errorf("-bmc-ca-file: %w", err)
+			return nil, fmt.Errorf("-bmc-ca-file: %w", err)
 		}
 	}
 	// bmclib's Redfish client prints every request, login passwords
@@ -172,7 +172,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	}
 	metrics := newLifecycleMetrics(reg)
 	bmcs := &matchbox.BMCs{
-		Settings: settings,
+		Settings: db,
 		Controller: countedController{bmc.New(bmc.Config{
 			OperationTimeout: c.bmcTimeout,
 			ProviderTimeout:  c.providerTimeout,
@@ -208,7 +208,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	reg.MustRegister(reinstallGauge{lc, prometheus.NewDesc("matchbox_reinstalls",
 		"Reinstalls in progress, by state.", []string{"state"}, nil)})
 	if err := lc.Load(ctx); err != nil {
-		return nil, settings, err
+		return nil, err
 	}
-	return &lifecycle{bmcs: bmcs, lc: lc}, settings, nil
+	return &lifecycle{bmcs: bmcs, lc: lc}, nil
 }

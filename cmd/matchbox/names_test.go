@@ -28,7 +28,7 @@ func TestCLIEscapesStoredNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	if err := db.PutProfile(ctx, &matchbox.Profile{ID: "live"}); err != nil {
+	if _, err := db.PutProfileIf(ctx, &matchbox.Profile{ID: "live"}, matchbox.Condition{}); err != nil {
 		t.Fatal(err)
 	}
 	mac := "52:54:00:00:00:01"

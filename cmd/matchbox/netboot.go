@@ -143,7 +143,7 @@ func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, er
 // ("dhcp_address") or its machine record.
 type reservations struct {
 	catalog *matchbox.Catalog
-	db      *storage.Bolt
+	db      *storage.DB
 	log     *slog.Logger
 }
 
@@ -180,7 +180,7 @@ type netboot struct {
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
-func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
+func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.DB,
 	rec *matchbox.Recorder, lc *matchbox.Lifecycle, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
 	nb := &netboot{}
 	if n.tftpAddress != "" {

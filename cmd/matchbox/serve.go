@@ -284,7 +284,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "matchbox_events_dropped_total", Help: "Machine events not stored because storage fell behind.",
 	}, func() float64 { return float64(rec.Dropped()) }))
-	lc, settings, err := setupLifecycle(ctx, lcc, c.dataPath, db, catalog, rec, reg, log)
+	lc, err := setupLifecycle(ctx, lcc, c.dataPath, db, catalog, rec, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -316,7 +316,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}
 	ac.limits = tp.apiLimits(reg, log)
-	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, settings, lc, releases, log)
+	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, lc, releases, log)
 	if err != nil {
 		ln.Close()
 		return err

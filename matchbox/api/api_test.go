@@ -29,7 +29,7 @@ type fixture struct {
 	dir     string
 	url     string
 	admin   string
-	db      *storage.Bolt
+	db      *storage.DB
 	catalog *matchbox.Catalog
 	handler http.Handler
 }
@@ -63,7 +63,8 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: storage.BMCSettings{DB: db, Key: key}, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
+	db.SetSecretKey(key)
+	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: db, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
 		objs, err := db.Objects(ctx)
 		if err != nil {
 			return err
@@ -535,21 +536,12 @@ func TestBMCSettings(t *testing.T) {
 	if r := f.do(t, "PUT", path, c.body["token"].(string), map[string]any{"address": "10.6.6.6", "password": "x"}); r.code != 403 {
 		t.Errorf("read token setting a BMC: %d %s", r.code, r.raw)
 	}
-	if got, _ := f.db.MachineBMC(ctx, f.bmcKey(t), "52:54:00:00:00:09"); got.Address != "10.0.0.9" || got.Password != pw {
+	if got, _ := f.db.MachineBMC(ctx, "52:54:00:00:00:09"); got.Address != "10.0.0.9" || got.Password != pw {
 		t.Errorf("stored BMC after refused writes: %+v", got)
 	}
 	if r := f.do(t, "DELETE", path, f.admin, nil); r.code != 204 {
 		t.Errorf("delete BMC: %d %s", r.code, r.raw)
 	}
-}
-
-func (f *fixture) bmcKey(t *testing.T) *storage.SecretKey {
-	t.Helper()
-	k, _, err := storage.LoadOrCreateSecretKey(filepath.Join(f.dir, "secret.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // routePaths walks the router and returns, for a request path built from

@@ -26,7 +26,7 @@ func TestBMCPasswordStaysWithItsDestination(t *testing.T) {
 	}
 	stored := func() matchbox.BMC {
 		t.Helper()
-		b, err := f.db.MachineBMC(ctx, f.bmcKey(t), mac)
+		b, err := f.db.MachineBMC(ctx, mac)
 		if err != nil {
 			t.Fatal(err)
 		}

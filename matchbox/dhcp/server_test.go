@@ -39,7 +39,7 @@ type testServer struct {
 	binl   *net.UDPAddr // port 4011 socket
 	cancel context.CancelFunc
 	done   chan error
-	store  *storage.Bolt
+	store  *storage.DB
 }
 
 func testSubnets() []Subnet {
@@ -85,7 +85,7 @@ func startServer(t *testing.T, mode Mode, subnets []Subnet, booter Booter, dbPat
 
 // testConfig is the configuration of the tests' servers: boot URLs on
 // port 8080 of the receiving address, leases in store.
-func testConfig(subnets []Subnet, booter Booter, store *storage.Bolt) Config {
+func testConfig(subnets []Subnet, booter Booter, store *storage.DB) Config {
 	return Config{
 		Subnets:     subnets,
 		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + ":8080/boot.ipxe" },

@@ -28,7 +28,7 @@ func (f leaseFunc) HoldsLease(mac string, ip netip.Addr) bool { return f(mac, ip
 // binding where 127.0.0.10 holds that machine's lease.
 type bindingFixture struct {
 	url string
-	db  *storage.Bolt
+	db  *storage.DB
 	lc  *matchbox.Lifecycle
 }
 

@@ -6,25 +6,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	bolt "go.etcd.io/bbolt"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/storage"
 )
 
-func openBolt(t *testing.T, path string) *storage.Bolt {
+func openBolt(t *testing.T, path string) *storage.DB {
 	t.Helper()
 	db, err := storage.OpenBolt(path)
 	if err != nil {
@@ -151,15 +147,15 @@ func TestBoltMigratesVersionZero(t *testing.T) {
 	raw.Close()
 
 	db := openBolt(t, path)
-	g, err := db.GetGroup(t.Context(), "old")
+	g, _, err := db.GroupVersion(t.Context(), "old")
 	if err != nil {
-		t.Fatalf("GetGroup(old) after migration: %v", err)
+		t.Fatalf("GroupVersion(old) after migration: %v", err)
 	}
 	if g.Profile != "p" {
 		t.Errorf("migrated group = %+v, want profile p", g)
 	}
-	if err := db.PutProfile(t.Context(), &matchbox.Profile{ID: "p"}); err != nil {
-		t.Errorf("PutProfile after migration: %v", err)
+	if _, err := db.PutProfileIf(t.Context(), &matchbox.Profile{ID: "p"}, matchbox.Condition{}); err != nil {
+		t.Errorf("PutProfileIf after migration: %v", err)
 	}
 	db.Close()
 	err = rawBolt(t, path).View(func(tx *bolt.Tx) error {
@@ -178,7 +174,7 @@ func TestBoltLocked(t *testing.T) {
 	first := openBolt(t, path)
 
 	type result struct {
-		db  *storage.Bolt
+		db  *storage.DB
 		err error
 	}
 	done := make(chan result, 1)
@@ -209,7 +205,7 @@ func TestBoltLocked(t *testing.T) {
 func TestBoltCorruptRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "matchbox.db")
 	db := openBolt(t, path)
-	if err := db.PutGroup(t.Context(), &matchbox.Group{ID: "good", Profile: "p"}); err != nil {
+	if _, err := db.PutGroupIf(t.Context(), &matchbox.Group{ID: "good", Profile: "p"}, matchbox.Condition{}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -225,100 +221,11 @@ func TestBoltCorruptRecord(t *testing.T) {
 	if _, err := db.Objects(t.Context()); err == nil || !strings.Contains(err.Error(), "broken") {
 		t.Errorf("Objects with a corrupt record: error = %v, want one naming the record", err)
 	}
-	if _, err := db.GetGroup(t.Context(), "broken"); err == nil || errors.Is(err, matchbox.ErrNotFound) {
-		t.Errorf("GetGroup of a corrupt record: error = %v, want a decode error, not not-found", err)
+	if _, _, err := db.GroupVersion(t.Context(), "broken"); err == nil || errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("GroupVersion of a corrupt record: error = %v, want a decode error, not not-found", err)
 	}
-	if _, err := db.GetGroup(t.Context(), "good"); err != nil {
-		t.Errorf("GetGroup of a good record next to a corrupt one: %v", err)
-	}
-}
-
-func TestBoltMachines(t *testing.T) {
-	ctx := t.Context()
-	db := openBolt(t, filepath.Join(t.TempDir(), "matchbox.db"))
-	seen := time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC)
-	m := &matchbox.Machine{
-		MAC: "52-54-00-A1-9C-AE", UUID: "16e7d8a7-bfa9-428b-9117-363341bb330b", Serial: "S1",
-		Hostname: "node1", Arch: "x86_64-efi", LastIP: "10.0.0.21",
-		FirstSeen: seen, LastSeen: seen.Add(time.Hour),
-		Group: "node1", Profile: "install", Labels: map[string]string{"os": "installed"},
-	}
-	if err := db.PutMachine(ctx, m); err != nil {
-		t.Fatalf("PutMachine: %v", err)
-	}
-	want := &matchbox.Machine{
-		MAC: "52:54:00:a1:9c:ae", UUID: "16e7d8a7-bfa9-428b-9117-363341bb330b", Serial: "S1",
-		Hostname: "node1", Arch: "x86_64-efi", LastIP: "10.0.0.21",
-		FirstSeen: seen, LastSeen: seen.Add(time.Hour),
-		Group: "node1", Profile: "install", Labels: map[string]string{"os": "installed"},
-	}
-
-	for _, spelling := range []string{"52:54:00:a1:9c:ae", "52:54:00:A1:9C:AE", "52-54-00-a1-9c-ae", "5254.00a1.9cae"} {
-		t.Run("get "+spelling, func(t *testing.T) {
-			got, err := db.GetMachine(ctx, spelling)
-			if err != nil {
-				t.Fatalf("GetMachine: %v", err)
-			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("GetMachine (-want +got):\n%s", diff)
-			}
-		})
-	}
-
-	// Putting the same machine under another spelling replaces it.
-	if err := db.PutMachine(ctx, &matchbox.Machine{MAC: "5254.00A1.9CAE", Hostname: "renamed"}); err != nil {
-		t.Fatalf("PutMachine (replace): %v", err)
-	}
-	for _, mac := range []string{"02:00:00:00:00:02", "02-00-00-00-00-01"} {
-		if err := db.PutMachine(ctx, &matchbox.Machine{MAC: mac}); err != nil {
-			t.Fatalf("PutMachine(%s): %v", mac, err)
-		}
-	}
-	list, err := db.ListMachines(ctx)
-	if err != nil {
-		t.Fatalf("ListMachines: %v", err)
-	}
-	wantList := []*matchbox.Machine{
-		{MAC: "02:00:00:00:00:01"},
-		{MAC: "02:00:00:00:00:02"},
-		{MAC: "52:54:00:a1:9c:ae", Hostname: "renamed"},
-	}
-	if diff := cmp.Diff(wantList, list, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("ListMachines (-want +got):\n%s", diff)
-	}
-
-	if err := db.DeleteMachine(ctx, "52-54-00-A1-9C-AE"); err != nil {
-		t.Fatalf("DeleteMachine: %v", err)
-	}
-	if _, err := db.GetMachine(ctx, "52:54:00:a1:9c:ae"); !errors.Is(err, matchbox.ErrNotFound) {
-		t.Errorf("GetMachine after delete: error = %v, want ErrNotFound", err)
-	}
-	if err := db.DeleteMachine(ctx, "52:54:00:a1:9c:ae"); !errors.Is(err, matchbox.ErrNotFound) {
-		t.Errorf("DeleteMachine of a missing machine: error = %v, want ErrNotFound", err)
-	}
-
-	invalid := []struct {
-		name string
-		call func() error
-	}{
-		{"put", func() error { return db.PutMachine(ctx, &matchbox.Machine{MAC: "node1"}) }},
-		{"put empty", func() error { return db.PutMachine(ctx, &matchbox.Machine{}) }},
-		{"get", func() error { _, err := db.GetMachine(ctx, "52:54:00"); return err }},
-		{"delete", func() error { return db.DeleteMachine(ctx, "zz:zz:zz:zz:zz:zz") }},
-	}
-	for _, tt := range invalid {
-		t.Run("invalid mac "+tt.name, func(t *testing.T) {
-			if err := tt.call(); !errors.Is(err, matchbox.ErrInvalid) {
-				t.Errorf("error = %v, want ErrInvalid", err)
-			}
-		})
-	}
-	list, err = db.ListMachines(ctx)
-	if err != nil {
-		t.Fatalf("ListMachines: %v", err)
-	}
-	if len(list) != 2 {
-		t.Errorf("ListMachines after delete and refused puts = %d machines, want 2", len(list))
+	if _, _, err := db.GroupVersion(t.Context(), "good"); err != nil {
+		t.Errorf("GroupVersion of a good record next to a corrupt one: %v", err)
 	}
 }
 
@@ -351,7 +258,7 @@ func TestBoltKill9(t *testing.T) {
 	var acked []string
 	killed := false
 	// Every line is read, including those still in the pipe after the
-	// kill: each was written after its PutGroup returned.
+	// kill: each was written after its PutGroupIf returned.
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		id, ok := strings.CutPrefix(sc.Text(), "ack ")
@@ -419,8 +326,8 @@ func TestBoltKill9(t *testing.T) {
 	if n := len(objs.Groups); n > len(acked)+1 {
 		t.Errorf("%d groups in the database, want at most %d (acknowledged + one in flight)", n, len(acked)+1)
 	}
-	if err := db.PutGroup(ctx, &matchbox.Group{ID: "after", Profile: "p"}); err != nil {
-		t.Errorf("PutGroup after recovery: %v", err)
+	if _, err := db.PutGroupIf(ctx, &matchbox.Group{ID: "after", Profile: "p"}, matchbox.Condition{}); err != nil {
+		t.Errorf("PutGroupIf after recovery: %v", err)
 	}
 }
 
@@ -451,101 +358,15 @@ func TestBoltKill9Child(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
 		g := killGroup(i)
-		if err := db.PutGroup(ctx, g); err != nil {
+		if _, err := db.PutGroupIf(ctx, g, matchbox.Condition{}); err != nil {
 			fmt.Fprintln(os.Stderr, "put:", err)
 			os.Exit(3)
 		}
-		// Acknowledge only after PutGroup returned. os.Stdout is
+		// Acknowledge only after PutGroupIf returned. os.Stdout is
 		// unbuffered: the line is in the pipe when Fprintf returns.
 		fmt.Fprintf(os.Stdout, "ack %s\n", g.ID)
 	}
 	os.Exit(0)
-}
-
-func TestRecordEventsBoundedAndMachineRecords(t *testing.T) {
-	b, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx := context.Background()
-	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	var batch []matchbox.Event
-	total := storage.MaxEventsPerMachine + 50
-	for i := range total {
-		batch = append(batch, matchbox.Event{Time: start.Add(time.Duration(i) * time.Second), MAC: "52-54-00-00-00-01",
-			Kind: matchbox.EventHTTPServed, File: fmt.Sprintf("/ipxe#%d", i), IP: "10.0.0.5", Group: "g", Profile: "p", Arch: "x86_64"})
-		if len(batch) == 37 || i == total-1 {
-			if _, err := b.RecordEvents(ctx, batch); err != nil {
-				t.Fatal(err)
-			}
-			batch = nil
-		}
-	}
-	// Events without a valid MAC are skipped, not fatal.
-	if _, err := b.RecordEvents(ctx, []matchbox.Event{{MAC: "junk", Kind: matchbox.EventDHCPOffer}}); err != nil {
-		t.Fatal(err)
-	}
-	events, err := b.MachineEvents(ctx, "52:54:00:00:00:01")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(events) != storage.MaxEventsPerMachine {
-		t.Fatalf("kept %d events, want the newest %d", len(events), storage.MaxEventsPerMachine)
-	}
-	if events[0].File != "/ipxe#50" || events[len(events)-1].File != fmt.Sprintf("/ipxe#%d", total-1) {
-		t.Errorf("kept events %s .. %s", events[0].File, events[len(events)-1].File)
-	}
-	m, err := b.GetMachine(ctx, "52:54:00:00:00:01")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !m.FirstSeen.Equal(start) || !m.LastSeen.Equal(start.Add(time.Duration(total-1)*time.Second)) ||
-		m.LastIP != "10.0.0.5" || m.Group != "g" || m.Profile != "p" || m.Arch != "x86_64" {
-		t.Errorf("machine record %+v", m)
-	}
-	if _, err := b.MachineEvents(ctx, "52:54:00:00:00:99"); !errors.Is(err, matchbox.ErrNotFound) {
-		t.Errorf("unknown machine: %v", err)
-	}
-}
-
-func TestLeasesStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "m.db")
-	b, err := storage.OpenBolt(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	l1 := matchbox.Lease{IP: netip.MustParseAddr("10.0.0.10"), MAC: "52:54:00:00:00:01", State: matchbox.LeaseBound, Subnet: "10.0.0.0/24", Expires: time.Now().Add(time.Hour)}
-	l2 := l1
-	l2.IP, l2.MAC = netip.MustParseAddr("10.0.0.11"), "52:54:00:00:00:02"
-	var wg sync.WaitGroup
-	for _, l := range []matchbox.Lease{l1, l2} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := b.PutLeases(ctx, l); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := b.PutLeases(ctx, matchbox.Lease{IP: netip.MustParseAddr("::1")}); !errors.Is(err, matchbox.ErrInvalid) {
-		t.Errorf("IPv6 lease: %v", err)
-	}
-	if err := b.DeleteLeases(ctx, l1.IP); err != nil {
-		t.Fatal(err)
-	}
-	b.Close()
-	b, err = storage.OpenBolt(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	got, err := b.Leases(ctx)
-	if err != nil || len(got) != 1 || got[0].IP != l2.IP || got[0].MAC != l2.MAC || got[0].Updated.IsZero() {
-		t.Errorf("leases after reopen: %+v, %v", got, err)
-	}
 }
 
 func TestMigrateV2Events(t *testing.T) {
@@ -590,32 +411,4 @@ func TestMigrateV2Events(t *testing.T) {
 func selectorValue(g *matchbox.Group, key string) string {
 	v, _ := g.SelectorValue(key)
 	return v
-}
-
-// Events of matchbox acting on a machine (BMC calls, workflow steps) are
-// kept in its history but do not make it "seen", nor change its address,
-// group or profile.
-func TestEventsFromMatchboxLeaveTheRecord(t *testing.T) {
-	db := openBolt(t, filepath.Join(t.TempDir(), "m.db"))
-	ctx := context.Background()
-	const mac = "52:54:00:00:00:31"
-	seen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if _, err := db.RecordEvents(ctx, []matchbox.Event{
-		{Time: seen, MAC: mac, Kind: matchbox.EventHTTPServed, IP: "10.0.0.5", Group: "g", Profile: "live"},
-		{Time: seen.Add(time.Hour), MAC: mac, Kind: matchbox.EventBMC, File: "power off"},
-		{Time: seen.Add(2 * time.Hour), MAC: mac, Kind: matchbox.EventWorkflow, Profile: "install", Detail: "requested"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := db.GetMachine(ctx, mac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !m.LastSeen.Equal(seen) || m.Profile != "live" || m.LastIP != "10.0.0.5" {
-		t.Errorf("record changed by matchbox's own events: %+v", m)
-	}
-	events, err := db.MachineEvents(ctx, mac)
-	if err != nil || len(events) != 3 {
-		t.Errorf("history: %d events, %v", len(events), err)
-	}
 }

@@ -15,7 +15,7 @@ import (
 func TestDataDirConformance(t *testing.T) {
 	var mu sync.Mutex
 	dirs := make(map[*testing.T]string)
-	load := func(t *testing.T, dir string) storagetest.Reader {
+	load := func(t *testing.T, dir string) storagetest.Source {
 		t.Helper()
 		d := storage.NewDataDir(dir, nil)
 		objs, err := d.Load(t.Context())
@@ -27,8 +27,8 @@ func TestDataDirConformance(t *testing.T) {
 		}
 		return d
 	}
-	storagetest.Run(t, storagetest.Harness{
-		Open: func(t *testing.T, seed matchbox.Objects) storagetest.Reader {
+	storagetest.RunSource(t, storagetest.SourceHarness{
+		Open: func(t *testing.T, seed matchbox.Objects) storagetest.Source {
 			dir := t.TempDir()
 			writeDataDir(t, dir, seed)
 			mu.Lock()
@@ -36,7 +36,7 @@ func TestDataDirConformance(t *testing.T) {
 			mu.Unlock()
 			return load(t, dir)
 		},
-		Reopen: func(t *testing.T) storagetest.Reader {
+		Reopen: func(t *testing.T) storagetest.Source {
 			mu.Lock()
 			dir, ok := dirs[t]
 			mu.Unlock()
@@ -51,16 +51,55 @@ func TestDataDirConformance(t *testing.T) {
 func TestBoltConformance(t *testing.T) {
 	type opened struct {
 		path string
-		db   *storage.Bolt
+		db   *storage.DB
 	}
 	var mu sync.Mutex
 	stores := make(map[*testing.T]*opened)
-	open := func(t *testing.T, path string) *storage.Bolt {
+	last := func(t *testing.T) *opened {
 		t.Helper()
-		db, err := storage.OpenBolt(path)
-		if err != nil {
-			t.Fatalf("OpenBolt: %v", err)
+		mu.Lock()
+		defer mu.Unlock()
+		o, ok := stores[t]
+		if !ok {
+			t.Fatal("no store opened for this test")
 		}
+		return o
+	}
+	storagetest.Run(t, storagetest.Harness{
+		Open: func(t *testing.T) storage.Store {
+			path := filepath.Join(t.TempDir(), "matchbox.db")
+			db := openBolt(t, path)
+			mu.Lock()
+			stores[t] = &opened{path, db}
+			mu.Unlock()
+			return db
+		},
+		Reopen: func(t *testing.T) storage.Store {
+			o := last(t)
+			// Release the lock so that the new handle can take it; the
+			// cleanup's second Close is a no-op.
+			if err := o.db.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			o.db = openBolt(t, o.path)
+			return o.db
+		},
+		Raw: func(t *testing.T) []byte {
+			data, err := os.ReadFile(last(t).path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return data
+		},
+	})
+}
+
+func TestMemoryConformance(t *testing.T) {
+	var mu sync.Mutex
+	backends := make(map[*testing.T]*storage.MemoryBackend)
+	stores := make(map[*testing.T]*storage.DB)
+	open := func(t *testing.T, b *storage.MemoryBackend) *storage.DB {
+		db := storage.OpenMemory(b)
 		t.Cleanup(func() {
 			if err := db.Close(); err != nil {
 				t.Errorf("Close: %v", err)
@@ -68,46 +107,42 @@ func TestBoltConformance(t *testing.T) {
 		})
 		return db
 	}
+	backend := func(t *testing.T) *storage.MemoryBackend {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		b, ok := backends[t]
+		if !ok {
+			t.Fatal("no store opened for this test")
+		}
+		return b
+	}
 	storagetest.Run(t, storagetest.Harness{
-		Open: func(t *testing.T, seed matchbox.Objects) storagetest.Reader {
-			path := filepath.Join(t.TempDir(), "matchbox.db")
-			db := open(t, path)
-			ctx := t.Context()
-			for _, g := range seed.Groups {
-				if err := db.PutGroup(ctx, g); err != nil {
-					t.Fatalf("seed PutGroup(%s): %v", g.ID, err)
-				}
-			}
-			for _, p := range seed.Profiles {
-				if err := db.PutProfile(ctx, p); err != nil {
-					t.Fatalf("seed PutProfile(%s): %v", p.ID, err)
-				}
-			}
-			for _, tm := range seed.Templates {
-				if err := db.PutTemplate(ctx, tm); err != nil {
-					t.Fatalf("seed PutTemplate(%s, %s): %v", tm.Kind, tm.Name, err)
-				}
-			}
+		Open: func(t *testing.T) storage.Store {
+			b := storage.NewMemoryBackend()
+			db := open(t, b)
 			mu.Lock()
-			stores[t] = &opened{path, db}
+			backends[t], stores[t] = b, db
 			mu.Unlock()
 			return db
 		},
-		Reopen: func(t *testing.T) storagetest.Reader {
+		// A restart is a new store over the same backend.
+		Reopen: func(t *testing.T) storage.Store {
+			b := backend(t)
 			mu.Lock()
-			defer mu.Unlock()
-			o, ok := stores[t]
-			if !ok {
-				t.Fatal("Reopen before Open")
-			}
-			// Release the lock so that the new handle can take it; the
-			// cleanup's second Close is a no-op.
-			if err := o.db.Close(); err != nil {
+			old := stores[t]
+			mu.Unlock()
+			if err := old.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			o.db = open(t, o.path)
-			return o.db
+			db := open(t, b)
+			mu.Lock()
+			stores[t] = db
+			mu.Unlock()
+			return db
 		},
+		Replica: func(t *testing.T) storage.Store { return open(t, backend(t)) },
+		Raw:     func(t *testing.T) []byte { return storage.MemoryBytes(backend(t)) },
 	})
 }
 

@@ -11,19 +11,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"matchbox.dev/matchbox"
-)
-
-var (
-	// bucketHistory holds every machine's events in one flat bucket, keyed
-	// by the MAC (lowercase colon form) followed by the machine's 8-byte
-	// event sequence number, so a machine's history is one prefix range.
-	bucketHistory = []byte("history")
-	// bucketEventsV2 is schema 2's nested layout, dropped by migration.
-	bucketEventsV2 = []byte("events")
-	bucketLeases   = []byte("leases") // keyed by the 4-byte address
 )
 
 // MaxEventsPerMachine bounds the event history kept per machine; older
@@ -36,7 +24,7 @@ const MaxEventsPerMachine = 200
 // machine not in the inventory creates no record, and is not recorded,
 // when its MAC is only the client's word (Event.Claimed) or when the
 // inventory holds SetMaxMachines records; those are counted in the result.
-func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) (matchbox.NotRecorded, error) {
+func (db *DB) RecordEvents(_ context.Context, events []matchbox.Event) (matchbox.NotRecorded, error) {
 	// Normalise and sort by machine (stable: time order within one), so
 	// the batch writes each machine's range once, in key order.
 	var skipped matchbox.NotRecorded
@@ -52,7 +40,7 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) (matchbo
 	slices.SortStableFunc(valid, func(a, b matchbox.Event) int { return strings.Compare(a.MAC, b.MAC) })
 	var mem arena
 	var created int64
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx kvTx, ch *changeSet) error {
 		skipped, created = matchbox.NotRecorded{}, 0
 		machines := tx.Bucket(bucketMachines)
 		hist := tx.Bucket(bucketHistory)
@@ -66,6 +54,7 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) (matchbo
 			}
 			key := mem.encode(func(buf []byte) []byte { return append(buf, m.MAC...) })
 			data := mem.encode(func(buf []byte) []byte { return appendMachine(buf, &m) })
+			ch.add(kindMachine, m.MAC)
 			return machines.Put(key, data)
 		}
 		for i := range valid {
@@ -88,7 +77,7 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) (matchbo
 				case e.Claimed:
 					skipped.Unconfirmed++
 					continue
-				case !b.inventory.admits(created):
+				case !db.inventory.admits(created):
 					skipped.Full++
 					continue
 				}
@@ -113,7 +102,7 @@ func (b *Bolt) RecordEvents(_ context.Context, events []matchbox.Event) (matchbo
 	if err != nil {
 		return matchbox.NotRecorded{}, err
 	}
-	b.inventory.count.Add(created)
+	db.inventory.count.Add(created)
 	return skipped, nil
 }
 
@@ -156,13 +145,13 @@ func applyEvent(m *matchbox.Machine, e matchbox.Event) {
 }
 
 // MachineEvents returns a machine's recorded events, oldest first.
-func (b *Bolt) MachineEvents(_ context.Context, mac string) ([]matchbox.Event, error) {
+func (db *DB) MachineEvents(_ context.Context, mac string) ([]matchbox.Event, error) {
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
 		return nil, err
 	}
 	var out []matchbox.Event
-	err = b.db.View(func(tx *bolt.Tx) error {
+	err = db.kv.View(func(tx kvTx) error {
 		if tx.Bucket(bucketMachines).Get([]byte(norm)) == nil {
 			return fmt.Errorf("machine %q: %w", norm, matchbox.ErrNotFound)
 		}
@@ -185,10 +174,20 @@ func leaseKey(ip netip.Addr) []byte {
 	return a[:]
 }
 
+// addLease notes a lease written, spelling its address only when someone
+// watches leases (PutLeases is on the DHCP server's path).
+func addLease(ch *changeSet, ip netip.Addr) {
+	if ch.wants(kindLease) {
+		ch.add(kindLease, ip.Unmap().String())
+	} else {
+		ch.touch(kindLease)
+	}
+}
+
 // Leases returns every persisted lease.
-func (b *Bolt) Leases(_ context.Context) ([]matchbox.Lease, error) {
+func (db *DB) Leases(_ context.Context) ([]matchbox.Lease, error) {
 	var out []matchbox.Lease
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := db.kv.View(func(tx kvTx) error {
 		return tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
 			var l matchbox.Lease
 			if err := json.Unmarshal(v, &l); err != nil {
@@ -204,7 +203,7 @@ func (b *Bolt) Leases(_ context.Context) ([]matchbox.Lease, error) {
 // PutLeases commits leases durably. Concurrent callers are coalesced into
 // one transaction (and one fsync) by bbolt's batching, so a DHCP server can
 // commit every lease before its ACK at a high rate.
-func (b *Bolt) PutLeases(_ context.Context, leases ...matchbox.Lease) error {
+func (db *DB) PutLeases(_ context.Context, leases ...matchbox.Lease) error {
 	encoded := make([][]byte, len(leases))
 	for i, l := range leases {
 		if !l.IP.Is4() && !l.IP.Is4In6() {
@@ -219,9 +218,10 @@ func (b *Bolt) PutLeases(_ context.Context, leases ...matchbox.Lease) error {
 		}
 		encoded[i] = data
 	}
-	return b.db.Batch(func(tx *bolt.Tx) error {
+	return db.batch(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(bucketLeases)
 		for i, l := range leases {
+			addLease(ch, l.IP)
 			if err := bk.Put(leaseKey(l.IP), encoded[i]); err != nil {
 				return err
 			}
@@ -231,10 +231,14 @@ func (b *Bolt) PutLeases(_ context.Context, leases ...matchbox.Lease) error {
 }
 
 // DeleteLeases removes leases by address; missing ones are ignored.
-func (b *Bolt) DeleteLeases(_ context.Context, ips ...netip.Addr) error {
-	return b.db.Batch(func(tx *bolt.Tx) error {
+func (db *DB) DeleteLeases(_ context.Context, ips ...netip.Addr) error {
+	return db.batch(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(bucketLeases)
 		for _, ip := range ips {
+			if bk.Get(leaseKey(ip)) == nil {
+				continue
+			}
+			addLease(ch, ip)
 			if err := bk.Delete(leaseKey(ip)); err != nil {
 				return err
 			}

@@ -16,16 +16,24 @@ import (
 	"strconv"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
-
 	"matchbox.dev/matchbox"
 )
 
 // BMC settings are stored in their own bucket, keyed by MAC, sealed with
 // AES-256-GCM under a key kept outside the database (a file the server is
-// given), so a copy of the database alone does not reveal BMC passwords.
+// given, see DB.SetSecretKey), so a copy of the database alone does not
+// reveal BMC passwords.
 
-var bucketBMC = []byte("bmc")
+// errNoSecretKey is the error of BMC settings on a store without a key.
+var errNoSecretKey = errors.New("BMC settings: the store has no secret key to seal them with")
+
+// secretKey returns the key that seals BMC settings.
+func (db *DB) secretKey() (*SecretKey, error) {
+	if k := db.key.Load(); k != nil {
+		return k, nil
+	}
+	return nil, errNoSecretKey
+}
 
 // SecretKey seals BMC credentials.
 type SecretKey struct{ aead cipher.AEAD }
@@ -152,13 +160,17 @@ func ValidateBMC(b matchbox.BMC) (matchbox.BMC, error) {
 	return b, nil
 }
 
-// SetMachineBMC stores a machine's BMC settings, sealed with key. An empty
-// password keeps the stored one, but only for the same destination: an
-// update that changes where or to whom the credential goes (see
-// matchbox.BMCDestinationChanges) must give the password again, or it is
-// refused and nothing changes. An unknown machine is added to the
-// inventory.
-func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s matchbox.BMC) error {
+// SetMachineBMC stores a machine's BMC settings, sealed with the store's
+// secret key. An empty password keeps the stored one, but only for the
+// same destination: an update that changes where or to whom the
+// credential goes (see matchbox.BMCDestinationChanges) must give the
+// password again, or it is refused and nothing changes. An unknown
+// machine is added to the inventory.
+func (db *DB) SetMachineBMC(_ context.Context, mac string, s matchbox.BMC) error {
+	key, err := db.secretKey()
+	if err != nil {
+		return err
+	}
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
 		return err
@@ -167,7 +179,7 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 		return err
 	}
 	created := false
-	err = b.db.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(bucketBMC)
 		if s.Password == "" {
 			old := bk.Get([]byte(norm))
@@ -194,25 +206,31 @@ func (b *Bolt) SetMachineBMC(_ context.Context, key *SecretKey, mac string, s ma
 			if err := machines.Put([]byte(norm), appendMachine(nil, &matchbox.Machine{MAC: norm})); err != nil {
 				return err
 			}
+			ch.add(kindMachine, norm)
 			created = true
 		}
+		ch.add(kindBMC, norm)
 		return bk.Put([]byte(norm), sealed)
 	})
 	if err == nil && created {
-		b.inventory.count.Add(1)
+		db.inventory.count.Add(1)
 	}
 	return err
 }
 
 // MachineBMC returns a machine's BMC settings, password included (for the
 // BMC client, never for an API answer).
-func (b *Bolt) MachineBMC(_ context.Context, key *SecretKey, mac string) (matchbox.BMC, error) {
+func (db *DB) MachineBMC(_ context.Context, mac string) (matchbox.BMC, error) {
+	key, err := db.secretKey()
+	if err != nil {
+		return matchbox.BMC{}, err
+	}
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
 		return matchbox.BMC{}, err
 	}
 	var out matchbox.BMC
-	err = b.db.View(func(tx *bolt.Tx) error {
+	err = db.kv.View(func(tx kvTx) error {
 		data := tx.Bucket(bucketBMC).Get([]byte(norm))
 		if data == nil {
 			return fmt.Errorf("BMC settings of %s: %w", norm, matchbox.ErrNotFound)
@@ -223,33 +241,19 @@ func (b *Bolt) MachineBMC(_ context.Context, key *SecretKey, mac string) (matchb
 	return out, err
 }
 
-// DeleteMachineBMC removes a machine's BMC settings.
-func (b *Bolt) DeleteMachineBMC(_ context.Context, mac string) error {
+// DeleteMachineBMC removes a machine's BMC settings. It needs no secret
+// key: nothing is opened, and DeleteMachine removes them too.
+func (db *DB) DeleteMachineBMC(_ context.Context, mac string) error {
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
 		return err
 	}
-	return del(b, bucketBMC, norm, "BMC settings of machine")
-}
-
-// BMCSettings is the database's BMC settings bound to the key that seals
-// them: what the admin API and the BMC client use.
-type BMCSettings struct {
-	DB  *Bolt
-	Key *SecretKey
-}
-
-// SetMachineBMC stores a machine's BMC settings (see Bolt.SetMachineBMC).
-func (b BMCSettings) SetMachineBMC(ctx context.Context, mac string, s matchbox.BMC) error {
-	return b.DB.SetMachineBMC(ctx, b.Key, mac, s)
-}
-
-// MachineBMC returns a machine's BMC settings, password included.
-func (b BMCSettings) MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error) {
-	return b.DB.MachineBMC(ctx, b.Key, mac)
-}
-
-// DeleteMachineBMC removes a machine's BMC settings.
-func (b BMCSettings) DeleteMachineBMC(ctx context.Context, mac string) error {
-	return b.DB.DeleteMachineBMC(ctx, mac)
+	return db.update(func(tx kvTx, ch *changeSet) error {
+		bk := tx.Bucket(bucketBMC)
+		if bk.Get([]byte(norm)) == nil {
+			return fmt.Errorf("BMC settings of machine %q: %w", norm, matchbox.ErrNotFound)
+		}
+		ch.add(kindBMC, norm)
+		return bk.Delete([]byte(norm))
+	})
 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"matchbox.dev/matchbox"
 )
 
@@ -28,6 +26,7 @@ func TestBMCSettingsStoredBeforeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetSecretKey(key)
 	const mac = "52:54:00:00:00:41"
 	// The record exactly as the earlier code wrote it.
 	legacy := []byte(`{"address":"10.0.0.41:443","provider":"redfish","username":"admin","password":"old-pw"}`)
@@ -36,11 +35,11 @@ func TestBMCSettingsStoredBeforeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	sealed := key.aead.Seal(nonce, nonce, legacy, []byte(mac))
-	if err := db.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBMC).Put([]byte(mac), sealed) }); err != nil {
+	if err := db.kv.Update(func(tx kvTx) error { return tx.Bucket(bucketBMC).Put([]byte(mac), sealed) }); err != nil {
 		t.Fatal(err)
 	}
 	want := matchbox.BMC{Address: "10.0.0.41:443", Provider: "redfish", Username: "admin", Password: "old-pw"}
-	got, err := db.MachineBMC(ctx, key, mac)
+	got, err := db.MachineBMC(ctx, mac)
 	if err != nil || got != want {
 		t.Fatalf("legacy record: %+v, %v", got, err)
 	}
@@ -48,18 +47,18 @@ func TestBMCSettingsStoredBeforeTLS(t *testing.T) {
 		{Address: "10.0.0.41:443", Provider: "redfish", Username: "admin", TLSFingerprint: strings.Repeat("0f", 32)},
 		{Address: "10.0.0.41:443", Provider: "redfish", Username: "admin", TLSInsecure: true},
 	} {
-		if err := db.SetMachineBMC(ctx, key, mac, change); !errors.Is(err, matchbox.ErrInvalid) || !strings.Contains(err.Error(), "tls_") {
+		if err := db.SetMachineBMC(ctx, mac, change); !errors.Is(err, matchbox.ErrInvalid) || !strings.Contains(err.Error(), "tls_") {
 			t.Errorf("trusting another certificate without the password: %v", err)
 		}
 	}
-	if got, err := db.MachineBMC(ctx, key, mac); err != nil || got != want {
+	if got, err := db.MachineBMC(ctx, mac); err != nil || got != want {
 		t.Errorf("after refused updates: %+v, %v", got, err)
 	}
 	pinned := matchbox.BMC{Address: "10.0.0.41:443", Provider: "redfish", Username: "admin", Password: "old-pw", TLSFingerprint: strings.Repeat("0f", 32)}
-	if err := db.SetMachineBMC(ctx, key, mac, pinned); err != nil {
+	if err := db.SetMachineBMC(ctx, mac, pinned); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := db.MachineBMC(ctx, key, mac); err != nil || got != pinned {
+	if got, err := db.MachineBMC(ctx, mac); err != nil || got != pinned {
 		t.Errorf("pinned with the password: %+v, %v", got, err)
 	}
 }

@@ -5,22 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
-
 	"matchbox.dev/matchbox"
 )
 
-// Reinstall workflows are stored one record per machine, keyed by MAC.
-var bucketWorkflows = []byte("workflows")
+// Reinstall workflows are stored as JSON, one record per machine, keyed by
+// MAC.
 
 // Workflow returns a machine's stored workflow.
-func (b *Bolt) Workflow(_ context.Context, mac string) (matchbox.Workflow, error) {
+func (db *DB) Workflow(_ context.Context, mac string) (matchbox.Workflow, error) {
 	norm, err := matchbox.NormalizeMAC(mac)
 	if err != nil {
 		return matchbox.Workflow{}, err
 	}
 	var w matchbox.Workflow
-	err = b.db.View(func(tx *bolt.Tx) error {
+	err = db.kv.View(func(tx kvTx) error {
 		data := tx.Bucket(bucketWorkflows).Get([]byte(norm))
 		if data == nil {
 			return fmt.Errorf("workflow of machine %s: %w", norm, matchbox.ErrNotFound)
@@ -31,9 +29,9 @@ func (b *Bolt) Workflow(_ context.Context, mac string) (matchbox.Workflow, error
 }
 
 // Workflows returns every stored workflow, in MAC order.
-func (b *Bolt) Workflows(_ context.Context) ([]matchbox.Workflow, error) {
+func (db *DB) Workflows(_ context.Context) ([]matchbox.Workflow, error) {
 	var out []matchbox.Workflow
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := db.kv.View(func(tx kvTx) error {
 		return tx.Bucket(bucketWorkflows).ForEach(func(k, v []byte) error {
 			var w matchbox.Workflow
 			if err := json.Unmarshal(v, &w); err != nil {
@@ -48,7 +46,7 @@ func (b *Bolt) Workflows(_ context.Context) ([]matchbox.Workflow, error) {
 
 // SwapWorkflow stores next if the machine's stored workflow still has
 // generation prev (0: none stored), in one transaction.
-func (b *Bolt) SwapWorkflow(_ context.Context, prev uint64, next matchbox.Workflow) error {
+func (db *DB) SwapWorkflow(_ context.Context, prev uint64, next matchbox.Workflow) error {
 	norm, err := matchbox.NormalizeMAC(next.MAC)
 	if err != nil {
 		return err
@@ -58,7 +56,7 @@ func (b *Bolt) SwapWorkflow(_ context.Context, prev uint64, next matchbox.Workfl
 	if err != nil {
 		return err
 	}
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(bucketWorkflows)
 		var have uint64
 		if cur := bk.Get([]byte(norm)); cur != nil {
@@ -71,6 +69,7 @@ func (b *Bolt) SwapWorkflow(_ context.Context, prev uint64, next matchbox.Workfl
 		if have != prev {
 			return fmt.Errorf("workflow of machine %s is at generation %d, not %d: %w", norm, have, prev, matchbox.ErrPrecondition)
 		}
+		ch.add(kindWorkflow, norm)
 		return bk.Put([]byte(norm), data)
 	})
 }

@@ -1,7 +1,15 @@
 // Package storagetest is the conformance suite every matchbox store passes.
 //
-// A store's test file calls Run with a Harness that knows how to create the
-// store holding some seed objects (and, when the store persists, how to
-// reopen it). Read cases run against every store; write cases run when the
-// store also implements Writer, token cases when it implements TokenStore.
+// Run takes a Harness that opens the store under test (and, where the
+// backend allows, reopens it as after a restart, opens a replica over the
+// same storage, and reads the raw storage). It covers every method of
+// storage.Store: conditional writes of groups, profiles and templates,
+// tokens and revocations, the machine inventory and its bounds, event
+// histories, leases, reinstall workflows, sealed BMC settings, what
+// survives a restart, racing writers of one conditional write (exactly
+// one wins) and the change feed (delivery, kinds, order, overflow, close,
+// replicas).
+//
+// RunSource runs the read cases alone, for read-only sources such as the
+// data dir: what objects read back as, byte for byte.
 package storagetest

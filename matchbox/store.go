@@ -1,0 +1,116 @@
+package matchbox
+
+import "context"
+
+// What a store holds, in the small interfaces its consumers take. A store
+// (package storage) implements all of them; each consumer asks only for
+// what it uses. The event, lease, workflow and BMC-settings interfaces
+// of the recorder, the DHCP server and the reinstall engine are declared
+// beside them (EventStore, LeaseStore, WorkflowStore, BMCSettingsStore,
+// MachineStore).
+
+// ObjectStore holds the groups, profiles and templates written through the
+// admin API. Each object has an ETag (its version); a write or delete can
+// be made conditional on it (see Condition) and fails with
+// ErrPrecondition, writing nothing, when the condition does not hold.
+type ObjectStore interface {
+	// Objects returns every stored group, profile and template, for the
+	// catalog.
+	Objects(ctx context.Context) (Objects, error)
+	GroupVersion(ctx context.Context, id string) (*Group, string, error)
+	PutGroupIf(ctx context.Context, g *Group, cond Condition) (string, error)
+	DeleteGroupIf(ctx context.Context, id string, cond Condition) error
+	ProfileVersion(ctx context.Context, id string) (*Profile, string, error)
+	PutProfileIf(ctx context.Context, p *Profile, cond Condition) (string, error)
+	DeleteProfileIf(ctx context.Context, id string, cond Condition) error
+	TemplateVersion(ctx context.Context, kind TemplateKind, name string) (*Template, string, error)
+	PutTemplateIf(ctx context.Context, t *Template, cond Condition) (string, error)
+	DeleteTemplateIf(ctx context.Context, kind TemplateKind, name string, cond Condition) error
+}
+
+// TokenStore holds the admin API's tokens and what is kept of revoked
+// ones: a revoked secret is never accepted again.
+type TokenStore interface {
+	// CreateToken stores a new token; a name taken or a secret revoked
+	// before is ErrConflict.
+	CreateToken(ctx context.Context, t Token) error
+	// DeleteToken revokes a token by name, keeping its secret's hash.
+	DeleteToken(ctx context.Context, name string) error
+	Tokens(ctx context.Context) ([]Token, error)
+	// RevokedToken returns the revocation of the secret with hash, or
+	// ErrNotFound.
+	RevokedToken(ctx context.Context, hash string) (RevokedToken, error)
+}
+
+// InventoryStore holds the machine records (created by the events of
+// machines that boot, see EventStore) and their event histories.
+type InventoryStore interface {
+	GetMachine(ctx context.Context, mac string) (*Machine, error)
+	// MachinePage returns up to limit machines (0: all) with a MAC after
+	// after, in MAC order, that keep passes (nil: all), and whether more
+	// follow.
+	MachinePage(ctx context.Context, after string, limit int, keep func(*Machine) bool) ([]*Machine, bool, error)
+	// MachineEvents returns a machine's recorded events, oldest first.
+	MachineEvents(ctx context.Context, mac string) ([]Event, error)
+	SetMachineLabels(ctx context.Context, mac string, labels map[string]string) (*Machine, error)
+	// DeleteMachine deletes a machine with its history, BMC settings and
+	// workflow.
+	DeleteMachine(ctx context.Context, mac string) error
+	// ReservedIP returns the address reserved on a machine's record (""
+	// for none).
+	ReservedIP(ctx context.Context, mac string) (string, error)
+	// MachineCount is the number of machine records.
+	MachineCount() int
+	// SetMaxMachines bounds the machine records events create (0: no
+	// bound).
+	SetMaxMachines(n int)
+}
+
+// BMCStore holds machines' BMC settings, passwords included; the store
+// keeps the passwords sealed.
+type BMCStore interface {
+	SetMachineBMC(ctx context.Context, mac string, b BMC) error
+	MachineBMC(ctx context.Context, mac string) (BMC, error)
+	DeleteMachineBMC(ctx context.Context, mac string) error
+}
+
+// ChangeKind names what a Change is about.
+type ChangeKind string
+
+// The kinds of change a store reports. The Key of a change is the id of
+// the group or profile, "kind/name" of a template, the name of a token
+// (created or revoked), the MAC address (lowercase, colons) of a machine
+// record or history, workflow or BMC settings, and the address of a
+// lease.
+const (
+	ChangeGroup    ChangeKind = "group"
+	ChangeProfile  ChangeKind = "profile"
+	ChangeTemplate ChangeKind = "template"
+	ChangeToken    ChangeKind = "token"
+	ChangeMachine  ChangeKind = "machine"
+	ChangeWorkflow ChangeKind = "workflow"
+	ChangeLease    ChangeKind = "lease"
+	ChangeBMC      ChangeKind = "bmc"
+)
+
+// Change says that something stored may have changed: the subscriber
+// reads it again. An empty Key means that anything of the kind may have
+// changed (the subscriber fell behind and changes were dropped): it
+// reloads all of that kind.
+type Change struct {
+	Kind ChangeKind
+	Key  string
+}
+
+// ChangeFeed reports committed writes, by whichever process wrote them
+// when the store is shared.
+type ChangeFeed interface {
+	// Changes returns a channel of the changes of the given kinds (none:
+	// every kind) committed from now on, in commit order, one per key
+	// written. State derived from the store subscribes first, then
+	// loads, then applies what arrives. The channel is closed when ctx
+	// ends or the store is closed. Writers never wait for a subscriber:
+	// one that falls behind receives, once it has caught up, a Change
+	// with an empty Key for each kind it missed.
+	Changes(ctx context.Context, kinds ...ChangeKind) <-chan Change
+}
