@@ -70,8 +70,8 @@ func newLifecycleLab(t *testing.T, macs ...string) *lifecycleLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.SetSecretKey(key)
 	ctx := context.Background()
+	db.SetSecretKey(key)
 	for i, mac := range macs {
 		if err := db.PutMachine(ctx, &matchbox.Machine{MAC: mac, Arch: "EFI x86-64"}); err != nil {
 			t.Fatal(err)

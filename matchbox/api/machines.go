@@ -307,11 +307,7 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request) {
 
 // BMCStore keeps machines' BMC settings; passwords go in, never out of
 // the API.
-type BMCStore interface {
-	SetMachineBMC(ctx context.Context, mac string, b matchbox.BMC) error
-	MachineBMC(ctx context.Context, mac string) (matchbox.BMC, error)
-	DeleteMachineBMC(ctx context.Context, mac string) error
-}
+type BMCStore = matchbox.BMCStore
 
 // BMCView is what the API shows of BMC settings (never the password);
 // the CLI decodes it too.

@@ -45,7 +45,7 @@ func OpenBolt(path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	return newDB(boltKV{db}, state), nil
+	return newDB(kvBackend{bolt: &boltKV{db}}, state), nil
 }
 
 func migrate(db *bolt.DB) error {
@@ -97,19 +97,19 @@ type (
 	boltCursor bolt.Cursor
 )
 
-func (s boltKV) View(fn func(kvTx) error) error {
+func (s *boltKV) View(fn func(kvTx) error) error {
 	return s.db.View(func(tx *bolt.Tx) error { return fn((*boltTx)(tx)) })
 }
 
-func (s boltKV) Update(fn func(kvTx) error) error {
+func (s *boltKV) Update(fn func(kvTx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn((*boltTx)(tx)) })
 }
 
-func (s boltKV) Batch(fn func(kvTx) error) error {
+func (s *boltKV) Batch(fn func(kvTx) error) error {
 	return s.db.Batch(func(tx *bolt.Tx) error { return fn((*boltTx)(tx)) })
 }
 
-func (s boltKV) Close() error { return s.db.Close() }
+func (s *boltKV) Close() error { return s.db.Close() }
 
 func (tx *boltTx) Bucket(name []byte) kvBucket {
 	return (*boltBucket)((*bolt.Tx)(tx).Bucket(name))

@@ -12,9 +12,34 @@ import (
 	"matchbox.dev/matchbox/storage/storagetest"
 )
 
+// perTest remembers what a harness opened for each test.
+type perTest[T any] struct {
+	mu sync.Mutex
+	m  map[*testing.T]T
+}
+
+func (p *perTest[T]) set(t *testing.T, v T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[*testing.T]T)
+	}
+	p.m[t] = v
+}
+
+func (p *perTest[T]) get(t *testing.T) T {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[t]
+	if !ok {
+		t.Fatal("nothing opened for this test")
+	}
+	return v
+}
+
 func TestDataDirConformance(t *testing.T) {
-	var mu sync.Mutex
-	dirs := make(map[*testing.T]string)
+	var dirs perTest[string]
 	load := func(t *testing.T, dir string) storagetest.Source {
 		t.Helper()
 		d := storage.NewDataDir(dir, nil)
@@ -31,20 +56,10 @@ func TestDataDirConformance(t *testing.T) {
 		Open: func(t *testing.T, seed matchbox.Objects) storagetest.Source {
 			dir := t.TempDir()
 			writeDataDir(t, dir, seed)
-			mu.Lock()
-			dirs[t] = dir
-			mu.Unlock()
+			dirs.set(t, dir)
 			return load(t, dir)
 		},
-		Reopen: func(t *testing.T) storagetest.Source {
-			mu.Lock()
-			dir, ok := dirs[t]
-			mu.Unlock()
-			if !ok {
-				t.Fatal("Reopen before Open")
-			}
-			return load(t, dir)
-		},
+		Reopen: func(t *testing.T) storagetest.Source { return load(t, dirs.get(t)) },
 	})
 }
 
@@ -53,29 +68,16 @@ func TestBoltConformance(t *testing.T) {
 		path string
 		db   *storage.DB
 	}
-	var mu sync.Mutex
-	stores := make(map[*testing.T]*opened)
-	last := func(t *testing.T) *opened {
-		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		o, ok := stores[t]
-		if !ok {
-			t.Fatal("no store opened for this test")
-		}
-		return o
-	}
+	var last perTest[*opened]
 	storagetest.Run(t, storagetest.Harness{
 		Open: func(t *testing.T) storage.Store {
 			path := filepath.Join(t.TempDir(), "matchbox.db")
 			db := openBolt(t, path)
-			mu.Lock()
-			stores[t] = &opened{path, db}
-			mu.Unlock()
+			last.set(t, &opened{path, db})
 			return db
 		},
 		Reopen: func(t *testing.T) storage.Store {
-			o := last(t)
+			o := last.get(t)
 			// Release the lock so that the new handle can take it; the
 			// cleanup's second Close is a no-op.
 			if err := o.db.Close(); err != nil {
@@ -85,7 +87,7 @@ func TestBoltConformance(t *testing.T) {
 			return o.db
 		},
 		Raw: func(t *testing.T) []byte {
-			data, err := os.ReadFile(last(t).path)
+			data, err := os.ReadFile(last.get(t).path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,9 +97,11 @@ func TestBoltConformance(t *testing.T) {
 }
 
 func TestMemoryConformance(t *testing.T) {
-	var mu sync.Mutex
-	backends := make(map[*testing.T]*storage.MemoryBackend)
-	stores := make(map[*testing.T]*storage.DB)
+	type opened struct {
+		backend *storage.MemoryBackend
+		db      *storage.DB
+	}
+	var last perTest[*opened]
 	open := func(t *testing.T, b *storage.MemoryBackend) *storage.DB {
 		db := storage.OpenMemory(b)
 		t.Cleanup(func() {
@@ -107,42 +111,24 @@ func TestMemoryConformance(t *testing.T) {
 		})
 		return db
 	}
-	backend := func(t *testing.T) *storage.MemoryBackend {
-		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		b, ok := backends[t]
-		if !ok {
-			t.Fatal("no store opened for this test")
-		}
-		return b
-	}
 	storagetest.Run(t, storagetest.Harness{
 		Open: func(t *testing.T) storage.Store {
-			b := storage.NewMemoryBackend()
-			db := open(t, b)
-			mu.Lock()
-			backends[t], stores[t] = b, db
-			mu.Unlock()
-			return db
+			o := &opened{backend: storage.NewMemoryBackend()}
+			o.db = open(t, o.backend)
+			last.set(t, o)
+			return o.db
 		},
 		// A restart is a new store over the same backend.
 		Reopen: func(t *testing.T) storage.Store {
-			b := backend(t)
-			mu.Lock()
-			old := stores[t]
-			mu.Unlock()
-			if err := old.Close(); err != nil {
+			o := last.get(t)
+			if err := o.db.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			db := open(t, b)
-			mu.Lock()
-			stores[t] = db
-			mu.Unlock()
-			return db
+			o.db = open(t, o.backend)
+			return o.db
 		},
-		Replica: func(t *testing.T) storage.Store { return open(t, backend(t)) },
-		Raw:     func(t *testing.T) []byte { return storage.MemoryBytes(backend(t)) },
+		Replica: func(t *testing.T) storage.Store { return open(t, last.get(t).backend) },
+		Raw:     func(t *testing.T) []byte { return storage.MemoryBytes(last.get(t).backend) },
 	})
 }
 

@@ -45,14 +45,14 @@ func (db *DB) RecordEvents(_ context.Context, events []matchbox.Event) (matchbox
 		machines := tx.Bucket(bucketMachines)
 		hist := tx.Bucket(bucketHistory)
 		var m matchbox.Machine
-		// cur is the machine of the events at hand; have says m holds
-		// its record (read, or created by this batch).
+		// cur is the machine of the events at hand, key its record's key;
+		// have says m holds its record (read, or created by this batch).
 		cur, have := "", false
+		var key []byte
 		flush := func() error {
 			if !have {
 				return nil
 			}
-			key := mem.encode(func(buf []byte) []byte { return append(buf, m.MAC...) })
 			data := mem.encode(func(buf []byte) []byte { return appendMachine(buf, &m) })
 			ch.add(kindMachine, m.MAC)
 			return machines.Put(key, data)
@@ -64,7 +64,8 @@ func (db *DB) RecordEvents(_ context.Context, events []matchbox.Event) (matchbox
 					return err
 				}
 				cur, have = e.MAC, false
-				if data := machines.Get([]byte(e.MAC)); data != nil {
+				key = mem.encode(func(buf []byte) []byte { return append(buf, e.MAC...) })
+				if data := machines.Get(key); data != nil {
 					m = matchbox.Machine{MAC: e.MAC}
 					if err := decodeMachine(data, &m); err != nil {
 						return fmt.Errorf("machine %s: %w", e.MAC, err)
@@ -86,9 +87,9 @@ func (db *DB) RecordEvents(_ context.Context, events []matchbox.Event) (matchbox
 			}
 			applyEvent(&m, *e)
 			m.EventSeq++
-			key := mem.encode(func(buf []byte) []byte { return appendHistoryKey(buf, e.MAC, m.EventSeq) })
+			hkey := mem.encode(func(buf []byte) []byte { return appendHistoryKey(buf, e.MAC, m.EventSeq) })
 			data := mem.encode(func(buf []byte) []byte { return appendEvent(buf, e, false) })
-			if err := hist.Put(key, data); err != nil {
+			if err := hist.Put(hkey, data); err != nil {
 				return err
 			}
 			if m.EventSeq > MaxEventsPerMachine {

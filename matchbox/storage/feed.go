@@ -279,48 +279,65 @@ func (db *DB) Changes(ctx context.Context, kinds ...matchbox.ChangeKind) <-chan 
 	return out
 }
 
-// write runs fn in a write transaction, through run (the backend's Update
-// or Batch), and publishes what it changed once it committed.
-func (db *DB) write(run func(func(kvTx) error) error, fn func(kvTx, *changeSet) error) error {
-	f := &db.state.feed
-	var (
-		cs        changeSet
-		seq       uint64
-		stamped   bool
-		orphans   []uint64 // numbers of runs that Batch rolled back and ran again
-		committed bool
-	)
-	defer func() {
-		for _, n := range orphans {
-			f.publish(n, nil)
-		}
-		if stamped {
-			if committed && cs.touched != 0 {
-				f.publish(seq, &cs)
-			} else {
-				f.publish(seq, nil)
-			}
-		}
-	}()
-	err := run(func(tx kvTx) error {
-		if stamped {
-			orphans = append(orphans, seq)
-			stamped = false
-		}
-		cs = changeSet{want: f.wanted()}
-		if err := fn(tx, &cs); err != nil {
-			return err
-		}
-		seq, stamped = f.stamp(), true
-		return nil
-	})
+// write runs fn in a write transaction (batch: one it may share, see
+// kvStore.Batch) and publishes what it changed once it committed.
+func (db *DB) write(batch bool, fn func(kvTx, *changeSet) error) error {
+	w := writeRun{feed: &db.state.feed, fn: fn}
+	committed := false
+	defer func() { w.publish(committed) }()
+	var err error
+	if batch {
+		err = db.kv.Batch(w.run)
+	} else {
+		err = db.kv.Update(w.run)
+	}
 	committed = err == nil
 	return err
 }
 
+// writeRun is one call of write: the runs of its function (Batch may run
+// it again after rolling back a transaction it shared).
+type writeRun struct {
+	feed    *feed
+	fn      func(kvTx, *changeSet) error
+	cs      changeSet // of the last run
+	seq     uint64    // of the last run, if stamped
+	stamped bool
+	orphans []uint64 // numbers of runs rolled back
+}
+
+func (w *writeRun) run(tx kvTx) error {
+	if w.stamped {
+		w.orphans = append(w.orphans, w.seq)
+		w.stamped = false
+	}
+	w.cs = changeSet{want: w.feed.wanted()}
+	if err := w.fn(tx, &w.cs); err != nil {
+		return err
+	}
+	// The last step inside the transaction: numbers follow commit order.
+	w.seq, w.stamped = w.feed.stamp(), true
+	return nil
+}
+
+// publish hands every number the runs took to the feed, with the changes
+// of the run that committed.
+func (w *writeRun) publish(committed bool) {
+	for _, n := range w.orphans {
+		w.feed.publish(n, nil)
+	}
+	switch {
+	case !w.stamped:
+	case committed && w.cs.touched != 0:
+		w.feed.publish(w.seq, &w.cs)
+	default:
+		w.feed.publish(w.seq, nil)
+	}
+}
+
 // update runs fn in a write transaction of its own.
-func (db *DB) update(fn func(kvTx, *changeSet) error) error { return db.write(db.kv.Update, fn) }
+func (db *DB) update(fn func(kvTx, *changeSet) error) error { return db.write(false, fn) }
 
 // batch runs fn in a write transaction it may share with concurrent
 // callers (one commit for all); fn may run more than once.
-func (db *DB) batch(fn func(kvTx, *changeSet) error) error { return db.write(db.kv.Batch, fn) }
+func (db *DB) batch(fn func(kvTx, *changeSet) error) error { return db.write(true, fn) }

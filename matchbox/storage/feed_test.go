@@ -36,6 +36,19 @@ func keyed(kind matchbox.ChangeKind, keys ...string) []matchbox.Change {
 	return out
 }
 
+// thenGroup writes the group "next" and checks that ch delivers the
+// group changes keys, then that one: nothing between, and the feed goes on.
+func thenGroup(t *testing.T, db *DB, ch <-chan matchbox.Change, keys ...string) {
+	t.Helper()
+	if _, err := db.PutGroupIf(t.Context(), &matchbox.Group{ID: "next", Profile: "p"}, matchbox.Condition{}); err != nil {
+		t.Fatal(err)
+	}
+	want := keyed(matchbox.ChangeGroup, append(keys, "next")...)
+	if diff := cmp.Diff(want, nextChanges(t, ch, len(want))); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+}
+
 // Transactions published out of order are delivered in the order of
 // their sequence numbers, which is commit order.
 func TestFeedDeliversInSequence(t *testing.T) {
@@ -69,34 +82,30 @@ func TestFeedRunRolledBack(t *testing.T) {
 	db := NewMemory()
 	defer db.Close()
 	ch := db.Changes(t.Context(), matchbox.ChangeGroup)
-	retry := errors.New("another call of the batch failed")
 	runs := 0
-	rerun := func(fn func(kvTx) error) error {
-		if err := db.kv.Update(func(tx kvTx) error {
-			if err := fn(tx); err != nil {
-				return err
-			}
-			return retry
-		}); !errors.Is(err, retry) {
-			return err
-		}
-		return db.kv.Update(fn)
-	}
-	err := db.write(rerun, func(tx kvTx, cs *changeSet) error {
+	w := writeRun{feed: &db.state.feed, fn: func(tx kvTx, cs *changeSet) error {
 		runs++
 		key := []string{"rolled-back", "committed"}[runs-1]
 		cs.add(kindGroup, key)
 		return tx.Bucket(bucketGroups).Put([]byte(key), []byte("{}"))
-	})
+	}}
+	// As bbolt's Batch does when another call of the batch fails: the
+	// transaction is rolled back and the function run again.
+	retry := errors.New("another call of the batch failed")
+	if err := db.kv.Update(func(tx kvTx) error {
+		if err := w.run(tx); err != nil {
+			return err
+		}
+		return retry
+	}); !errors.Is(err, retry) {
+		t.Fatal(err)
+	}
+	err := db.kv.Update(w.run)
+	w.publish(err == nil)
 	if err != nil || runs != 2 {
 		t.Fatalf("write = %v after %d runs", err, runs)
 	}
-	if _, err := db.PutGroupIf(t.Context(), &matchbox.Group{ID: "next", Profile: "p"}, matchbox.Condition{}); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(keyed(matchbox.ChangeGroup, "committed", "next"), nextChanges(t, ch, 2)); diff != "" {
-		t.Errorf("delivered (-want +got):\n%s", diff)
-	}
+	thenGroup(t, db, ch, "committed")
 }
 
 // A subscriber that comes in while a transaction runs, too late for its
@@ -122,12 +131,7 @@ func TestFeedSubscriberDuringTransaction(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.PutGroupIf(t.Context(), &matchbox.Group{ID: "after", Profile: "p"}, matchbox.Condition{}); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(keyed(matchbox.ChangeGroup, "", "after"), nextChanges(t, ch, 2)); diff != "" {
-		t.Errorf("delivered (-want +got):\n%s", diff)
-	}
+	thenGroup(t, db, ch, "")
 }
 
 // Nobody subscribed: a write keeps no keys and nothing is held.

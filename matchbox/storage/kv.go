@@ -46,3 +46,45 @@ type kvCursor interface {
 	// Delete removes the key at the cursor.
 	Delete() error
 }
+
+// kvBackend is a DB's backend: bbolt or memory. The store calls it, not a
+// kvStore, so that the compiler sees the transactions' functions end
+// with the calls: a read on the DHCP server's path allocates nothing for
+// them.
+type kvBackend struct {
+	bolt *boltKV
+	mem  *memKV
+}
+
+var (
+	_ kvStore = (*boltKV)(nil)
+	_ kvStore = (*memKV)(nil)
+)
+
+func (b kvBackend) View(fn func(kvTx) error) error {
+	if b.mem != nil {
+		return b.mem.View(fn)
+	}
+	return b.bolt.View(fn)
+}
+
+func (b kvBackend) Update(fn func(kvTx) error) error {
+	if b.mem != nil {
+		return b.mem.Update(fn)
+	}
+	return b.bolt.Update(fn)
+}
+
+func (b kvBackend) Batch(fn func(kvTx) error) error {
+	if b.mem != nil {
+		return b.mem.Batch(fn)
+	}
+	return b.bolt.Batch(fn)
+}
+
+func (b kvBackend) Close() error {
+	if b.mem != nil {
+		return b.mem.Close()
+	}
+	return b.bolt.Close()
+}

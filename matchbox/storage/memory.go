@@ -32,7 +32,7 @@ func NewMemoryBackend() *MemoryBackend {
 }
 
 // OpenMemory opens a store over b.
-func OpenMemory(b *MemoryBackend) *DB { return newDB(&memKV{b: b}, &b.state) }
+func OpenMemory(b *MemoryBackend) *DB { return newDB(kvBackend{mem: &memKV{b: b}}, &b.state) }
 
 // NewMemory returns a store over a new backend of its own.
 func NewMemory() *DB { return OpenMemory(NewMemoryBackend()) }

@@ -54,7 +54,7 @@ var (
 // transaction, committed before the call returns (on bbolt: synced to
 // disk, so an acknowledged write survives a crash).
 type DB struct {
-	kv    kvStore
+	kv    kvBackend
 	state *backendState
 	// inventory bounds the machine records events create.
 	inventory inventory
@@ -71,7 +71,7 @@ type backendState struct {
 	machines atomic.Int64
 }
 
-func newDB(kv kvStore, state *backendState) *DB {
+func newDB(kv kvBackend, state *backendState) *DB {
 	db := &DB{kv: kv, state: state, closed: make(chan struct{})}
 	db.inventory.count = &state.machines
 	return db

@@ -60,33 +60,31 @@ func oneWins(t *testing.T, errs []error, lost error) int {
 // wins, and what is stored is the winner's. Over a shared backend the
 // writers are spread over two stores, as two servers would be.
 func runConcurrency(t *testing.T, h Harness) {
-	t.Run("CreateGroup", func(t *testing.T) {
-		s := h.Open(t)
-		errs := contend(stores(t, h, s), func(s storage.Store, i int) error {
-			_, err := s.PutGroupIf(t.Context(), &matchbox.Group{ID: "g", Name: strconv.Itoa(i), Profile: "p"}, matchbox.Condition{IfNoneMatch: true})
-			return err
+	// Creating a group that does not exist, and replacing the version
+	// every writer read.
+	for name, cond := range map[string]func(tag string) matchbox.Condition{
+		"CreateGroup":  func(string) matchbox.Condition { return matchbox.Condition{IfNoneMatch: true} },
+		"ReplaceGroup": func(tag string) matchbox.Condition { return matchbox.Condition{IfMatch: tag} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := h.Open(t)
+			var tag string
+			if name == "ReplaceGroup" {
+				var err error
+				if tag, err = s.PutGroupIf(t.Context(), &matchbox.Group{ID: "g", Profile: "p"}, matchbox.Condition{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			errs := contend(stores(t, h, s), func(s storage.Store, i int) error {
+				_, err := s.PutGroupIf(t.Context(), &matchbox.Group{ID: "g", Name: strconv.Itoa(i), Profile: "p"}, cond(tag))
+				return err
+			})
+			winner := oneWins(t, errs, matchbox.ErrPrecondition)
+			if g, _, err := s.GroupVersion(t.Context(), "g"); err != nil || g.Name != strconv.Itoa(winner) {
+				t.Errorf("stored group %+v, %v; want writer %d's", g, err, winner)
+			}
 		})
-		winner := oneWins(t, errs, matchbox.ErrPrecondition)
-		if g, _, err := s.GroupVersion(t.Context(), "g"); err != nil || g.Name != strconv.Itoa(winner) {
-			t.Errorf("stored group %+v, %v; want writer %d's", g, err, winner)
-		}
-	})
-
-	t.Run("ReplaceGroup", func(t *testing.T) {
-		s := h.Open(t)
-		tag, err := s.PutGroupIf(t.Context(), &matchbox.Group{ID: "g", Profile: "p"}, matchbox.Condition{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		errs := contend(stores(t, h, s), func(s storage.Store, i int) error {
-			_, err := s.PutGroupIf(t.Context(), &matchbox.Group{ID: "g", Name: strconv.Itoa(i), Profile: "p"}, matchbox.Condition{IfMatch: tag})
-			return err
-		})
-		winner := oneWins(t, errs, matchbox.ErrPrecondition)
-		if g, _, err := s.GroupVersion(t.Context(), "g"); err != nil || g.Name != strconv.Itoa(winner) {
-			t.Errorf("stored group %+v, %v; want writer %d's", g, err, winner)
-		}
-	})
+	}
 
 	t.Run("DeleteTemplate", func(t *testing.T) {
 		s := h.Open(t)
