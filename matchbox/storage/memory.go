@@ -31,7 +31,10 @@ func NewMemoryBackend() *MemoryBackend {
 	return m
 }
 
-// OpenMemory opens a store over b.
+// OpenMemory opens a store over b. The stores over one backend share its
+// data, change feed and machine count; each has its own secret key and
+// bound on machines, as servers have. Closing one leaves b and the others
+// open.
 func OpenMemory(b *MemoryBackend) *DB { return newDB(kvBackend{mem: &memKV{b: b}}, &b.state) }
 
 // NewMemory returns a store over a new backend of its own.

@@ -50,9 +50,11 @@ var (
 		bucketLeases, bucketTokens, bucketRevoked, bucketBMC, bucketWorkflows}
 )
 
-// DB is the store, over one of the key/value backends. Each write is one
+// DB is the store (see Store), over one of the key/value backends: a
+// bbolt file (OpenBolt) or memory (OpenMemory). Each write is one
 // transaction, committed before the call returns (on bbolt: synced to
-// disk, so an acknowledged write survives a crash).
+// disk, so an acknowledged write survives a crash), and then reported on
+// the change feed.
 type DB struct {
 	kv    kvBackend
 	state *backendState
