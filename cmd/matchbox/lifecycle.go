@@ -15,6 +15,9 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/bmc"
+	"matchbox.dev/matchbox/power"
+	"matchbox.dev/matchbox/recorder"
+	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -57,8 +60,8 @@ func lifecycleFlags(fs *flag.FlagSet) *lifecycleConfig {
 
 // lifecycle is the BMC control and reinstall workflow the server runs.
 type lifecycle struct {
-	bmcs *matchbox.BMCs
-	lc   *matchbox.Lifecycle
+	bmcs *power.Service
+	lc   *reinstall.Engine
 }
 
 // lifecycleMetrics counts BMC calls and reinstall transitions, and shows
@@ -117,7 +120,7 @@ func (c countedController) SetBootDevice(ctx context.Context, b matchbox.BMC, d 
 
 // reinstallGauge shows the reinstalls in progress by state.
 type reinstallGauge struct {
-	lc   *matchbox.Lifecycle
+	lc   *reinstall.Engine
 	desc *prometheus.Desc
 }
 
@@ -134,7 +137,7 @@ func (g reinstallGauge) Collect(ch chan<- prometheus.Metric) {
 // reinstall workflow, with the stored workflows loaded so that netboot
 // gating holds from the first request.
 func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog,
-	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
+	rec *recorder.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
 	keyFile := c.secretKey
 	if keyFile == "" {
 		keyFile = filepath.Join(dataPath, "secret.key")
@@ -171,7 +174,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 		log.Warn("DEBUG_BMCLIB ignored: it would print BMC passwords", "value", matchbox.Quote(v))
 	}
 	metrics := newLifecycleMetrics(reg)
-	bmcs := &matchbox.BMCs{
+	bmcs := &power.Service{
 		Settings: settings,
 		Controller: countedController{bmc.New(bmc.Config{
 			OperationTimeout: c.bmcTimeout,
@@ -183,7 +186,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 		}), metrics},
 		Recorder: rec,
 	}
-	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{
+	lc := reinstall.New(reinstall.Config{
 		Store:          db,
 		BMCs:           bmcs,
 		Machines:       db,

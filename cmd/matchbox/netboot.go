@@ -15,6 +15,8 @@ import (
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/dhcp"
+	"matchbox.dev/matchbox/recorder"
+	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/tftp"
 )
@@ -121,7 +123,7 @@ func (n *netbootConfig) dhcpLimits() error {
 // matches it, or while a reinstall holds it: the core's decision.
 type catalogBooter struct {
 	catalog *matchbox.Catalog
-	lc      *matchbox.Lifecycle
+	lc      *reinstall.Engine
 }
 
 func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, error) {
@@ -181,7 +183,7 @@ type netboot struct {
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
 func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
-	rec *matchbox.Recorder, lc *matchbox.Lifecycle, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
+	rec *recorder.Recorder, lc *reinstall.Engine, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
 	nb := &netboot{}
 	if n.tftpAddress != "" {
 		switch {

@@ -26,6 +26,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	mbhttp "matchbox.dev/matchbox/http"
+	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/release"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
@@ -280,7 +281,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("-address: %w", err)
 	}
 	var ready atomic.Bool
-	rec := matchbox.NewRecorder(db, log)
+	rec := recorder.New(db, log)
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "matchbox_events_dropped_total", Help: "Machine events not stored because storage fell behind.",
 	}, func() float64 { return float64(rec.Dropped()) }))

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"matchbox.dev/matchbox"
+
+	"matchbox.dev/matchbox/recorder"
 )
 
 func proxyServer(t testing.TB, booter Booter) *Server {
@@ -22,7 +24,7 @@ func proxyServer(t testing.TB, booter Booter) *Server {
 		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + "/boot.ipxe" },
 		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
 		Booter:      booter,
-		Recorder:    matchbox.NewRecorder(nil, nil),
+		Recorder:    recorder.New(nil, nil),
 		Registry:    prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -19,7 +19,9 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
+	"matchbox.dev/matchbox/recorder"
 )
 
 // Listener is one socket the server answers on.
@@ -51,7 +53,7 @@ type Config struct {
 	Booter       Booter
 	Reservations Reservations
 	Leases       matchbox.LeaseStore
-	Recorder     *matchbox.Recorder
+	Recorder     *recorder.Recorder
 	Logger       *slog.Logger
 	Registry     prometheus.Registerer
 	// MaxInFlight bounds packets handled at once (default 1024).
@@ -83,9 +85,9 @@ const unknownEventBurst = 20
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
-	limit   *matchbox.LogLimiter
+	limit   *loglimit.Limiter
 	leases  *leaseTable
-	rec     *matchbox.Recorder
+	rec     *recorder.Recorder
 	answers *answerCache
 	sem     chan struct{}
 	packets *prometheus.CounterVec
@@ -112,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.MaxInFlight = 1024
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+		cfg.Recorder = recorder.New(nil, nil)
 	}
 	if cfg.BootURL == nil || cfg.HTTPBootURL == nil || cfg.Booter == nil {
 		return nil, errors.New("dhcp: BootURL, HTTPBootURL and Booter are required")
@@ -143,7 +145,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:           cfg,
 		log:           cfg.Logger,
-		limit:         matchbox.NewLogLimiter(cfg.Logger),
+		limit:         loglimit.New(cfg.Logger),
 		leases:        newLeaseTable(cfg.Subnets, cfg.Leases, cfg.OfferHold, cfg.UnknownShare),
 		rec:           cfg.Recorder,
 		answers:       newAnswerCache(),

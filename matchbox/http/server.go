@@ -18,8 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
 	"matchbox.dev/matchbox/netlimit"
+	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
 )
@@ -61,7 +63,7 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful drain (default 10s).
 	ShutdownTimeout time.Duration
 	// Recorder records boot steps on machines (nil: not recorded).
-	Recorder *matchbox.Recorder
+	Recorder *recorder.Recorder
 	// Lifecycle, when set, gates what machines being reinstalled are
 	// served and takes installers' reports at /lifecycle/report.
 	Lifecycle Lifecycle
@@ -86,7 +88,7 @@ type Lifecycle interface {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	limit    *matchbox.LogLimiter
+	limit    *loglimit.Limiter
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	failures *prometheus.CounterVec
@@ -111,9 +113,9 @@ func New(cfg Config) *Server {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+		cfg.Recorder = recorder.New(nil, nil)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, limit: matchbox.NewLogLimiter(cfg.Logger)}
+	s := &Server{cfg: cfg, log: cfg.Logger, limit: loglimit.New(cfg.Logger)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "matchbox_http_requests_total",
 		Help: "Boot HTTP requests by endpoint and status code.",

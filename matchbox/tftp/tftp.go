@@ -36,7 +36,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
+	"matchbox.dev/matchbox/recorder"
 )
 
 // Generator produces a generated file for a client that reached the
@@ -84,7 +86,7 @@ type Config struct {
 	// transfers get Timeout to finish.
 	Timeout  time.Duration
 	Retries  int
-	Recorder *matchbox.Recorder
+	Recorder *recorder.Recorder
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 }
@@ -93,7 +95,7 @@ type Config struct {
 type Server struct {
 	cfg         Config
 	log         *slog.Logger
-	limit       *matchbox.LogLimiter
+	limit       *loglimit.Limiter
 	slots       chan struct{} // one per running transfer
 	waiting     chan struct{} // one per request being set up or waiting for a slot
 	sources     *sourceLimits
@@ -131,12 +133,12 @@ func New(cfg Config) *Server {
 		cfg.CacheBytes = 64 << 20
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+		cfg.Recorder = recorder.New(nil, nil)
 	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		limit:   matchbox.NewLogLimiter(cfg.Logger),
+		limit:   loglimit.New(cfg.Logger),
 		slots:   make(chan struct{}, cfg.MaxTransfers),
 		waiting: make(chan struct{}, cfg.MaxTransfers+256),
 		sources: newSourceLimits(cfg.MaxPerSource, cfg.UnansweredRate),

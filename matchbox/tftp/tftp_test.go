@@ -17,8 +17,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/recorder"
 )
 
 type fixture struct {
@@ -26,7 +25,7 @@ type fixture struct {
 	root    string
 	srv     *Server
 	content []byte
-	rec     *matchbox.Recorder
+	rec     *recorder.Recorder
 	stop    func() // stops the server and waits for Serve to return
 }
 
@@ -54,7 +53,7 @@ func newFixture(t *testing.T, tweak ...func(*Config)) *fixture {
 	if err := os.Symlink("ipxe.efi", filepath.Join(root, "snponly.efi")); err != nil {
 		t.Fatal(err)
 	}
-	rec := matchbox.NewRecorder(nil, nil)
+	rec := recorder.New(nil, nil)
 	rec.Learn(netip.MustParseAddr("127.0.0.1"), "52:54:00:00:00:01")
 	cfg := Config{
 		Root: root,

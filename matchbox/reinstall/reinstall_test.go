@@ -1,4 +1,4 @@
-package matchbox_test
+package reinstall_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/power"
+	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -53,8 +55,8 @@ type lifecycleLab struct {
 	db   *storage.Bolt
 	path string
 	bmc  *fakeBMC
-	cfg  matchbox.LifecycleConfig
-	lc   *matchbox.Lifecycle
+	cfg  reinstall.Config
+	lc   *reinstall.Engine
 	stop func()
 }
 
@@ -75,16 +77,16 @@ func newLifecycleLab(t *testing.T, macs ...string) *lifecycleLab {
 		if err := db.PutMachine(ctx, &matchbox.Machine{MAC: mac, Arch: "EFI x86-64"}); err != nil {
 			t.Fatal(err)
 		}
-		// A password no message contains: BMCs redacts it from every error.
+		// A password no message contains: power.Service redacts it from every error.
 		if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: fmt.Sprintf("bmc%d", i), Username: "u", Password: "lab-bmc-pw"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	l := &lifecycleLab{t: t, db: db, path: path, bmc: &fakeBMC{fail: map[string]error{}}}
-	l.cfg = matchbox.LifecycleConfig{
+	l.cfg = reinstall.Config{
 		Store:          db,
 		Machines:       db,
-		BMCs:           &matchbox.BMCs{Settings: storage.BMCSettings{DB: db, Key: key}, Controller: l.bmc},
+		BMCs:           &power.Service{Settings: storage.BMCSettings{DB: db, Key: key}, Controller: l.bmc},
 		DefaultProfile: "install",
 		ProfileExists:  func(id string) bool { return id == "install" || id == "other" },
 		BootTimeout:    time.Hour,
@@ -99,7 +101,7 @@ func newLifecycleLab(t *testing.T, macs ...string) *lifecycleLab {
 // stop is called).
 func (l *lifecycleLab) start() {
 	l.t.Helper()
-	l.lc = matchbox.NewLifecycle(l.cfg)
+	l.lc = reinstall.New(l.cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -138,7 +140,7 @@ func TestReinstallHappyPath(t *testing.T) {
 	l := newLifecycleLab(t, macA)
 	l.start()
 	ctx := context.Background()
-	flows, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{"52-54-00-00-00-0A"}})
+	flows, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{"52-54-00-00-00-0A"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +193,7 @@ func TestReinstallReportsAndStates(t *testing.T) {
 	l := newLifecycleLab(t, macA, macB)
 	l.start()
 	ctx := context.Background()
-	flows, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA}, Profile: "other", EFI: new(bool)})
+	flows, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA}, Profile: "other", EFI: new(bool)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +219,7 @@ func TestReinstallReportsAndStates(t *testing.T) {
 	l.waitState(macA, matchbox.StateActive)
 
 	// An installer's failure report ends the workflow with its reason.
-	flows, err = l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macB}})
+	flows, err = l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macB}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +242,7 @@ func TestReinstallRefusals(t *testing.T) {
 	l := newLifecycleLab(t, macA)
 	l.start()
 	ctx := context.Background()
-	for name, req := range map[string]matchbox.ReinstallRequest{
+	for name, req := range map[string]reinstall.Request{
 		"no machine":      {},
 		"bad mac":         {MACs: []string{"nope"}},
 		"twice":           {MACs: []string{macA, strings.ToUpper(macA)}},
@@ -255,15 +257,15 @@ func TestReinstallRefusals(t *testing.T) {
 	if _, err := l.db.Workflow(ctx, macA); !errors.Is(err, matchbox.ErrNotFound) {
 		t.Fatalf("a refused request left a workflow: %v", err)
 	}
-	first, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA}})
+	first, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.waitState(macA, matchbox.StateBooting)
-	if _, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA}}); !errors.Is(err, matchbox.ErrConflict) {
+	if _, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA}}); !errors.Is(err, matchbox.ErrConflict) {
 		t.Fatalf("second reinstall in progress: %v", err)
 	}
-	second, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA}, Force: true})
+	second, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA}, Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +296,7 @@ func TestReinstallTimeoutsAndBMCFailures(t *testing.T) {
 	l.bmc.fail["bmc1 power off"] = errors.New("connect to bmc1: wrong password")
 	l.start()
 	ctx := context.Background()
-	if _, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA, macB}}); err != nil {
+	if _, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA, macB}}); err != nil {
 		t.Fatal(err)
 	}
 	w := l.waitState(macA, matchbox.StateFailed)
@@ -322,7 +324,7 @@ func TestReinstallInstallTimeouts(t *testing.T) {
 	l.cfg.FirstBootTimeout = 50 * time.Millisecond
 	l.start()
 	ctx := context.Background()
-	flows, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA, macB}})
+	flows, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA, macB}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +346,7 @@ func TestReinstallResumesAfterRestart(t *testing.T) {
 	l := newLifecycleLab(t, macA)
 	l.start()
 	ctx := context.Background()
-	flows, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macA}})
+	flows, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macA}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +381,7 @@ func TestReinstallConcurrencyLimit(t *testing.T) {
 	l := newLifecycleLab(t, macA, macB, macC)
 	l.start()
 	ctx := context.Background()
-	flows, err := l.lc.Reinstall(ctx, matchbox.ReinstallRequest{MACs: []string{macC, macA, macB}, Concurrency: 1})
+	flows, err := l.lc.Reinstall(ctx, reinstall.Request{MACs: []string{macC, macA, macB}, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,33 +400,5 @@ func TestReinstallConcurrencyLimit(t *testing.T) {
 		if _, err := l.lc.Report(ctx, mac, tokens[mac], matchbox.InstallReport{Status: matchbox.ReportInstalled}); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// A held machine boots the install profile while it installs, keeps its
-// own once installed, and always has a group to render with.
-func TestGateSelect(t *testing.T) {
-	own := &matchbox.Group{ID: "g", Profile: "live"}
-	snap := matchbox.NewSnapshot(matchbox.Objects{
-		Groups:   []*matchbox.Group{own},
-		Profiles: []*matchbox.Profile{{ID: "live"}, {ID: "install"}},
-	})
-	live, _ := snap.Profile("live")
-	booting := matchbox.Gate{State: matchbox.StateBooting, Profile: "install", Token: "t"}
-	sel, err := booting.Select(snap, matchbox.Selection{Group: own, Profile: live})
-	if err != nil || sel.Group != own || sel.Profile.ID != "install" {
-		t.Errorf("booting with a group: %+v, %v", sel, err)
-	}
-	sel, err = booting.Select(snap, matchbox.Selection{})
-	if err != nil || sel.Group == nil || sel.Profile.ID != "install" {
-		t.Errorf("booting without a group: %+v, %v", sel, err)
-	}
-	installed := matchbox.Gate{State: matchbox.StateInstalled, Profile: "install"}
-	if sel, err := installed.Select(snap, matchbox.Selection{Group: own, Profile: live}); err != nil || sel.Profile != live {
-		t.Errorf("installed: %+v, %v", sel, err)
-	}
-	missing := matchbox.Gate{State: matchbox.StateInstalling, Profile: "gone"}
-	if _, err := missing.Select(snap, matchbox.Selection{Group: own, Profile: live}); err == nil || !strings.Contains(err.Error(), `"gone"`) {
-		t.Errorf("a missing install profile: %v", err)
 	}
 }
