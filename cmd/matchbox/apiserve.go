@@ -60,7 +60,7 @@ func loopbackOnly(addr string) bool {
 
 // setupAPI opens the admin API's listener and returns what serves it
 // (nil when the API is off).
-func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, engine *render.Engine,
+func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog, booter *matchbox.Booter, engine *render.Engine,
 	bootHost string, leases api.LeaseAdmin, settings storage.BMCSettings, lc *lifecycle, releases *releaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
 	if ac.address == "" {
 		return nil, nil
@@ -129,6 +129,7 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.B
 		Machines:  db,
 		Leases:    leases,
 		Catalog:   catalog,
+		Booter:    booter,
 		Engine:    engine,
 		BootHost:  bootHost,
 		Logger:    log,

@@ -16,7 +16,6 @@ import (
 	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/dhcp"
 	"matchbox.dev/matchbox/recorder"
-	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/tftp"
 )
@@ -119,28 +118,6 @@ func (n *netbootConfig) dhcpLimits() error {
 	return nil
 }
 
-// catalogBooter lets a machine netboot when a group (and its profile)
-// matches it, or while a reinstall holds it: the core's decision.
-type catalogBooter struct {
-	catalog *matchbox.Catalog
-	lc      *reinstall.Engine
-}
-
-func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, error) {
-	snap := b.catalog.Snapshot()
-	sel, err := snap.Select(labels)
-	if b.lc != nil {
-		if g, held := b.lc.Gate(labels["mac"]); held {
-			// An installed machine netboots too: iPXE then sends it to
-			// its disk. A missing install profile fails later, at /ipxe,
-			// with its reason.
-			gated, _ := g.Select(snap, sel)
-			return gated, nil
-		}
-	}
-	return sel, err
-}
-
 // reservations reads fixed addresses from the machine's group metadata
 // ("dhcp_address") or its machine record.
 type reservations struct {
@@ -183,7 +160,7 @@ type netboot struct {
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
 func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
-	rec *recorder.Recorder, lc *reinstall.Engine, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
+	rec *recorder.Recorder, booter *matchbox.Booter, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
 	nb := &netboot{}
 	if n.tftpAddress != "" {
 		switch {
@@ -281,7 +258,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			HTTPBootURL: func(ip netip.Addr, file string) string {
 				return "http://" + net.JoinHostPort(ip.String(), httpPort) + "/boot/" + file
 			},
-			Booter:       catalogBooter{catalog, lc},
+			Booter:       booter,
 			Reservations: reservations{catalog, db, log},
 			Leases:       db,
 			Recorder:     rec,
@@ -331,6 +308,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 				},
 			},
 			Recorder: rec,
+			Booter:   booter,
 			Logger:   log.With("component", "tftp"),
 			Registry: reg,
 		})

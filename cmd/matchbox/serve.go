@@ -290,7 +290,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
-	nb, err := setupNetboot(ctx, nbc, fc, ln.Addr().String(), catalog, db, rec, lc.lc, reg, log)
+	// One boot decision for every front-end.
+	booter := matchbox.NewBooter(catalog, lc.lc)
+	nb, err := setupNetboot(ctx, nbc, fc, ln.Addr().String(), catalog, db, rec, booter, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -317,7 +319,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}
 	ac.limits = tp.apiLimits(reg, log)
-	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, engine, ln.Addr().String(), nb.leases, settings, lc, releases, log)
+	runAPI, err := setupAPI(ctx, ac, c.dataPath, db, catalog, booter, engine, ln.Addr().String(), nb.leases, settings, lc, releases, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -331,6 +333,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	srv := mbhttp.New(mbhttp.Config{
 		Catalog:         catalog,
+		Booter:          booter,
 		Engine:          engine,
 		Recorder:        rec,
 		Lifecycle:       lc.lc,

@@ -24,7 +24,10 @@ import (
 // booterFunc adapts a function to Booter.
 type booterFunc func(map[string]string) (matchbox.Selection, error)
 
-func (f booterFunc) Netboot(l map[string]string) (matchbox.Selection, error) { return f(l) }
+func (f booterFunc) Decide(l map[string]string) matchbox.Decision {
+	sel, err := f(l)
+	return matchbox.Decision{Selection: sel, Err: err}
+}
 
 // everyone boots, with a group and profile for events.
 var everyone = booterFunc(func(map[string]string) (matchbox.Selection, error) {
@@ -256,7 +259,7 @@ func TestProxyMode(t *testing.T) {
 		mu.Lock()
 		asked = append(asked, l)
 		mu.Unlock()
-		return everyone.Netboot(l)
+		return everyone(l)
 	})
 	ts := startServer(t, ModeProxy, nil, booter, "")
 	c := newClient(t, mac(1), ts.addr)

@@ -583,22 +583,27 @@ func (l *Engine) Gate(mac string) (matchbox.Gate, bool) {
 // CheckToken returns ErrStaleToken unless token is the current token of a
 // reinstall of mac that is not over.
 func (l *Engine) CheckToken(mac, token string) error {
-	if g, ok := l.Gate(mac); ok && g.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(g.Token)) == 1 {
+	if g, ok := l.Gate(mac); ok && g.Admits(token) {
 		return nil
 	}
 	return fmt.Errorf("machine %s: %w", mac, matchbox.ErrStaleToken)
 }
 
-// InstallConfigServed tells the lifecycle that mac fetched its install
-// config with token: a booting machine is now installing.
-func (l *Engine) InstallConfigServed(ctx context.Context, mac, token string) {
+// InstallStarted moves a booting machine's reinstall to installing: the
+// machine fetched its install config with token. It fails with
+// ErrStaleToken for another token, ErrConflict when the reinstall is not
+// booting (another request moved it first).
+func (l *Engine) InstallStarted(ctx context.Context, mac, token string) (matchbox.Workflow, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w := l.flows[mac]
-	if w == nil || w.State != matchbox.StateBooting || w.Token != token {
-		return
+	if w == nil || w.Token == "" || subtle.ConstantTimeCompare([]byte(w.Token), []byte(token)) != 1 {
+		return matchbox.Workflow{}, fmt.Errorf("machine %s: %w", mac, matchbox.ErrStaleToken)
 	}
-	_, _ = l.transitionLocked(ctx, *w, func(n *matchbox.Workflow) { n.State = matchbox.StateInstalling })
+	if w.State != matchbox.StateBooting {
+		return *w, fmt.Errorf("machine %s is %s, not booting: %w", mac, w.State, matchbox.ErrConflict)
+	}
+	return l.transitionLocked(ctx, *w, func(n *matchbox.Workflow) { n.State = matchbox.StateInstalling })
 }
 
 // Report takes an installer's or an installed system's report.

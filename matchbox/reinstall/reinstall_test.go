@@ -171,7 +171,15 @@ func TestReinstallHappyPath(t *testing.T) {
 	if _, err := l.lc.Report(ctx, macA, "stale", matchbox.InstallReport{Status: matchbox.ReportInstalled}); !errors.Is(err, matchbox.ErrStaleToken) {
 		t.Errorf("a report with a wrong token: %v", err)
 	}
-	l.lc.InstallConfigServed(ctx, macA, token)
+	if _, err := l.lc.InstallStarted(ctx, macA, "stale"); !errors.Is(err, matchbox.ErrStaleToken) {
+		t.Errorf("install started with a wrong token: %v", err)
+	}
+	if w, err := l.lc.InstallStarted(ctx, macA, token); err != nil || w.State != matchbox.StateInstalling {
+		t.Fatalf("install started: %+v, %v", w, err)
+	}
+	if _, err := l.lc.InstallStarted(ctx, macA, token); !errors.Is(err, matchbox.ErrConflict) {
+		t.Errorf("install started twice: %v", err)
+	}
 	l.waitState(macA, matchbox.StateInstalling)
 	if _, err := l.lc.Report(ctx, macA, token, matchbox.InstallReport{Status: matchbox.ReportBooted}); err != nil {
 		// A lost success report: the first boot still completes it.
@@ -330,7 +338,9 @@ func TestReinstallInstallTimeouts(t *testing.T) {
 	}
 	l.waitState(macA, matchbox.StateBooting)
 	l.waitState(macB, matchbox.StateBooting)
-	l.lc.InstallConfigServed(ctx, macA, flows[0].Token)
+	if _, err := l.lc.InstallStarted(ctx, macA, flows[0].Token); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := l.lc.Report(ctx, macB, flows[1].Token, matchbox.InstallReport{Status: matchbox.ReportInstalled}); err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,9 @@ type Config struct {
 	Timeout  time.Duration
 	Retries  int
 	Recorder *recorder.Recorder
+	// Booter, when set, names the group and profile of the machine in
+	// its transfers' events.
+	Booter   *matchbox.Booter
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 }
@@ -259,7 +262,7 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		// A flood from a forged address gets these: they are not the
 		// machine's doing.
 		if mac != "" && result != "busy-source" && result != "rate-limited" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
+			s.record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
 		}
 	}
 	switch {
@@ -515,7 +518,7 @@ func (s *Server) finished(t *transfer) {
 		s.log.Debug("tftp: sent", "remote", remote, "mac", mac, "file", t.name, "bytes", n, "blksize", t.blksize,
 			"windowsize", t.window, "retransmits", t.retransmits, "took", took)
 		if mac != "" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: t.name,
+			s.record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: t.name,
 				Detail: fmt.Sprintf("%d bytes", n)})
 		}
 	case t.clientCode == errOptionRefuse && t.acked == 0:
@@ -540,9 +543,26 @@ func (s *Server) finished(t *transfer) {
 		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: transfer failed", remote.String()+" "+t.name,
 			"remote", remote, "mac", mac, "file", t.name, "bytes", n, "retransmits", t.retransmits, "took", took, "err", t.err)
 		if mac != "" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: t.name, Detail: t.err.Error()})
+			s.record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: t.name, Detail: t.err.Error()})
 		}
 	}
+}
+
+// record records a transfer on the machine, with the group and profile
+// the boot decision gives it (as its DHCP and HTTP events have).
+func (s *Server) record(ev matchbox.Event) {
+	if s.cfg.Booter != nil {
+		d := s.cfg.Booter.Decide(map[string]string{"mac": ev.MAC})
+		if d.Netboots() {
+			if d.Group != nil {
+				ev.Group = d.Group.ID
+			}
+			if d.Profile != nil {
+				ev.Profile = d.Profile.ID
+			}
+		}
+	}
+	s.cfg.Recorder.Record(ev)
 }
 
 // mtuCache remembers interfaces' MTUs for a while: reading one costs a
