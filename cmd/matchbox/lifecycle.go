@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/bmc"
 	"matchbox.dev/matchbox/power"
-	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
 )
@@ -135,26 +133,27 @@ func (g reinstallGauge) Collect(ch chan<- prometheus.Metric) {
 
 // setupLifecycle opens the secret key and builds BMC control and the
 // reinstall workflow, with the stored workflows loaded so that netboot
-// gating holds from the first request.
-func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.Bolt, catalog *matchbox.Catalog,
-	rec *recorder.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, storage.BMCSettings, error) {
+// gating holds from the first request; the boot decision is taken with
+// its gates.
+func (s *instance) setupLifecycle(ctx context.Context) error {
+	c, db, catalog, rec, reg, log := s.lcc, s.db, s.catalog, s.rec, s.reg, s.log
 	keyFile := c.secretKey
 	if keyFile == "" {
-		keyFile = filepath.Join(dataPath, "secret.key")
+		keyFile = filepath.Join(s.c.dataPath, "secret.key")
 	}
 	if err := checkSecretFile(log, "-secret-key-file", keyFile); err != nil {
-		return nil, storage.BMCSettings{}, err
+		return err
 	}
 	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
 	if err != nil {
-		return nil, storage.BMCSettings{}, err
+		return err
 	}
 	if created {
 		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
 	}
 	settings := storage.BMCSettings{DB: db, Key: key}
 	if c.bootAttempts < 1 || c.bmcAttempts < 1 || c.concurrency < 1 {
-		return nil, settings, fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
+		return fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
 	}
 	if c.ipmitoolPath == "" {
 		if _, err := exec.LookPath("ipmitool"); err != nil {
@@ -164,7 +163,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	var rootCAs *x509.CertPool
 	if c.bmcCAFile != "" {
 		if rootCAs, err = bmc.LoadCAFile(c.bmcCAFile); err != nil {
-			return nil, settings, fmt.Errorf("-bmc-ca-file: %w", err)
+			return fmt.Errorf("-bmc-ca-file: %w", err)
 		}
 	}
 	// bmclib's Redfish client prints every request, login passwords
@@ -211,7 +210,11 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	reg.MustRegister(reinstallGauge{lc, prometheus.NewDesc("matchbox_reinstalls",
 		"Reinstalls in progress, by state.", []string{"state"}, nil)})
 	if err := lc.Load(ctx); err != nil {
-		return nil, settings, err
+		return err
 	}
-	return &lifecycle{bmcs: bmcs, lc: lc}, settings, nil
+	s.settings = settings
+	s.lc = &lifecycle{bmcs: bmcs, lc: lc}
+	s.booter = matchbox.NewBooter(catalog, lc)
+	s.add("reinstall", lc.Run)
+	return nil
 }

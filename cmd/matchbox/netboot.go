@@ -10,12 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/dhcp"
-	"matchbox.dev/matchbox/recorder"
+	mbhttp "matchbox.dev/matchbox/http"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/tftp"
 )
@@ -146,7 +144,7 @@ func (r reservations) Reserved(mac string) (netip.Addr, bool) {
 
 // netboot is the running DHCP and TFTP front-ends.
 type netboot struct {
-	run []func(ctx context.Context) error
+	run []part
 	// pinned are the boot files served from outside the TFTP root.
 	pinned map[string]string
 	// leases is the DHCP server when it hands out addresses (full mode).
@@ -156,11 +154,26 @@ type netboot struct {
 	// anyDHCP that it runs at all.
 	dhcp             *dhcp.Server
 	allFull, anyDHCP bool
+	// holder is what lease binding asks (nil: binding off).
+	holder mbhttp.LeaseHolder
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
-func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.Bolt,
-	rec *recorder.Recorder, booter *matchbox.Booter, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
+func (s *instance) setupNetboot(ctx context.Context) error {
+	nb, err := s.openNetboot(ctx)
+	if err != nil {
+		return err
+	}
+	s.nb = nb
+	for _, p := range nb.run {
+		s.add(p.name, p.run)
+	}
+	return nil
+}
+
+// openNetboot opens the DHCP and TFTP front-ends.
+func (s *instance) openNetboot(ctx context.Context) (*netboot, error) {
+	n, fc, httpAddr, catalog, db, rec, booter, reg, log := s.nbc, s.fc, s.ln.Addr().String(), s.catalog, s.db, s.rec, s.booter, s.reg, s.log
 	nb := &netboot{}
 	if n.tftpAddress != "" {
 		switch {
@@ -273,7 +286,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			closeAll()
 			return nil, err
 		}
-		nb.run = append(nb.run, func(ctx context.Context) error { return srv.Serve(ctx, listeners...) })
+		nb.run = append(nb.run, part{"dhcp", func(ctx context.Context) error { return srv.Serve(ctx, listeners...) }})
 		// Answers kept for repeated PXE requests follow the configuration.
 		catalog.OnChange(func(*matchbox.Snapshot) { srv.ForgetAnswers() })
 		if len(subnets) > 0 {
@@ -312,7 +325,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			Logger:   log.With("component", "tftp"),
 			Registry: reg,
 		})
-		nb.run = append(nb.run, func(ctx context.Context) error { return ts.Serve(ctx, conn) })
+		nb.run = append(nb.run, part{"tftp", func(ctx context.Context) error { return ts.Serve(ctx, conn) }})
 		log.Info("tftp serving", "address", conn.LocalAddr().String(), "root", n.tftpRoot)
 	}
 	return nb, nil
