@@ -11,28 +11,18 @@ import (
 	"testing"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/internal/secrettest"
 	"matchbox.dev/matchbox/power"
 	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/storage"
 )
-
-// secret has every character escaping changes, between fragments it does
-// not (the fragments must not survive either).
-const secret = `Qx7"Lm\Rv%41 Zp&Kw'Ét€Yb😀Hn<Jc>`
-
-var fragments = []string{"Qx7", "Lm", "Rv", "Zp", "Kw", "Yb", "Hn", "Jc"}
-
-func jsonText(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
 
 // leakyController fails every call with the password in its error, in the
 // forms careless code and the service puts it in.
 type leakyController struct{}
 
 func (leakyController) fail(b matchbox.BMC) error {
-	return fmt.Errorf("login %q refused: %s at /x?p=%s: %w", b.Password, jsonText(b.Password), url.QueryEscape(b.Password), matchbox.ErrUnavailable)
+	return fmt.Errorf("login %q refused: %s at /x?p=%s: %w", b.Password, secrettest.JSONText(b.Password), url.QueryEscape(b.Password), matchbox.ErrUnavailable)
 }
 
 func (c leakyController) PowerState(_ context.Context, b matchbox.BMC) (matchbox.PowerState, error) {
@@ -62,7 +52,7 @@ func TestServiceRedactsControllerErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	const mac = "52:54:00:00:00:31"
-	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.31", Username: "u", Password: secret}); err != nil {
+	if err := db.SetMachineBMC(ctx, key, mac, matchbox.BMC{Address: "10.0.0.31", Username: "u", Password: secrettest.Secret}); err != nil {
 		t.Fatal(err)
 	}
 	rec := recorder.New(db, nil)
@@ -86,7 +76,7 @@ func TestServiceRedactsControllerErrors(t *testing.T) {
 		texts = append(texts, string(data))
 	}
 	for _, text := range texts {
-		for _, f := range fragments {
+		for _, f := range secrettest.Fragments {
 			if strings.Contains(text, f) {
 				t.Errorf("%q of the password in %s", f, text)
 			}
