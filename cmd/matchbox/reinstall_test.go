@@ -420,8 +420,9 @@ func TestReinstallFaults(t *testing.T) {
 	healthy := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
 	refusing := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
 	other := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
-	// The boot timeout leaves the failing installer time to report
-	// before its boot is retried, even under the race detector.
+	// The boot timeout is short for the silent machine; the failing one
+	// fetches its install config first (its group has none to render: its
+	// metadata counts) and has 30 minutes to report.
 	l := newReinstallLab(t, "-reinstall-boot-timeout", "3s", "-reinstall-boot-attempts", "2", "-bmc-attempts", "2", "-bmc-retry-delay", "100ms")
 	const silent, broken, failing = "52:54:00:00:00:a1", "52:54:00:00:00:a2", "52:54:00:00:00:a3"
 	l.machine(silent, healthy)
@@ -436,7 +437,12 @@ func TestReinstallFaults(t *testing.T) {
 		t.Errorf("a second reinstall: %d %s", code, out)
 	}
 	l.waitState(failing, "booting")
-	if code, body := l.report("mac="+failing+"&token="+l.bootToken(failing)+"&status=failed&exit=3", "writing image\nflatcar-install: no space left on /dev/sda\n"); code != 200 {
+	token := l.bootToken(failing)
+	if code, body := fetch(t, l.s.url+"/metadata?mac="+failing+"&token="+token); code != 200 {
+		t.Fatalf("install config: %d %s", code, body)
+	}
+	l.waitState(failing, "installing")
+	if code, body := l.report("mac="+failing+"&token="+token+"&status=failed&exit=3", "writing image\nflatcar-install: no space left on /dev/sda\n"); code != 200 {
 		t.Fatalf("failure report: %d %s", code, body)
 	}
 	for mac, want := range map[string][]string{
