@@ -7,7 +7,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"time"
 )
 
 // PowerState is a machine's power as its BMC reports it, normalised over
@@ -46,8 +45,8 @@ const (
 )
 
 // PowerController drives BMCs. Every method bounds itself in time; errors
-// never contain the BMC password (BMCs redacts them again, in every form:
-// see RedactSecret).
+// never contain the BMC password (power.Service redacts them again, in
+// every form: see RedactSecret).
 type PowerController interface {
 	PowerState(ctx context.Context, b BMC) (PowerState, error)
 	SetPower(ctx context.Context, b BMC, action PowerAction) error
@@ -147,84 +146,4 @@ const (
 // which group and profile.
 func (k EventKind) FromMachine() bool {
 	return k != EventBMC && k != EventBMCFailed && k != EventWorkflow
-}
-
-// BMCs runs BMC operations on machines by MAC: it looks the machine's
-// settings up, calls the controller and records every call as a machine
-// event. Errors, in events and returned, have the password redacted in
-// every form it may take in text, whatever the controller let through.
-type BMCs struct {
-	Settings   BMCSettingsStore
-	Controller PowerController
-	Recorder   *Recorder
-}
-
-func (m *BMCs) settings(ctx context.Context, mac string) (BMC, error) {
-	if m == nil || m.Controller == nil {
-		return BMC{}, fmt.Errorf("bmc control is not configured: %w", ErrInvalid)
-	}
-	b, err := m.Settings.MachineBMC(ctx, mac)
-	if err != nil {
-		return BMC{}, fmt.Errorf("bmc settings of machine %s: %w", mac, err)
-	}
-	return b, nil
-}
-
-func (m *BMCs) record(mac string, what string, start time.Time, err error) {
-	ev := Event{MAC: mac, Kind: EventBMC, File: what}
-	took := time.Since(start).Round(time.Millisecond)
-	if err != nil {
-		ev.Kind = EventBMCFailed
-		ev.Detail = fmt.Sprintf("%s failed after %v: %v", what, took, err)
-	} else {
-		ev.Detail = fmt.Sprintf("%s done in %v", what, took)
-	}
-	if m.Recorder != nil {
-		m.Recorder.RecordDistinct(ev)
-	}
-}
-
-// PowerState asks the machine's BMC for its power state.
-func (m *BMCs) PowerState(ctx context.Context, mac string) (PowerState, error) {
-	b, err := m.settings(ctx, mac)
-	if err != nil {
-		return PowerUnknown, err
-	}
-	start := time.Now()
-	st, err := m.Controller.PowerState(ctx, b)
-	err = RedactError(err, b.Password)
-	what := "power status"
-	if err == nil {
-		what += ": " + string(st)
-	}
-	m.record(mac, what, start, err)
-	return st, err
-}
-
-// SetPower asks the machine's BMC to change its power.
-func (m *BMCs) SetPower(ctx context.Context, mac string, action PowerAction) error {
-	b, err := m.settings(ctx, mac)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	err = RedactError(m.Controller.SetPower(ctx, b, action), b.Password)
-	m.record(mac, "power "+string(action), start, err)
-	return err
-}
-
-// SetBootDevice sets the machine's next boot device through its BMC.
-func (m *BMCs) SetBootDevice(ctx context.Context, mac string, dev BootDevice, efi bool) error {
-	b, err := m.settings(ctx, mac)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	err = RedactError(m.Controller.SetBootDevice(ctx, b, dev, efi), b.Password)
-	what := "boot device " + string(dev)
-	if efi {
-		what += " (uefi)"
-	}
-	m.record(mac, what, start, err)
-	return err
 }

@@ -2,14 +2,23 @@ package matchbox
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestImportRules keeps the package layout of the design true: the core
-// imports only the standard library; front-ends never import each other,
-// storage, bmc or release; storage, render, bmc and release never import
-// front-ends or each other.
+// TestImportRules keeps the package layout of the design true (see
+// docs/architecture.md):
+//   - the core imports only the standard library;
+//   - the engines (recorder, power, reinstall) import the core and each
+//     other downwards only (reinstall → power → recorder), never a
+//     front-end, a store or a driver;
+//   - front-ends (http, tftp, dhcp, api) never import each other, storage,
+//     bmc or release;
+//   - storage, render, bmc and release never import front-ends, engines or
+//     each other;
+//   - the helpers (loglimit, netlimit, metrics) import neither the core nor
+//     any other package of matchbox but internal ones.
 func TestImportRules(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}:{{join .Imports \" \"}}", "matchbox.dev/matchbox/...").CombinedOutput()
 	if err != nil {
@@ -17,11 +26,22 @@ func TestImportRules(t *testing.T) {
 	}
 	const mod = "matchbox.dev/matchbox"
 	frontEnds := []string{"http", "tftp", "dhcp", "api"}
+	engines := []string{"recorder", "power", "reinstall"}
+	drivers := []string{"storage", "render", "bmc", "release"}
+	helpers := []string{"loglimit", "netlimit", "metrics"}
 	forbidden := map[string][]string{
-		"storage": {"http", "tftp", "dhcp", "api", "render", "bmc", "release"},
-		"render":  {"http", "tftp", "dhcp", "api", "storage", "bmc", "release"},
-		"bmc":     {"http", "tftp", "dhcp", "api", "storage", "render", "release"},
-		"release": {"http", "tftp", "dhcp", "api", "storage", "render", "bmc"},
+		"recorder": {"power", "reinstall"},
+		"power":    {"reinstall"},
+	}
+	for _, e := range engines {
+		forbidden[e] = append(forbidden[e], append(append([]string{}, frontEnds...), drivers...)...)
+	}
+	for _, d := range drivers {
+		for _, other := range append(append(append([]string{}, frontEnds...), engines...), drivers...) {
+			if other != d {
+				forbidden[d] = append(forbidden[d], other)
+			}
+		}
 	}
 	for _, fe := range frontEnds {
 		for _, other := range append(append([]string{}, frontEnds...), "storage", "bmc", "release") {
@@ -42,6 +62,9 @@ func TestImportRules(t *testing.T) {
 			}
 			rel := strings.TrimPrefix(pkg, mod+"/")
 			top, _, _ := strings.Cut(rel, "/")
+			if slices.Contains(helpers, top) && (imp == mod || strings.HasPrefix(imp, mod+"/") && !strings.HasPrefix(imp, mod+"/internal/")) {
+				t.Errorf("%s imports %s: a helper imports only the standard library, its dependencies and matchbox/internal", pkg, imp)
+			}
 			for _, f := range forbidden[top] {
 				if imp == mod+"/"+f || strings.HasPrefix(imp, mod+"/"+f+"/") {
 					t.Errorf("%s imports %s, which the design forbids", pkg, imp)

@@ -2,58 +2,44 @@ package matchbox_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"matchbox.dev/matchbox"
-	"matchbox.dev/matchbox/storage"
+	"matchbox.dev/matchbox/internal/secrettest"
 )
-
-// secret has every character escaping changes, between fragments it does
-// not (the fragments must not survive either).
-const secret = `Qx7"Lm\Rv%41 Zp&Kw'Ét€Yb😀Hn<Jc>`
-
-var fragments = []string{"Qx7", "Lm", "Rv", "Zp", "Kw", "Yb", "Hn", "Jc"}
-
-func jsonText(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
 
 func TestRedactSecret(t *testing.T) {
 	var logged bytes.Buffer
-	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "err", "body "+jsonText(secret))
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "err", "body "+secrettest.JSONText(secrettest.Secret))
 	var loggedJSON bytes.Buffer
-	slog.New(slog.NewJSONHandler(&loggedJSON, nil)).Info("x", "err", fmt.Sprintf("%q", secret))
+	slog.New(slog.NewJSONHandler(&loggedJSON, nil)).Info("x", "err", fmt.Sprintf("%q", secrettest.Secret))
 	for name, text := range map[string]string{
-		"raw":                "login " + secret + " refused",
-		"JSON":               `{"Password":` + jsonText(secret) + `}`,
+		"raw":                "login " + secrettest.Secret + " refused",
+		"JSON":               `{"Password":` + secrettest.JSONText(secrettest.Secret) + `}`,
 		"JSON, ASCII":        `{"Password":"Qx7\"Lm\\Rv%41 Zp&Kw'\u00c9t\u20acYb\ud83d\ude00Hn<Jc>"}`,
 		"JSON, ASCII upper":  `{"Password":"Qx7\"Lm\\Rv%41 Zp&Kw'\u00C9t\u20ACYb\uD83D\uDE00Hn<Jc>"}`,
-		"Go-quoted":          fmt.Sprintf("password %q", secret),
-		"Go-quoted ASCII":    fmt.Sprintf("password %+q", secret),
-		"query":              "/login?user=a&password=" + url.QueryEscape(secret),
-		"path":               "/accounts/" + url.PathEscape(secret) + "/x",
-		"query, lower hex":   "?p=" + regexp.MustCompile(`%[0-9A-F]{2}`).ReplaceAllStringFunc(url.QueryEscape(secret), strings.ToLower),
+		"Go-quoted":          fmt.Sprintf("password %q", secrettest.Secret),
+		"Go-quoted ASCII":    fmt.Sprintf("password %+q", secrettest.Secret),
+		"query":              "/login?user=a&password=" + url.QueryEscape(secrettest.Secret),
+		"path":               "/accounts/" + url.PathEscape(secrettest.Secret) + "/x",
+		"query, lower hex":   "?p=" + regexp.MustCompile(`%[0-9A-F]{2}`).ReplaceAllStringFunc(url.QueryEscape(secrettest.Secret), strings.ToLower),
 		"HTML":               "<p>Qx7&#34;Lm\\Rv%41 Zp&amp;Kw&#39;Ét€Yb😀Hn&lt;Jc&gt;</p>",
 		"shell single":       `ipmitool -P 'Qx7"Lm\Rv%41 Zp&Kw'\''Ét€Yb😀Hn<Jc>'`,
 		"shell double":       `-P "Qx7\"Lm\\Rv%41 Zp&Kw'Ét€Yb😀Hn<Jc>"`,
 		"JSON in a log line": logged.String(),
 		"%q in a JSON log":   loggedJSON.String(),
-		"JSON in %q":         fmt.Sprintf("%q", jsonText(secret)),
-		"query of JSON":      url.QueryEscape(jsonText(secret)),
-		"twice, two ways":    secret + " and " + url.PathEscape(secret),
+		"JSON in %q":         fmt.Sprintf("%q", secrettest.JSONText(secrettest.Secret)),
+		"query of JSON":      url.QueryEscape(secrettest.JSONText(secrettest.Secret)),
+		"twice, two ways":    secrettest.Secret + " and " + url.PathEscape(secrettest.Secret),
 	} {
-		got := matchbox.RedactSecret(text, secret)
-		for _, f := range fragments {
+		got := matchbox.RedactSecret(text, secrettest.Secret)
+		for _, f := range secrettest.Fragments {
 			if strings.Contains(got, f) {
 				t.Errorf("%s: %q left in %s (from %s)", name, f, got, text)
 			}
@@ -62,94 +48,26 @@ func TestRedactSecret(t *testing.T) {
 			t.Errorf("%s: nothing redacted: %s", name, got)
 		}
 	}
-	if got := matchbox.RedactSecret("nothing to see", secret); got != "nothing to see" {
-		t.Errorf("text without the secret changed: %q", got)
+	if got := matchbox.RedactSecret("nothing to see", secrettest.Secret); got != "nothing to see" {
+		t.Errorf("text without the secrettest.Secret changed: %q", got)
 	}
 	if got := matchbox.RedactSecret("abc", ""); got != "abc" {
-		t.Errorf("empty secret: %q", got)
+		t.Errorf("empty secrettest.Secret: %q", got)
 	}
 }
 
 func TestRedactErrorKeepsSentinels(t *testing.T) {
-	err := fmt.Errorf("login %q: %w", secret, matchbox.ErrUnavailable)
-	red := matchbox.RedactError(err, secret)
+	err := fmt.Errorf("login %q: %w", secrettest.Secret, matchbox.ErrUnavailable)
+	red := matchbox.RedactError(err, secrettest.Secret)
 	if strings.Contains(red.Error(), "Qx7") || !errors.Is(red, matchbox.ErrUnavailable) {
 		t.Errorf("RedactError = %v (is unavailable: %v)", red, errors.Is(red, matchbox.ErrUnavailable))
 	}
 	if errors.Unwrap(red) != nil {
-		t.Error("the redacted error unwraps to the text with the secret")
+		t.Error("the redacted error unwraps to the text with the secrettest.Secret")
 	}
-	plain := errors.New("no secret here")
-	if matchbox.RedactError(plain, secret) != plain || matchbox.RedactError(nil, secret) != nil {
-		t.Error("an error without the secret was replaced")
-	}
-}
-
-// leakyController fails every call with the password in its error, in the
-// forms careless code and BMCs put it in.
-type leakyController struct{}
-
-func (leakyController) fail(b matchbox.BMC) error {
-	return fmt.Errorf("login %q refused: %s at /x?p=%s: %w", b.Password, jsonText(b.Password), url.QueryEscape(b.Password), matchbox.ErrUnavailable)
-}
-
-func (c leakyController) PowerState(_ context.Context, b matchbox.BMC) (matchbox.PowerState, error) {
-	return matchbox.PowerUnknown, c.fail(b)
-}
-
-func (c leakyController) SetPower(_ context.Context, b matchbox.BMC, _ matchbox.PowerAction) error {
-	return c.fail(b)
-}
-
-func (c leakyController) SetBootDevice(_ context.Context, b matchbox.BMC, _ matchbox.BootDevice, _ bool) error {
-	return c.fail(b)
-}
-
-// Whatever a controller lets through, the BMC service redacts: in the
-// errors it returns (API answers, workflow reasons) and in the machine
-// events the read role sees.
-func TestBMCsRedactControllerErrors(t *testing.T) {
-	ctx := context.Background()
-	db, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key, err := storage.NewSecretKey(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.SetSecretKey(key)
-	const mac = "52:54:00:00:00:31"
-	if err := db.SetMachineBMC(ctx, mac, matchbox.BMC{Address: "10.0.0.31", Username: "u", Password: secret}); err != nil {
-		t.Fatal(err)
-	}
-	rec := matchbox.NewRecorder(db, nil)
-	bmcs := &matchbox.BMCs{Settings: db, Controller: leakyController{}, Recorder: rec}
-	var errs []error
-	_, err = bmcs.PowerState(ctx, mac)
-	errs = append(errs, err, bmcs.SetPower(ctx, mac, matchbox.ActionOn), bmcs.SetBootDevice(ctx, mac, matchbox.BootPXE, true))
-	rec.Flush(ctx)
-	events, err := db.MachineEvents(ctx, mac)
-	if err != nil || len(events) != 3 {
-		t.Fatalf("events: %d, %v", len(events), err)
-	}
-	for _, e := range errs {
-		if !errors.Is(e, matchbox.ErrUnavailable) {
-			t.Errorf("the error lost its kind: %v", e)
-		}
-	}
-	texts := []string{fmt.Sprint(errs)}
-	for _, e := range events {
-		data, _ := json.Marshal(e)
-		texts = append(texts, string(data))
-	}
-	for _, text := range texts {
-		for _, f := range fragments {
-			if strings.Contains(text, f) {
-				t.Errorf("%q of the password in %s", f, text)
-			}
-		}
+	plain := errors.New("no secrettest.Secret here")
+	if matchbox.RedactError(plain, secrettest.Secret) != plain || matchbox.RedactError(nil, secrettest.Secret) != nil {
+		t.Error("an error without the secrettest.Secret was replaced")
 	}
 }
 

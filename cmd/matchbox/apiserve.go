@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"time"
@@ -15,8 +14,6 @@ import (
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/netlimit"
-	"matchbox.dev/matchbox/render"
-	"matchbox.dev/matchbox/storage"
 )
 
 // apiConfig is the admin API's part of `matchbox serve`.
@@ -58,10 +55,23 @@ func loopbackOnly(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// setupAPI opens the admin API's listener and returns what serves it
-// (nil when the API is off).
-func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.DB, catalog *matchbox.Catalog, engine *render.Engine,
-	bootHost string, leases api.LeaseAdmin, lc *lifecycle, releases *releaseAdmin, log *slog.Logger) (func(context.Context) error, error) {
+// setupAPI opens the admin API's listener and adds what serves it to the
+// server's parts (nothing when the API is off).
+func (s *instance) setupAPI(ctx context.Context) error {
+	s.ac.limits = s.tp.apiLimits(s.reg, s.log)
+	run, err := s.openAPI(ctx)
+	if err != nil || run == nil {
+		return err
+	}
+	s.add("api", run)
+	return nil
+}
+
+// openAPI opens the admin API and returns what serves it (nil when the
+// API is off).
+func (s *instance) openAPI(ctx context.Context) (func(context.Context) error, error) {
+	ac, dataPath, db, catalog, booter, engine := s.ac, s.c.dataPath, s.db, s.catalog, s.booter, s.engine
+	bootHost, leases, lc, releases, log := s.ln.Addr().String(), s.nb.leases, s.lc, s.releases, s.log
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -129,6 +139,7 @@ func setupAPI(ctx context.Context, ac *apiConfig, dataPath string, db *storage.D
 		Machines:  db,
 		Leases:    leases,
 		Catalog:   catalog,
+		Booter:    booter,
 		Engine:    engine,
 		BootHost:  bootHost,
 		Logger:    log,

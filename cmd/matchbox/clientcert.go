@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+
+	"matchbox.dev/matchbox/loglimit"
 )
 
 // setupClientCerts makes a TLS listener accept client certificates signed
@@ -83,7 +85,7 @@ type revocationList struct {
 	path  string
 	cas   []*x509.Certificate
 	log   *slog.Logger
-	limit *matchbox.LogLimiter
+	limit *loglimit.Limiter
 
 	mu         sync.Mutex
 	info       os.FileInfo                // of the file as last read
@@ -102,7 +104,7 @@ func loadRevocationList(path string, cas []*x509.Certificate, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("-api-crl-file %s: %w", path, err)
 	}
-	l := &revocationList{path: path, cas: cas, log: log, limit: matchbox.NewLogLimiter(log), info: info, revoked: revoked, nextUpdate: next}
+	l := &revocationList{path: path, cas: cas, log: log, limit: loglimit.New(log), info: info, revoked: revoked, nextUpdate: next}
 	log.Info("client certificate revocation list loaded", "file", path, "revoked", n, "next_update", next)
 	l.mu.Lock()
 	l.staleLocked(time.Now())

@@ -161,11 +161,11 @@ func TestNetbootWithheld(t *testing.T) {
 		Profiles: []*matchbox.Profile{{ID: "install"}, {ID: "live"}},
 		Claims:   []matchbox.Claim{{Origin: "groups/installed.json", Reason: "bad JSON", Known: true, Selector: map[string]string{"uuid": "u1"}}},
 	})
-	b := catalogBooter{catalog: catalog}
-	if _, err := b.Netboot(map[string]string{"mac": node1, "uuid": "u1"}); !errors.Is(err, matchbox.ErrUnavailable) || !strings.Contains(err.Error(), "installed.json") {
-		t.Errorf("claimed machine: %v; want ErrUnavailable naming the file", err)
+	b := matchbox.NewBooter(catalog, nil)
+	if d := b.Decide(map[string]string{"mac": node1, "uuid": "u1"}); d.Netboots() || !errors.Is(d.Err, matchbox.ErrUnavailable) || !strings.Contains(d.Err.Error(), "installed.json") {
+		t.Errorf("claimed machine: %v; want ErrUnavailable naming the file", d.Err)
 	}
-	if sel, err := b.Netboot(map[string]string{"mac": node1}); err != nil || sel.Group.ID != "install-node1" {
-		t.Errorf("node1 without the uuid: %+v, %v; want install-node1", sel.Group, err)
+	if d := b.Decide(map[string]string{"mac": node1}); !d.Netboots() || d.Group.ID != "install-node1" {
+		t.Errorf("node1 without the uuid: %+v, %v; want install-node1", d.Group, d.Err)
 	}
 }

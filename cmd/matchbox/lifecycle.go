@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/bmc"
+	"matchbox.dev/matchbox/power"
+	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -57,8 +58,8 @@ func lifecycleFlags(fs *flag.FlagSet) *lifecycleConfig {
 
 // lifecycle is the BMC control and reinstall workflow the server runs.
 type lifecycle struct {
-	bmcs *matchbox.BMCs
-	lc   *matchbox.Lifecycle
+	bmcs *power.Service
+	lc   *reinstall.Engine
 }
 
 // lifecycleMetrics counts BMC calls and reinstall transitions, and shows
@@ -117,7 +118,7 @@ func (c countedController) SetBootDevice(ctx context.Context, b matchbox.BMC, d 
 
 // reinstallGauge shows the reinstalls in progress by state.
 type reinstallGauge struct {
-	lc   *matchbox.Lifecycle
+	lc   *reinstall.Engine
 	desc *prometheus.Desc
 }
 
@@ -132,26 +133,27 @@ func (g reinstallGauge) Collect(ch chan<- prometheus.Metric) {
 
 // setupLifecycle opens the secret key and builds BMC control and the
 // reinstall workflow, with the stored workflows loaded so that netboot
-// gating holds from the first request.
-func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db *storage.DB, catalog *matchbox.Catalog,
-	rec *matchbox.Recorder, reg prometheus.Registerer, log *slog.Logger) (*lifecycle, error) {
+// gating holds from the first request; the boot decision is taken with
+// its gates.
+func (s *instance) setupLifecycle(ctx context.Context) error {
+	c, db, catalog, rec, reg, log := s.lcc, s.db, s.catalog, s.rec, s.reg, s.log
 	keyFile := c.secretKey
 	if keyFile == "" {
-		keyFile = filepath.Join(dataPath, "secret.key")
+		keyFile = filepath.Join(s.c.dataPath, "secret.key")
 	}
 	if err := checkSecretFile(log, "-secret-key-file", keyFile); err != nil {
-		return nil, err
+		return err
 	}
 	key, created, err := storage.LoadOrCreateSecretKey(keyFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if created {
 		log.Info("secret key created (keep it: BMC credentials in the database open only with it)", "file", keyFile)
 	}
 	db.SetSecretKey(key)
 	if c.bootAttempts < 1 || c.bmcAttempts < 1 || c.concurrency < 1 {
-		return nil, fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
+		return fmt.Errorf("-reinstall-boot-attempts, -bmc-attempts and -reinstall-concurrency must be at least 1")
 	}
 	if c.ipmitoolPath == "" {
 		if _, err := exec.LookPath("ipmitool"); err != nil {
@@ -161,7 +163,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	var rootCAs *x509.CertPool
 	if c.bmcCAFile != "" {
 		if rootCAs, err = bmc.LoadCAFile(c.bmcCAFile); err != nil {
-			return nil, fmt.Errorf("-bmc-ca-file: %w", err)
+			return fmt.Errorf("-bmc-ca-file: %w", err)
 		}
 	}
 	// bmclib's Redfish client prints every request, login passwords
@@ -171,7 +173,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 		log.Warn("DEBUG_BMCLIB ignored: it would print BMC passwords", "value", matchbox.Quote(v))
 	}
 	metrics := newLifecycleMetrics(reg)
-	bmcs := &matchbox.BMCs{
+	bmcs := &power.Service{
 		Settings: db,
 		Controller: countedController{bmc.New(bmc.Config{
 			OperationTimeout: c.bmcTimeout,
@@ -183,7 +185,7 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 		}), metrics},
 		Recorder: rec,
 	}
-	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{
+	lc := reinstall.New(reinstall.Config{
 		Store:          db,
 		BMCs:           bmcs,
 		Machines:       db,
@@ -208,7 +210,10 @@ func setupLifecycle(ctx context.Context, c *lifecycleConfig, dataPath string, db
 	reg.MustRegister(reinstallGauge{lc, prometheus.NewDesc("matchbox_reinstalls",
 		"Reinstalls in progress, by state.", []string{"state"}, nil)})
 	if err := lc.Load(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	return &lifecycle{bmcs: bmcs, lc: lc}, nil
+	s.lc = &lifecycle{bmcs: bmcs, lc: lc}
+	s.booter = matchbox.NewBooter(catalog, lc)
+	s.add("reinstall", lc.Run)
+	return nil
 }

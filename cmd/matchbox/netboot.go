@@ -10,11 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/dhcp"
+	mbhttp "matchbox.dev/matchbox/http"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/tftp"
 )
@@ -117,28 +116,6 @@ func (n *netbootConfig) dhcpLimits() error {
 	return nil
 }
 
-// catalogBooter lets a machine netboot when a group (and its profile)
-// matches it, or while a reinstall holds it: the core's decision.
-type catalogBooter struct {
-	catalog *matchbox.Catalog
-	lc      *matchbox.Lifecycle
-}
-
-func (b catalogBooter) Netboot(labels map[string]string) (matchbox.Selection, error) {
-	snap := b.catalog.Snapshot()
-	sel, err := snap.Select(labels)
-	if b.lc != nil {
-		if g, held := b.lc.Gate(labels["mac"]); held {
-			// An installed machine netboots too: iPXE then sends it to
-			// its disk. A missing install profile fails later, at /ipxe,
-			// with its reason.
-			gated, _ := g.Select(snap, sel)
-			return gated, nil
-		}
-	}
-	return sel, err
-}
-
 // reservations reads fixed addresses from the machine's group metadata
 // ("dhcp_address") or its machine record.
 type reservations struct {
@@ -167,7 +144,7 @@ func (r reservations) Reserved(mac string) (netip.Addr, bool) {
 
 // netboot is the running DHCP and TFTP front-ends.
 type netboot struct {
-	run []func(ctx context.Context) error
+	run []part
 	// pinned are the boot files served from outside the TFTP root.
 	pinned map[string]string
 	// leases is the DHCP server when it hands out addresses (full mode).
@@ -177,11 +154,26 @@ type netboot struct {
 	// anyDHCP that it runs at all.
 	dhcp             *dhcp.Server
 	allFull, anyDHCP bool
+	// holder is what lease binding asks (nil: binding off).
+	holder mbhttp.LeaseHolder
 }
 
 // setupNetboot opens the DHCP and TFTP sockets the flags ask for.
-func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAddr string, catalog *matchbox.Catalog, db *storage.DB,
-	rec *matchbox.Recorder, lc *matchbox.Lifecycle, reg prometheus.Registerer, log *slog.Logger) (*netboot, error) {
+func (s *instance) setupNetboot(ctx context.Context) error {
+	nb, err := s.openNetboot(ctx)
+	if err != nil {
+		return err
+	}
+	s.nb = nb
+	for _, p := range nb.run {
+		s.add(p.name, p.run)
+	}
+	return nil
+}
+
+// openNetboot opens the DHCP and TFTP front-ends.
+func (s *instance) openNetboot(ctx context.Context) (*netboot, error) {
+	n, fc, httpAddr, catalog, db, rec, booter, reg, log := s.nbc, s.fc, s.ln.Addr().String(), s.catalog, s.db, s.rec, s.booter, s.reg, s.log
 	nb := &netboot{}
 	if n.tftpAddress != "" {
 		switch {
@@ -279,7 +271,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			HTTPBootURL: func(ip netip.Addr, file string) string {
 				return "http://" + net.JoinHostPort(ip.String(), httpPort) + "/boot/" + file
 			},
-			Booter:       catalogBooter{catalog, lc},
+			Booter:       booter,
 			Reservations: reservations{catalog, db, log},
 			Leases:       db,
 			Recorder:     rec,
@@ -294,7 +286,7 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 			closeAll()
 			return nil, err
 		}
-		nb.run = append(nb.run, func(ctx context.Context) error { return srv.Serve(ctx, listeners...) })
+		nb.run = append(nb.run, part{"dhcp", func(ctx context.Context) error { return srv.Serve(ctx, listeners...) }})
 		// Answers kept for repeated PXE requests follow the configuration.
 		catalog.OnChange(func(*matchbox.Snapshot) { srv.ForgetAnswers() })
 		if len(subnets) > 0 {
@@ -329,10 +321,11 @@ func setupNetboot(ctx context.Context, n *netbootConfig, fc *fileConfig, httpAdd
 				},
 			},
 			Recorder: rec,
+			Booter:   booter,
 			Logger:   log.With("component", "tftp"),
 			Registry: reg,
 		})
-		nb.run = append(nb.run, func(ctx context.Context) error { return ts.Serve(ctx, conn) })
+		nb.run = append(nb.run, part{"tftp", func(ctx context.Context) error { return ts.Serve(ctx, conn) }})
 		log.Info("tftp serving", "address", conn.LocalAddr().String(), "root", n.tftpRoot)
 	}
 	return nb, nil

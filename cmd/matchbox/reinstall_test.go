@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/bmc/bmcsim"
 )
 
@@ -230,6 +232,63 @@ func ignitionFile(t *testing.T, config, path string) string {
 
 var tokenRE = regexp.MustCompile(`token=([0-9a-f]{32})`)
 
+// previewAgrees checks that the admin API's preview of a machine under
+// reinstall shows what its boot endpoints serve it: the same iPXE script
+// and Ignition config, with the reinstall's token hidden.
+func (l *reinstallLab) previewAgrees(mac, token, state string) {
+	l.t.Helper()
+	code, out := l.cli("machine", "preview", mac)
+	if code != 0 {
+		l.t.Fatalf("machine preview: %d %s", code, out)
+	}
+	if strings.Contains(out, token) {
+		l.t.Fatalf("the preview shows the reinstall token: %s", out)
+	}
+	if code, out := l.cli("machine", "preview", mac, "token="+token); code == 0 || !strings.Contains(out, "no token label") {
+		l.t.Errorf("a preview with a token label: %d %s", code, out)
+	}
+	var p struct {
+		Reinstall struct {
+			State string `json:"state"`
+		} `json:"reinstall"`
+		IPXE     string          `json:"ipxe"`
+		Ignition json.RawMessage `json:"ignition"`
+		Problems []string        `json:"problems"`
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		l.t.Fatalf("machine preview: %v: %s", err, out)
+	}
+	if p.Reinstall.State != state || len(p.Problems) != 0 {
+		l.t.Errorf("preview: reinstall state %q (want %q), problems %q", p.Reinstall.State, state, p.Problems)
+	}
+	hide := func(s string) string { return strings.ReplaceAll(s, token, api.HiddenToken) }
+	code, ipxe := fetch(l.t, l.s.url+"/ipxe?mac="+mac)
+	if code != 200 || hide(ipxe) != p.IPXE {
+		l.t.Errorf("/ipxe (%d) and the preview differ:\n%s\n---\n%s", code, hide(ipxe), p.IPXE)
+	}
+	// The installer, whose text holds the token, is compressed in the
+	// config: compare it unpacked, and the rest as it is.
+	code, ign := fetch(l.t, l.s.url+"/ignition?mac="+mac)
+	if code != 200 {
+		l.t.Fatalf("/ignition: %d %s", code, ign)
+	}
+	if served, previewed := hide(ignitionFile(l.t, ign, "/opt/installer")), ignitionFile(l.t, string(p.Ignition), "/opt/installer"); served != previewed {
+		l.t.Errorf("the installer served and previewed differ:\n%s\n---\n%s", served, previewed)
+	}
+	var served, previewed map[string]any
+	if err := json.Unmarshal([]byte(ign), &served); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := json.Unmarshal(p.Ignition, &previewed); err != nil {
+		l.t.Fatal(err)
+	}
+	delete(served, "storage")
+	delete(previewed, "storage")
+	if !reflect.DeepEqual(served, previewed) {
+		l.t.Errorf("/ignition and the preview differ:\n%s\n---\n%s", ign, p.Ignition)
+	}
+}
+
 // bootToken is the reinstall token in the machine's iPXE script.
 func (l *reinstallLab) bootToken(mac string) string {
 	l.t.Helper()
@@ -272,6 +331,7 @@ func TestReinstallEndToEnd(t *testing.T) {
 		t.Fatalf("/ipxe while booting: %d %s", code, ipxe)
 	}
 	token := m[1]
+	l.previewAgrees(mac, token, "booting")
 	if code, body := fetch(t, l.s.url+"/ignition?mac="+hyphen+"&token=00000000000000000000000000000000"); code != 403 {
 		t.Errorf("/ignition with a stale token: %d %s", code, body)
 	}
@@ -360,8 +420,9 @@ func TestReinstallFaults(t *testing.T) {
 	healthy := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
 	refusing := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
 	other := bmcsim.StartRedfish(t, bmcsim.RedfishConfig{User: "admin", Password: bmcPassword})
-	// The boot timeout leaves the failing installer time to report
-	// before its boot is retried, even under the race detector.
+	// The boot timeout is short for the silent machine; the failing one
+	// fetches its install config first (its group has none to render: its
+	// metadata counts) and has 30 minutes to report.
 	l := newReinstallLab(t, "-reinstall-boot-timeout", "3s", "-reinstall-boot-attempts", "2", "-bmc-attempts", "2", "-bmc-retry-delay", "100ms")
 	const silent, broken, failing = "52:54:00:00:00:a1", "52:54:00:00:00:a2", "52:54:00:00:00:a3"
 	l.machine(silent, healthy)
@@ -376,7 +437,12 @@ func TestReinstallFaults(t *testing.T) {
 		t.Errorf("a second reinstall: %d %s", code, out)
 	}
 	l.waitState(failing, "booting")
-	if code, body := l.report("mac="+failing+"&token="+l.bootToken(failing)+"&status=failed&exit=3", "writing image\nflatcar-install: no space left on /dev/sda\n"); code != 200 {
+	token := l.bootToken(failing)
+	if code, body := fetch(t, l.s.url+"/metadata?mac="+failing+"&token="+token); code != 200 {
+		t.Fatalf("install config: %d %s", code, body)
+	}
+	l.waitState(failing, "installing")
+	if code, body := l.report("mac="+failing+"&token="+token+"&status=failed&exit=3", "writing image\nflatcar-install: no space left on /dev/sda\n"); code != 200 {
 		t.Fatalf("failure report: %d %s", code, body)
 	}
 	for mac, want := range map[string][]string{

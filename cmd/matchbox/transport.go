@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"matchbox.dev/matchbox"
 	mbhttp "matchbox.dev/matchbox/http"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/netlimit"
 )
 
@@ -136,6 +135,6 @@ func setupTransport(tc *transportConfig, nbc *netbootConfig, log *slog.Logger) (
 // apiLimits returns the admin API listener's limits, its metrics in reg.
 func (tp *transport) apiLimits(reg prometheus.Registerer, log *slog.Logger) *netlimit.Limits {
 	cfg := tp.api
-	cfg.Logger, cfg.Lines, cfg.Registry = log, matchbox.NewLogLimiter(log), reg
+	cfg.Logger, cfg.Lines, cfg.Registry = log, loglimit.New(log), reg
 	return netlimit.New(cfg)
 }

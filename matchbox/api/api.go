@@ -81,6 +81,9 @@ type Config struct {
 	// Releases is the Flatcar release mirror (nil: the release endpoints
 	// answer 503).
 	Releases ReleaseAdmin
+	// Booter takes the boot decision previews show (default: one over
+	// Catalog, without reinstall gates).
+	Booter *matchbox.Booter
 	// Engine renders previews (nil: previews show only the selection).
 	Engine *render.Engine
 	// BootHost is the host:port machines reach the boot endpoints at, for
@@ -110,6 +113,8 @@ type Server struct {
 
 	mu     sync.RWMutex
 	tokens map[string]matchbox.Token // by hash
+
+	booter *matchbox.Booter
 }
 
 // New returns the API server, with the stored tokens loaded.
@@ -120,7 +125,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.Booter == nil {
+		cfg.Booter = matchbox.NewBooter(cfg.Catalog, nil)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, booter: cfg.Booter}
 	if err := s.loadTokens(ctx); err != nil {
 		return nil, err
 	}

@@ -9,18 +9,20 @@ import (
 	"github.com/gorilla/mux"
 
 	"matchbox.dev/matchbox"
+
+	"matchbox.dev/matchbox/reinstall"
 )
 
-// Power drives machines' BMCs (the core's BMCs).
+// Power drives machines' BMCs (power.Service).
 type Power interface {
 	PowerState(ctx context.Context, mac string) (matchbox.PowerState, error)
 	SetPower(ctx context.Context, mac string, action matchbox.PowerAction) error
 	SetBootDevice(ctx context.Context, mac string, dev matchbox.BootDevice, efi bool) error
 }
 
-// Reinstaller runs reinstall workflows (the core's Lifecycle).
+// Reinstaller runs reinstall workflows (reinstall.Engine).
 type Reinstaller interface {
-	Reinstall(ctx context.Context, req matchbox.ReinstallRequest) ([]matchbox.Workflow, error)
+	Reinstall(ctx context.Context, req reinstall.Request) ([]matchbox.Workflow, error)
 	Cancel(ctx context.Context, mac string) (matchbox.Workflow, error)
 	Workflow(ctx context.Context, mac string) (matchbox.Workflow, error)
 }
@@ -132,7 +134,7 @@ func (s *Server) reinstall(w http.ResponseWriter, r *http.Request) {
 		}
 		in.MACs = []string{mac}
 	}
-	flows, err := s.cfg.Lifecycle.Reinstall(r.Context(), matchbox.ReinstallRequest{
+	flows, err := s.cfg.Lifecycle.Reinstall(r.Context(), reinstall.Request{
 		MACs: in.MACs, Profile: in.Profile, Force: in.Force, EFI: in.EFI, Concurrency: in.Concurrency,
 	})
 	if err != nil {

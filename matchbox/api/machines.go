@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -197,10 +198,16 @@ func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// HiddenToken stands for a reinstall's token in previews: the read role
+// sees what a machine under reinstall is served, not the secret that lets
+// it report.
+const HiddenToken = "REINSTALL-TOKEN-HIDDEN"
+
 // preview answers "what would this machine get", without the machine
-// asking and without recording anything: the group and profile selected
-// for its MAC plus the labels in the query, and the rendered iPXE script
-// and Ignition.
+// asking and without recording or changing anything: the boot decision
+// for its MAC plus the labels in the query (the one the boot endpoints
+// take, reinstall included), and the rendered iPXE script and Ignition,
+// with a reinstall's token shown as HiddenToken.
 func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 	mac, err := matchbox.NormalizeMAC(mux.Vars(r)["mac"])
 	if err != nil {
@@ -212,43 +219,54 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	labels["mac"] = mac
-	snap := s.cfg.Catalog.Snapshot()
-	sel, err := snap.Select(labels)
-	if errors.Is(err, matchbox.ErrUnavailable) {
-		s.fail(w, r, fmt.Errorf("machine %s with labels %v: %w", mac, labels, err))
+	if _, ok := labels["token"]; ok {
+		// Else the answer would tell a reader whether a token is right.
+		s.fail(w, r, fmt.Errorf("%w: a preview takes no token label (a reinstall's token is shown hidden)", matchbox.ErrInvalid))
 		return
 	}
-	if sel.Group == nil {
+	labels["mac"] = mac
+	d := s.booter.Decide(labels)
+	if errors.Is(d.Err, matchbox.ErrUnavailable) {
+		s.fail(w, r, fmt.Errorf("machine %s with labels %v: %w", mac, labels, d.Err))
+		return
+	}
+	if d.Group == nil {
 		s.fail(w, r, fmt.Errorf("no group matches machine %s with labels %v: %w", mac, labels, matchbox.ErrNotFound))
 		return
 	}
-	out := map[string]any{"labels": labels, "group": sel.Group.ID}
-	if err != nil || sel.Profile == nil {
+	out := map[string]any{"labels": labels, "group": d.Group.ID}
+	if d.Held {
+		out["reinstall"] = map[string]any{"state": d.Gate.State, "profile": d.Gate.Profile}
+		d.Gate.Token = HiddenToken
+	}
+	if err := cmp.Or(d.Refused, d.Err); err != nil || d.Profile == nil {
+		if err == nil {
+			err = fmt.Errorf("group %q has no profile", d.Group.ID)
+		}
 		out["problems"] = []string{err.Error()}
 		writeJSON(w, http.StatusOK, "", out)
 		return
 	}
-	out["profile"] = sel.Profile.ID
+	out["profile"] = d.Profile.ID
 	var problems []string
 	if s.cfg.Engine != nil {
 		q := url.Values{}
 		for k, v := range labels {
 			q.Set(k, v)
 		}
-		data := render.Data(sel.Group, render.Request{Labels: labels, RawQuery: q.Encode(), Host: s.cfg.BootHost})
-		if rel := s.cfg.Engine.ReleaseData(sel.Profile, s.cfg.BootHost); rel != nil {
-			data["release"] = rel
-		}
-		if sel.Profile.Boot.Kernel != "" || sel.Profile.Release != nil {
-			if ipxe, err := s.cfg.Engine.IPXE(r.Context(), sel, data); err != nil {
+		data := s.cfg.Engine.BootData(&d, render.Request{Labels: labels, RawQuery: q.Encode(), Host: s.cfg.BootHost}, s.cfg.BootHost)
+		switch {
+		case d.Held && d.Gate.State == matchbox.StateInstalled:
+			out["ipxe"] = string(render.LocalBootIPXE)
+		case d.Profile.Boot.Kernel != "" || d.Profile.Release != nil:
+			if ipxe, err := s.cfg.Engine.IPXE(r.Context(), d.Selection, data); err != nil {
 				problems = append(problems, "ipxe: "+err.Error())
 			} else {
 				out["ipxe"] = string(ipxe)
 			}
 		}
-		if sel.Profile.IgnitionID != "" {
-			if ign, err := s.cfg.Engine.Ignition(r.Context(), snap, sel, data); err != nil {
+		if d.Profile.IgnitionID != "" {
+			if ign, err := s.cfg.Engine.Ignition(r.Context(), d.Snapshot, d.Selection, data); err != nil {
 				problems = append(problems, "ignition: "+err.Error())
 			} else {
 				out["ignition"] = json.RawMessage(ign)

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"matchbox.dev/matchbox"
+
+	"matchbox.dev/matchbox/recorder"
 )
 
 func proxyServer(t testing.TB, booter Booter) *Server {
@@ -22,7 +24,7 @@ func proxyServer(t testing.TB, booter Booter) *Server {
 		BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + "/boot.ipxe" },
 		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
 		Booter:      booter,
-		Recorder:    matchbox.NewRecorder(nil, nil),
+		Recorder:    recorder.New(nil, nil),
 		Registry:    prometheus.NewRegistry(),
 	})
 	if err != nil {
@@ -114,14 +116,14 @@ func TestKeptAnswersEqualFreshOnes(t *testing.T) {
 // noOne boots nobody.
 type noOne struct{}
 
-func (noOne) Netboot(map[string]string) (matchbox.Selection, error) {
-	return matchbox.Selection{}, fmt.Errorf("no group matches: %w", matchbox.ErrNotFound)
+func (noOne) Decide(map[string]string) matchbox.Decision {
+	return matchbox.Decision{Err: fmt.Errorf("no group matches: %w", matchbox.ErrNotFound)}
 }
 
 // switchable boots according to its current setting.
 type switchable struct{ b Booter }
 
-func (s *switchable) Netboot(l map[string]string) (matchbox.Selection, error) { return s.b.Netboot(l) }
+func (s *switchable) Decide(l map[string]string) matchbox.Decision { return s.b.Decide(l) }
 
 // After ForgetAnswers the configuration's new decision counts at once.
 func TestForgetAnswers(t *testing.T) {

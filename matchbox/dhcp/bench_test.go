@@ -9,8 +9,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -61,7 +60,7 @@ func BenchmarkFullDORA(b *testing.B) {
 		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
 		Booter:      everyone,
 		Leases:      store,
-		Recorder:    matchbox.NewRecorder(nil, nil),
+		Recorder:    recorder.New(nil, nil),
 		Registry:    prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -149,13 +149,12 @@ func ArchName(a uint16) string {
 	return fmt.Sprintf("arch-%d", a)
 }
 
-// Booter is the core's decision whether a machine gets a boot answer.
+// Booter takes the core's boot decision (matchbox.Booter): whether a
+// machine with these labels (mac, and uuid when the firmware sent option
+// 97) network-boots (Decision.Netboots), and whether the configuration
+// expects it (Decision.Grouped).
 type Booter interface {
-	// Netboot decides whether the machine with these labels (mac, and
-	// uuid when the firmware sent option 97) should network-boot: nil, or
-	// why not (no group, a group without a usable profile, a group
-	// withheld while a group file does not load).
-	Netboot(labels map[string]string) (matchbox.Selection, error)
+	Decide(labels map[string]string) matchbox.Decision
 }
 
 // Reservations knows fixed addresses for machines.

@@ -46,7 +46,7 @@ func TestHoldsLease(t *testing.T) {
 		dhcpv4.WithClientIP(lease.ACK.YourIPAddr), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverIP.AsSlice()))))
 	conn := c1Conn(t)
 	// Sent again at each look: a datagram may be lost, even on loopback.
-	waitFor(t, func() bool {
+	waitFor(t, "the RELEASE to end the lease", func() bool {
 		if _, err := conn.WriteTo(rel.ToBytes(), ts.addr); err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestProxyLearnsRequestedAddress(t *testing.T) {
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(want.AsSlice()))),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 0, 53))))
 	conn := c1Conn(t)
-	waitFor(t, func() bool {
+	waitFor(t, "the recorder to learn the requested address", func() bool {
 		if _, err := conn.WriteTo(req.ToBytes(), ts.addr); err != nil {
 			t.Fatal(err)
 		}

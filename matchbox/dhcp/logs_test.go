@@ -13,9 +13,9 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
+	"matchbox.dev/matchbox/recorder"
 
 	"matchbox.dev/matchbox/internal/logbuf"
 )
@@ -32,7 +32,7 @@ func TestNoBootAnswerFlood(t *testing.T) {
 			BootURL:     func(ip netip.Addr) string { return "http://" + ip.String() + "/boot.ipxe" },
 			HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
 			Booter:      noOne{},
-			Recorder:    matchbox.NewRecorder(nil, nil),
+			Recorder:    recorder.New(nil, nil),
 			Registry:    reg,
 			Logger:      slog.New(slog.NewTextHandler(&logs, nil)),
 		})
@@ -57,20 +57,20 @@ func TestNoBootAnswerFlood(t *testing.T) {
 				}
 			}
 		}
-		if n := logs.Count("no boot answer"); n != matchbox.LogBurst {
-			t.Errorf("%d lines for %d machines, want %d", n, flood, matchbox.LogBurst)
+		if n := logs.Count("no boot answer"); n != loglimit.Burst {
+			t.Errorf("%d lines for %d machines, want %d", n, flood, loglimit.Burst)
 		}
 		if n := logs.Count("not a PXE client"); n != 0 {
 			t.Errorf("%d info lines for clients that do not network-boot", n)
 		}
-		const want = flood - matchbox.LogBurst
+		const want = flood - loglimit.Burst
 		if got := testutil.ToFloat64(metrics.SuppressedLines(srv.limit.Suppressed)); got != want {
 			t.Errorf("matchbox_log_suppressed_total = %v, want %v", got, want)
 		}
 		if n, err := testutil.GatherAndCount(reg, "matchbox_log_suppressed_total"); n != 1 || err != nil {
 			t.Errorf("registry: %d series of matchbox_log_suppressed_total, %v", n, err)
 		}
-		time.Sleep(matchbox.LogReportEvery + time.Second)
+		time.Sleep(loglimit.ReportEvery + time.Second)
 		synctest.Wait()
 		report := fmt.Sprintf(`msg="suppressed similar log lines" message="dhcp: no boot answer" suppressed=%d repeats=0`, want)
 		if n := logs.Count(report); n != 1 {

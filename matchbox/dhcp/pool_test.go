@@ -19,6 +19,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/internal/logbuf"
+	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -40,7 +41,7 @@ func newPoolServer(t testing.TB, subnets []Subnet, booter Booter, leases matchbo
 		HTTPBootURL: func(ip netip.Addr, f string) string { return "http://" + ip.String() + "/boot/" + f },
 		Booter:      booter,
 		Leases:      leases,
-		Recorder:    matchbox.NewRecorder(nil, nil),
+		Recorder:    recorder.New(nil, nil),
 		Registry:    ps.reg,
 		Logger:      slog.New(slog.NewTextHandler(ps.logs, nil)),
 	}

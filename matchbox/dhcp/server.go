@@ -19,7 +19,9 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
+	"matchbox.dev/matchbox/recorder"
 )
 
 // Listener is one socket the server answers on.
@@ -51,7 +53,7 @@ type Config struct {
 	Booter       Booter
 	Reservations Reservations
 	Leases       matchbox.LeaseStore
-	Recorder     *matchbox.Recorder
+	Recorder     *recorder.Recorder
 	Logger       *slog.Logger
 	Registry     prometheus.Registerer
 	// MaxInFlight bounds packets handled at once (default 1024).
@@ -83,9 +85,9 @@ const unknownEventBurst = 20
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
-	limit   *matchbox.LogLimiter
+	limit   *loglimit.Limiter
 	leases  *leaseTable
-	rec     *matchbox.Recorder
+	rec     *recorder.Recorder
 	answers *answerCache
 	sem     chan struct{}
 	packets *prometheus.CounterVec
@@ -112,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.MaxInFlight = 1024
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+		cfg.Recorder = recorder.New(nil, nil)
 	}
 	if cfg.BootURL == nil || cfg.HTTPBootURL == nil || cfg.Booter == nil {
 		return nil, errors.New("dhcp: BootURL, HTTPBootURL and Booter are required")
@@ -143,7 +145,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:           cfg,
 		log:           cfg.Logger,
-		limit:         matchbox.NewLogLimiter(cfg.Logger),
+		limit:         loglimit.New(cfg.Logger),
 		leases:        newLeaseTable(cfg.Subnets, cfg.Leases, cfg.OfferHold, cfg.UnknownShare),
 		rec:           cfg.Recorder,
 		answers:       newAnswerCache(),
@@ -160,8 +162,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}, []string{"reason"}),
 	}
 	n, err := s.leases.load(ctx, func(mac string) bool {
-		sel, err := cfg.Booter.Netboot(map[string]string{"mac": mac})
-		return !s.known(mac, sel, err)
+		d := cfg.Booter.Decide(map[string]string{"mac": mac})
+		return !s.known(mac, &d)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: load leases: %w", err)
@@ -434,32 +436,24 @@ type boot struct {
 // The returned boot carries the machine's selection (for its host name)
 // even when there is no boot answer.
 func (s *Server) bootAnswer(l Listener, c client) (boot, string) {
-	sel, err := s.selection(c)
-	return s.bootFor(l, c, sel, err)
+	d := s.decide(c)
+	return s.bootFor(l, c, &d)
 }
 
-// selection is the core's decision about the client.
-func (s *Server) selection(c client) (matchbox.Selection, error) {
+// decide asks the core's decision about the client.
+func (s *Server) decide(c client) matchbox.Decision {
 	labels := map[string]string{"mac": c.mac}
 	if c.uuid != "" {
 		labels["uuid"] = c.uuid
 	}
-	return s.cfg.Booter.Netboot(labels)
-}
-
-// grouped reports whether a selection names a group for the machine, or
-// may once a group file that does not load loads. (A reinstall in
-// progress always gives the machine a group.)
-func grouped(sel matchbox.Selection, err error) bool {
-	return sel.Group != nil || errors.Is(err, matchbox.ErrUnavailable)
+	return s.cfg.Booter.Decide(labels)
 }
 
 // known reports whether the client with mac is one the configuration
-// expects: a group matches it (see grouped) or it has a reservation.
-// Other clients are unknown: their share of each pool and the events they
-// cause are bounded.
-func (s *Server) known(mac string, sel matchbox.Selection, err error) bool {
-	if grouped(sel, err) {
+// expects (Decision.Grouped) or has a reservation. Other clients are
+// unknown: their share of each pool and the events they cause are bounded.
+func (s *Server) known(mac string, d *matchbox.Decision) bool {
+	if d.Grouped() {
 		return true
 	}
 	if s.cfg.Reservations != nil {
@@ -470,12 +464,13 @@ func (s *Server) known(mac string, sel matchbox.Selection, err error) bool {
 }
 
 // bootFor is bootAnswer from the core's decision.
-func (s *Server) bootFor(l Listener, c client, sel matchbox.Selection, err error) (boot, string) {
+func (s *Server) bootFor(l Listener, c client, d *matchbox.Decision) (boot, string) {
+	sel := d.Selection
 	if !c.pxe {
 		return boot{sel: sel}, "not a PXE client"
 	}
-	if err != nil {
-		return boot{sel: sel}, err.Error()
+	if !d.Netboots() {
+		return boot{sel: sel}, d.Err.Error()
 	}
 	switch {
 	case c.ipxe:
@@ -703,7 +698,7 @@ func (s *Server) bootOnly(l Listener, m *dhcpv4.DHCPv4, c client, mt dhcpv4.Mess
 	reply.ClientIPAddr = m.ClientIPAddr
 	addBoot(reply, m, l, b, c, proxy)
 	return reply, matchbox.Event{Kind: matchbox.EventPXEOffer, IP: ipString(m.ClientIPAddr), File: b.file,
-		Group: b.sel.Group.ID, Profile: profileID(b.sel), Detail: detail}
+		Group: groupID(b.sel), Profile: profileID(b.sel), Detail: detail}
 }
 
 func (s *Server) noBoot(l Listener, c client, why string) {
@@ -716,6 +711,13 @@ func (s *Server) noBoot(l Listener, c client, why string) {
 		level = slog.LevelDebug
 	}
 	s.limit.Log(context.Background(), level, "dhcp: no boot answer", c.mac+" "+why, "interface", l.Interface, "mac", c.mac, "arch", ArchName(c.arch), "reason", why)
+}
+
+func groupID(sel matchbox.Selection) string {
+	if sel.Group != nil {
+		return sel.Group.ID
+	}
+	return ""
 }
 
 func profileID(sel matchbox.Selection) string {
@@ -832,18 +834,18 @@ func hostnameFor(sel matchbox.Selection) string {
 
 // leaseReply builds an OFFER or ACK of ip with the subnet's options and,
 // for a PXE client the core lets boot, its boot answer.
-func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, sel matchbox.Selection, selErr error, p *pool, ip netip.Addr, mt dhcpv4.MessageType, kind matchbox.EventKind) (*dhcpv4.DHCPv4, matchbox.Event) {
+func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, d *matchbox.Decision, p *pool, ip netip.Addr, mt dhcpv4.MessageType, kind matchbox.EventKind) (*dhcpv4.DHCPv4, matchbox.Event) {
 	reply := newReply(m, l, mt)
 	reply.YourIPAddr = net.IP(ip.AsSlice())
 	if mt == dhcpv4.MessageTypeAck {
 		reply.ClientIPAddr = m.ClientIPAddr
 	}
 	ev := matchbox.Event{Kind: kind, IP: ip.String()}
-	b, why := s.bootFor(l, c, sel, selErr)
+	b, why := s.bootFor(l, c, d)
 	addLeaseOptions(reply, p, hostnameFor(b.sel))
 	if why == "" {
 		addBoot(reply, m, l, b, c, false)
-		ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
+		ev.File, ev.Group, ev.Profile = b.file, groupID(b.sel), profileID(b.sel)
 	}
 	return reply, ev
 }
@@ -853,7 +855,7 @@ func (s *Server) leaseReply(l Listener, m *dhcpv4.DHCPv4, c client, sel matchbox
 // (see Server.known).
 func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c client) (*dhcpv4.DHCPv4, matchbox.Event, bool) {
 	mt := m.MessageType()
-	sel, selErr := s.selection(c)
+	d := s.decide(c)
 	if mt == dhcpv4.MessageTypeInform {
 		reply := newReply(m, l, dhcpv4.MessageTypeAck)
 		reply.ClientIPAddr = m.ClientIPAddr
@@ -864,9 +866,9 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			reply.Options.Del(dhcpv4.OptionRebindingTimeValue)
 		}
 		var ev matchbox.Event
-		if b, why := s.bootFor(l, c, sel, selErr); why == "" {
+		if b, why := s.bootFor(l, c, &d); why == "" {
 			addBoot(reply, m, l, b, c, false)
-			ev.File, ev.Group, ev.Profile = b.file, b.sel.Group.ID, profileID(b.sel)
+			ev.File, ev.Group, ev.Profile = b.file, groupID(b.sel), profileID(b.sel)
 		}
 		ev.Kind = matchbox.EventDHCPInform
 		// The event's address becomes the machine's in the recorder: only
@@ -878,7 +880,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 				ev.Detail = "ciaddr " + ci.String() + " is not leased to this client"
 			}
 		}
-		return reply, ev, s.known(c.mac, sel, selErr)
+		return reply, ev, s.known(c.mac, &d)
 	}
 	p := s.poolFor(l, m)
 	if p == nil {
@@ -887,7 +889,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 		return nil, matchbox.Event{}, false
 	}
 	r := s.requestOf(m, c)
-	r.unknown = !r.reserved.IsValid() && !grouped(sel, selErr)
+	r.unknown = !r.reserved.IsValid() && !d.Grouped()
 	known := !r.unknown
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
@@ -905,7 +907,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			s.limit.Log(ctx, slog.LevelWarn, "dhcp: no free address; the oldest offer to another client is reclaimed", p.subnet.Prefix.String(),
 				"subnet", p.subnet.Prefix, "mac", c.mac, "ip", ip)
 		}
-		reply, ev := s.leaseReply(l, m, c, sel, selErr, p, ip, dhcpv4.MessageTypeOffer, matchbox.EventDHCPOffer)
+		reply, ev := s.leaseReply(l, m, c, &d, p, ip, dhcpv4.MessageTypeOffer, matchbox.EventDHCPOffer)
 		return reply, ev, known
 	case dhcpv4.MessageTypeRequest:
 		if sid := toAddr(m.ServerIdentifier()); sid.IsValid() && sid != l.ServerIP {
@@ -940,7 +942,7 @@ func (s *Server) full(ctx context.Context, l Listener, m *dhcpv4.DHCPv4, c clien
 			return nil, matchbox.Event{}, known
 		}
 		s.rec.Learn(lease.IP, c.mac)
-		reply, ev := s.leaseReply(l, m, c, sel, selErr, p, ip, dhcpv4.MessageTypeAck, matchbox.EventDHCPAck)
+		reply, ev := s.leaseReply(l, m, c, &d, p, ip, dhcpv4.MessageTypeAck, matchbox.EventDHCPAck)
 		return reply, ev, known
 	case dhcpv4.MessageTypeDecline:
 		ip := r.requested

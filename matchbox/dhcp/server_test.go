@@ -24,7 +24,10 @@ import (
 // booterFunc adapts a function to Booter.
 type booterFunc func(map[string]string) (matchbox.Selection, error)
 
-func (f booterFunc) Netboot(l map[string]string) (matchbox.Selection, error) { return f(l) }
+func (f booterFunc) Decide(l map[string]string) matchbox.Decision {
+	sel, err := f(l)
+	return matchbox.Decision{Selection: sel, Err: err}
+}
 
 // everyone boots, with a group and profile for events.
 var everyone = booterFunc(func(map[string]string) (matchbox.Selection, error) {
@@ -256,7 +259,7 @@ func TestProxyMode(t *testing.T) {
 		mu.Lock()
 		asked = append(asked, l)
 		mu.Unlock()
-		return everyone.Netboot(l)
+		return everyone(l)
 	})
 	ts := startServer(t, ModeProxy, nil, booter, "")
 	c := newClient(t, mac(1), ts.addr)
@@ -476,7 +479,7 @@ func TestDeclineReleaseNak(t *testing.T) {
 	if _, err := c1Conn(t).WriteTo(decline.ToBytes(), ts.addr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	waitFor(t, "the declined address to be quarantined", func() bool {
 		for _, l := range ts.srv.Leases() {
 			if l.IP == toAddr(ip1) && l.State == matchbox.LeaseDeclined {
 				return true
@@ -504,7 +507,7 @@ func TestDeclineReleaseNak(t *testing.T) {
 	if _, err := c1Conn(t).WriteTo(rel.ToBytes(), ts.addr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	waitFor(t, "the released lease to leave the store", func() bool {
 		stored, _ := ts.store.Leases(context.Background())
 		for _, l := range stored {
 			if l.IP == toAddr(l3.ACK.YourIPAddr) {
@@ -533,12 +536,14 @@ func c1Conn(t *testing.T) net.PacketConn {
 	return conn
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// waitFor polls cond every 10ms, failing the test with what it waited
+// for if cond is still false after 5s.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatalf("waited 5s for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

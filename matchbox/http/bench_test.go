@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/render"
 )
 
@@ -50,7 +51,7 @@ func benchMAC(i int) string {
 func BenchmarkServe(b *testing.B) {
 	// As served: the reinstall gate is asked on every request (here with
 	// one other machine being reinstalled).
-	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{Store: benchWorkflows{{MAC: "52:54:00:ff:ff:ff", State: matchbox.StateBooting, Profile: "p", Token: "t", Generation: 1}}})
+	lc := reinstall.New(reinstall.Config{Store: benchWorkflows{{MAC: "52:54:00:ff:ff:ff", State: matchbox.StateBooting, Profile: "p", Token: "t", Generation: 1}}})
 	if err := lc.Load(context.Background()); err != nil {
 		b.Fatal(err)
 	}

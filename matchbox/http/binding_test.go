@@ -14,6 +14,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/internal/loopback"
+	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/storage"
 )
@@ -29,7 +30,7 @@ func (f leaseFunc) HoldsLease(mac string, ip netip.Addr) bool { return f(mac, ip
 type bindingFixture struct {
 	url string
 	db  *storage.DB
-	lc  *matchbox.Lifecycle
+	lc  *reinstall.Engine
 }
 
 const (
@@ -57,7 +58,7 @@ func newBindingFixture(t *testing.T) *bindingFixture {
 		Generation: 1, Requested: now, Entered: now}); err != nil {
 		t.Fatal(err)
 	}
-	lc := matchbox.NewLifecycle(matchbox.LifecycleConfig{Store: db, ProfileExists: func(string) bool { return true }})
+	lc := reinstall.New(reinstall.Config{Store: db, ProfileExists: func(string) bool { return true }})
 	if err := lc.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

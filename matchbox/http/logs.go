@@ -3,10 +3,9 @@ package http
 import (
 	"context"
 	"log/slog"
+	"matchbox.dev/matchbox/loglimit"
 	nethttp "net/http"
 	"strconv"
-
-	"matchbox.dev/matchbox"
 )
 
 // logKey identifies a request's log line for the limiter: the endpoint,
@@ -24,7 +23,7 @@ func logKey(r *nethttp.Request, endpoint string, q *query, code int) string {
 // limiter, keyed by their text.
 type limitedHandler struct {
 	slog.Handler
-	limit *matchbox.LogLimiter
+	limit *loglimit.Limiter
 }
 
 func (h limitedHandler) Handle(ctx context.Context, r slog.Record) error {

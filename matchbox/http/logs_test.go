@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
+	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/render"
 
 	"matchbox.dev/matchbox/internal/logbuf"
@@ -25,7 +27,7 @@ func TestFailedRequestFlood(t *testing.T) {
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		cat := matchbox.NewCatalog("test")
 		cat.Update(context.Background(), "test", matchbox.Objects{})
-		srv := New(Config{Catalog: cat, Engine: render.NewEngine(render.Options{}), Logger: log, Recorder: matchbox.NewRecorder(nil, log)})
+		srv := New(Config{Catalog: cat, Engine: render.NewEngine(render.Options{}), Logger: log, Recorder: recorder.New(nil, log)})
 		h := srv.Handler()
 		const flood = 20_000
 		for i := range flood {
@@ -36,22 +38,22 @@ func TestFailedRequestFlood(t *testing.T) {
 			}
 		}
 		for _, msg := range []string{"request failed", "machine step failed"} {
-			if n := logs.Count(fmt.Sprintf("msg=%q", msg)); n != matchbox.LogBurst {
-				t.Errorf("%d %q lines for %d requests, want %d", n, msg, flood, matchbox.LogBurst)
+			if n := logs.Count(fmt.Sprintf("msg=%q", msg)); n != loglimit.Burst {
+				t.Errorf("%d %q lines for %d requests, want %d", n, msg, flood, loglimit.Burst)
 			}
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		for _, msg := range []string{"request failed", "machine step failed"} {
-			want := fmt.Sprintf("matchbox_log_suppressed_total{message=%q} %d\n", msg, flood-matchbox.LogBurst)
+			want := fmt.Sprintf("matchbox_log_suppressed_total{message=%q} %d\n", msg, flood-loglimit.Burst)
 			if !strings.Contains(rec.Body.String(), want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
-		time.Sleep(matchbox.LogReportEvery + time.Second)
+		time.Sleep(loglimit.ReportEvery + time.Second)
 		synctest.Wait()
 		for _, msg := range []string{"request failed", "machine step failed"} {
-			report := fmt.Sprintf("msg=\"suppressed similar log lines\" message=%q suppressed=%d", msg, flood-matchbox.LogBurst)
+			report := fmt.Sprintf("msg=\"suppressed similar log lines\" message=%q suppressed=%d", msg, flood-loglimit.Burst)
 			if n := logs.Count(report); n != 1 {
 				t.Errorf("%d lines %s, want 1", n, report)
 			}
@@ -63,7 +65,7 @@ func TestFailedRequestFlood(t *testing.T) {
 func TestServerErrorLogLimited(t *testing.T) {
 	var logs logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	el := slog.NewLogLogger(limitedHandler{log.Handler(), matchbox.NewLogLimiter(log)}, slog.LevelWarn)
+	el := slog.NewLogLogger(limitedHandler{log.Handler(), loglimit.New(log)}, slog.LevelWarn)
 	for range 1000 {
 		el.Print("http: URL query contains semicolon, which is no longer a supported separator")
 	}

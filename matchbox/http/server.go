@@ -18,21 +18,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
 	"matchbox.dev/matchbox/netlimit"
+	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
 )
 
-// Catalog is where the server takes the current snapshot from.
-type Catalog interface {
-	Snapshot() *matchbox.Snapshot
-}
-
 // Config configures a Server.
 type Config struct {
-	Catalog Catalog
-	Engine  *render.Engine
+	// Catalog is where the server takes the current snapshot from; the
+	// boot decision is taken on it (with Lifecycle's gates) unless Booter
+	// is set.
+	Catalog matchbox.SnapshotSource
+	// Booter takes the boot decision (default: one over Catalog and
+	// Lifecycle).
+	Booter *matchbox.Booter
+	Engine *render.Engine
 	// AssetsPath is served under /assets/; empty disables it.
 	AssetsPath string
 	// BootFilesPath (the TFTP root) is served under /boot/ for UEFI HTTP
@@ -61,7 +64,7 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful drain (default 10s).
 	ShutdownTimeout time.Duration
 	// Recorder records boot steps on machines (nil: not recorded).
-	Recorder *matchbox.Recorder
+	Recorder *recorder.Recorder
 	// Lifecycle, when set, gates what machines being reinstalled are
 	// served and takes installers' reports at /lifecycle/report.
 	Lifecycle Lifecycle
@@ -73,12 +76,14 @@ type Config struct {
 	Leases LeaseHolder
 }
 
-// Lifecycle is the part of the core's reinstall workflow the boot
-// endpoints need.
+// Lifecycle is the part of the reinstall engine (reinstall.Engine) the
+// boot endpoints need: its gates (for the default Booter), the token check
+// of reports, and the two moves machines make: fetching the install
+// config (InstallStarted) and reporting.
 type Lifecycle interface {
 	Gate(mac string) (matchbox.Gate, bool)
 	CheckToken(mac, token string) error
-	InstallConfigServed(ctx context.Context, mac, token string)
+	InstallStarted(ctx context.Context, mac, token string) (matchbox.Workflow, error)
 	Report(ctx context.Context, mac, token string, r matchbox.InstallReport) (matchbox.Workflow, error)
 }
 
@@ -86,7 +91,7 @@ type Lifecycle interface {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	limit    *matchbox.LogLimiter
+	limit    *loglimit.Limiter
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	failures *prometheus.CounterVec
@@ -94,6 +99,7 @@ type Server struct {
 	limits   *netlimit.Limits
 	// hostNames indexes Config.HostNames (see ownHost).
 	hostNames map[string]bool
+	booter    *matchbox.Booter
 }
 
 // New returns a Server.
@@ -110,10 +116,17 @@ func New(cfg Config) *Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	if cfg.Recorder == nil {
-		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+	if cfg.Booter == nil {
+		var gates matchbox.Gates
+		if cfg.Lifecycle != nil {
+			gates = cfg.Lifecycle
+		}
+		cfg.Booter = matchbox.NewBooter(cfg.Catalog, gates)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, limit: matchbox.NewLogLimiter(cfg.Logger)}
+	if cfg.Recorder == nil {
+		cfg.Recorder = recorder.New(nil, nil)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, limit: loglimit.New(cfg.Logger), booter: cfg.Booter}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "matchbox_http_requests_total",
 		Help: "Boot HTTP requests by endpoint and status code.",
@@ -201,11 +214,9 @@ type query struct {
 	labels map[string]string
 	raw    string
 	host   string
-	snap   *matchbox.Snapshot
-	sel    matchbox.Selection
-	// gate is set while the machine is held by a reinstall.
-	gate *matchbox.Gate
-	eng  *render.Engine
+	// d is the boot decision for the machine the request names.
+	d   matchbox.Decision
+	eng *render.Engine
 	// confirmed: the request comes from the holder of the DHCP lease of
 	// the MAC it names (lease binding only).
 	confirmed bool
@@ -216,23 +227,7 @@ func (q *query) data(withHost bool) map[string]any {
 	if withHost {
 		req.Host = q.host
 	}
-	d := render.Data(q.sel.Group, req)
-	if rel := q.eng.ReleaseData(q.sel.Profile, q.host); rel != nil {
-		d["release"] = rel
-	}
-	if q.gate != nil {
-		// The install profile's templates build their callback and
-		// config URLs from these.
-		d["reinstall"] = map[string]any{"token": q.gate.Token, "mac": q.labels["mac"], "state": string(q.gate.State)}
-	}
-	return d
-}
-
-// localBoot answers a machine that must boot from its own disk: iPXE and
-// GRUB return to the firmware, which tries the next boot device.
-var localBoot = map[string]answer{
-	"ipxe": {[]byte("#!ipxe\necho matchbox: the install is done, booting from disk\nexit\n"), textType},
-	"grub": {[]byte("echo 'matchbox: the install is done, booting from disk'\nexit\n"), textType},
+	return q.eng.BootData(&q.d, req, q.host)
 }
 
 func (s *Server) routes() nethttp.Handler {
@@ -251,29 +246,29 @@ func (s *Server) routes() nethttp.Handler {
 		{"/boot.ipxe", false, static},
 		{"/boot.ipxe.0", false, static},
 		{"/ipxe", true, func(r *nethttp.Request, q *query) (answer, error) {
-			if q.gate != nil && q.gate.State == matchbox.StateInstalled {
-				return localBoot["ipxe"], nil
+			if q.d.Held && q.d.Gate.State == matchbox.StateInstalled {
+				return answer{render.LocalBootIPXE, textType}, nil
 			}
-			b, err := eng.IPXE(r.Context(), q.sel, q.data(true))
+			b, err := eng.IPXE(r.Context(), q.d.Selection, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/grub", true, func(r *nethttp.Request, q *query) (answer, error) {
-			if q.gate != nil && q.gate.State == matchbox.StateInstalled {
-				return localBoot["grub"], nil
+			if q.d.Held && q.d.Gate.State == matchbox.StateInstalled {
+				return answer{render.LocalBootGRUB, textType}, nil
 			}
-			b, err := eng.GRUB(r.Context(), q.sel, q.data(true))
+			b, err := eng.GRUB(r.Context(), q.d.Selection, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/ignition", true, func(r *nethttp.Request, q *query) (answer, error) {
-			b, err := eng.Ignition(r.Context(), q.snap, q.sel, q.data(true))
+			b, err := eng.Ignition(r.Context(), q.d.Snapshot, q.d.Selection, q.data(true))
 			return answer{b, jsonType}, err
 		}},
 		{"/cloud", true, func(r *nethttp.Request, q *query) (answer, error) {
-			b, err := eng.Template(r.Context(), q.snap, q.sel, matchbox.KindCloud, q.data(true))
+			b, err := eng.Template(r.Context(), q.d.Snapshot, q.d.Selection, matchbox.KindCloud, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/generic", true, func(r *nethttp.Request, q *query) (answer, error) {
-			b, err := eng.Template(r.Context(), q.snap, q.sel, matchbox.KindGeneric, q.data(true))
+			b, err := eng.Template(r.Context(), q.d.Snapshot, q.d.Selection, matchbox.KindGeneric, q.data(true))
 			return answer{b, textType}, err
 		}},
 		{"/metadata", true, func(_ *nethttp.Request, q *query) (answer, error) {
@@ -425,25 +420,19 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 				s.fail(w, r, endpoint, q, s.refuseUnbound(r, q, "the config"))
 				return
 			}
-			q.snap = s.cfg.Catalog.Snapshot()
-			q.sel, err = q.snap.Select(q.labels)
-			if s.cfg.Lifecycle != nil {
-				if gerr := s.applyGate(q); gerr != nil {
-					s.fail(w, r, endpoint, q, gerr)
-					return
-				}
-				if s.cfg.Leases != nil && !q.confirmed && q.gate != nil && q.gate.Token != "" && !(q.gate.State == matchbox.StateInstalled && !binds) {
-					// The answer would carry the reinstall's token (an
-					// installed machine's iPXE and GRUB answers do not:
-					// they boot from disk).
-					s.fail(w, r, endpoint, q, s.refuseUnbound(r, q, "a reinstall's boot"))
-					return
-				}
-				if q.gate != nil && q.gate.Installs() {
-					err = nil
-				}
+			q.d = s.booter.Decide(q.labels)
+			if q.d.Refused != nil {
+				s.fail(w, r, endpoint, q, q.d.Refused)
+				return
 			}
-			if err != nil && !(need == selectGroup && q.sel.Group != nil) {
+			if s.cfg.Leases != nil && !q.confirmed && q.d.Token() != "" && !(q.d.Gate.State == matchbox.StateInstalled && !binds) {
+				// The answer would carry the reinstall's token (an
+				// installed machine's iPXE and GRUB answers do not: they
+				// boot from disk).
+				s.fail(w, r, endpoint, q, s.refuseUnbound(r, q, "a reinstall's boot"))
+				return
+			}
+			if err := q.d.Err; err != nil && !(need == selectGroup && q.d.Group != nil) {
 				s.fail(w, r, endpoint, q, err)
 				return
 			}
@@ -472,42 +461,26 @@ func (s *Server) boot(endpoint string, need selection, fn renderFunc, sig string
 				s.log.LogAttrs(r.Context(), slog.LevelDebug, "served", s.attrs(r, endpoint, q, nethttp.StatusOK)...)
 			}
 			detail := ""
-			if q.gate != nil {
-				detail = "reinstall: " + string(q.gate.State)
-				if tok := q.labels["token"]; tok != "" && q.gate.Installs() && endpoint != "ipxe" && endpoint != "grub" {
-					s.cfg.Lifecycle.InstallConfigServed(r.Context(), q.labels["mac"], tok)
-				}
+			if q.d.Held {
+				detail = "reinstall: " + string(q.d.Gate.State)
 			}
 			s.record(r, endpoint, q, matchbox.EventHTTPServed, detail)
+			if q.d.Gate.State == matchbox.StateBooting && q.labels["token"] != "" && endpoint != "ipxe" && endpoint != "grub" {
+				s.installStarted(r, q)
+			}
 		}
 	}))
 }
 
-// applyGate checks a request's reinstall token and, while the machine is
-// being reinstalled, replaces its profile with the install profile.
-// Requests for the installed system's config (os=installed) keep their
-// group's profile but get the token too.
-func (s *Server) applyGate(q *query) error {
+// installStarted moves a booting machine's reinstall to installing: the
+// installer fetched its install config with the reinstall's token (Decide
+// checked it).
+func (s *Server) installStarted(r *nethttp.Request, q *query) {
 	mac := q.labels["mac"]
-	if mac == "" {
-		return nil
+	if _, err := s.cfg.Lifecycle.InstallStarted(r.Context(), mac, q.labels["token"]); err != nil {
+		// Another request of the installer moved it first.
+		s.log.Debug("reinstall not moved to installing", "mac", mac, "endpoint", q.file, "err", err)
 	}
-	if tok := q.labels["token"]; tok != "" {
-		if err := s.cfg.Lifecycle.CheckToken(mac, tok); err != nil {
-			return err
-		}
-	}
-	g, held := s.cfg.Lifecycle.Gate(mac)
-	if !held {
-		return nil
-	}
-	q.gate = &g
-	if !g.Installs() || q.labels["os"] == "installed" {
-		return nil
-	}
-	sel, err := g.Select(q.snap, q.sel)
-	q.sel = sel
-	return err
 }
 
 // report takes an installer's or installed system's report:
@@ -583,11 +556,11 @@ func (s *Server) attrs(r *nethttp.Request, endpoint string, q *query, code int) 
 	} else if raw := r.URL.Query().Get("mac"); raw != "" {
 		attrs = append(attrs, slog.String("mac", matchbox.Quote(raw)))
 	}
-	if q.sel.Group != nil {
-		attrs = append(attrs, slog.String("group", q.sel.Group.ID))
+	if q.d.Group != nil {
+		attrs = append(attrs, slog.String("group", q.d.Group.ID))
 	}
-	if q.sel.Profile != nil {
-		attrs = append(attrs, slog.String("profile", q.sel.Profile.ID))
+	if q.d.Profile != nil {
+		attrs = append(attrs, slog.String("profile", q.d.Profile.ID))
 	}
 	return attrs
 }
@@ -652,11 +625,11 @@ func (s *Server) record(r *nethttp.Request, endpoint string, q *query, kind matc
 	if ip := remoteIP(r); ip.IsValid() {
 		ev.IP = ip.String()
 	}
-	if q.sel.Group != nil {
-		ev.Group = q.sel.Group.ID
+	if q.d.Group != nil {
+		ev.Group = q.d.Group.ID
 	}
-	if q.sel.Profile != nil {
-		ev.Profile = q.sel.Profile.ID
+	if q.d.Profile != nil {
+		ev.Profile = q.d.Profile.ID
 	}
 	s.cfg.Recorder.Record(ev)
 }

@@ -4,7 +4,7 @@ package metrics
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// SuppressedLines exports the lines a matchbox.LogLimiter suppressed (its
+// SuppressedLines exports the lines a loglimit.Limiter suppressed (its
 // Suppressed method), by message, as matchbox_log_suppressed_total. It
 // describes no metric (an unchecked collector), so the recorder and every
 // front-end can each register their own messages under the one name; the

@@ -56,7 +56,7 @@ type Config struct {
 	Registry prometheus.Registerer
 }
 
-// LineLimiter decides whether a log line is written (matchbox.LogLimiter
+// LineLimiter decides whether a log line is written (loglimit.Limiter
 // is one): msg is a constant, key names what the line is about.
 type LineLimiter interface {
 	Allow(ctx context.Context, level slog.Level, msg, key string) bool

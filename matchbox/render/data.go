@@ -38,3 +38,28 @@ func Data(g *matchbox.Group, req Request) map[string]any {
 	data["request"] = r
 	return data
 }
+
+// BootData is the template data of an answer to a machine: Data of the
+// decision's group and the request, the release of its profile (release,
+// with URLs for host, the address the machine reached matchbox by), and
+// while a reinstall holds the machine the reinstall's token, MAC and state
+// (reinstall), from which the install profile's templates build their
+// callback and config URLs.
+func (e *Engine) BootData(d *matchbox.Decision, req Request, host string) map[string]any {
+	data := Data(d.Group, req)
+	if rel := e.ReleaseData(d.Profile, host); rel != nil {
+		data["release"] = rel
+	}
+	if d.Held {
+		data["reinstall"] = map[string]any{"token": d.Gate.Token, "mac": req.Labels["mac"], "state": string(d.Gate.State)}
+	}
+	return data
+}
+
+// The answers to a machine that must boot from its own disk (a reinstall
+// installed it): iPXE and GRUB return to the firmware, which tries the
+// next boot device.
+var (
+	LocalBootIPXE = []byte("#!ipxe\necho matchbox: the install is done, booting from disk\nexit\n")
+	LocalBootGRUB = []byte("echo 'matchbox: the install is done, booting from disk'\nexit\n")
+)

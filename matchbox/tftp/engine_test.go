@@ -359,14 +359,13 @@ func TestShutdownEndsTransfers(t *testing.T) {
 	t.Fatal("no error from the stopping server")
 }
 
+// waitCount waits up to 5s for want transfers to be counted with result.
 func waitCount(t *testing.T, f *fixture, result string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(f.srv.transfers.WithLabelValues(result)) < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := testutil.ToFloat64(f.srv.transfers.WithLabelValues(result)); n != want {
-		t.Errorf("%s transfers counted: %v, want %v", result, n, want)
+	count := func() float64 { return testutil.ToFloat64(f.srv.transfers.WithLabelValues(result)) }
+	waitFor(5*time.Second, func() bool { return count() >= want })
+	if n := count(); n != want {
+		t.Errorf("%s transfers counted: %v, want %v (waited 5s)", result, n, want)
 	}
 }
 

@@ -17,9 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/internal/logbuf"
+	"matchbox.dev/matchbox/recorder"
 )
 
 // Every result a request ends with, for totals.
@@ -574,7 +573,7 @@ func TestSourceLimitsForget(t *testing.T) {
 func TestBoundRefusalsNotRecorded(t *testing.T) {
 	var logs logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	rec := matchbox.NewRecorder(nil, log)
+	rec := recorder.New(nil, log)
 	rec.Learn(netip.MustParseAddr("127.0.0.1"), "52:54:00:00:00:01")
 	f := newFixture(t, func(c *Config) { c.MaxPerSource = 1; c.Recorder = rec })
 	held := newRawClient(t, f.addr)

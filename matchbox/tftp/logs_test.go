@@ -9,7 +9,7 @@ import (
 )
 
 // A transfer sent is a debug line; a refusal is an info line (through the
-// limiter, see matchbox.LogLimiter).
+// limiter, see loglimit.Limiter).
 func TestTransferLogLevels(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		var logs logbuf.Buffer

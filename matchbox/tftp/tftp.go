@@ -36,7 +36,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
+	"matchbox.dev/matchbox/recorder"
 )
 
 // Generator produces a generated file for a client that reached the
@@ -84,7 +86,10 @@ type Config struct {
 	// transfers get Timeout to finish.
 	Timeout  time.Duration
 	Retries  int
-	Recorder *matchbox.Recorder
+	Recorder *recorder.Recorder
+	// Booter, when set, names the group and profile of the machine in
+	// its transfers' events.
+	Booter   *matchbox.Booter
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 }
@@ -93,7 +98,7 @@ type Config struct {
 type Server struct {
 	cfg         Config
 	log         *slog.Logger
-	limit       *matchbox.LogLimiter
+	limit       *loglimit.Limiter
 	slots       chan struct{} // one per running transfer
 	waiting     chan struct{} // one per request being set up or waiting for a slot
 	sources     *sourceLimits
@@ -131,12 +136,12 @@ func New(cfg Config) *Server {
 		cfg.CacheBytes = 64 << 20
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = matchbox.NewRecorder(nil, nil)
+		cfg.Recorder = recorder.New(nil, nil)
 	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		limit:   matchbox.NewLogLimiter(cfg.Logger),
+		limit:   loglimit.New(cfg.Logger),
 		slots:   make(chan struct{}, cfg.MaxTransfers),
 		waiting: make(chan struct{}, cfg.MaxTransfers+256),
 		sources: newSourceLimits(cfg.MaxPerSource, cfg.UnansweredRate),
@@ -257,7 +262,7 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		// A flood from a forged address gets these: they are not the
 		// machine's doing.
 		if mac != "" && result != "busy-source" && result != "rate-limited" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
+			s.record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.Addr().String(), File: req.filename, Detail: err.Error()})
 		}
 	}
 	switch {
@@ -513,7 +518,7 @@ func (s *Server) finished(t *transfer) {
 		s.log.Debug("tftp: sent", "remote", remote, "mac", mac, "file", t.name, "bytes", n, "blksize", t.blksize,
 			"windowsize", t.window, "retransmits", t.retransmits, "took", took)
 		if mac != "" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: t.name,
+			s.record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPSent, IP: remote.String(), File: t.name,
 				Detail: fmt.Sprintf("%d bytes", n)})
 		}
 	case t.clientCode == errOptionRefuse && t.acked == 0:
@@ -538,9 +543,26 @@ func (s *Server) finished(t *transfer) {
 		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: transfer failed", remote.String()+" "+t.name,
 			"remote", remote, "mac", mac, "file", t.name, "bytes", n, "retransmits", t.retransmits, "took", took, "err", t.err)
 		if mac != "" {
-			s.cfg.Recorder.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: t.name, Detail: t.err.Error()})
+			s.record(matchbox.Event{MAC: mac, Kind: matchbox.EventTFTPFailed, IP: remote.String(), File: t.name, Detail: t.err.Error()})
 		}
 	}
+}
+
+// record records a transfer on the machine, with the group and profile
+// the boot decision gives it (as its DHCP and HTTP events have).
+func (s *Server) record(ev matchbox.Event) {
+	if s.cfg.Booter != nil {
+		d := s.cfg.Booter.Decide(map[string]string{"mac": ev.MAC})
+		if d.Netboots() {
+			if d.Group != nil {
+				ev.Group = d.Group.ID
+			}
+			if d.Profile != nil {
+				ev.Profile = d.Profile.ID
+			}
+		}
+	}
+	s.cfg.Recorder.Record(ev)
 }
 
 // mtuCache remembers interfaces' MTUs for a while: reading one costs a

@@ -17,8 +17,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/recorder"
 )
 
 type fixture struct {
@@ -26,7 +25,7 @@ type fixture struct {
 	root    string
 	srv     *Server
 	content []byte
-	rec     *matchbox.Recorder
+	rec     *recorder.Recorder
 	stop    func() // stops the server and waits for Serve to return
 }
 
@@ -54,7 +53,7 @@ func newFixture(t *testing.T, tweak ...func(*Config)) *fixture {
 	if err := os.Symlink("ipxe.efi", filepath.Join(root, "snponly.efi")); err != nil {
 		t.Fatal(err)
 	}
-	rec := matchbox.NewRecorder(nil, nil)
+	rec := recorder.New(nil, nil)
 	rec.Learn(netip.MustParseAddr("127.0.0.1"), "52:54:00:00:00:01")
 	cfg := Config{
 		Root: root,
@@ -149,13 +148,7 @@ func TestTransfers(t *testing.T) {
 	}
 	// The server counts a transfer when the last ACK arrives, which may be
 	// just after the client has its data.
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(f.srv.transfers.WithLabelValues("sent")) != 7 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := testutil.ToFloat64(f.srv.transfers.WithLabelValues("sent")); n != 7 {
-		t.Errorf("sent transfers counted: %v", n)
-	}
+	waitCount(t, f, "sent", 7)
 	if n := testutil.ToFloat64(f.srv.bytes); n < float64(4*len(f.content)) {
 		t.Errorf("bytes counted: %v", n)
 	}
@@ -265,7 +258,7 @@ func TestCachedFileFollowsDisk(t *testing.T) {
 	// Same size, new content, written in place. File times advance in
 	// clock ticks of a few milliseconds: let one pass since the file was
 	// written, as it does between real edits.
-	time.Sleep(20 * time.Millisecond)
+	waitFileClockPast(t, p)
 	changed := bytes.Clone(f.content)
 	for i := range changed[:1000] {
 		changed[i] ^= 0xff
@@ -285,6 +278,31 @@ func TestCachedFileFollowsDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("replaced", bigger)
+}
+
+// waitFileClockPast waits until a file written now gets a later mtime
+// than p has.
+func waitFileClockPast(t *testing.T, p string) {
+	t.Helper()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := filepath.Join(t.TempDir(), "clock")
+	for range 1000 {
+		if err := os.WriteFile(probe, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		now, err := os.Stat(probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.ModTime().After(st.ModTime()) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("file times did not pass the mtime of %s (%v) within 1000 tries", p, st.ModTime())
 }
 
 // The cache stays within its bound, dropping the least recently used file.

@@ -4,6 +4,7 @@ package logbuf
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"sync"
 )
@@ -54,4 +55,10 @@ next:
 		out = append(out, line)
 	}
 	return out
+}
+
+// NewLogger returns a text logger at level writing into a new Buffer.
+func NewLogger(level slog.Level) (*slog.Logger, *Buffer) {
+	b := &Buffer{}
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level})), b
 }

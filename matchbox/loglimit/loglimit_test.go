@@ -1,4 +1,4 @@
-package matchbox
+package loglimit
 
 import (
 	"context"
@@ -13,11 +13,6 @@ import (
 
 	"matchbox.dev/matchbox/internal/logbuf"
 )
-
-func newTestLogger(level slog.Level) (*slog.Logger, *logbuf.Buffer) {
-	b := &logbuf.Buffer{}
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level})), b
-}
 
 var suppressedRE = regexp.MustCompile(`suppressed=(\d+) repeats=(\d+)`)
 
@@ -39,12 +34,12 @@ func reported(t *testing.T, b *logbuf.Buffer, msg string) (suppressed, repeats u
 }
 
 // A flood of distinct keys (random MACs) writes a burst of lines, then
-// LogRate a second; the rest is counted and reported, and the limiter
+// Rate a second; the rest is counted and reported, and the limiter
 // remembers only what it wrote.
-func TestLogLimiterFlood(t *testing.T) {
+func TestLimiterFlood(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		log, buf := newTestLogger(slog.LevelInfo)
-		l := NewLogLimiter(log)
+		log, buf := logbuf.NewLogger(slog.LevelInfo)
+		l := New(log)
 		const msg = "dhcp: no boot answer"
 		const flood = 100_000
 		ctx := context.Background()
@@ -52,28 +47,28 @@ func TestLogLimiterFlood(t *testing.T) {
 			mac := fmt.Sprintf("02:%02x:%02x:%02x:00:01", i>>16, byte(i>>8), byte(i))
 			l.Log(ctx, slog.LevelInfo, msg, mac, "mac", mac, "reason", "no group for this machine")
 		}
-		if n := len(buf.Lines("no boot answer", "mac=")); n != LogBurst {
-			t.Errorf("%d lines written of %d, want %d", n, flood, LogBurst)
+		if n := len(buf.Lines("no boot answer", "mac=")); n != Burst {
+			t.Errorf("%d lines written of %d, want %d", n, flood, Burst)
 		}
-		if got := l.Suppressed()[msg]; got != flood-LogBurst {
-			t.Errorf("suppressed %d, want %d", got, flood-LogBurst)
+		if got := l.Suppressed()[msg]; got != flood-Burst {
+			t.Errorf("suppressed %d, want %d", got, flood-Burst)
 		}
-		if n := len(l.written.recent) + len(l.written.older); n != LogBurst {
-			t.Errorf("limiter remembers %d keys, want %d (the lines written)", n, LogBurst)
+		if n := l.written.Len(); n != Burst {
+			t.Errorf("limiter remembers %d keys, want %d (the lines written)", n, Burst)
 		}
 		if n, _ := reported(t, buf, msg); n != 0 {
-			t.Errorf("reported before LogReportEvery: %d", n)
+			t.Errorf("reported before ReportEvery: %d", n)
 		}
-		time.Sleep(LogReportEvery + time.Second)
+		time.Sleep(ReportEvery + time.Second)
 		synctest.Wait()
-		if n, r := reported(t, buf, msg); n != flood-LogBurst || r != 0 {
-			t.Errorf("reported %d suppressed, %d repeats; want %d, 0", n, r, flood-LogBurst)
+		if n, r := reported(t, buf, msg); n != flood-Burst || r != 0 {
+			t.Errorf("reported %d suppressed, %d repeats; want %d, 0", n, r, flood-Burst)
 		}
 		if n := len(buf.Lines("suppressed similar log lines")); n != 1 {
 			t.Errorf("%d reports, want 1", n)
 		}
 
-		// The bucket refilled; 10 more seconds of flood write LogRate a
+		// The bucket refilled; 10 more seconds of flood write Rate a
 		// second.
 		before := len(buf.Lines("no boot answer", "mac="))
 		for i := range flood {
@@ -83,10 +78,10 @@ func TestLogLimiterFlood(t *testing.T) {
 				time.Sleep(time.Second)
 			}
 		}
-		if n := len(buf.Lines("no boot answer", "mac=")) - before; n != LogBurst+9*LogRate {
-			t.Errorf("%d lines written in 10 seconds of flood, want %d", n, LogBurst+9*LogRate)
+		if n := len(buf.Lines("no boot answer", "mac=")) - before; n != Burst+9*Rate {
+			t.Errorf("%d lines written in 10 seconds of flood, want %d", n, Burst+9*Rate)
 		}
-		time.Sleep(LogReportEvery + time.Second)
+		time.Sleep(ReportEvery + time.Second)
 		synctest.Wait()
 		if n, _ := reported(t, buf, msg); n != l.Suppressed()[msg] {
 			t.Errorf("reports add up to %d, suppressed %d", n, l.Suppressed()[msg])
@@ -95,17 +90,17 @@ func TestLogLimiterFlood(t *testing.T) {
 }
 
 // A line repeating the key of one written is suppressed for
-// LogRepeatWindow; other keys and other messages are not.
-func TestLogLimiterRepeats(t *testing.T) {
+// RepeatWindow; other keys and other messages are not.
+func TestLimiterRepeats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		log, buf := newTestLogger(slog.LevelInfo)
-		l := NewLogLimiter(log)
+		log, buf := logbuf.NewLogger(slog.LevelInfo)
+		l := New(log)
 		ctx := context.Background()
 		for range 10 {
 			l.Log(ctx, slog.LevelWarn, "request failed", "ipxe 400 52:54:00:00:00:01", "mac", "52:54:00:00:00:01")
 			l.Log(ctx, slog.LevelWarn, "request failed", "ipxe 400 52:54:00:00:00:02", "mac", "52:54:00:00:00:02")
 			l.Log(ctx, slog.LevelInfo, "tftp: refused", "ipxe 400 52:54:00:00:00:01", "mac", "52:54:00:00:00:01")
-			time.Sleep(LogRepeatWindow / 10)
+			time.Sleep(RepeatWindow / 10)
 		}
 		// 10 lines a tenth of a window apart: the first is written.
 		if n := len(buf.Lines("request failed", "mac=52:54:00:00:00:01")); n != 1 {
@@ -120,7 +115,7 @@ func TestLogLimiterRepeats(t *testing.T) {
 		if n := len(buf.Lines("request failed", "mac=52:54:00:00:00:01")); n != 2 {
 			t.Errorf("after a window: %d lines, want 2", n)
 		}
-		time.Sleep(LogReportEvery + time.Second)
+		time.Sleep(ReportEvery + time.Second)
 		synctest.Wait()
 		if n, r := reported(t, buf, "request failed"); n != 18 || r != 18 {
 			t.Errorf("request failed: reported %d suppressed, %d repeats; want 18, 18", n, r)
@@ -133,44 +128,15 @@ func TestLogLimiterRepeats(t *testing.T) {
 }
 
 // Lines the logger would not write are neither written nor counted.
-func TestLogLimiterDisabledLevel(t *testing.T) {
-	log, buf := newTestLogger(slog.LevelInfo)
-	l := NewLogLimiter(log)
-	for range 2 * LogBurst {
+func TestLimiterDisabledLevel(t *testing.T) {
+	log, buf := logbuf.NewLogger(slog.LevelInfo)
+	l := New(log)
+	for range 2 * Burst {
 		if l.Allow(context.Background(), slog.LevelDebug, "tftp: sent", "x") {
 			t.Fatal("a debug line allowed at level info")
 		}
 	}
 	if n := l.Suppressed()["tftp: sent"]; n != 0 || len(buf.Lines()) != 0 {
 		t.Errorf("suppressed %d, logged %q", n, buf.Lines())
-	}
-}
-
-func TestGenerations(t *testing.T) {
-	g := newGenerations[int](4)
-	for i := range 4 {
-		g.put(uint64(i), i)
-	}
-	g.put(4, 4) // recent full: 0-3 move to older
-	if len(g.recent) != 1 || len(g.older) != 4 {
-		t.Fatalf("recent %v older %v", g.recent, g.older)
-	}
-	if v, ok := g.get(1); !ok || v != 1 { // moves back to recent
-		t.Fatalf("get(1) = %v, %v", v, ok)
-	}
-	for i := 5; i < 7; i++ {
-		g.put(uint64(i), i)
-	}
-	g.put(7, 7) // recent (4, 1, 5, 6) full: 0, 2 and 3 are forgotten
-	for k, want := range map[uint64]bool{0: false, 1: true, 2: false, 3: false, 4: true, 7: true} {
-		if _, ok := g.get(k); ok != want {
-			t.Errorf("get(%d) found %v, want %v", k, ok, want)
-		}
-	}
-	for i := range 1000 {
-		g.put(uint64(100+i), i)
-		if n := len(g.recent) + len(g.older); n > 8 {
-			t.Fatalf("%d entries, bound 8", n)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package matchbox
+package recorder
 
 import (
 	"context"
@@ -10,19 +10,23 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/internal/logbuf"
+	"matchbox.dev/matchbox/loglimit"
 )
 
 // storeFunc adapts a function to EventStore.
-type storeFunc func([]Event) error
+type storeFunc func([]matchbox.Event) error
 
-func (f storeFunc) RecordEvents(_ context.Context, ev []Event) (NotRecorded, error) {
-	return NotRecorded{}, f(ev)
+func (f storeFunc) RecordEvents(_ context.Context, ev []matchbox.Event) (matchbox.NotRecorded, error) {
+	return matchbox.NotRecorded{}, f(ev)
 }
 
 func TestRecorder(t *testing.T) {
 	var mu sync.Mutex
-	var stored []Event
-	r := NewRecorder(storeFunc(func(ev []Event) error {
+	var stored []matchbox.Event
+	r := New(storeFunc(func(ev []matchbox.Event) error {
 		mu.Lock()
 		defer mu.Unlock()
 		stored = append(stored, ev...)
@@ -31,11 +35,11 @@ func TestRecorder(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 5 {
 		// A retransmitted offer within the window is stored once.
-		r.Record(Event{Time: t0.Add(time.Duration(i) * time.Second), MAC: "52:54:00:00:00:01", Kind: EventDHCPOffer, IP: "10.0.0.5"})
+		r.Record(matchbox.Event{Time: t0.Add(time.Duration(i) * time.Second), MAC: "52:54:00:00:00:01", Kind: matchbox.EventDHCPOffer, IP: "10.0.0.5"})
 	}
-	r.Record(Event{Time: t0.Add(RepeatWindow + time.Second), MAC: "52:54:00:00:00:01", Kind: EventDHCPOffer, IP: "10.0.0.5"})
-	r.Record(Event{Time: t0.Add(2 * time.Second), MAC: "52:54:00:00:00:01", Kind: EventHTTPServed, File: "/ipxe", IP: "10.0.0.5"})
-	r.Record(Event{Time: t0, Kind: EventHTTPServed, File: "/ipxe"}) // no MAC: logged only
+	r.Record(matchbox.Event{Time: t0.Add(RepeatWindow + time.Second), MAC: "52:54:00:00:00:01", Kind: matchbox.EventDHCPOffer, IP: "10.0.0.5"})
+	r.Record(matchbox.Event{Time: t0.Add(2 * time.Second), MAC: "52:54:00:00:00:01", Kind: matchbox.EventHTTPServed, File: "/ipxe", IP: "10.0.0.5"})
+	r.Record(matchbox.Event{Time: t0, Kind: matchbox.EventHTTPServed, File: "/ipxe"}) // no MAC: logged only
 	r.Flush(context.Background())
 	if len(stored) != 3 {
 		t.Fatalf("stored %d events, want 3: %+v", len(stored), stored)
@@ -51,7 +55,7 @@ func TestRecorder(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx, 10*time.Millisecond); close(done) }()
-	r.Record(Event{MAC: "52:54:00:00:00:03", Kind: EventTFTPSent, File: "ipxe.efi"})
+	r.Record(matchbox.Event{MAC: "52:54:00:00:00:03", Kind: matchbox.EventTFTPSent, File: "ipxe.efi"})
 	cancel()
 	<-done
 	mu.Lock()
@@ -69,7 +73,7 @@ func TestRecorder(t *testing.T) {
 // the window falls against the rotations.
 func TestRecorderRepeatsAcrossRotation(t *testing.T) {
 	var stored []time.Time
-	r := NewRecorder(storeFunc(func(ev []Event) error {
+	r := New(storeFunc(func(ev []matchbox.Event) error {
 		for _, e := range ev {
 			stored = append(stored, e.Time)
 		}
@@ -77,10 +81,10 @@ func TestRecorderRepeatsAcrossRotation(t *testing.T) {
 	}), nil)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ev := func(d time.Duration) {
-		r.Record(Event{Time: t0.Add(d), MAC: "52:54:00:00:00:01", Kind: EventHTTPServed, File: "/ipxe"})
+		r.Record(matchbox.Event{Time: t0.Add(d), MAC: "52:54:00:00:00:01", Kind: matchbox.EventHTTPServed, File: "/ipxe"})
 	}
 	other := func(d time.Duration) {
-		r.Record(Event{Time: t0.Add(d), MAC: "52:54:00:00:00:02", Kind: EventHTTPServed, File: "/ipxe"})
+		r.Record(matchbox.Event{Time: t0.Add(d), MAC: "52:54:00:00:00:02", Kind: matchbox.EventHTTPServed, File: "/ipxe"})
 	}
 	w := RepeatWindow
 	other(0)        // starts the tables at t0
@@ -113,26 +117,26 @@ func TestRecorderLogs(t *testing.T) {
 		const mac = "52:54:00:00:00:01"
 		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		at := func(d time.Duration) time.Time { return t0.Add(d * time.Second) }
-		r.Record(Event{Time: at(0), MAC: mac, Kind: EventDHCPOffer, IP: "10.0.0.5", Group: "live", Profile: "flatcar"})
-		r.Record(Event{Time: at(1), MAC: mac, Kind: EventDHCPAck, IP: "10.0.0.5", Group: "live", Profile: "flatcar"})
-		r.Record(Event{Time: at(2), MAC: mac, Kind: EventTFTPSent, IP: "10.0.0.5", File: "ipxe.efi"})
+		r.Record(matchbox.Event{Time: at(0), MAC: mac, Kind: matchbox.EventDHCPOffer, IP: "10.0.0.5", Group: "live", Profile: "flatcar"})
+		r.Record(matchbox.Event{Time: at(1), MAC: mac, Kind: matchbox.EventDHCPAck, IP: "10.0.0.5", Group: "live", Profile: "flatcar"})
+		r.Record(matchbox.Event{Time: at(2), MAC: mac, Kind: matchbox.EventTFTPSent, IP: "10.0.0.5", File: "ipxe.efi"})
 		for i := range 3 {
-			r.Record(Event{Time: at(3 + time.Duration(i)), MAC: mac, Kind: EventHTTPServed, File: "/ipxe", Group: "live", Profile: "flatcar"})
+			r.Record(matchbox.Event{Time: at(3 + time.Duration(i)), MAC: mac, Kind: matchbox.EventHTTPServed, File: "/ipxe", Group: "live", Profile: "flatcar"})
 		}
 		// The operator moves the machine to another group.
 		for i := range 3 {
-			r.Record(Event{Time: at(20 + time.Duration(i)), MAC: mac, Kind: EventHTTPServed, File: "/ipxe", Group: "install", Profile: "flatcar-install"})
+			r.Record(matchbox.Event{Time: at(20 + time.Duration(i)), MAC: mac, Kind: matchbox.EventHTTPServed, File: "/ipxe", Group: "install", Profile: "flatcar-install"})
 		}
-		r.Record(Event{Time: at(30), MAC: mac, Kind: EventAssetServed, File: "/assets/flatcar/kernel"})
-		r.Record(Event{Time: at(31), MAC: mac, Kind: EventHTTPFailed, File: "/ignition", Group: "install", Detail: "500: missing key"})
-		r.RecordDistinct(Event{Time: at(32), MAC: mac, Kind: EventWorkflow, Profile: "flatcar-install", Detail: "booting -> installing"})
-		r.Record(Event{Time: at(33), MAC: "52:54:00:00:00:02", Kind: EventHTTPFailed, File: "/ipxe", Detail: "404: no group"})
-		r.Record(Event{Time: at(34), MAC: "52:54:00:00:00:02", Kind: EventDHCPOffer, IP: "10.0.0.6"})
+		r.Record(matchbox.Event{Time: at(30), MAC: mac, Kind: matchbox.EventAssetServed, File: "/assets/flatcar/kernel"})
+		r.Record(matchbox.Event{Time: at(31), MAC: mac, Kind: matchbox.EventHTTPFailed, File: "/ignition", Group: "install", Detail: "500: missing key"})
+		r.RecordDistinct(matchbox.Event{Time: at(32), MAC: mac, Kind: matchbox.EventWorkflow, Profile: "flatcar-install", Detail: "booting -> installing"})
+		r.Record(matchbox.Event{Time: at(33), MAC: "52:54:00:00:00:02", Kind: matchbox.EventHTTPFailed, File: "/ipxe", Detail: "404: no group"})
+		r.Record(matchbox.Event{Time: at(34), MAC: "52:54:00:00:00:02", Kind: matchbox.EventDHCPOffer, IP: "10.0.0.6"})
 	}
 	const total = 14
 
-	log, buf := newTestLogger(slog.LevelInfo)
-	events(NewRecorder(nil, log))
+	log, buf := logbuf.NewLogger(slog.LevelInfo)
+	events(New(nil, log))
 	for _, tc := range []struct {
 		subs []string
 		want int
@@ -153,8 +157,8 @@ func TestRecorderLogs(t *testing.T) {
 		t.Errorf("%d lines at info, want 6:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 
-	log, buf = newTestLogger(slog.LevelDebug)
-	events(NewRecorder(nil, log))
+	log, buf = logbuf.NewLogger(slog.LevelDebug)
+	events(New(nil, log))
 	if n := len(buf.Lines("level=DEBUG", "msg=\"machine event\"")); n != total-6 {
 		t.Errorf("%d events at debug, want %d", n, total-6)
 	}
@@ -168,32 +172,33 @@ func TestRecorderLogs(t *testing.T) {
 // bounded.
 func TestRecorderFloodOfMachines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		log, buf := newTestLogger(slog.LevelInfo)
-		r := NewRecorder(nil, log)
+		log, buf := logbuf.NewLogger(slog.LevelInfo)
+		r := New(nil, log)
 		const flood = 100_000
 		for i := range flood {
 			mac := fmt.Sprintf("02:%02x:%02x:%02x:00:01", i>>16, byte(i>>8), byte(i))
-			r.Record(Event{MAC: mac, Kind: EventDHCPOffer, IP: "10.0.0.5"})
-			r.Record(Event{MAC: mac, Kind: EventHTTPFailed, File: "/ipxe", Detail: "404: no group"})
+			r.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventDHCPOffer, IP: "10.0.0.5"})
+			r.Record(matchbox.Event{MAC: mac, Kind: matchbox.EventHTTPFailed, File: "/ipxe", Detail: "404: no group"})
 			if i%10_000 == 0 {
 				r.Flush(context.Background())
 			}
 		}
 		for _, msg := range []string{logFirstSeen, logStepFailed} {
-			if n := len(buf.Lines(fmt.Sprintf("msg=%q", msg))); n != LogBurst {
-				t.Errorf("%d %q lines, want %d", n, msg, LogBurst)
+			if n := len(buf.Lines(fmt.Sprintf("msg=%q", msg))); n != loglimit.Burst {
+				t.Errorf("%d %q lines, want %d", n, msg, loglimit.Burst)
 			}
-			if n := r.Suppressed()[msg]; n != flood-LogBurst {
-				t.Errorf("%q: %d suppressed, want %d", msg, n, flood-LogBurst)
+			if n := r.Suppressed()[msg]; n != flood-loglimit.Burst {
+				t.Errorf("%q: %d suppressed, want %d", msg, n, flood-loglimit.Burst)
 			}
 		}
-		if n := len(r.known.recent) + len(r.known.older); n > 2*maxKnown {
+		if n := r.known.Len(); n > 2*maxKnown {
 			t.Errorf("%d machines remembered, bound %d", n, 2*maxKnown)
 		}
-		time.Sleep(LogReportEvery + time.Second)
+		time.Sleep(loglimit.ReportEvery + time.Second)
 		synctest.Wait()
-		if n, _ := reported(t, buf, logFirstSeen); n != flood-LogBurst {
-			t.Errorf("reported %d suppressed, want %d", n, flood-LogBurst)
+		want := fmt.Sprintf("suppressed=%d ", flood-loglimit.Burst)
+		if lines := buf.Lines("suppressed similar log lines", fmt.Sprintf("message=%q", logFirstSeen)); len(lines) != 1 || !strings.Contains(lines[0], want) {
+			t.Errorf("reports %q, want one with %s", lines, want)
 		}
 	})
 }
@@ -203,8 +208,8 @@ func TestRecorderFloodOfMachines(t *testing.T) {
 // machine) nor brings a long string into the history; with no DHCP server
 // of ours (SetClaimsIdentify) it is all there is, and counts.
 func TestRecorderClaims(t *testing.T) {
-	var stored []Event
-	r := NewRecorder(storeFunc(func(ev []Event) error {
+	var stored []matchbox.Event
+	r := New(storeFunc(func(ev []matchbox.Event) error {
 		stored = append(stored, ev...)
 		return nil
 	}), nil)
@@ -212,7 +217,7 @@ func TestRecorderClaims(t *testing.T) {
 	attacker := netip.MustParseAddr("10.0.0.66")
 	r.Learn(netip.MustParseAddr("10.0.0.5"), victim)
 	huge := strings.Repeat("u", 900<<10)
-	r.Record(Event{MAC: victim, Kind: EventHTTPServed, File: "/ipxe", IP: attacker.String(), UUID: huge, Arch: huge, Detail: huge, Claimed: true})
+	r.Record(matchbox.Event{MAC: victim, Kind: matchbox.EventHTTPServed, File: "/ipxe", IP: attacker.String(), UUID: huge, Arch: huge, Detail: huge, Claimed: true})
 	if mac, ok := r.MACOf(attacker); ok {
 		t.Errorf("a claimed request taught the recorder %v is %s", attacker, mac)
 	}
@@ -227,7 +232,7 @@ func TestRecorderClaims(t *testing.T) {
 		t.Errorf("event strings not bounded: uuid %d, arch %d, detail %d bytes", len(e.UUID), len(e.Arch), len(e.Detail))
 	}
 	r.SetClaimsIdentify(true)
-	r.Record(Event{MAC: victim, Kind: EventHTTPServed, File: "/grub", IP: attacker.String(), Claimed: true})
+	r.Record(matchbox.Event{MAC: victim, Kind: matchbox.EventHTTPServed, File: "/grub", IP: attacker.String(), Claimed: true})
 	r.Flush(context.Background())
 	if last := stored[len(stored)-1]; last.Claimed || last.File != "/grub" {
 		t.Errorf("with claims identifying, stored %+v", last)
@@ -240,12 +245,12 @@ func TestRecorderClaims(t *testing.T) {
 // The address map is bounded: a DHCP INFORM flood of distinct addresses
 // does not grow it without end, and the latest addresses are kept.
 func TestRecorderAddressesBounded(t *testing.T) {
-	r := NewRecorder(nil, nil)
+	r := New(nil, nil)
 	for i := range 3 * maxKnown {
 		r.Learn(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "52:54:00:00:00:01")
 	}
 	r.mu.Lock()
-	n := len(r.byIP.recent) + len(r.byIP.older)
+	n := r.byIP.Len()
 	r.mu.Unlock()
 	if n > 2*maxKnown {
 		t.Errorf("%d addresses remembered, bound %d", n, 2*maxKnown)

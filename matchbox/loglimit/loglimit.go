@@ -1,4 +1,4 @@
-package matchbox
+package loglimit
 
 import (
 	"cmp"
@@ -8,44 +8,50 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"matchbox.dev/matchbox/internal/bounded"
 )
 
-// Limits of a LogLimiter.
+// Limits of a Limiter.
 const (
-	// LogRepeatWindow is how long a line repeating the message and key of
+	// RepeatWindow is how long a line repeating the message and key of
 	// one written is suppressed.
-	LogRepeatWindow = time.Minute
-	// LogBurst is how many lines of one message are written at once;
-	// LogRate how many a second after that.
-	LogBurst = 100
-	LogRate  = 5
-	// LogReportEvery is how long after a line is suppressed the count of
+	RepeatWindow = time.Minute
+	// Burst is how many lines of one message are written at once;
+	// Rate how many a second after that.
+	Burst = 100
+	Rate  = 5
+	// ReportEvery is how long after a line is suppressed the count of
 	// suppressed lines is logged.
-	LogReportEvery = time.Minute
+	ReportEvery = time.Minute
 )
 
-// maxLogKeys bounds the keys a LogLimiter remembers in one generation. Only
+// maxLogKeys bounds the keys a Limiter remembers in one generation. Only
 // written lines are remembered, which the rate bounds far below this; the
 // bound is a guard.
 const maxLogKeys = 1 << 13
 
-// A LogLimiter keeps the log lines that machines on the network cause (a
+// hashSeed seeds the hashes of messages and keys for the life of the
+// process.
+var hashSeed = maphash.MakeSeed()
+
+// A Limiter keeps the log lines that machines on the network cause (a
 // line per packet or request of an unknown machine, per failed transfer)
 // from flooding the log, whatever they send: a line repeating the message
-// and key (a MAC, a reason) of one written less than LogRepeatWindow ago
-// is suppressed, and each message is written at most LogBurst times at
-// once and LogRate times a second after that. Suppressed lines are counted
-// (Suppressed, for metrics) and, LogReportEvery after the first of them,
+// and key (a MAC, a reason) of one written less than RepeatWindow ago
+// is suppressed, and each message is written at most Burst times at
+// once and Rate times a second after that. Suppressed lines are counted
+// (Suppressed, for metrics) and, ReportEvery after the first of them,
 // reported in one line per message ("suppressed similar log lines").
 // Memory stays bounded: messages are constants of the code, and only
 // written lines are remembered.
-type LogLimiter struct {
+type Limiter struct {
 	log   *slog.Logger
 	epoch time.Time // times are durations since, on the monotonic clock
 
 	mu      sync.Mutex
 	kinds   map[string]*logKind
-	written generations[time.Duration] // when a line of a message and key was written
+	written bounded.Map[time.Duration] // when a line of a message and key was written
 	rotated time.Duration              // when written last rotated
 	armed   bool                       // a report is scheduled
 }
@@ -61,19 +67,19 @@ type logKind struct {
 	level             slog.Level
 }
 
-// NewLogLimiter returns a limiter of lines written to log, which also
+// New returns a limiter of lines written to log, which also
 // receives its reports.
-func NewLogLimiter(log *slog.Logger) *LogLimiter {
+func New(log *slog.Logger) *Limiter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &LogLimiter{log: log, epoch: time.Now(), kinds: make(map[string]*logKind), written: newGenerations[time.Duration](maxLogKeys)}
+	return &Limiter{log: log, epoch: time.Now(), kinds: make(map[string]*logKind), written: bounded.New[time.Duration](maxLogKeys)}
 }
 
 // Allow reports whether a line of msg at level, identified by key, is to
 // be written; a line suppressed is counted. Lines the logger would not
 // write at level are neither allowed nor counted. msg must be a constant.
-func (l *LogLimiter) Allow(ctx context.Context, level slog.Level, msg, key string) bool {
+func (l *Limiter) Allow(ctx context.Context, level slog.Level, msg, key string) bool {
 	if !l.log.Enabled(ctx, level) {
 		return false
 	}
@@ -83,20 +89,20 @@ func (l *LogLimiter) Allow(ctx context.Context, level slog.Level, msg, key strin
 	defer l.mu.Unlock()
 	k := l.kinds[msg]
 	if k == nil {
-		k = &logKind{tokens: LogBurst, filled: now}
+		k = &logKind{tokens: Burst, filled: now}
 		l.kinds[msg] = k
 	}
-	if now-l.rotated >= LogRepeatWindow {
+	if now-l.rotated >= RepeatWindow {
 		// Entries live between one and two windows.
-		l.written.rotate()
+		l.written.Rotate()
 		l.rotated = now
 	}
-	if last, ok := l.written.get(h); ok && now-last < LogRepeatWindow {
+	if last, ok := l.written.Get(h); ok && now-last < RepeatWindow {
 		k.repeats++
 		l.suppressedLocked(k, level)
 		return false
 	}
-	k.tokens = min(LogBurst, k.tokens+(now-k.filled).Seconds()*LogRate)
+	k.tokens = min(Burst, k.tokens+(now-k.filled).Seconds()*Rate)
 	k.filled = now
 	if k.tokens < 1 {
 		k.overRate++
@@ -104,31 +110,31 @@ func (l *LogLimiter) Allow(ctx context.Context, level slog.Level, msg, key strin
 		return false
 	}
 	k.tokens--
-	l.written.put(h, now)
+	l.written.Put(h, now)
 	return true
 }
 
 // Log writes a line as slog.Logger.Log does, if Allow lets it.
-func (l *LogLimiter) Log(ctx context.Context, level slog.Level, msg, key string, args ...any) {
+func (l *Limiter) Log(ctx context.Context, level slog.Level, msg, key string, args ...any) {
 	if l.Allow(ctx, level, msg, key) {
 		l.log.Log(ctx, level, msg, args...)
 	}
 }
 
-func (l *LogLimiter) suppressedLocked(k *logKind, level slog.Level) {
+func (l *Limiter) suppressedLocked(k *logKind, level slog.Level) {
 	k.total++
 	if k.repeats+k.overRate == 1 || level > k.level {
 		k.level = level
 	}
 	if !l.armed {
 		l.armed = true
-		time.AfterFunc(LogReportEvery, l.report)
+		time.AfterFunc(ReportEvery, l.report)
 	}
 }
 
 // report logs how many lines of each message were suppressed since the
 // last report.
-func (l *LogLimiter) report() {
+func (l *Limiter) report() {
 	type line struct {
 		msg               string
 		level             slog.Level
@@ -153,7 +159,7 @@ func (l *LogLimiter) report() {
 
 // Suppressed returns how many lines of each message were suppressed since
 // the limiter was made (zero for messages never suppressed).
-func (l *LogLimiter) Suppressed() map[string]uint64 {
+func (l *Limiter) Suppressed() map[string]uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make(map[string]uint64, len(l.kinds))
@@ -161,41 +167,4 @@ func (l *LogLimiter) Suppressed() map[string]uint64 {
 		out[msg] = k.total
 	}
 	return out
-}
-
-// generations is a map of bounded size that keeps what was used lately:
-// entries go into recent; when recent is full (or on rotate) it becomes
-// older, and what older held is forgotten. An entry found in older moves
-// back to recent. Keys are hashes, so that with pointer-free values the
-// collector does not scan the maps.
-type generations[V any] struct {
-	recent, older map[uint64]V
-	max           int
-}
-
-func newGenerations[V any](max int) generations[V] {
-	return generations[V]{recent: make(map[uint64]V), older: make(map[uint64]V), max: max}
-}
-
-func (g *generations[V]) get(k uint64) (V, bool) {
-	if v, ok := g.recent[k]; ok {
-		return v, true
-	}
-	v, ok := g.older[k]
-	if ok {
-		delete(g.older, k)
-		g.put(k, v)
-	}
-	return v, ok
-}
-
-func (g *generations[V]) put(k uint64, v V) {
-	if _, ok := g.recent[k]; !ok && len(g.recent) >= g.max {
-		g.rotate()
-	}
-	g.recent[k] = v
-}
-
-func (g *generations[V]) rotate() {
-	g.older, g.recent = g.recent, make(map[uint64]V, len(g.recent))
 }
