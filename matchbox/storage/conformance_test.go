@@ -63,73 +63,78 @@ func TestDataDirConformance(t *testing.T) {
 	})
 }
 
-func TestBoltConformance(t *testing.T) {
-	type opened struct {
-		path string
-		db   *storage.DB
-	}
-	var last perTest[*opened]
-	storagetest.Run(t, storagetest.Harness{
-		Open: func(t *testing.T) storage.Store {
-			path := filepath.Join(t.TempDir(), "matchbox.db")
-			db := openBolt(t, path)
-			last.set(t, &opened{path, db})
-			return db
-		},
-		Reopen: func(t *testing.T) storage.Store {
-			o := last.get(t)
-			// Release the lock so that the new handle can take it; the
-			// cleanup's second Close is a no-op.
-			if err := o.db.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			o.db = openBolt(t, o.path)
-			return o.db
-		},
-		Raw: func(t *testing.T) []byte {
-			data, err := os.ReadFile(last.get(t).path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return data
-		},
-	})
+// backendStorage is the storage of one test's store: how to open a store
+// over it and how to read it raw.
+type backendStorage struct {
+	open func(t *testing.T) *storage.DB
+	raw  func(t *testing.T) []byte
+	db   *storage.DB // the store last opened
 }
 
-func TestMemoryConformance(t *testing.T) {
-	type opened struct {
-		backend *storage.MemoryBackend
-		db      *storage.DB
-	}
-	var last perTest[*opened]
-	open := func(t *testing.T, b *storage.MemoryBackend) *storage.DB {
-		db := storage.OpenMemory(b)
-		t.Cleanup(func() {
-			if err := db.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-		return db
-	}
-	storagetest.Run(t, storagetest.Harness{
+// harness is the conformance harness of a backend whose new storage
+// create makes; shared: stores may be opened over it at once.
+func harness(create func(t *testing.T) *backendStorage, shared bool) storagetest.Harness {
+	var last perTest[*backendStorage]
+	h := storagetest.Harness{
 		Open: func(t *testing.T) storage.Store {
-			o := &opened{backend: storage.NewMemoryBackend()}
-			o.db = open(t, o.backend)
-			last.set(t, o)
-			return o.db
+			b := create(t)
+			b.db = b.open(t)
+			last.set(t, b)
+			return b.db
 		},
-		// A restart is a new store over the same backend.
 		Reopen: func(t *testing.T) storage.Store {
-			o := last.get(t)
-			if err := o.db.Close(); err != nil {
+			b := last.get(t)
+			// The cleanup's second Close is a no-op.
+			if err := b.db.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			o.db = open(t, o.backend)
-			return o.db
+			b.db = b.open(t)
+			return b.db
 		},
-		Replica: func(t *testing.T) storage.Store { return open(t, last.get(t).backend) },
-		Raw:     func(t *testing.T) []byte { return storage.MemoryBytes(last.get(t).backend) },
-	})
+		Raw: func(t *testing.T) []byte { return last.get(t).raw(t) },
+	}
+	if shared {
+		h.Replica = func(t *testing.T) storage.Store { return last.get(t).open(t) }
+	}
+	return h
+}
+
+// The bbolt store: a file that a restart closes and opens again (its lock
+// keeps a second store from opening it at once).
+func TestBoltConformance(t *testing.T) {
+	storagetest.Run(t, harness(func(t *testing.T) *backendStorage {
+		path := filepath.Join(t.TempDir(), "matchbox.db")
+		return &backendStorage{
+			open: func(t *testing.T) *storage.DB { return openBolt(t, path) },
+			raw: func(t *testing.T) []byte {
+				data, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return data
+			},
+		}
+	}, false))
+}
+
+// The memory store: a restart is a new store over the same backend, and
+// replicas are stores over it at once.
+func TestMemoryConformance(t *testing.T) {
+	storagetest.Run(t, harness(func(t *testing.T) *backendStorage {
+		b := storage.NewMemoryBackend()
+		return &backendStorage{
+			open: func(t *testing.T) *storage.DB {
+				db := storage.OpenMemory(b)
+				t.Cleanup(func() {
+					if err := db.Close(); err != nil {
+						t.Errorf("Close: %v", err)
+					}
+				})
+				return db
+			},
+			raw: func(*testing.T) []byte { return storage.MemoryBytes(b) },
+		}
+	}, true))
 }
 
 // writeDataDir writes objs into dir in poseidon/matchbox's layout:

@@ -187,18 +187,7 @@ func addLease(ch *changeSet, ip netip.Addr) {
 
 // Leases returns every persisted lease.
 func (db *DB) Leases(_ context.Context) ([]matchbox.Lease, error) {
-	var out []matchbox.Lease
-	err := db.kv.View(func(tx kvTx) error {
-		return tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
-			var l matchbox.Lease
-			if err := json.Unmarshal(v, &l); err != nil {
-				return fmt.Errorf("decode lease %v: %w", k, err)
-			}
-			out = append(out, l)
-			return nil
-		})
-	})
-	return out, err
+	return listValues[matchbox.Lease](db, bucketLeases)
 }
 
 // PutLeases commits leases durably. Concurrent callers are coalesced into

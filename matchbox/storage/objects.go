@@ -196,16 +196,24 @@ func validKind(k matchbox.TemplateKind) bool {
 	return false
 }
 
-// list decodes every object of a bucket, in key order.
-func list[T any](tx kvTx, bucket []byte) ([]*T, error) {
-	var out []*T
-	err := tx.Bucket(bucket).ForEach(func(k, v []byte) error {
-		obj := new(T)
-		if err := json.Unmarshal(v, obj); err != nil {
+// decodeEach decodes the JSON value of every key of a bucket, in key
+// order, each into a new T given to add.
+func decodeEach[T any](tx kvTx, bucket []byte, add func(*T)) error {
+	return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		x := new(T)
+		if err := json.Unmarshal(v, x); err != nil {
 			return fmt.Errorf("decode %s %q: %w", bucket, k, err)
 		}
-		out = append(out, obj)
+		add(x)
 		return nil
+	})
+}
+
+// listValues returns the decoded values of a bucket, in key order.
+func listValues[T any](db *DB, bucket []byte) ([]T, error) {
+	var out []T
+	err := db.kv.View(func(tx kvTx) error {
+		return decodeEach(tx, bucket, func(x *T) { out = append(out, *x) })
 	})
 	return out, err
 }
@@ -220,15 +228,13 @@ func (db *DB) Objects(_ context.Context) (matchbox.Objects, error) {
 		tmpls    []*storedTemplate
 	)
 	err := db.kv.View(func(tx kvTx) error {
-		var err error
-		if groups, err = list[matchbox.Group](tx, bucketGroups); err != nil {
+		if err := decodeEach(tx, bucketGroups, func(g *matchbox.Group) { groups = append(groups, g) }); err != nil {
 			return err
 		}
-		if profiles, err = list[matchbox.Profile](tx, bucketProfiles); err != nil {
+		if err := decodeEach(tx, bucketProfiles, func(p *matchbox.Profile) { profiles = append(profiles, p) }); err != nil {
 			return err
 		}
-		tmpls, err = list[storedTemplate](tx, bucketTemplates)
-		return err
+		return decodeEach(tx, bucketTemplates, func(st *storedTemplate) { tmpls = append(tmpls, st) })
 	})
 	if err != nil {
 		return objs, err

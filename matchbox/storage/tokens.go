@@ -91,17 +91,7 @@ func (db *DB) RevokedToken(_ context.Context, hash string) (matchbox.RevokedToke
 
 // Tokens lists the stored tokens by name.
 func (db *DB) Tokens(_ context.Context) ([]matchbox.Token, error) {
-	var out []matchbox.Token
-	err := db.kv.View(func(tx kvTx) error {
-		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
-			var t matchbox.Token
-			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("token %q: %w", k, err)
-			}
-			out = append(out, t)
-			return nil
-		})
-	})
+	out, err := listValues[matchbox.Token](db, bucketTokens)
 	slices.SortFunc(out, func(a, b matchbox.Token) int { return strings.Compare(a.Name, b.Name) })
 	return out, err
 }

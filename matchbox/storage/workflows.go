@@ -30,18 +30,7 @@ func (db *DB) Workflow(_ context.Context, mac string) (matchbox.Workflow, error)
 
 // Workflows returns every stored workflow, in MAC order.
 func (db *DB) Workflows(_ context.Context) ([]matchbox.Workflow, error) {
-	var out []matchbox.Workflow
-	err := db.kv.View(func(tx kvTx) error {
-		return tx.Bucket(bucketWorkflows).ForEach(func(k, v []byte) error {
-			var w matchbox.Workflow
-			if err := json.Unmarshal(v, &w); err != nil {
-				return fmt.Errorf("workflow of machine %s: %w", k, err)
-			}
-			out = append(out, w)
-			return nil
-		})
-	})
-	return out, err
+	return listValues[matchbox.Workflow](db, bucketWorkflows)
 }
 
 // SwapWorkflow stores next if the machine's stored workflow still has

@@ -11,7 +11,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"matchbox.dev/matchbox"
-	"matchbox.dev/matchbox/storage"
 )
 
 // testLease returns the lease of 10.0.0.<i>.
@@ -21,7 +20,7 @@ func testLease(i int) matchbox.Lease {
 }
 
 // leasesAre checks the stored leases, in any order.
-func leasesAre(t *testing.T, s storage.Store, want ...matchbox.Lease) {
+func leasesAre(t *testing.T, s matchbox.LeaseStore, want ...matchbox.Lease) {
 	t.Helper()
 	got, err := s.Leases(t.Context())
 	if err != nil {
