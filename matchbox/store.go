@@ -100,6 +100,11 @@ const (
 type Change struct {
 	Kind ChangeKind
 	Key  string
+	// Local is set when the change was written through the store the
+	// subscriber subscribed on (this process, of several sharing the
+	// data): a subscriber that applies its own writes as it makes them
+	// skips these. A reload after falling behind is never Local.
+	Local bool
 }
 
 // ChangeFeed reports committed writes, by whichever process wrote them

@@ -59,10 +59,12 @@ func (s kindSet) lowest() (kindSet, matchbox.ChangeKind) {
 // it, changes are dropped for it and it is told to reload what it missed.
 const feedBuffer = 1024
 
-// keyChange is one key a transaction wrote ("": anything of the kind).
+// keyChange is one key a transaction wrote ("": anything of the kind);
+// local when the subscriber's own store wrote it.
 type keyChange struct {
-	kind kindSet
-	key  string
+	kind  kindSet
+	key   string
+	local bool
 }
 
 // changeSet is what one write transaction changed.
@@ -72,6 +74,8 @@ type changeSet struct {
 	want    kindSet
 	touched kindSet // the kinds written
 	keys    []keyChange
+	// origin is the store that wrote (of those over one backend).
+	origin *DB
 }
 
 // touch notes that the transaction wrote something of kind k.
@@ -84,7 +88,7 @@ func (c *changeSet) wants(k kindSet) bool { return c.want&k != 0 }
 func (c *changeSet) add(k kindSet, key string) {
 	c.touched |= k
 	if c.want&k != 0 {
-		c.keys = append(c.keys, keyChange{k, key})
+		c.keys = append(c.keys, keyChange{kind: k, key: key})
 	}
 }
 
@@ -170,6 +174,8 @@ func (f *feed) count(kinds kindSet, d int) {
 type subscriber struct {
 	kinds kindSet
 	wake  chan struct{} // capacity 1: the queue may have grown
+	// origin is the store subscribed on: changes it wrote are Local.
+	origin *DB
 
 	mu    sync.Mutex
 	queue []keyChange
@@ -184,8 +190,10 @@ func (s *subscriber) push(cs *changeSet) {
 	}
 	s.mu.Lock()
 	s.tellLost()
+	local := cs.origin == s.origin
 	for _, c := range cs.keys {
 		if c.kind&s.kinds != 0 {
+			c.local = local
 			s.enqueue(c)
 		}
 	}
@@ -194,7 +202,7 @@ func (s *subscriber) push(cs *changeSet) {
 	for missed := kinds &^ cs.want; missed != 0; {
 		k, _ := missed.lowest()
 		missed &^= k
-		s.enqueue(keyChange{kind: k})
+		s.enqueue(keyChange{kind: k, local: local})
 	}
 	s.mu.Unlock()
 	select {
@@ -230,7 +238,7 @@ func (s *subscriber) pop() (matchbox.Change, bool) {
 	s.queue = s.queue[1:]
 	s.tellLost()
 	_, kind := c.kind.lowest()
-	return matchbox.Change{Kind: kind, Key: c.key}, true
+	return matchbox.Change{Kind: kind, Key: c.key, Local: c.local}, true
 }
 
 // run empties the queue into out until ctx ends or the store closes.
@@ -271,7 +279,7 @@ func (db *DB) Changes(ctx context.Context, kinds ...matchbox.ChangeKind) <-chan 
 			set |= kindOf(k)
 		}
 	}
-	s := &subscriber{kinds: set, wake: make(chan struct{}, 1)}
+	s := &subscriber{kinds: set, wake: make(chan struct{}, 1), origin: db}
 	f := &db.state.feed
 	f.subscribe(s)
 	out := make(chan matchbox.Change)
@@ -282,7 +290,7 @@ func (db *DB) Changes(ctx context.Context, kinds ...matchbox.ChangeKind) <-chan 
 // write runs fn in a write transaction (batch: one it may share, see
 // kvStore.Batch) and publishes what it changed once it committed.
 func (db *DB) write(batch bool, fn func(kvTx, *changeSet) error) error {
-	w := writeRun{feed: &db.state.feed, fn: fn}
+	w := writeRun{feed: &db.state.feed, fn: fn, origin: db}
 	committed := false
 	defer func() { w.publish(committed) }()
 	var err error
@@ -299,6 +307,7 @@ func (db *DB) write(batch bool, fn func(kvTx, *changeSet) error) error {
 // it again after rolling back a transaction it shared).
 type writeRun struct {
 	feed    *feed
+	origin  *DB
 	fn      func(kvTx, *changeSet) error
 	cs      changeSet // of the last run
 	seq     uint64    // of the last run, if stamped
@@ -311,7 +320,7 @@ func (w *writeRun) run(tx kvTx) error {
 		w.orphans = append(w.orphans, w.seq)
 		w.stamped = false
 	}
-	w.cs = changeSet{want: w.feed.wanted()}
+	w.cs = changeSet{want: w.feed.wanted(), origin: w.origin}
 	if err := w.fn(tx, &w.cs); err != nil {
 		return err
 	}

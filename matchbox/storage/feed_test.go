@@ -31,7 +31,7 @@ func nextChanges(t *testing.T, ch <-chan matchbox.Change, n int) []matchbox.Chan
 func keyed(kind matchbox.ChangeKind, keys ...string) []matchbox.Change {
 	var out []matchbox.Change
 	for _, k := range keys {
-		out = append(out, matchbox.Change{Kind: kind, Key: k})
+		out = append(out, matchbox.Change{Kind: kind, Key: k, Local: true})
 	}
 	return out
 }
@@ -58,7 +58,7 @@ func TestFeedDeliversInSequence(t *testing.T) {
 	f := &db.state.feed
 	sets := make([]*changeSet, 4)
 	for i := range sets {
-		sets[i] = &changeSet{want: f.wanted()}
+		sets[i] = &changeSet{want: f.wanted(), origin: db}
 		sets[i].add(kindGroup, string(rune('a'+i)))
 		if got := f.stamp(); got != uint64(i) {
 			t.Fatalf("stamp %d, want %d", got, i)
@@ -83,7 +83,7 @@ func TestFeedRunRolledBack(t *testing.T) {
 	defer db.Close()
 	ch := db.Changes(t.Context(), matchbox.ChangeGroup)
 	runs := 0
-	w := writeRun{feed: &db.state.feed, fn: func(tx kvTx, cs *changeSet) error {
+	w := writeRun{feed: &db.state.feed, origin: db, fn: func(tx kvTx, cs *changeSet) error {
 		runs++
 		key := []string{"rolled-back", "committed"}[runs-1]
 		cs.add(kindGroup, key)

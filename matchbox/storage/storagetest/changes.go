@@ -48,8 +48,13 @@ func closes(t *testing.T, ch <-chan matchbox.Change, n int) {
 	t.Fatalf("change feed still open after %d changes", n)
 }
 
-// change is a Change, briefly.
+// change is a Change written through the subscriber's own store.
 func change(kind matchbox.ChangeKind, key string) matchbox.Change {
+	return matchbox.Change{Kind: kind, Key: key, Local: true}
+}
+
+// remote is a Change written through another store over the backend.
+func remote(kind matchbox.ChangeKind, key string) matchbox.Change {
 	return matchbox.Change{Kind: kind, Key: key}
 }
 
@@ -293,7 +298,7 @@ func runChanges(t *testing.T, h Harness) {
 			if c == change(matchbox.ChangeMachine, mac(overflow+1)) {
 				return
 			}
-			if c != change(matchbox.ChangeMachine, mac(overflow)) && c != change(matchbox.ChangeMachine, "") {
+			if c != change(matchbox.ChangeMachine, mac(overflow)) && c != remote(matchbox.ChangeMachine, "") {
 				t.Fatalf("after the reload: %+v, want the next change", c)
 			}
 		}
@@ -316,9 +321,15 @@ func runChanges(t *testing.T, h Harness) {
 		if err := b.DeleteToken(ctx, "from-a"); err != nil {
 			t.Fatal(err)
 		}
-		want := []matchbox.Change{change(matchbox.ChangeToken, "from-a"), change(matchbox.ChangeToken, "from-a")}
-		for name, feed := range map[string]<-chan matchbox.Change{"a": onA, "b": onB} {
-			if diff := cmp.Diff(want, receive(t, feed, 2)); diff != "" {
+		// Each subscriber is told which of the two was its own store's.
+		for name, tc := range map[string]struct {
+			feed <-chan matchbox.Change
+			want []matchbox.Change
+		}{
+			"a": {onA, []matchbox.Change{change(matchbox.ChangeToken, "from-a"), remote(matchbox.ChangeToken, "from-a")}},
+			"b": {onB, []matchbox.Change{remote(matchbox.ChangeToken, "from-a"), change(matchbox.ChangeToken, "from-a")}},
+		} {
+			if diff := cmp.Diff(tc.want, receive(t, tc.feed, 2)); diff != "" {
 				t.Errorf("subscriber on %s (-want +got):\n%s", name, diff)
 			}
 		}
