@@ -46,6 +46,8 @@ func (l *Lease) Active(t time.Time) bool { return t.Before(l.Expires) }
 // durably committed: a DHCP ACK is sent after it.
 type LeaseStore interface {
 	Leases(ctx context.Context) ([]Lease, error)
+	// Lease returns the lease of one address, or ErrNotFound.
+	Lease(ctx context.Context, ip netip.Addr) (Lease, error)
 	PutLeases(ctx context.Context, leases ...Lease) error
 	DeleteLeases(ctx context.Context, ips ...netip.Addr) error
 }

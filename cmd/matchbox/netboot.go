@@ -274,6 +274,7 @@ func (s *instance) openNetboot(ctx context.Context) (*netboot, error) {
 			Booter:       booter,
 			Reservations: reservations{catalog, db, log},
 			Leases:       db,
+			Changes:      db,
 			Recorder:     rec,
 			Logger:       log.With("component", "dhcp"),
 			Registry:     reg,

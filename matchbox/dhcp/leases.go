@@ -183,25 +183,63 @@ func (t *leaseTable) load(ctx context.Context, unknown func(mac string) bool) (i
 	defer t.mu.Unlock()
 	n := 0
 	for _, l := range all {
-		p := t.poolContaining(l.IP)
-		if p == nil {
-			continue
+		if p := t.poolContaining(l.IP); p != nil {
+			p.putStored(l, unknown)
+			n++
 		}
-		ls := &lease{Lease: l, key: clientKey(l.ClientID, l.MAC)}
-		if l.State == matchbox.LeaseDeclined {
-			ls.key = declinedKey
-		}
-		if hw, err := net.ParseMAC(l.MAC); err == nil && len(hw) == 6 {
-			ls.hw, ls.hasHW = [6]byte(hw), true
-		}
-		ls.unknown = l.MAC != "" && unknown(l.MAC)
-		p.put(ls)
-		if l.State == matchbox.LeaseBound {
-			p.byClient[ls.key] = ls
-		}
-		n++
 	}
 	return n, nil
+}
+
+// putStored makes a stored lease (bound or declined) the entry of its
+// address.
+func (p *pool) putStored(l matchbox.Lease, unknown func(mac string) bool) {
+	ls := &lease{Lease: l, key: clientKey(l.ClientID, l.MAC)}
+	if l.State == matchbox.LeaseDeclined {
+		ls.key = declinedKey
+	}
+	if hw, err := net.ParseMAC(l.MAC); err == nil && len(hw) == 6 {
+		ls.hw, ls.hasHW = [6]byte(hw), true
+	}
+	ls.unknown = l.MAC != "" && unknown(l.MAC)
+	p.put(ls)
+	if l.State == matchbox.LeaseBound {
+		p.byClient[ls.key] = ls
+	}
+}
+
+// follow brings the entry of ip in line with the store, after a write to
+// it (another server sharing the store bound, declined or freed it): the
+// stored lease (found) becomes the entry, in place of whatever the table
+// held, an offer of its own included, since the address is taken; when
+// none is stored, a bound or declined entry is dropped (an offer is not
+// stored: it stays). An entry that already is the stored lease (this
+// table's own write) is left as it is.
+func (t *leaseTable) follow(ip netip.Addr, l matchbox.Lease, found bool, unknown func(mac string) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.poolContaining(ip)
+	if p == nil {
+		return
+	}
+	e := p.byIP[ip]
+	switch {
+	case !found:
+		if e != nil && e.State != matchbox.LeaseOffered {
+			p.remove(ip)
+		}
+	case e != nil && sameLease(e.Lease, l):
+	default:
+		p.putStored(l, unknown)
+	}
+}
+
+// sameLease reports whether a and b are one lease: one client holding one
+// address in one state until one time, written at one time (times compare
+// as instants: a stored one has lost its monotonic reading).
+func sameLease(a, b matchbox.Lease) bool {
+	return a.IP == b.IP && a.MAC == b.MAC && a.ClientID == b.ClientID && a.State == b.State &&
+		a.Expires.Equal(b.Expires) && a.Updated.Equal(b.Updated)
 }
 
 // declinedKey is the client key of declined addresses: nobody's.

@@ -53,9 +53,13 @@ type Config struct {
 	Booter       Booter
 	Reservations Reservations
 	Leases       matchbox.LeaseStore
-	Recorder     *recorder.Recorder
-	Logger       *slog.Logger
-	Registry     prometheus.Registerer
+	// Changes, when set, is the change feed of the store Leases is part
+	// of: the leases other servers sharing the store write are applied to
+	// this server's table as they are committed.
+	Changes  matchbox.ChangeFeed
+	Recorder *recorder.Recorder
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 	// MaxInFlight bounds packets handled at once (default 1024).
 	MaxInFlight int
 	// OfferHold is how long an offer holds its address in full mode
@@ -97,6 +101,8 @@ type Server struct {
 	unknownEvents *eventBudget
 	// counters caches child counters by labels.
 	counters sync.Map
+	// leaseChanges are the store's lease changes (nil: not followed).
+	leaseChanges <-chan matchbox.Change
 }
 
 // New returns a Server; it loads persisted leases in full mode.
@@ -161,10 +167,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			Name: "matchbox_dhcp_dropped_total", Help: "DHCP packets not answered, by reason.",
 		}, []string{"reason"}),
 	}
-	n, err := s.leases.load(ctx, func(mac string) bool {
-		d := cfg.Booter.Decide(map[string]string{"mac": mac})
-		return !s.known(mac, &d)
-	})
+	if cfg.Changes != nil && cfg.Leases != nil && len(cfg.Subnets) > 0 {
+		// Subscribed before the load: nothing written between is missed.
+		s.leaseChanges = cfg.Changes.Changes(ctx, matchbox.ChangeLease)
+	}
+	n, err := s.leases.load(ctx, s.unknownMAC)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: load leases: %w", err)
 	}
@@ -227,6 +234,9 @@ func (s *Server) Release(ctx context.Context, ip netip.Addr) (matchbox.Lease, er
 func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(listeners))
+	if s.leaseChanges != nil {
+		wg.Go(func() { s.followLeases(ctx, s.leaseChanges) })
+	}
 	for _, l := range listeners {
 		wg.Add(1)
 		go func() {

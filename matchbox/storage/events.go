@@ -190,6 +190,19 @@ func (db *DB) Leases(_ context.Context) ([]matchbox.Lease, error) {
 	return listValues[matchbox.Lease](db, bucketLeases)
 }
 
+// Lease returns the persisted lease of ip, or ErrNotFound.
+func (db *DB) Lease(_ context.Context, ip netip.Addr) (matchbox.Lease, error) {
+	var l matchbox.Lease
+	err := db.kv.View(func(tx kvTx) error {
+		data := tx.Bucket(bucketLeases).Get(leaseKey(ip))
+		if data == nil {
+			return fmt.Errorf("lease of %v: %w", ip, matchbox.ErrNotFound)
+		}
+		return json.Unmarshal(data, &l)
+	})
+	return l, err
+}
+
 // PutLeases commits leases durably. Concurrent callers are coalesced into
 // one transaction (and one fsync) by bbolt's batching, so a DHCP server can
 // commit every lease before its ACK at a high rate.

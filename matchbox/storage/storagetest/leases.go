@@ -80,4 +80,11 @@ func runLeases(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	leasesAre(t, s, testLease(3), testLease(4), l2)
+	// One address's lease.
+	if l, err := s.Lease(ctx, l2.IP); err != nil || l.State != matchbox.LeaseDeclined || l.Hostname != "node2" || !l.Expires.Equal(l2.Expires) {
+		t.Errorf("Lease(%v) = %+v, %v; want the declined lease", l2.IP, l, err)
+	}
+	if _, err := s.Lease(ctx, testLease(1).IP); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Errorf("Lease of a deleted lease: %v, want ErrNotFound", err)
+	}
 }
