@@ -187,6 +187,7 @@ func (s *instance) setupLifecycle(ctx context.Context) error {
 	}
 	lc := reinstall.New(reinstall.Config{
 		Store:          db,
+		Changes:        db,
 		BMCs:           bmcs,
 		Machines:       db,
 		Recorder:       rec,

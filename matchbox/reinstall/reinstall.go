@@ -34,7 +34,11 @@ func holdsSlot(s matchbox.WorkflowState) bool {
 // Config configures a Engine. Zero durations and counts take
 // the defaults named.
 type Config struct {
-	Store    matchbox.WorkflowStore
+	Store matchbox.WorkflowStore
+	// Changes, when set, is the change feed of the store Store is part
+	// of: workflows other engines sharing the store write are followed
+	// (see Engine).
+	Changes  matchbox.ChangeFeed
 	BMCs     *power.Service
 	Machines matchbox.MachineStore
 	Recorder *recorder.Recorder
@@ -85,12 +89,18 @@ type Engine struct {
 	// poweredOn remembers, per machine, the generation for which this
 	// process has powered the machine on (booting's one BMC call).
 	poweredOn map[string]uint64
+	// followed marks the workflows whose last transition another engine
+	// sharing the store wrote: that engine drives them (BMC steps,
+	// deadlines); this one gates their machines and takes their reports.
+	followed map[string]bool
 	// gates is what Gate reads on every boot request, without a lock: a
 	// map rebuilt at each transition (rare) and never changed after.
 	gates  atomic.Pointer[map[string]matchbox.Gate]
 	loaded bool
-	kick   chan struct{}
-	wg     sync.WaitGroup
+	// changes are the store's workflow changes (nil: not followed).
+	changes <-chan matchbox.Change
+	kick    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // New returns a Engine; Run loads the stored workflows and
@@ -124,13 +134,17 @@ func New(cfg Config) *Engine {
 		cfg.Recorder = recorder.New(nil, nil)
 	}
 	return &Engine{cfg: cfg, log: cfg.Logger, flows: map[string]*matchbox.Workflow{}, busy: map[string]bool{},
-		poweredOn: map[string]uint64{}, kick: make(chan struct{}, 1)}
+		poweredOn: map[string]uint64{}, followed: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // Load reads the stored workflows that have not ended. Run calls it; a
 // server calls it before answering boot requests so that gating holds from
 // the first one.
 func (l *Engine) Load(ctx context.Context) error {
+	if l.cfg.Changes != nil && l.changes == nil {
+		// Subscribed before the load: nothing written between is missed.
+		l.changes = l.cfg.Changes.Changes(ctx, matchbox.ChangeWorkflow)
+	}
 	all, err := l.cfg.Store.Workflows(ctx)
 	if err != nil {
 		return fmt.Errorf("load workflows: %w", err)
@@ -174,6 +188,7 @@ func (l *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(l.cfg.Tick)
 	defer t.Stop()
 	defer l.wg.Wait()
+	changes := l.changes
 	for {
 		l.step(ctx)
 		select {
@@ -181,6 +196,13 @@ func (l *Engine) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-l.kick:
+		case c, ok := <-changes:
+			switch {
+			case !ok:
+				changes = nil
+			case !c.Local:
+				l.follow(ctx, c.Key)
+			}
 		}
 	}
 }
@@ -220,7 +242,7 @@ func (l *Engine) step(ctx context.Context) {
 	})
 	now := time.Now()
 	for _, w := range flows {
-		if l.busy[w.MAC] {
+		if l.busy[w.MAC] || l.followed[w.MAC] {
 			continue
 		}
 		switch w.State {
@@ -401,6 +423,8 @@ func (l *Engine) transitionLocked(ctx context.Context, w matchbox.Workflow, muta
 // published updates the in-memory view after a stored write, and records
 // and logs the transition. Called with l.mu held.
 func (l *Engine) published(from matchbox.WorkflowState, n *matchbox.Workflow) {
+	// This engine wrote the last transition: it drives the workflow.
+	delete(l.followed, n.MAC)
 	if n.State.Done() {
 		delete(l.flows, n.MAC)
 		delete(l.poweredOn, n.MAC)
