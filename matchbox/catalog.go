@@ -365,6 +365,8 @@ func (s *Snapshot) Problems() []Problem { return s.problems }
 // Catalog holds the current snapshot and rebuilds it when a source changes.
 // Readers never block: they load the current snapshot atomically.
 type Catalog struct {
+	// reloadMu runs one Reload at a time (read and update together).
+	reloadMu sync.Mutex
 	mu       sync.Mutex
 	order    []string
 	sources  map[string]source
@@ -424,3 +426,62 @@ func (c *Catalog) UpdateSources(_ context.Context, sources map[string]Objects) *
 
 // Snapshot returns the current snapshot.
 func (c *Catalog) Snapshot() *Snapshot { return c.current.Load() }
+
+// Reload reads a source's objects with load and makes them the source's.
+// Reloads run one at a time, read and update together, so a reload that
+// read before a write never replaces the objects of one that read after
+// it.
+func (c *Catalog) Reload(ctx context.Context, source string, load func(context.Context) (Objects, error)) (*Snapshot, error) {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	objs, err := load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Update(ctx, source, objs), nil
+}
+
+// followBatch is the most changes Follow takes for one reload.
+const followBatch = 4096
+
+// Follow keeps a source in line with a store that other processes write
+// too: after each change of a group, profile or template that another
+// process wrote (this one reloads its own writes as it makes them, so a
+// Local change is skipped), it reloads the source (see Reload); changes
+// that arrive together make one reload. Subscribe (changes) before the
+// first load, so that nothing written between is missed. A failed reload
+// is handed to failed (nil: dropped) and tried again at the next change.
+// Follow returns when ctx ends or changes is closed.
+func (c *Catalog) Follow(ctx context.Context, source string, load func(context.Context) (Objects, error), changes <-chan Change, failed func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ch, ok := <-changes:
+			if !ok {
+				return
+			}
+			remote := !ch.Local
+			// Take what else has come (a bounded lot, so a steady stream
+			// of writes still reloads): one reload for it all.
+		drain:
+			for range followBatch {
+				select {
+				case ch, ok := <-changes:
+					if !ok {
+						break drain
+					}
+					remote = remote || !ch.Local
+				default:
+					break drain
+				}
+			}
+			if !remote {
+				continue
+			}
+			if _, err := c.Reload(ctx, source, load); err != nil && ctx.Err() == nil && failed != nil {
+				failed(err)
+			}
+		}
+	}
+}

@@ -143,13 +143,10 @@ func (s *instance) openAPI(ctx context.Context) (func(context.Context) error, er
 		Engine:    engine,
 		BootHost:  bootHost,
 		Logger:    log,
+		Changes:   db,
 		Reload: func(ctx context.Context) error {
-			objs, err := db.Objects(ctx)
-			if err != nil {
-				return err
-			}
-			catalog.Update(ctx, "db", objs)
-			return nil
+			_, err := catalog.Reload(ctx, "db", db.Objects)
+			return err
 		},
 	}
 	apiCfg.CertDefaultRole, apiCfg.VerifyCertificate = certRole, verifyCert
@@ -157,6 +154,7 @@ func (s *instance) openAPI(ctx context.Context) (func(context.Context) error, er
 	if err != nil {
 		return nil, err
 	}
+	s.add("api-tokens", srv.Follow)
 	ln, err := net.Listen("tcp", ac.address)
 	if err != nil {
 		return nil, fmt.Errorf("-api-address: %w", err)

@@ -280,6 +280,15 @@ func (s *instance) openCatalog(ctx context.Context) error {
 		return err
 	}
 	objs = c.claims(objs)
+	// The objects other servers sharing the database write come through
+	// its change feed (subscribed before the load: nothing is missed).
+	changes := s.db.Changes(ctx, matchbox.ChangeGroup, matchbox.ChangeProfile, matchbox.ChangeTemplate)
+	s.add("catalog-follow", func(ctx context.Context) error {
+		s.catalog.Follow(ctx, "db", s.db.Objects, changes, func(err error) {
+			log.Error("objects written by another server not loaded: serving the ones before", "err", err)
+		})
+		return nil
+	})
 	dbObjs, err := s.db.Objects(ctx)
 	if err != nil {
 		return err

@@ -66,6 +66,10 @@ type Config struct {
 	// asking right after gets the new configuration.
 	Reload func(ctx context.Context) error
 	Logger *slog.Logger
+	// Changes, when set, is the change feed of the store Store is part
+	// of: tokens other servers sharing the store create or revoke are
+	// taken (or refused) here as they are committed (see Follow).
+	Changes matchbox.ChangeFeed
 	// Machines is the machine inventory (nil: the machine endpoints
 	// answer 503).
 	Machines MachineStore
@@ -111,10 +115,17 @@ type Server struct {
 	// guards see the same configuration.
 	writes sync.Mutex
 
-	mu     sync.RWMutex
-	tokens map[string]matchbox.Token // by hash
+	// tableMu serialises the changes of the token table: a reload's read
+	// of the store and swap, a token write's store call and table change;
+	// so a reload that read before a revocation cannot bring the revoked
+	// token back. mu guards the table itself (taken after tableMu).
+	tableMu sync.Mutex
+	mu      sync.RWMutex
+	tokens  map[string]matchbox.Token // by hash
 
 	booter *matchbox.Booter
+	// tokenChanges are the store's token changes (nil: not followed).
+	tokenChanges <-chan matchbox.Change
 }
 
 // New returns the API server, with the stored tokens loaded.
@@ -129,13 +140,48 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Booter = matchbox.NewBooter(cfg.Catalog, nil)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, booter: cfg.Booter}
+	if cfg.Changes != nil {
+		// Subscribed before the load: nothing written between is missed.
+		s.tokenChanges = cfg.Changes.Changes(ctx, matchbox.ChangeToken)
+	}
 	if err := s.loadTokens(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
+// Follow keeps the token table in line with the store until ctx ends:
+// a token another server sharing the store creates is accepted here, one
+// it revokes refused, as soon as the change is committed. (This server's
+// own token writes change its table as they are made.) Without
+// Config.Changes it returns at once.
+func (s *Server) Follow(ctx context.Context) error {
+	changes := s.tokenChanges
+	if changes == nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c, ok := <-changes:
+			if !ok {
+				return nil
+			}
+			if c.Local {
+				continue
+			}
+			// Tokens are few: read them all again.
+			if err := s.loadTokens(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("API tokens written elsewhere not loaded: the table is as before", "err", err)
+			}
+		}
+	}
+}
+
 func (s *Server) loadTokens(ctx context.Context) error {
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
 	ts, err := s.cfg.Store.Tokens(ctx)
 	if err != nil {
 		return fmt.Errorf("load API tokens: %w", err)
@@ -793,20 +839,25 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := matchbox.Token{Name: req.Name, Role: req.Role, Hash: HashSecret(secret), Created: time.Now().UTC()}
+	s.tableMu.Lock()
 	if err := s.cfg.Store.CreateToken(r.Context(), t); err != nil {
+		s.tableMu.Unlock()
 		s.fail(w, r, err)
 		return
 	}
 	s.mu.Lock()
 	s.tokens[t.Hash] = t
 	s.mu.Unlock()
+	s.tableMu.Unlock()
 	s.log.Info("API token created", "name", t.Name, "role", t.Role, "by", caller(r).Name)
 	writeJSON(w, http.StatusCreated, "", map[string]any{"name": t.Name, "role": t.Role, "created": t.Created, "token": secret})
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
+	s.tableMu.Lock()
 	if err := s.cfg.Store.DeleteToken(r.Context(), name); err != nil {
+		s.tableMu.Unlock()
 		s.fail(w, r, err)
 		return
 	}
@@ -817,6 +868,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Unlock()
+	s.tableMu.Unlock()
 	s.log.Info("API token revoked", "name", name, "by", caller(r).Name)
 	w.WriteHeader(http.StatusNoContent)
 }
