@@ -1,3 +1,7 @@
+// Package loglimit keeps the log lines machines on the network cause from
+// flooding the log: repeats of a line are suppressed, each message is
+// rate-limited, and what was suppressed is counted and reported (see
+// Limiter). Every front-end and the recorder log through one.
 package loglimit
 
 import (

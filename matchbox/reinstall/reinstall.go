@@ -3,7 +3,9 @@
 // reinstalled, takes the installer's reports and enforces each state's
 // deadline. Every transition is written to the store before the BMC call
 // that follows it, so a restarted server resumes where the last one
-// stopped.
+// stopped. Engines that share a store follow each other's workflows
+// through its change feed: each gates the machine and takes its reports;
+// the one that wrote a workflow's last transition drives it.
 package reinstall
 
 import (
