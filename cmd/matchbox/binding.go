@@ -7,9 +7,10 @@ import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"matchbox.dev/matchbox"
 	mbhttp "matchbox.dev/matchbox/http"
 	"matchbox.dev/matchbox/recorder"
-	"matchbox.dev/matchbox/storage"
 )
 
 // bindingConfig is the part of `matchbox serve` that decides who may have
@@ -59,7 +60,7 @@ func (b *bindingConfig) leaseHolder(nb *netboot, log *slog.Logger) (mbhttp.Lease
 }
 
 // inventoryMetrics exports the inventory's size, bound and refusals.
-func inventoryMetrics(reg prometheus.Registerer, db *storage.DB, rec *recorder.Recorder, maxMachines int) {
+func inventoryMetrics(reg prometheus.Registerer, db matchbox.InventoryStore, rec *recorder.Recorder, maxMachines int) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "matchbox_machines", Help: "Machine records in the inventory."},
 			func() float64 { return float64(db.MachineCount()) }),

@@ -45,7 +45,7 @@ type instance struct {
 	reg *prometheus.Registry
 	tp  *transport
 
-	db       *storage.DB
+	db       storage.Store
 	signer   *sign.Signer
 	mirror   *release.Mirror
 	engine   *render.Engine

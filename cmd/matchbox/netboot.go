@@ -120,7 +120,7 @@ func (n *netbootConfig) dhcpLimits() error {
 // ("dhcp_address") or its machine record.
 type reservations struct {
 	catalog *matchbox.Catalog
-	db      *storage.DB
+	db      storage.Store
 	log     *slog.Logger
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	mbhttp "matchbox.dev/matchbox/http"
 	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/netlimit"

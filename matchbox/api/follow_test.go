@@ -13,6 +13,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/internal/testrun"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -38,15 +39,7 @@ func TestTokensFollowOtherServers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fctx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- srv.Follow(fctx) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Error(err)
-				}
-			})
+			testrun.Background(t, srv.Follow)
 			handlers = append(handlers, srv.Handler())
 		}
 		a, b := handlers[0], handlers[1]

@@ -9,6 +9,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
+
 	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/storage"
 )

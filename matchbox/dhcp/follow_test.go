@@ -8,6 +8,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"matchbox.dev/matchbox/internal/testrun"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -22,15 +23,7 @@ func TestLeasesFollowOtherServers(t *testing.T) {
 			st := storage.OpenMemory(backend)
 			t.Cleanup(func() { st.Close() })
 			ps := newPoolServer(t, pool3(), everyone, st, func(c *Config) { c.Changes = st })
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- ps.srv.Serve(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Error(err)
-				}
-			})
+			testrun.Background(t, func(ctx context.Context) error { return ps.srv.Serve(ctx) })
 			return ps
 		}
 		a, b := replica(), replica()

@@ -13,11 +13,11 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"matchbox.dev/matchbox/internal/logbuf"
 	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/metrics"
 	"matchbox.dev/matchbox/recorder"
-
-	"matchbox.dev/matchbox/internal/logbuf"
 )
 
 // In proxy mode every DISCOVER of a machine without a group is a "no boot

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/internal/testrun"
 	"matchbox.dev/matchbox/power"
 	"matchbox.dev/matchbox/reinstall"
 	"matchbox.dev/matchbox/storage"
@@ -51,15 +52,12 @@ func newReplicas(t *testing.T, n int, macs ...string) []replica {
 			DefaultProfile: "install",
 			ProfileExists:  func(id string) bool { return id == "install" },
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- r.lc.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		})
+		// Loaded before anything is written, as a server loads before it
+		// serves: a workflow found at the load is resumed, and driven.
+		if err := r.lc.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		testrun.Background(t, r.lc.Run)
 		out = append(out, r)
 	}
 	return out

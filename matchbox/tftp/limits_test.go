@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"matchbox.dev/matchbox/internal/logbuf"
 	"matchbox.dev/matchbox/recorder"
 )

@@ -17,6 +17,7 @@ import (
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"matchbox.dev/matchbox/recorder"
 )
 
