@@ -34,16 +34,12 @@ type fixture struct {
 	handler http.Handler
 }
 
-// newFixture runs the API over real HTTP on loopback, on a real bbolt
-// database, with a data dir source holding a read-only group and profile.
+// newFixture runs the API over real HTTP on loopback, on a store in
+// memory, with a data dir source holding a read-only group and profile.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := storage.OpenBolt(filepath.Join(dir, "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storage.NewMemory()
 	cat := matchbox.NewCatalog("datadir", "db")
 	ctx := context.Background()
 	cat.Update(ctx, "datadir", matchbox.Objects{
@@ -313,11 +309,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 
 func TestAdminTokenFile(t *testing.T) {
 	dir := t.TempDir()
-	db, err := storage.OpenBolt(filepath.Join(dir, "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storage.NewMemory()
 	ctx := context.Background()
 	def := filepath.Join(dir, "admin.token")
 	if _, err := api.EnsureAdminToken(ctx, db, "", def, nil); err != nil {

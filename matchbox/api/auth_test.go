@@ -76,7 +76,7 @@ func (ca *testCA) client(t *testing.T, cn string, ous ...string) tls.Certificate
 }
 
 // tlsAPI is the API over real TLS on loopback, asking for client
-// certificates of ca, on a real bbolt database.
+// certificates of ca, on a store in memory.
 type tlsAPI struct {
 	ts    *httptest.Server
 	logs  *logbuf.Buffer
@@ -86,11 +86,7 @@ type tlsAPI struct {
 func newTLSAPI(t *testing.T, ca *testCA, cfg api.Config) *tlsAPI {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := storage.OpenBolt(filepath.Join(dir, "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storage.NewMemory()
 	ctx := context.Background()
 	file, err := api.EnsureAdminToken(ctx, db, "", filepath.Join(dir, "admin.token"), nil)
 	if err != nil {
@@ -269,24 +265,21 @@ func TestAuthenticatesBeforeReadingBodies(t *testing.T) {
 	}
 }
 
-// A revoked admin token stays revoked: the next start (the same bbolt
-// file, reopened) does not import it again from the token file, and says
-// so at error level, naming the file. The default file, which is
+// A revoked admin token stays revoked: the next start (a new store over
+// the same database) does not import it again from the token file, and
+// says so at error level, naming the file. The default file, which is
 // matchbox's own, gets a new token; a file the operator gave
 // (-api-token-file) is left alone.
 func TestRevokedAdminTokenStaysRevoked(t *testing.T) {
 	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "m.db")
+	database := storage.NewMemoryBackend()
 	def := filepath.Join(dir, "admin.token")
 	ctx := context.Background()
-	// start opens the database and the API as the server does, and
-	// returns the token in file (empty when there is none).
+	// start opens a store over the database, and the API, as the server
+	// does, and returns the token in file (empty when there is none).
 	start := func(t *testing.T, tokenFile string) (*fixture, *logbuf.Buffer) {
 		t.Helper()
-		db, err := storage.OpenBolt(dbPath)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := storage.OpenMemory(database)
 		t.Cleanup(func() { db.Close() })
 		logs := &logbuf.Buffer{}
 		file, err := api.EnsureAdminToken(ctx, db, tokenFile, def, slog.New(slog.NewTextHandler(logs, nil)))

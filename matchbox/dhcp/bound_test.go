@@ -4,20 +4,21 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"matchbox.dev/matchbox/storage"
 )
 
 // BoundAddr answers from the lease table: the address of a MAC's bound
 // lease in any subnet, nothing for an offer, a release or another MAC,
 // the same after a restart, and without allocating.
 func TestBoundAddr(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "m.db")
+	db := storage.NewMemoryBackend()
 	ts := startServer(t, ModeFull, testSubnets(), everyone, db)
 	lease, err := newClient(t, mac(1), ts.addr).Request(ctxT(t))
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 // HoldsLease is true only for the address of a current bound lease of the
 // MAC: not for an offer, another address, or another MAC.
 func TestHoldsLease(t *testing.T) {
-	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	ts := startServer(t, ModeFull, testSubnets(), everyone, nil)
 	c := newClient(t, mac(1), ts.addr)
 	offer, err := c.DiscoverOffer(ctxT(t))
 	if err != nil {
@@ -56,7 +56,7 @@ func TestHoldsLease(t *testing.T) {
 
 // HoldsLease and BoundAddr agree, and HoldsLease allocates nothing.
 func TestHoldsLeaseAgreesWithBoundAddr(t *testing.T) {
-	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	ts := startServer(t, ModeFull, testSubnets(), everyone, nil)
 	lease, err := newClient(t, mac(1), ts.addr).Request(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestHoldsLeaseAgreesWithBoundAddr(t *testing.T) {
 // the address it takes: the recorder learns it, so its MAC-less downloads
 // are attributed to it (HTTP requests that only name a MAC teach nothing).
 func TestProxyLearnsRequestedAddress(t *testing.T) {
-	ts := startServer(t, ModeProxy, nil, everyone, "")
+	ts := startServer(t, ModeProxy, nil, everyone, nil)
 	want := netip.MustParseAddr("10.0.0.150")
 	req, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac(7)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(want.AsSlice()))),

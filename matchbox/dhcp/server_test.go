@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -53,16 +52,15 @@ func testSubnets() []Subnet {
 	}
 }
 
-// startServer runs a server on loopback sockets; dbPath "" uses a new one.
-func startServer(t *testing.T, mode Mode, subnets []Subnet, booter Booter, dbPath string) *testServer {
+// startServer runs a server on loopback sockets, with its leases in a
+// store over db (nil: a new one). A second server over the same db, once
+// the first has stopped, is that server restarted.
+func startServer(t *testing.T, mode Mode, subnets []Subnet, booter Booter, db *storage.MemoryBackend) *testServer {
 	t.Helper()
-	if dbPath == "" {
-		dbPath = filepath.Join(t.TempDir(), "m.db")
+	if db == nil {
+		db = storage.NewMemoryBackend()
 	}
-	store, err := storage.OpenBolt(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := storage.OpenMemory(db)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := New(ctx, testConfig(subnets, booter, store))
 	if err != nil {
@@ -138,7 +136,7 @@ var pxeUEFI = []dhcpv4.Modifier{
 }
 
 func TestFullDORA(t *testing.T) {
-	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	ts := startServer(t, ModeFull, testSubnets(), everyone, nil)
 	c := newClient(t, mac(1), ts.addr)
 	lease, err := c.Request(ctxT(t))
 	if err != nil {
@@ -187,7 +185,7 @@ func TestFullDORA(t *testing.T) {
 }
 
 func TestFullPXEAnswers(t *testing.T) {
-	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	ts := startServer(t, ModeFull, testSubnets(), everyone, nil)
 	tests := []struct {
 		name   string
 		mods   []dhcpv4.Modifier
@@ -242,7 +240,7 @@ func TestFullPXEAnswers(t *testing.T) {
 	refuse := booterFunc(func(map[string]string) (matchbox.Selection, error) {
 		return matchbox.Selection{}, fmt.Errorf("no group matches: %w", matchbox.ErrNotFound)
 	})
-	ts2 := startServer(t, ModeFull, testSubnets(), refuse, "")
+	ts2 := startServer(t, ModeFull, testSubnets(), refuse, nil)
 	lease, err := newClient(t, mac(200), ts2.addr).Request(ctxT(t), pxeUEFI...)
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +259,7 @@ func TestProxyMode(t *testing.T) {
 		mu.Unlock()
 		return everyone(l)
 	})
-	ts := startServer(t, ModeProxy, nil, booter, "")
+	ts := startServer(t, ModeProxy, nil, booter, nil)
 	c := newClient(t, mac(1), ts.addr)
 	offer, err := c.DiscoverOffer(ctxT(t), pxeUEFI...)
 	if err != nil {
@@ -309,7 +307,7 @@ func TestProxyMode(t *testing.T) {
 func TestBINL4011(t *testing.T) {
 	for _, mode := range []Mode{ModeProxy, ModeFull} {
 		t.Run(string(mode), func(t *testing.T) {
-			ts := startServer(t, mode, testSubnets(), everyone, "")
+			ts := startServer(t, mode, testSubnets(), everyone, nil)
 			c := newClient(t, mac(9), ts.binl)
 			req, err := dhcpv4.New(append([]dhcpv4.Modifier{
 				dhcpv4.WithHwAddr(mac(9)),
@@ -334,7 +332,7 @@ func TestBINL4011(t *testing.T) {
 }
 
 func TestRelay(t *testing.T) {
-	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	ts := startServer(t, ModeFull, testSubnets(), everyone, nil)
 	c := newClient(t, mac(5), ts.addr)
 	relay := net.ParseIP("10.1.0.1")
 	opt82 := dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), []byte("port7")), dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(2), []byte("sw1")))
@@ -368,7 +366,7 @@ func TestRelay(t *testing.T) {
 }
 
 func TestLeaseSurvivesRestart(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "m.db")
+	db := storage.NewMemoryBackend()
 	ts := startServer(t, ModeFull, testSubnets(), everyone, db)
 	lease, err := newClient(t, mac(1), ts.addr).Request(ctxT(t))
 	if err != nil {
@@ -407,7 +405,7 @@ func TestLeaseSurvivesRestart(t *testing.T) {
 
 func TestNoSharedAddresses(t *testing.T) {
 	subnets := []Subnet{{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Start: netip.MustParseAddr("10.0.0.100"), End: netip.MustParseAddr("10.0.0.139"), LeaseTime: time.Hour}}
-	ts := startServer(t, ModeFull, subnets, everyone, "")
+	ts := startServer(t, ModeFull, subnets, everyone, nil)
 	const clients = 60 // more clients than the 40 addresses
 	var mu sync.Mutex
 	got := map[string]string{}
@@ -450,7 +448,7 @@ func TestNoSharedAddresses(t *testing.T) {
 }
 
 func TestDeclineReleaseNak(t *testing.T) {
-	ts := startServer(t, ModeFull, testSubnets(), everyone, "")
+	ts := startServer(t, ModeFull, testSubnets(), everyone, nil)
 	c1 := newClient(t, mac(1), ts.addr)
 	l1, err := c1.Request(ctxT(t))
 	if err != nil {
@@ -628,7 +626,7 @@ func TestFormatGUID(t *testing.T) {
 func TestOperatorRelease(t *testing.T) {
 	one := testSubnets()[:1]
 	one[0].End = one[0].Start // a pool of one address
-	ts := startServer(t, ModeFull, one, everyone, "")
+	ts := startServer(t, ModeFull, one, everyone, nil)
 	lease, err := newClient(t, mac(1), ts.addr).Request(ctxT(t))
 	if err != nil {
 		t.Fatal(err)

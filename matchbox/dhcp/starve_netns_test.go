@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -51,11 +50,7 @@ func startNetnsServer(t *testing.T, subnets []Subnet, booter Booter, tune func(*
 		cancel()
 		t.Fatal(err)
 	}
-	store, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(subnets, booter, store)
+	cfg := testConfig(subnets, booter, storage.NewMemory())
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -75,7 +70,6 @@ func startNetnsServer(t *testing.T, subnets []Subnet, booter Booter, tune func(*
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		store.Close()
 	})
 	return &nsServer{ns: ns, srv: srv, addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: dhcpv4.ServerPort}}
 }

@@ -7,7 +7,6 @@ import (
 	nethttp "net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,11 +47,7 @@ func newBindingFixture(t *testing.T) *bindingFixture {
 		Kernel: "/k", Args: []string{"token={{.reinstall.token}}"}}})
 	cat := matchbox.NewCatalog("test")
 	cat.Update(ctx, "test", objs)
-	db, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storage.NewMemory()
 	now := time.Now()
 	if err := db.SwapWorkflow(ctx, 0, matchbox.Workflow{MAC: boundMAC, State: matchbox.StateBooting, Profile: "inst", Token: boundToken,
 		Generation: 1, Requested: now, Entered: now}); err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,11 +41,7 @@ func (c leakyController) SetBootDevice(_ context.Context, b matchbox.BMC, _ matc
 // events the read role sees.
 func TestServiceRedactsControllerErrors(t *testing.T) {
 	ctx := context.Background()
-	db, err := storage.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storage.NewMemory()
 	key, err := storage.NewSecretKey(make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -52,13 +51,15 @@ func (f *fakeBMC) Calls() []string {
 }
 
 type lifecycleLab struct {
-	t    *testing.T
-	db   *storage.DB
-	bmc  *fakeBMC
-	cfg  reinstall.Config
-	lc   *reinstall.Engine
-	stop func()
-	t0   time.Time // when the lab was made, on the bubble's clock
+	t        *testing.T
+	database *storage.MemoryBackend
+	key      *storage.SecretKey
+	db       *storage.DB // the store the engine's config uses
+	bmc      *fakeBMC
+	cfg      reinstall.Config
+	lc       *reinstall.Engine
+	stop     func()
+	t0       time.Time // when the lab was made, on the bubble's clock
 }
 
 // newLifecycleLab makes a store holding macs and an engine's config with
@@ -66,36 +67,38 @@ type lifecycleLab struct {
 // ticker, deadlines and BMC retry delays then run on the fake clock.
 func newLifecycleLab(t *testing.T, macs ...string) *lifecycleLab {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "matchbox.db")
-	db, err := storage.OpenBolt(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	key, err := storage.NewSecretKey(make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	db.SetSecretKey(key)
-	for i, mac := range macs {
-		if err := db.PutMachine(ctx, &matchbox.Machine{MAC: mac, Arch: "EFI x86-64"}); err != nil {
-			t.Fatal(err)
-		}
-		// A password no message contains: power.Service redacts it from every error.
-		if err := db.SetMachineBMC(ctx, mac, matchbox.BMC{Address: fmt.Sprintf("bmc%d", i), Username: "u", Password: "lab-bmc-pw"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l := &lifecycleLab{t: t, db: db, bmc: &fakeBMC{fail: map[string]error{}}, t0: time.Now()}
+	l := &lifecycleLab{t: t, database: storage.NewMemoryBackend(), key: key, bmc: &fakeBMC{fail: map[string]error{}}, t0: time.Now()}
 	l.cfg = reinstall.Config{
-		Store:          db,
-		Machines:       db,
-		BMCs:           &power.Service{Settings: db, Controller: l.bmc},
 		DefaultProfile: "install",
 		ProfileExists:  func(id string) bool { return id == "install" || id == "other" },
 	}
+	l.open()
+	ctx := context.Background()
+	for i, mac := range macs {
+		if err := l.db.PutMachine(ctx, &matchbox.Machine{MAC: mac, Arch: "EFI x86-64"}); err != nil {
+			t.Fatal(err)
+		}
+		// A password no message contains: power.Service redacts it from every error.
+		if err := l.db.SetMachineBMC(ctx, mac, matchbox.BMC{Address: fmt.Sprintf("bmc%d", i), Username: "u", Password: "lab-bmc-pw"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return l
+}
+
+// open opens a store over the lab's database with its secret key, as a
+// server's start does, and gives it to the engine's config.
+func (l *lifecycleLab) open() {
+	db := storage.OpenMemory(l.database)
+	db.SetSecretKey(l.key)
+	l.t.Cleanup(func() { db.Close() })
+	l.db = db
+	l.cfg.Store, l.cfg.Machines = db, db
+	l.cfg.BMCs = &power.Service{Settings: db, Controller: l.bmc}
 }
 
 // start runs a Lifecycle on the lab's database until the test ends (or
@@ -428,11 +431,13 @@ func TestReinstallResumesAfterRestart(t *testing.T) {
 		}
 		l.wantState(macA, matchbox.StateBooting)
 		l.stop()
+		l.db.Close()
 		before := len(l.bmc.Calls())
 
 		// A new process on the same database: gating holds from the load,
 		// booting's power-on is repeated (idempotent), and the reinstall
 		// finishes with the same token.
+		l.open()
 		l.start()
 		synctest.Wait()
 		if calls := l.bmc.Calls(); len(calls) != before+1 || calls[before] != "bmc0 power on" {
