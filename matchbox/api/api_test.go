@@ -61,12 +61,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	db.SetSecretKey(key)
 	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: db, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
-		objs, err := db.Objects(ctx)
-		if err != nil {
-			return err
-		}
-		cat.Update(ctx, "db", objs)
-		return nil
+		_, err := cat.Reload(ctx, "db", db.Objects)
+		return err
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -97,12 +97,8 @@ func newTLSAPI(t *testing.T, ca *testCA, cfg api.Config) *tlsAPI {
 	cat := matchbox.NewCatalog("db")
 	cfg.Store, cfg.Catalog, cfg.Logger = db, cat, slog.New(slog.NewTextHandler(logs, nil))
 	cfg.Reload = func(ctx context.Context) error {
-		objs, err := db.Objects(ctx)
-		if err != nil {
-			return err
-		}
-		cat.Update(ctx, "db", objs)
-		return nil
+		_, err := cat.Reload(ctx, "db", db.Objects)
+		return err
 	}
 	srv, err := api.New(ctx, cfg)
 	if err != nil {

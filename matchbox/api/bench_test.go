@@ -96,12 +96,8 @@ func BenchmarkGroupWrite(b *testing.B) {
 	}
 	cat := matchbox.NewCatalog("db")
 	reload := func(ctx context.Context) error {
-		objs, err := db.Objects(ctx)
-		if err != nil {
-			return err
-		}
-		cat.Update(ctx, "db", objs)
-		return nil
+		_, err := cat.Reload(ctx, "db", db.Objects)
+		return err
 	}
 	if err := reload(ctx); err != nil {
 		b.Fatal(err)
