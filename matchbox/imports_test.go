@@ -10,9 +10,9 @@ import (
 // TestImportRules keeps the package layout of the design true (see
 // docs/architecture.md):
 //   - the core imports only the standard library;
-//   - the engines (recorder, power, reinstall) import the core and each
-//     other downwards only (reinstall → power → recorder), never a
-//     front-end, a store or a driver;
+//   - the engines (recorder, power, reinstall, update) import the core
+//     and each other downwards only (reinstall → power → recorder), never
+//     a front-end, a store or a driver;
 //   - front-ends (http, tftp, dhcp, api) never import each other, storage,
 //     bmc or release;
 //   - storage, render, bmc and release never import front-ends, engines or
@@ -26,7 +26,7 @@ func TestImportRules(t *testing.T) {
 	}
 	const mod = "matchbox.dev/matchbox"
 	frontEnds := []string{"http", "tftp", "dhcp", "api"}
-	engines := []string{"recorder", "power", "reinstall"}
+	engines := []string{"recorder", "power", "reinstall", "update"}
 	drivers := []string{"storage", "render", "bmc", "release"}
 	helpers := []string{"loglimit", "netlimit", "metrics"}
 	forbidden := map[string][]string{
