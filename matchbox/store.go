@@ -74,6 +74,37 @@ type BMCStore interface {
 	DeleteMachineBMC(ctx context.Context, mac string) error
 }
 
+// RecordStore keeps the records of engines that own their schema (the
+// update service's groups, rollouts and machines' update states): opaque
+// values, by kind and key. UpdateRecords changes several at once,
+// atomically; that is how a grant and the budget it spends are committed
+// together, so that two machines asking at the same moment never exceed
+// a limit, on one server or several sharing the store.
+type RecordStore interface {
+	// Record returns one record, or ErrNotFound.
+	Record(ctx context.Context, kind, key string) ([]byte, error)
+	// Records returns every record of a kind, in key order.
+	Records(ctx context.Context, kind string) ([]Record, error)
+	// UpdateRecords reads the records named (nil: absent), calls fn with
+	// their values, and writes what fn returns in their place (nil:
+	// delete), all in one transaction: nothing is written when fn fails.
+	// fn may be called more than once (when the transaction is retried)
+	// and must not act on anything else.
+	UpdateRecords(ctx context.Context, keys []RecordKey, fn func(values [][]byte) ([][]byte, error)) error
+}
+
+// RecordKey names a record.
+type RecordKey struct{ Kind, Key string }
+
+// Record is one record and its key.
+type Record struct {
+	Key   string
+	Value []byte
+}
+
+// MaxRecord bounds a record's value.
+const MaxRecord = 1 << 20
+
 // ChangeKind names what a Change is about.
 type ChangeKind string
 
@@ -91,6 +122,9 @@ const (
 	ChangeWorkflow ChangeKind = "workflow"
 	ChangeLease    ChangeKind = "lease"
 	ChangeBMC      ChangeKind = "bmc"
+	// ChangeRecord is a change of a record (RecordStore); its Key is
+	// "kind/key".
+	ChangeRecord ChangeKind = "record"
 )
 
 // Change says that something stored may have changed: the subscriber

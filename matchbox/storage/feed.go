@@ -18,7 +18,7 @@ import (
 // nobody watches pays a sequence number and one uncontended lock.
 
 // kindSet is a set of change kinds, one bit each.
-type kindSet uint8
+type kindSet uint16
 
 const (
 	kindGroup kindSet = 1 << iota
@@ -29,6 +29,7 @@ const (
 	kindWorkflow
 	kindLease
 	kindBMC
+	kindRecord
 
 	allKinds kindSet = 1<<len(changeKinds) - 1
 )
@@ -36,7 +37,7 @@ const (
 // changeKinds names the bits of kindSet, lowest first.
 var changeKinds = [...]matchbox.ChangeKind{
 	matchbox.ChangeGroup, matchbox.ChangeProfile, matchbox.ChangeTemplate, matchbox.ChangeToken,
-	matchbox.ChangeMachine, matchbox.ChangeWorkflow, matchbox.ChangeLease, matchbox.ChangeBMC,
+	matchbox.ChangeMachine, matchbox.ChangeWorkflow, matchbox.ChangeLease, matchbox.ChangeBMC, matchbox.ChangeRecord,
 }
 
 // kindOf returns the bit of k (0 for a kind no store reports).
@@ -51,7 +52,7 @@ func kindOf(k matchbox.ChangeKind) kindSet {
 
 // lowest returns the lowest kind in s and its name.
 func (s kindSet) lowest() (kindSet, matchbox.ChangeKind) {
-	i := bits.TrailingZeros8(uint8(s))
+	i := bits.TrailingZeros16(uint16(s))
 	return 1 << i, changeKinds[i]
 }
 

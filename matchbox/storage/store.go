@@ -21,6 +21,7 @@ type Store interface {
 	matchbox.LeaseStore
 	matchbox.WorkflowStore
 	matchbox.BMCStore
+	matchbox.RecordStore
 	matchbox.ChangeFeed
 	// SetSecretKey gives the store the key that seals BMC passwords;
 	// without one, storing or reading BMC settings fails.
@@ -45,9 +46,12 @@ var (
 	bucketRevoked   = []byte("tokens_revoked") // keyed by the revoked secret's hash
 	bucketBMC       = []byte("bmc")            // keyed by MAC, sealed
 	bucketWorkflows = []byte("workflows")      // keyed by MAC
+	// bucketRecords holds the records of RecordStore, keyed by kind, a
+	// zero byte, and key.
+	bucketRecords = []byte("records")
 
 	storeBuckets = [][]byte{bucketGroups, bucketProfiles, bucketTemplates, bucketMachines, bucketHistory,
-		bucketLeases, bucketTokens, bucketRevoked, bucketBMC, bucketWorkflows}
+		bucketLeases, bucketTokens, bucketRevoked, bucketBMC, bucketWorkflows, bucketRecords}
 )
 
 // DB is the store (see Store), over one of the key/value backends: a

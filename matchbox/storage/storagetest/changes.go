@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -70,6 +71,24 @@ type changeStep struct {
 func changeSteps() []changeStep {
 	l1, l2 := testLease(1), testLease(2)
 	return []changeStep{
+		{"records", func(ctx context.Context, s storage.Store) error {
+			err := s.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: "k", Key: "a"}, {Kind: "k", Key: "b"}}, func([][]byte) ([][]byte, error) {
+				return [][]byte{[]byte("1"), []byte("2")}, nil
+			})
+			if err != nil {
+				return err
+			}
+			// Unchanged values publish nothing; a refused update neither.
+			if err := s.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: "k", Key: "a"}}, func([][]byte) ([][]byte, error) {
+				return [][]byte{[]byte("1")}, nil
+			}); err != nil {
+				return err
+			}
+			_ = s.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: "k", Key: "a"}}, func([][]byte) ([][]byte, error) {
+				return nil, errors.New("refused")
+			})
+			return nil
+		}, []matchbox.Change{change(matchbox.ChangeRecord, "k/a"), change(matchbox.ChangeRecord, "k/b")}},
 		{"put group", func(ctx context.Context, s storage.Store) error {
 			_, err := s.PutGroupIf(ctx, &matchbox.Group{ID: "g1", Profile: "p1"}, matchbox.Condition{})
 			return err
@@ -144,7 +163,7 @@ func changeSteps() []changeStep {
 }
 
 var allChangeKinds = []matchbox.ChangeKind{matchbox.ChangeGroup, matchbox.ChangeProfile, matchbox.ChangeTemplate,
-	matchbox.ChangeToken, matchbox.ChangeMachine, matchbox.ChangeWorkflow, matchbox.ChangeLease, matchbox.ChangeBMC}
+	matchbox.ChangeToken, matchbox.ChangeMachine, matchbox.ChangeWorkflow, matchbox.ChangeLease, matchbox.ChangeBMC, matchbox.ChangeRecord}
 
 // ofKinds keeps the changes of kinds.
 func ofKinds(cs []matchbox.Change, kinds ...matchbox.ChangeKind) []matchbox.Change {

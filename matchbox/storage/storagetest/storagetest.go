@@ -39,6 +39,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Leases", func(t *testing.T) { runLeases(t, h) })
 	t.Run("Workflows", func(t *testing.T) { runWorkflows(t, h) })
 	t.Run("BMC", func(t *testing.T) { runBMC(t, h) })
+	t.Run("Records", func(t *testing.T) { runRecords(t, h) })
 	t.Run("Reopen", func(t *testing.T) {
 		if h.Reopen == nil {
 			t.Skip("store does not persist")
