@@ -46,8 +46,8 @@ func ParseWindow(spec string) (Window, error) {
 	if !ok {
 		return Window{}, fmt.Errorf("window %s: times %s: want HH:MM-HH:MM: %w", matchbox.Quote(spec), matchbox.Quote(fields[1]), matchbox.ErrInvalid)
 	}
-	if w.start, err = clock(from, false); err == nil {
-		w.end, err = clock(to, true)
+	if w.start, err = clockMinutes(from, false); err == nil {
+		w.end, err = clockMinutes(to, true)
 	}
 	if err != nil {
 		return Window{}, fmt.Errorf("window %s: %w", matchbox.Quote(spec), err)
@@ -90,8 +90,8 @@ func (w *Window) parseDays(s string) error {
 	return nil
 }
 
-// clock reads HH:MM as minutes after midnight; 24:00 only as an end.
-func clock(s string, end bool) (int, error) {
+// clockMinutes reads HH:MM as minutes after midnight; 24:00 only as an end.
+func clockMinutes(s string, end bool) (int, error) {
 	hh, mm, ok := strings.Cut(s, ":")
 	h, errH := strconv.Atoi(hh)
 	m, errM := strconv.Atoi(mm)

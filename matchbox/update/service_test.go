@@ -1,0 +1,222 @@
+package update
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"matchbox.dev/matchbox/storage"
+)
+
+// mirror is a fixed list of mirrored versions.
+type mirror []string
+
+func (m mirror) Versions(string, string) []string { return m }
+
+// clock is a controlled clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newService(t *testing.T, st Store, c *clock) *Service {
+	t.Helper()
+	s := New(st, mirror{"3815.2.0", "4081.2.0"})
+	s.now = c.now
+	if err := s.EnsureDefaultGroups(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A fleet of 1,000 machines through a rollout on a controlled clock:
+// never more in flight than the limit nor more grants in a period,
+// nothing outside the window, the canary first, an automatic pause on
+// failures, a resume, and a restart in the middle that changes nothing.
+func TestFleetRollout(t *testing.T) {
+	ctx := context.Background()
+	backend := storage.NewMemoryBackend()
+	c := &clock{t: time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)} // Monday 08:00
+	s := newService(t, storage.OpenMemory(backend), c)
+	weekdays, _ := ParseWindow("Mon-Fri 09:00-17:00 UTC")
+	g := Group{Name: "fleet", Channel: "stable", Version: Newest, Match: Match{Kind: MatchTrack},
+		Policy: Policy{MaxInFlight: 20, MaxPerPeriod: 60, Period: time.Hour, Timeout: 90 * time.Minute, Canary: 5, PauseAfterFailures: 3, Windows: []Window{weekdays}}}
+	if err := s.PutGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	const fleet = 1000
+	type machine struct {
+		version string
+		granted time.Time // zero: no grant held
+		fail    bool
+	}
+	ms := make([]machine, fleet)
+	for i := range ms {
+		ms[i].version = "3815.2.0"
+	}
+	// Machines 100-102 fail their update, once.
+	for i := 100; i < 103; i++ {
+		ms[i].fail = true
+	}
+	var grantTimes []time.Time
+	completed, restarted, paused, resumed := 0, false, false, false
+	canaryDone := false
+	for step := 0; step < 24*60/5*3 && completed < fleet; step++ { // 5-minute steps, 3 days at most
+		now := c.now()
+		for i := range ms {
+			m := &ms[i]
+			id := fmt.Sprintf("m%04d", i)
+			if !m.granted.IsZero() {
+				// Granted machines take 10 minutes, then report.
+				if now.Sub(m.granted) >= 10*time.Minute {
+					if m.fail {
+						m.fail = false
+						if err := s.Report(ctx, id, Failed, "", "", 5); err != nil {
+							t.Fatal(err)
+						}
+					} else {
+						if err := s.Report(ctx, id, Completed, "", "4081.2.0", 0); err != nil {
+							t.Fatal(err)
+						}
+						m.version = "4081.2.0"
+						completed++
+						canaryDone = completed >= 5
+					}
+					m.granted = time.Time{}
+				}
+				continue
+			}
+			if (step+i)%3 != 0 {
+				// Each machine checks every 15 minutes, at its own time.
+				continue
+			}
+			ans, err := s.Decide(ctx, Check{MachineID: id, Group: "fleet", Version: m.version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ans.Version == "" {
+				continue
+			}
+			if m.version == "4081.2.0" {
+				t.Fatalf("%s granted %s while up to date", id, ans.Version)
+			}
+			if !weekdays.Contains(now) {
+				t.Fatalf("grant at %v, outside the window", now)
+			}
+			if !canaryDone && len(grantTimes) >= 5 {
+				t.Fatalf("grant %d at %v before the 5 canaries completed", len(grantTimes)+1, now)
+			}
+			m.granted = now
+			grantTimes = append(grantTimes, now)
+		}
+		// Limits: in flight, and per any hour.
+		inFlight, inHour := 0, 0
+		for _, m := range ms {
+			if !m.granted.IsZero() {
+				inFlight++
+			}
+		}
+		for _, gt := range grantTimes {
+			if now.Sub(gt) < time.Hour {
+				inHour++
+			}
+		}
+		if inFlight > 20 || inHour > 60 {
+			t.Fatalf("at %v: %d in flight (max 20), %d granted in the last hour (max 60)", now, inFlight, inHour)
+		}
+		if g, _ := s.Group(ctx, "fleet"); g.Policy.Paused && !paused {
+			paused = true
+			if g.Policy.Reason == "" {
+				t.Error("paused without a reason")
+			}
+			// The operator looks, then resumes.
+			if err := s.SetPaused(ctx, "fleet", false, ""); err != nil {
+				t.Fatal(err)
+			}
+			resumed = true
+		}
+		if !restarted && completed > fleet/2 {
+			// A restart: a new service over a new store of the same
+			// data. Grants in flight and budgets are kept.
+			s = newService(t, storage.OpenMemory(backend), c)
+			restarted = true
+		}
+		c.add(5 * time.Minute)
+	}
+	if completed != fleet-3 && completed != fleet {
+		t.Errorf("%d of %d machines completed", completed, fleet)
+	}
+	if !paused || !resumed || !restarted {
+		t.Errorf("paused %v, resumed %v, restarted %v: the rollout did not go through every stage", paused, resumed, restarted)
+	}
+	t.Logf("%d grants, %d completed, finished at %v", len(grantTimes), completed, c.now())
+}
+
+// Machines checking at the same moment, on two servers sharing the store,
+// never get more grants than the limit.
+func TestConcurrentChecksHoldTheLimit(t *testing.T) {
+	ctx := context.Background()
+	backend := storage.NewMemoryBackend()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	a, b := newService(t, storage.OpenMemory(backend), c), newService(t, storage.OpenMemory(backend), c)
+	if err := a.PutGroup(ctx, Group{Name: "g", Channel: "stable", Version: Newest, Match: Match{Kind: MatchTrack}, Policy: Policy{MaxInFlight: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	granted := 0
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 200 {
+		wg.Go(func() {
+			<-start
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			ans, err := s.Decide(ctx, Check{MachineID: fmt.Sprintf("m%d", i), Group: "g", Version: "3815.2.0"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if ans.Version != "" {
+				mu.Lock()
+				granted++
+				mu.Unlock()
+			} else if ans.Hold != HoldInFlight {
+				t.Errorf("m%d held for %q, want %q", i, ans.Hold, HoldInFlight)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if granted != 7 {
+		t.Errorf("%d grants, want 7", granted)
+	}
+}
+
+// Default groups exist paused, and a machine in them is held, not
+// updated by surprise.
+func TestDefaultGroupsHold(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	s := newService(t, storage.NewMemory(), c)
+	ans, err := s.Decide(ctx, Check{MachineID: "m", Group: "stable", Version: "3815.2.0"})
+	if err != nil || ans.Version != "" || ans.Hold != HoldPaused {
+		t.Fatalf("a check in the default stable group: %+v, %v", ans, err)
+	}
+	if err := s.SetPaused(ctx, "stable", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if ans, err := s.Decide(ctx, Check{MachineID: "m", Group: "stable", Version: "3815.2.0"}); err != nil || ans.Version != "4081.2.0" {
+		t.Fatalf("after resume: %+v, %v", ans, err)
+	}
+	// Up to date: no update, no hold.
+	if ans, err := s.Decide(ctx, Check{MachineID: "n", Group: "stable", Version: "4081.2.0"}); err != nil || ans != (Answer{}) {
+		t.Fatalf("up to date: %+v, %v", ans, err)
+	}
+}
