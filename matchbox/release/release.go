@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -233,49 +232,13 @@ func checkVersion(version string) error {
 	return nil
 }
 
-// parseVersion parses X.Y.Z or X.Y.Z.W: decimal numbers without leading
-// zeros, so each version has exactly one directory name.
-func parseVersion(s string) ([]uint64, bool) {
-	parts := strings.Split(s, ".")
-	if len(parts) < 3 || len(parts) > 4 {
-		return nil, false
-	}
-	v := make([]uint64, len(parts))
-	for i, p := range parts {
-		if p == "" || len(p) > 9 || (len(p) > 1 && p[0] == '0') {
-			return nil, false
-		}
-		n, err := strconv.ParseUint(p, 10, 32)
-		if err != nil {
-			return nil, false
-		}
-		v[i] = n
-	}
-	return v, true
-}
+// parseVersion parses X.Y.Z or X.Y.Z.W (see matchbox.ParseVersion): one
+// spelling per version, so each has exactly one directory name.
+func parseVersion(s string) ([]uint64, bool) { return matchbox.ParseVersion(s) }
 
-// compareVersions compares two valid versions numerically, component by
-// component; a missing fourth component counts as 0.
-func compareVersions(a, b string) int {
-	va, _ := parseVersion(a)
-	vb, _ := parseVersion(b)
-	for i := 0; i < max(len(va), len(vb)); i++ {
-		var x, y uint64
-		if i < len(va) {
-			x = va[i]
-		}
-		if i < len(vb) {
-			y = vb[i]
-		}
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-	}
-	return strings.Compare(a, b)
-}
+// compareVersions compares two versions numerically (see
+// matchbox.CompareVersions).
+func compareVersions(a, b string) int { return matchbox.CompareVersions(a, b) }
 
 // flatcarVersion reads FLATCAR_VERSION from a version.txt.
 func flatcarVersion(data []byte) (string, error) {
