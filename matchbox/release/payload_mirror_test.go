@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"matchbox.dev/matchbox"
-	"matchbox.dev/matchbox/internal/payloadtest"
+	"matchbox.dev/matchbox/release/payloadtest"
 )
 
 // The update server's payloads live under /update/<board>/<version>/ of

@@ -17,7 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"matchbox.dev/matchbox/internal/payloadtest"
+	"matchbox.dev/matchbox/release/payloadtest"
 )
 
 // Keys are slow to make: the tests share two.
