@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,20 +64,11 @@ func wantPayload(version, name string, data []byte) Payload {
 // extensions, verified with key.
 func newPayloadMirror(t testing.TB, srv *fakeServer, pgpKey []byte, key *rsa.PrivateKey, extensions ...string) (*Mirror, string) {
 	t.Helper()
-	assets := t.TempDir()
-	m, err := New(Config{
-		AssetsPath:    assets,
-		Key:           pgpKey,
-		BaseURL:       srv.URL,
-		UpdateBaseURL: srv.URL + updatePath,
-		PayloadKey:    &key.PublicKey,
-		Extensions:    extensions,
-		Logger:        slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, filepath.Join(assets, "flatcar", "stable", "amd64-usr")
+	return mirrorIn(t, t.TempDir(), payloadConfig(srv, pgpKey, key, extensions...))
+}
+
+func payloadConfig(srv *fakeServer, pgpKey []byte, key *rsa.PrivateKey, extensions ...string) Config {
+	return Config{Key: pgpKey, BaseURL: srv.URL, UpdateBaseURL: srv.URL + updatePath, PayloadKey: &key.PublicKey, Extensions: extensions}
 }
 
 // allFiles lists every file under dir, hidden ones included, relative.
@@ -252,11 +241,7 @@ func TestPullAddsPayloadsToPulledRelease(t *testing.T) {
 	}
 	assets := filepath.Dir(filepath.Dir(filepath.Dir(dir)))
 	withPayloads := func(extensions ...string) *Mirror {
-		m, err := New(Config{AssetsPath: assets, Key: armoredPublic(t, pgp), BaseURL: srv.URL, UpdateBaseURL: srv.URL + updatePath,
-			PayloadKey: &key.PublicKey, Extensions: extensions})
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, _ := mirrorIn(t, assets, payloadConfig(srv, armoredPublic(t, pgp), key, extensions...))
 		return m
 	}
 	before := len(srv.requests(""))
@@ -325,20 +310,7 @@ func TestPullResumesPayload(t *testing.T) {
 	data := payloads[UpdatePayloadName]
 	half := len(data) / 2
 	m, dir := newPayloadMirror(t, srv, armoredPublic(t, pgp), key)
-	srv.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasSuffix(r.URL.Path, UpdatePayloadName) {
-			return false
-		}
-		conn, buf, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			panic(err)
-		}
-		defer conn.Close()
-		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(data))
-		buf.Write(data[:half])
-		buf.Flush()
-		return true
-	})
+	srv.setHook(hangUpAfter(UpdatePayloadName, data, half))
 	_, err := m.Pull(t.Context(), Request{Channel: "stable"}, nil)
 	if err == nil || errors.Is(err, ErrBadPayload) || !strings.Contains(err.Error(), "kept to resume") {
 		t.Fatalf("cut-off payload: %v; want a transfer error, kept", err)
