@@ -264,7 +264,7 @@ func verifyPayload(ctx context.Context, r io.Reader, size int64, key *rsa.Public
 			left -= uint64(len(chunk))
 		}
 		if op.hash != nil && !bytes.Equal(opSum.Sum(nil), op.hash) {
-			return PayloadInfo{}, refuse(codeOperationHash, "the data of operation %d (%d bytes at data offset %d) does not match its SHA-256", i, op.length, op.offset)
+			return PayloadInfo{}, refuse(codeOperationHash, "data blob %d (%d bytes at data offset %d) does not match its operation's SHA-256", i, op.length, op.offset)
 		}
 	}
 	signed := sum256.Sum(nil)
@@ -480,10 +480,10 @@ func (m *manifest) check(kind payloadKind) error {
 	var next uint64
 	for i, op := range m.ops {
 		if op.offset != next {
-			return refuse(codeOperationExecution, "operation %d's data is at data offset %d, not right after the previous blob (%d)", i, op.offset, next)
+			return refuse(codeOperationExecution, "data blob %d is at data offset %d, not right after the previous blob (%d)", i, op.offset, next)
 		}
 		if op.hash == nil && op.partition && kind == osPayload {
-			return refuse(codeOperationHashAbsent, "partition operation %d has data but no SHA-256", i)
+			return refuse(codeOperationHashAbsent, "the partition operation of data blob %d has no SHA-256", i)
 		}
 		next += op.length
 	}

@@ -154,7 +154,9 @@ func (m *Mirror) fetchPayloads(ctx context.Context, log *slog.Logger, dir, from 
 	}
 	listed, err := readPayloads(dir)
 	if err != nil {
-		return 0, err
+		// Written atomically by us, so damaged by hand: start over.
+		log.Warn("payload list unreadable; fetching the payloads again", "err", err)
+		listed = nil
 	}
 	// Only entries whose file is there count.
 	var have []Payload

@@ -92,7 +92,7 @@ func allFiles(t *testing.T, dir string) []string {
 }
 
 func TestPullPayloads(t *testing.T) {
-	pgp, key := newEntity(t, time.Time{}), payloadKey(t)
+	pgp, key := newEntity(t, time.Time{}), payloadKey()
 	srv := newFakeServer(t)
 	srv.publish(t, pgp, nil, "amd64-usr", "4081.2.0", true)
 	names := []string{UpdatePayloadName, "oem-qemu.gz", "flatcar-docker.gz"}
@@ -156,7 +156,7 @@ func prefixed(prefix string, names []string) []string {
 // A payload that does not verify fails the pull naming it, and leaves
 // nothing of it anywhere: the release is not placed either.
 func TestPullRefusesBadPayloads(t *testing.T) {
-	pgp, key, other := newEntity(t, time.Time{}), payloadKey(t), otherKey(t)
+	pgp, key, other := newEntity(t, time.Time{}), payloadKey(), otherKey()
 	for _, tc := range []struct {
 		name, file string
 		data       func(good []byte) []byte
@@ -212,7 +212,7 @@ func TestPullRefusesBadPayloads(t *testing.T) {
 }
 
 func TestPullMissingExtension(t *testing.T) {
-	pgp, key := newEntity(t, time.Time{}), payloadKey(t)
+	pgp, key := newEntity(t, time.Time{}), payloadKey()
 	srv := newFakeServer(t)
 	srv.publish(t, pgp, nil, "amd64-usr", "4081.2.0", true)
 	srv.publishPayloads(t, key, "amd64-usr", "4081.2.0", UpdatePayloadName, "oem-qemu.gz")
@@ -231,7 +231,7 @@ func TestPullMissingExtension(t *testing.T) {
 // A release pulled without payloads gets them when a later pull asks for
 // them, without fetching the release again; the links stay.
 func TestPullAddsPayloadsToPulledRelease(t *testing.T) {
-	pgp, key := newEntity(t, time.Time{}), payloadKey(t)
+	pgp, key := newEntity(t, time.Time{}), payloadKey()
 	srv := newFakeServer(t)
 	srv.publish(t, pgp, nil, "amd64-usr", "4081.2.0", true)
 	payloads := srv.publishPayloads(t, key, "amd64-usr", "4081.2.0", UpdatePayloadName, "oem-qemu.gz", "flatcar-docker.gz")
@@ -284,8 +284,19 @@ func TestPullAddsPayloadsToPulledRelease(t *testing.T) {
 			t.Errorf("left behind: %s", f)
 		}
 	}
+	// A payloads.json damaged by hand: the payloads are fetched again.
+	if err := os.WriteFile(filepath.Join(dir, "4081.2.0", payloadsFile), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before = len(srv.requests(""))
+	if r, err = withPayloads("oem-qemu", "flatcar-docker").Pull(t.Context(), Request{Channel: "stable", Version: "4081.2.0"}, nil); err != nil || len(r.Payloads) != 3 {
+		t.Fatalf("Pull over a damaged payloads.json: %+v, %v", r.Payloads, err)
+	}
+	if got := srv.requests("")[before:]; len(got) != 3 {
+		t.Errorf("fetched %v; want the three payloads again", got)
+	}
 	// A refused payload for a placed release leaves the release as it was.
-	srv.publishPayloads(t, otherKey(t), "amd64-usr", "4081.2.0", "oem-azure.gz")
+	srv.publishPayloads(t, otherKey(), "amd64-usr", "4081.2.0", "oem-azure.gz")
 	_, err = withPayloads("oem-azure").Pull(t.Context(), Request{Channel: "stable", Version: "4081.2.0"}, nil)
 	if !errors.Is(err, ErrBadPayload) {
 		t.Fatalf("Pull with a payload by another key: %v; want ErrBadPayload", err)
@@ -303,7 +314,7 @@ func TestPullAddsPayloadsToPulledRelease(t *testing.T) {
 // A payload download cut off midway resumes with a Range request and is
 // verified whole.
 func TestPullResumesPayload(t *testing.T) {
-	pgp, key := newEntity(t, time.Time{}), payloadKey(t)
+	pgp, key := newEntity(t, time.Time{}), payloadKey()
 	srv := newFakeServer(t)
 	srv.publish(t, pgp, nil, "amd64-usr", "4081.2.0", true)
 	payloads := srv.publishPayloads(t, key, "amd64-usr", "4081.2.0", UpdatePayloadName)

@@ -25,8 +25,8 @@ var testKeys = sync.OnceValue(func() [2]*rsa.PrivateKey {
 	return [2]*rsa.PrivateKey{payloadtest.NewKey(), payloadtest.NewKey()}
 })
 
-func payloadKey(t testing.TB) *rsa.PrivateKey { return testKeys()[0] }
-func otherKey(t testing.TB) *rsa.PrivateKey   { return testKeys()[1] }
+func payloadKey() *rsa.PrivateKey { return testKeys()[0] }
+func otherKey() *rsa.PrivateKey   { return testKeys()[1] }
 
 func build(t testing.TB, p payloadtest.Payload) []byte {
 	t.Helper()
@@ -38,7 +38,7 @@ func build(t testing.TB, p payloadtest.Payload) []byte {
 }
 
 func TestVerifyPayload(t *testing.T) {
-	key := payloadKey(t)
+	key := payloadKey()
 	// The first blob is not a whole number of blocks: the partition has it
 	// padded with zeros.
 	a, b := bytes.Repeat([]byte("a"), 5000), bytes.Repeat([]byte("b"), payloadtest.BlockSize)
@@ -74,7 +74,7 @@ func TestVerifyPayload(t *testing.T) {
 // Every way a payload can be wrong is refused with the error update_engine
 // would fail it with.
 func TestVerifyPayloadRefuses(t *testing.T) {
-	key, other := payloadKey(t), otherKey(t)
+	key, other := payloadKey(), otherKey()
 	valid := payloadtest.Signed(key)
 	mlen := payloadtest.ManifestLen(valid)
 	dataStart := payloadtest.ManifestOffset + mlen
@@ -101,7 +101,7 @@ func TestVerifyPayloadRefuses(t *testing.T) {
 		extension int
 		reason    string
 	}{
-		{name: "flipped data byte", data: flip(dataStart + 10), code: 29, reason: "does not match its SHA-256"},
+		{name: "flipped data byte", data: flip(dataStart + 10), code: 29, reason: "does not match its operation's SHA-256"},
 		{name: "flipped data byte, no operation hashes", data: flipIn(t, payloadtest.Payload{Signers: []payloadtest.Signer{{Key: key}}, NoOperationHashes: true}, 10),
 			code: 38, extension: 18, reason: "no SHA-256"},
 		{name: "flipped manifest byte", data: flip(dataStart - 1), code: 18, reason: "does not verify"},
@@ -187,7 +187,7 @@ func garbageManifest(valid []byte) []byte {
 // manifest length in a file that claims to be huge is refused by the bound
 // before anything is read.
 func TestVerifyPayloadBoundsMemory(t *testing.T) {
-	key := payloadKey(t)
+	key := payloadKey()
 	data := payloadtest.Signed(key)
 	binary.BigEndian.PutUint64(data[12:20], 1<<40)
 	var before, after runtime.MemStats
@@ -209,7 +209,7 @@ func TestParsePayloadKey(t *testing.T) {
 	if def.Size() != 256 || def.E != 65537 {
 		t.Errorf("default key: %d bytes, e=%d; want Flatcar's RSA-2048 key", def.Size(), def.E)
 	}
-	key := payloadKey(t)
+	key := payloadKey()
 	got, err := ParsePayloadKey(payloadtest.PublicPEM(key))
 	if err != nil || !got.Equal(&key.PublicKey) {
 		t.Errorf("ParsePayloadKey(PUBLIC KEY) = %v, %v", got, err)
@@ -229,7 +229,7 @@ func TestParsePayloadKey(t *testing.T) {
 // FuzzVerifyPayload: the parser faces the network; whatever it reads, it
 // neither panics nor accepts bytes the key did not sign.
 func FuzzVerifyPayload(f *testing.F) {
-	key := payloadKey(f)
+	key := payloadKey()
 	valid := payloadtest.Signed(key)
 	f.Add(valid)
 	f.Add(valid[:payloadtest.ManifestOffset+payloadtest.ManifestLen(valid)])
