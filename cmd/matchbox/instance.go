@@ -218,7 +218,7 @@ func (s *instance) openCatalog(ctx context.Context) error {
 	}
 	engineOpts := render.Options{TranslateCacheBytes: c.cacheMB << 20, ReleaseBaseURL: s.rc.baseURL, RenderTimeout: c.render.timeoutValue(), RenderMaxBytes: c.render.maxBytes()}
 	if c.assetsPath != "" {
-		if s.mirror, err = openMirror(c.assetsPath, s.rc.baseURL, s.rc.key, log.With("component", "release")); err != nil {
+		if s.mirror, err = openMirror(c.assetsPath, s.rc.mirror(), log.With("component", "release")); err != nil {
 			return err
 		}
 		engineOpts.Releases = s.mirror

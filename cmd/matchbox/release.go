@@ -21,6 +21,7 @@ import (
 const releaseUsage = `Usage:
   matchbox release pull [-channel stable|beta|alpha|lts] [-version current|X.Y.Z] [-arch amd64|arm64]
                         [-base-url URL] [-key FILE] [-assets-path DIR]
+                        [-update-base-url URL] [-payload-key FILE] [-extensions NAME,...]
   matchbox release list [-assets-path DIR] [-o table|json]
   matchbox release rm -channel C -version X.Y.Z [-arch A] [-assets-path DIR]
 
@@ -28,7 +29,13 @@ pull downloads a Flatcar release (version.txt, the PXE kernel and initrd,
 the disk image, and their signatures), verifies every file against
 Flatcar's image signing key (or -key), and places it under
 <assets>/flatcar/<channel>/<board>/<version>/; <board>/current names the
-newest verified version. An interrupted pull resumes where it stopped.
+newest verified version. With it come the release's update payloads from
+Flatcar's update release server (or -update-base-url):
+flatcar_production_update.gz and the -extensions (oem-<ID>.gz,
+flatcar-<NAME>.gz), each verified as update_engine verifies it, against
+Flatcar's payload key (or -payload-key), and listed with its size and
+hashes in <version>/payloads.json. With -base-url and no -update-base-url,
+payloads are not mirrored. An interrupted pull resumes where it stopped.
 These commands work on the assets folder directly; a running server's
 admin API offers the same under /api/v1/releases.
 
@@ -45,6 +52,9 @@ func releaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	arch := fs.String("arch", "amd64", "architecture: amd64 or arm64")
 	baseURL := fs.String("base-url", "", "release server to read from instead of https://<channel>.release.flatcar-linux.net (files under <base-url>/<board>/<version>/)")
 	keyFile := fs.String("key", "", "OpenPGP public key (armored) that signs the release (default: Flatcar's image signing key shipped with matchbox)")
+	updateBaseURL := fs.String("update-base-url", "", "update release server to read update payloads from (files under <update-base-url>/<board>/<version>/; default "+release.DefaultUpdateBaseURL+", none with -base-url)")
+	payloadKey := fs.String("payload-key", "", "PEM RSA public key update payloads must verify with (default: Flatcar's payload key shipped with matchbox)")
+	extensions := fs.String("extensions", "", "extension payloads to mirror besides the OS payload, e.g. oem-qemu,flatcar-docker")
 	output := fs.String("o", "table", "list output: table or json")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, releaseUsage)
@@ -64,12 +74,16 @@ func releaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return errUsage
 	}
-	m, err := openMirror(*assets, *baseURL, *keyFile, slog.New(slog.DiscardHandler))
+	opts := mirrorOptions{baseURL: *baseURL, key: *keyFile, updateBaseURL: *updateBaseURL, payloadKey: *payloadKey, extensions: *extensions}
+	m, err := openMirror(*assets, opts, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
 	switch pos[0] {
 	case "pull":
+		if opts.updateURL() == "" {
+			fmt.Fprintln(stderr, "update payloads not mirrored: -base-url names another release server; give its update server as -update-base-url")
+		}
 		p := newProgressPrinter(stderr)
 		rel, err := m.Pull(ctx, release.Request{Channel: *channel, Version: *version, Arch: *arch}, p.update)
 		p.finish()
@@ -81,6 +95,9 @@ func releaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cur = " (current)"
 		}
 		fmt.Fprintf(stdout, "flatcar %s/%s %s verified in %s%s\n", rel.Channel, rel.Board, rel.Version, *assets, cur)
+		for _, p := range rel.Payloads {
+			fmt.Fprintf(stdout, "  update payload %s verified: %d bytes, sha256 %x\n", p.Name, p.Size, p.SHA256)
+		}
 		return nil
 	case "list":
 		rels, err := m.List()
@@ -94,17 +111,20 @@ func releaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return printJSON(stdout, rels)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CHANNEL\tBOARD\tVERSION\tCURRENT\tSIZE\tPULLED")
+		fmt.Fprintln(tw, "CHANNEL\tBOARD\tVERSION\tCURRENT\tSIZE\tPAYLOADS\tPULLED")
 		for _, r := range rels {
 			var size int64
 			for _, f := range r.Files {
 				size += f.Size
 			}
+			for _, p := range r.Payloads {
+				size += p.Size
+			}
 			cur := ""
 			if r.Current {
 				cur = "*"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Channel, r.Board, r.Version, cur, mib(size), r.Pulled.Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Channel, r.Board, r.Version, cur, mib(size), len(r.Payloads), r.Pulled.Format(time.RFC3339))
 		}
 		return tw.Flush()
 	case "rm":
@@ -133,6 +153,10 @@ type releaseServeConfig struct {
 	arch    string
 	baseURL string
 	key     string
+
+	updateBaseURL string
+	payloadKey    string
+	extensions    string
 }
 
 func releaseServeFlags(fs *flag.FlagSet) *releaseServeConfig {
@@ -143,7 +167,15 @@ func releaseServeFlags(fs *flag.FlagSet) *releaseServeConfig {
 	fs.StringVar(&c.arch, "release-sync-arch", "amd64", "with -release-sync: architecture to pull (amd64 or arm64)")
 	fs.StringVar(&c.baseURL, "release-base-url", "", "Flatcar release server to pull from and to point machines at for releases not mirrored (default https://<channel>.release.flatcar-linux.net)")
 	fs.StringVar(&c.key, "release-key", "", "OpenPGP public key (armored) that signs Flatcar releases (default: Flatcar's image signing key shipped with matchbox)")
+	fs.StringVar(&c.updateBaseURL, "release-update-base-url", "", "update release server the server's pulls read update payloads from (files under <url>/<board>/<version>/; default "+release.DefaultUpdateBaseURL+", none with -release-base-url)")
+	fs.StringVar(&c.payloadKey, "release-payload-key", "", "PEM RSA public key update payloads must verify with (default: Flatcar's payload key shipped with matchbox)")
+	fs.StringVar(&c.extensions, "release-extensions", "", "extension payloads the server's pulls mirror besides the OS payload, e.g. oem-qemu,flatcar-docker")
 	return c
+}
+
+// mirror returns the options that open the server's release mirror.
+func (c *releaseServeConfig) mirror() mirrorOptions {
+	return mirrorOptions{baseURL: c.baseURL, key: c.key, updateBaseURL: c.updateBaseURL, payloadKey: c.payloadKey, extensions: c.extensions, prefix: "release-"}
 }
 
 // channels returns the -release-sync channels, checked.
@@ -164,19 +196,58 @@ func (c *releaseServeConfig) channels() ([]string, error) {
 	return out, nil
 }
 
+// mirrorOptions are the flags of the release mirror (those of `release
+// pull`; serve's have prefix "release-" and -release-sync ones).
+type mirrorOptions struct {
+	baseURL, key                          string
+	updateBaseURL, payloadKey, extensions string
+	prefix                                string
+}
+
+// updateURL returns the update release server payloads come from, "" for
+// none: Flatcar's goes with Flatcar's release servers; a release server of
+// the operator's own (a mirror, perhaps air-gapped) implies none, so that
+// no pull reaches for the internet unasked.
+func (o mirrorOptions) updateURL() string {
+	if o.updateBaseURL == "" && o.baseURL == "" {
+		return release.DefaultUpdateBaseURL
+	}
+	return o.updateBaseURL
+}
+
 // openMirror opens the release mirror in an assets folder.
-func openMirror(assets, baseURL, keyFile string, log *slog.Logger) (*release.Mirror, error) {
+func openMirror(assets string, o mirrorOptions, log *slog.Logger) (*release.Mirror, error) {
 	if assets == "" {
 		return nil, errors.New("no assets folder (-assets-path): the release mirror lives in it")
 	}
-	var key []byte
-	if keyFile != "" {
+	cfg := release.Config{AssetsPath: assets, BaseURL: o.baseURL, UpdateBaseURL: o.updateURL(), Logger: log}
+	if o.key != "" {
 		var err error
-		if key, err = os.ReadFile(keyFile); err != nil {
-			return nil, fmt.Errorf("-key: %w", err)
+		if cfg.Key, err = os.ReadFile(o.key); err != nil {
+			return nil, fmt.Errorf("-%skey: %w", o.prefix, err)
 		}
 	}
-	return release.New(release.Config{AssetsPath: assets, BaseURL: baseURL, Key: key, Logger: log})
+	if o.payloadKey != "" {
+		pem, err := os.ReadFile(o.payloadKey)
+		if err == nil {
+			cfg.PayloadKey, err = release.ParsePayloadKey(pem)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-%spayload-key %s: %w", o.prefix, o.payloadKey, err)
+		}
+	}
+	for e := range strings.SplitSeq(o.extensions, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.Extensions = append(cfg.Extensions, e)
+		}
+	}
+	if len(cfg.Extensions) > 0 && cfg.UpdateBaseURL == "" {
+		return nil, fmt.Errorf("-%sextensions: no update release server to fetch them from: with -%sbase-url, give -%supdate-base-url too", o.prefix, o.prefix, o.prefix)
+	}
+	if cfg.UpdateBaseURL == "" {
+		log.Info("update payloads not mirrored: the release server is not Flatcar's and no update release server is given", "flag", "-"+o.prefix+"update-base-url")
+	}
+	return release.New(cfg)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -114,6 +114,13 @@ func fetchHost(t *testing.T, url, host string) (int, string) {
 		t.Fatal(err)
 	}
 	req.Host = host
+	resp, body := do(t, req)
+	return resp.StatusCode, string(body)
+}
+
+// do sends req and reads the whole answer.
+func do(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +130,7 @@ func fetchHost(t *testing.T, url, host string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, string(body)
+	return resp, body
 }
 
 // With -key-ring-path, a forged Host gets a good signature only over the

@@ -26,6 +26,40 @@
 // The HTTP front-end refuses dot-prefixed path components, so nothing in
 // staging is ever served.
 //
+// # Update payloads
+//
+// With Config.UpdateBaseURL set (Flatcar's is DefaultUpdateBaseURL), a
+// pull also mirrors the release's update payloads from
+// <UpdateBaseURL>/<board>/<version>/: the OS payload
+// flatcar_production_update.gz and the extension payloads of
+// Config.Extensions (oem-<ID>.gz, flatcar-<NAME>.gz). They go into the
+// version directory, beside the release's files, which so also mirrors the
+// update server's layout (an Omaha answer's codebase is the version
+// directory's URL):
+//
+//	<version>/flatcar_production_update.gz   the verified payloads
+//	<version>/oem-<ID>.gz, flatcar-<NAME>.gz
+//	<version>/payloads.json                  {"payloads": [{name, size, sha1, sha256,
+//	                                          new_partition_size, new_partition_sha256}]}
+//	<version>/.<name>.part                   a payload download in progress
+//
+// Hashes in payloads.json are base64, as Omaha answers carry them; the OS
+// payload is listed first. Payloads are files like the others: staged
+// with a new release and placed with it in one rename, so a release is
+// placed only once its configured payloads are verified too. A release
+// already placed (pulled before payloads or an extension were configured)
+// gets the missing payloads through hidden .<name>.part files renamed in
+// once verified, payloads.json replaced after each (a new file renamed
+// over it); a payload listed there with the file of that size is not
+// fetched again.
+//
+// A payload is verified while it is written, as the client that installs
+// it will verify it (VerifyPayload: update_engine for the OS payload;
+// VerifyExtensionPayload: ue-rs for extensions), with Config.PayloadKey or
+// the embedded copy of Flatcar's payload key (DefaultPayloadKey). One that
+// does not verify is deleted and fails the pull (ErrBadPayload); a
+// download cut off is kept and resumed, like the release's files.
+//
 // # Guarantees
 //
 // Nothing unverified appears under a non-dot path. Each file streams from

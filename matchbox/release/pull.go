@@ -90,7 +90,8 @@ func (m *Mirror) pull(ctx context.Context, channel, board, version, from string,
 		return Release{}, err
 	}
 	var staging string
-	if !isDir(final) {
+	switch {
+	case !isDir(final) || len(m.payloads) > 0:
 		unlock, err := m.lock(ctx, filepath.Join(dir, ".partial-"+version+".lock"))
 		if err != nil {
 			return Release{}, err
@@ -98,11 +99,16 @@ func (m *Mirror) pull(ctx context.Context, channel, board, version, from string,
 		defer unlock()
 		// Another pull may have placed it while this one waited.
 		if !isDir(final) {
-			if staging, err = m.fetchAll(ctx, log, dir, version, from, progress); err != nil {
+			if staging, err = m.fetchAll(ctx, log, dir, board, version, from, progress); err != nil {
 				return Release{}, err
 			}
+			break
 		}
-	} else {
+		// In place, perhaps without the payloads configured since.
+		if _, err := m.fetchPayloads(ctx, log, final, m.updateBase(board, version), progress); err != nil {
+			return Release{}, err
+		}
+	default:
 		log.Debug("release already pulled")
 	}
 
@@ -139,7 +145,7 @@ func (m *Mirror) pull(ctx context.Context, channel, board, version, from string,
 // fetchAll downloads and verifies every file of a release into its staging
 // directory, keeping what an earlier attempt left there, and returns the
 // staging directory.
-func (m *Mirror) fetchAll(ctx context.Context, log *slog.Logger, dir, version, from string, progress func(Progress)) (string, error) {
+func (m *Mirror) fetchAll(ctx context.Context, log *slog.Logger, dir, board, version, from string, progress func(Progress)) (string, error) {
 	staging := filepath.Join(dir, ".partial-"+version)
 	if err := os.MkdirAll(staging, 0o755); err != nil {
 		return "", err
@@ -160,6 +166,11 @@ func (m *Mirror) fetchAll(ctx context.Context, log *slog.Logger, dir, version, f
 			}
 		}
 	}
+	n, err := m.fetchPayloads(ctx, log, staging, m.updateBase(board, version), progress)
+	fetched += n
+	if err != nil {
+		return "", err
+	}
 	if err := keepOnlyReleaseFiles(staging); err != nil {
 		return "", err
 	}
@@ -171,16 +182,24 @@ func (m *Mirror) fetchAll(ctx context.Context, log *slog.Logger, dir, version, f
 }
 
 // keepOnlyReleaseFiles removes from a complete staging directory anything
-// but the verified files and their signatures, so that nothing else
-// (leftovers of older attempts, stray files) is placed with the release.
+// but the verified files, their signatures, and the verified payloads
+// payloads.json lists, so that nothing else (leftovers of older attempts,
+// stray files) is placed with the release.
 func keepOnlyReleaseFiles(staging string) error {
 	entries, err := os.ReadDir(staging)
 	if err != nil {
 		return err
 	}
+	payloads, err := readPayloads(staging)
+	if err != nil {
+		return err
+	}
 	for _, e := range entries {
 		name := strings.TrimSuffix(e.Name(), ".sig")
-		if slices.Contains(releaseFiles, name) && e.Type().IsRegular() {
+		verified := slices.Contains(releaseFiles, name) ||
+			e.Name() == payloadsFile && len(payloads) > 0 ||
+			slices.ContainsFunc(payloads, func(p Payload) bool { return p.Name == e.Name() })
+		if verified && e.Type().IsRegular() {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(staging, e.Name())); err != nil {
@@ -230,56 +249,14 @@ func (m *Mirror) fetchFile(ctx context.Context, log *slog.Logger, u, staging, na
 		return 0, m.badSignature(u, err)
 	}
 
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	offset, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return 0, err
-	}
-	resp, offset, total, err := m.open(ctx, log, u, offset)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if offset == 0 {
-		if err := f.Truncate(0); err != nil {
-			return 0, err
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return 0, err
-		}
-	} else {
-		log.Info("resuming download", "file", name, "offset", offset, "total", total)
-	}
-
 	start := time.Now()
-	counted := &progressReader{r: resp.Body, p: Progress{File: name, Done: offset, Total: total, Resumed: offset}, report: progress}
-	progress(counted.p)
-	// The signature covers the whole file: the bytes already on disk,
-	// then the new ones, hashed as they are written.
-	src := &sourceReader{r: io.MultiReader(io.NewSectionReader(f, 0, offset), io.TeeReader(counted, f))}
-	verr := m.check(src, sig)
-	progress(counted.p)
-	size, fetched := counted.p.Done, counted.p.Done-offset
-
-	switch {
-	case src.err != nil:
-		return fetched, fmt.Errorf("GET %s: stopped after %d of %s bytes (kept to resume): %w", u, size, sizeString(total), src.err)
-	case src.eof && total >= 0 && size != total:
-		return fetched, fmt.Errorf("GET %s: got %d of %d bytes (kept to resume)", u, size, total)
-	case verr != nil:
-		f.Close()
-		os.Remove(part)
-		log.Warn("signature verification failed", "file", name, "url", u, "err", verr)
-		return fetched, m.badSignature(u, verr)
-	}
-	if err := f.Sync(); err != nil {
-		return fetched, err
-	}
-	if err := f.Close(); err != nil {
+	size, fetched, err := m.download(ctx, log, u, part, name, progress, func(r io.Reader, _ int64) error {
+		if err := m.check(r, sig); err != nil {
+			return m.badSignature(u, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return fetched, err
 	}
 	// The .sig goes first: a <name> without its .sig never exists.
@@ -291,6 +268,66 @@ func (m *Mirror) fetchFile(ctx context.Context, log *slog.Logger, u, staging, na
 	}
 	log.Debug("file verified", "file", name, "bytes", size, "fetched", fetched, "duration", time.Since(start).Round(time.Millisecond))
 	return fetched, nil
+}
+
+// download streams u into the file part, resuming after the bytes an
+// earlier attempt left in it, and has verify read the whole file as it is
+// written: the bytes already on disk, then the new ones (memory does not
+// grow with the file). total is the file's size, -1 when the server does
+// not say. A transfer that stops keeps part, to resume; a file verify
+// refuses is deleted, and verify's error returned. On success part is
+// complete and synced. It returns the file's size and how many bytes came
+// over the network.
+func (m *Mirror) download(ctx context.Context, log *slog.Logger, u, part, name string, progress func(Progress), verify func(r io.Reader, total int64) error) (size, fetched int64, err error) {
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	offset, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, offset, total, err := m.open(ctx, log, u, offset)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if offset == 0 {
+		if err := f.Truncate(0); err != nil {
+			return 0, 0, err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return 0, 0, err
+		}
+	} else {
+		log.Info("resuming download", "file", name, "offset", offset, "total", total)
+	}
+
+	counted := &progressReader{r: resp.Body, p: Progress{File: name, Done: offset, Total: total, Resumed: offset}, report: progress}
+	progress(counted.p)
+	src := &sourceReader{r: io.MultiReader(io.NewSectionReader(f, 0, offset), io.TeeReader(counted, f))}
+	verr := verify(src, total)
+	progress(counted.p)
+	size, fetched = counted.p.Done, counted.p.Done-offset
+
+	switch {
+	case src.err != nil:
+		return size, fetched, fmt.Errorf("GET %s: stopped after %d of %s bytes (kept to resume): %w", u, size, sizeString(total), src.err)
+	case src.eof && total >= 0 && size != total:
+		return size, fetched, fmt.Errorf("GET %s: got %d of %d bytes (kept to resume)", u, size, total)
+	case verr != nil && ctx.Err() != nil:
+		return size, fetched, fmt.Errorf("GET %s: stopped after %d of %s bytes (kept to resume): %w", u, size, sizeString(total), context.Cause(ctx))
+	case verr != nil:
+		f.Close()
+		os.Remove(part)
+		log.Warn("verification failed; download deleted", "file", name, "url", u, "err", verr)
+		return size, fetched, verr
+	}
+	if err := f.Sync(); err != nil {
+		return size, fetched, err
+	}
+	return size, fetched, f.Close()
 }
 
 // verifiedInStaging reports whether an earlier attempt left the file and

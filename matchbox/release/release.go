@@ -1,6 +1,7 @@
 package release
 
 import (
+	"crypto/rsa"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -72,6 +73,18 @@ type Config struct {
 	Client *http.Client
 	// Logger receives progress and failures. Nil discards them.
 	Logger *slog.Logger
+
+	// UpdateBaseURL is the update release server (e.g.
+	// DefaultUpdateBaseURL) a pull fetches each release's update payloads
+	// from: <UpdateBaseURL>/<board>/<version>/<payload>. Empty: payloads
+	// are not mirrored.
+	UpdateBaseURL string
+	// PayloadKey verifies the payloads. Nil means DefaultPayloadKey().
+	PayloadKey *rsa.PublicKey
+	// Extensions are the extension payloads a pull mirrors besides the OS
+	// payload (UpdatePayloadName): oem-<ID> or flatcar-<NAME>, fetched as
+	// <name>.gz. They need UpdateBaseURL.
+	Extensions []string
 }
 
 // Mirror keeps verified Flatcar releases under an assets directory.
@@ -85,12 +98,23 @@ type Mirror struct {
 	client  *http.Client
 	log     *slog.Logger
 	locks   keyedMutex
+
+	updateBaseURL string
+	payloadKey    *rsa.PublicKey
+	// payloads are the payload file names a pull mirrors; none when
+	// payloads are not mirrored.
+	payloads []string
 }
 
-// New returns a Mirror. It fails when the key holds no usable signing key.
+// New returns a Mirror. It fails when the key holds no usable signing key
+// or an extension name is not one.
 func New(cfg Config) (*Mirror, error) {
 	if cfg.AssetsPath == "" {
 		return nil, fmt.Errorf("release: assets path is required: %w", matchbox.ErrInvalid)
+	}
+	payloads, err := payloadNames(cfg.UpdateBaseURL, cfg.Extensions)
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
 	}
 	key := cfg.Key
 	if key == nil {
@@ -107,6 +131,13 @@ func New(cfg Config) (*Mirror, error) {
 		baseURL: strings.TrimSuffix(cfg.BaseURL, "/"),
 		client:  cfg.Client,
 		log:     cfg.Logger,
+
+		updateBaseURL: strings.TrimSuffix(cfg.UpdateBaseURL, "/"),
+		payloadKey:    cfg.PayloadKey,
+		payloads:      payloads,
+	}
+	if m.payloadKey == nil {
+		m.payloadKey = DefaultPayloadKey()
 	}
 	if m.client == nil {
 		m.client = defaultClient()
@@ -168,6 +199,8 @@ type Release struct {
 	Current bool
 	// Files are the verified files (their .sig files sit next to them).
 	Files []File
+	// Payloads are the verified update payloads, in the same directory.
+	Payloads []Payload
 	// Pulled is when the release was placed (the version directory's mtime).
 	Pulled time.Time
 }
@@ -288,5 +321,10 @@ func release(dir, channel, board, version, current string) (Release, error) {
 		}
 		r.Files = append(r.Files, File{Name: name, Size: fi.Size()})
 	}
+	payloads, err := readPayloads(filepath.Join(dir, version))
+	if err != nil {
+		return Release{}, err
+	}
+	r.Payloads = payloads
 	return r, nil
 }

@@ -183,13 +183,16 @@ func (s *fakeServer) publish(t testing.TB, signer *openpgp.Entity, cfg *packet.C
 
 func newMirror(t testing.TB, srv *fakeServer, key []byte) (*Mirror, string) {
 	t.Helper()
-	assets := t.TempDir()
-	m, err := New(Config{
-		AssetsPath: assets,
-		Key:        key,
-		BaseURL:    srv.URL,
-		Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	return mirrorIn(t, t.TempDir(), Config{Key: key, BaseURL: srv.URL})
+}
+
+// mirrorIn opens a mirror of cfg over the assets folder, logging to the
+// test, and returns it and its stable/amd64-usr directory.
+func mirrorIn(t testing.TB, assets string, cfg Config) (*Mirror, string) {
+	t.Helper()
+	cfg.AssetsPath = assets
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,21 +519,7 @@ func TestPullResumesTruncatedDownload(t *testing.T) {
 			data := files[image]
 			half := len(data) / 2
 
-			// The first response promises the whole file, sends half and hangs up.
-			srv.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-				if !strings.HasSuffix(r.URL.Path, image) {
-					return false
-				}
-				conn, buf, err := w.(http.Hijacker).Hijack()
-				if err != nil {
-					panic(err)
-				}
-				defer conn.Close()
-				fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: application/octet-stream\r\n\r\n", len(data))
-				buf.Write(data[:half])
-				buf.Flush()
-				return true
-			})
+			srv.setHook(hangUpAfter(image, data, half))
 			_, err := m.Pull(t.Context(), Request{Channel: "stable"}, nil)
 			if err == nil || !strings.Contains(err.Error(), image) || errors.Is(err, ErrBadSignature) {
 				t.Fatalf("truncated download: %v; want a transfer error naming %s", err, image)
@@ -576,6 +565,25 @@ func TestPullResumesTruncatedDownload(t *testing.T) {
 				t.Errorf("served entries (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// hangUpAfter answers requests for paths ending in suffix with a response
+// that promises all of data, sends its first n bytes and hangs up.
+func hangUpAfter(suffix string, data []byte, n int) func(w http.ResponseWriter, r *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, suffix) {
+			return false
+		}
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: application/octet-stream\r\n\r\n", len(data))
+		buf.Write(data[:n])
+		buf.Flush()
+		return true
 	}
 }
 
