@@ -15,8 +15,8 @@
 // EventResult, ErrorCode with its flag bits, §4). It bounds all a client
 // controls (MaxRequestSize, MaxApps, MaxEvents, MaxValueLen, attribute
 // count and nesting) and refuses, with an error saying why, what is not
-// XML, not a request, truncated, has two roots or lacks appid, version
-// or an event's type and result. Unknown elements and attributes are
+// XML, not a request, truncated, has two roots or lacks an app, appid,
+// version or an event's type and result. Unknown elements and attributes are
 // ignored.
 //
 // update_engine does not escape '"' in values, so a '"' in MACHINE_ALIAS

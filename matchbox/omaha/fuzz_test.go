@@ -1,10 +1,13 @@
 package omaha
 
 import (
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // FuzzParseRequest: ParseRequest never panics, what it returns stays
@@ -17,6 +20,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(ueRequest("scheduler", withAlias(`a" lang="de" x="`), uePing))
 	f.Add([]byte(`<request protocol="3.0"><app appid="a" version="1"><x><x></x></x></app></request>`))
 	f.Add([]byte("<request"))
+	f.Add([]byte(`<request protocol="3.0"></request>`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := ParseRequest(body)
 		if err != nil {
@@ -98,4 +102,49 @@ func TestParseRequestCost(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzAlias: whatever MACHINE_ALIAS holds, the request update_engine
+// writes with it is read back with that alias, or refused as ambiguous
+// or too long, or (a '"' that left the body well-formed XML) read as XML
+// says; never read as another alias with repairs claimed.
+func FuzzAlias(f *testing.F) {
+	for _, s := range []string{"", "aa:bb:cc:dd:ee:ff", `rack "A"`, `"`, `a" b="c`, `x" lang="en-US" board="y`, `a" lang="de`, "Zürich <&>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, alias string) {
+		for _, r := range alias {
+			if !unicode.IsPrint(r) || r == utf8.RuneError {
+				return
+			}
+		}
+		body := ueRequest("scheduler", withAlias(alias), uePing, ueUpdateCheck, ueCheckEvent(""))
+		req, err := ParseRequest(body)
+		if err != nil {
+			if !strings.Contains(err.Error(), "more than one way") && !strings.Contains(err.Error(), "bytes, more than") &&
+				!strings.Contains(err.Error(), "too long to repair") && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("alias %q: %v", alias, err)
+			}
+			return
+		}
+		got := req.Apps[0]
+		if got.MachineAlias == alias {
+			if strings.Contains(alias, `"`) != (len(req.Repaired) > 0) && !wellFormedXML(body) {
+				t.Fatalf("alias %q read, repaired %v", alias, req.Repaired)
+			}
+			want := stableApp()
+			if got.Lang != want.Lang || got.Board != want.Board || got.MachineID != want.MachineID || got.Version != want.Version {
+				t.Fatalf("alias %q: other values changed: %+v", alias, got)
+			}
+			return
+		}
+		if len(req.Repaired) > 0 || !wellFormedXML(body) {
+			t.Fatalf("alias %q read as %q, repaired %v", alias, got.MachineAlias, req.Repaired)
+		}
+	})
+}
+
+func wellFormedXML(body []byte) bool {
+	_, err := parseTree(body)
+	return err == nil
 }

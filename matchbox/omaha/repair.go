@@ -71,10 +71,13 @@ func escapeQuotes(body []byte) ([]byte, []string, error) {
 		}
 		tag := body[start : start+end+1]
 		i = start + end + 1
-		if len(tag) > maxRepairTag {
-			continue
-		}
 		elem, spec := templates[k].elem, templates[k].attrs
+		if len(tag) > maxRepairTag {
+			if wellFormed(tag) {
+				continue
+			}
+			return nil, nil, fmt.Errorf("a malformed <%s> of %d bytes is too long to repair", elem, len(tag))
+		}
 		values, tail, ways := splitTemplate(string(tag[1+len(elem):len(tag)-1]), spec)
 		if ways == 0 || ways == 1 && !anyQuote(values) || wellFormed(tag) {
 			continue

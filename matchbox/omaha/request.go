@@ -226,6 +226,9 @@ func readRequest(d *xml.Decoder, start xml.StartElement) (*Request, error) {
 		}
 		switch t := tok.(type) {
 		case xml.EndElement:
+			if len(req.Apps) == 0 {
+				return nil, errors.New("omaha: request has no <app>")
+			}
 			return req, nil
 		case xml.StartElement:
 			switch t.Name {

@@ -292,6 +292,7 @@ func TestParseRequestErrors(t *testing.T) {
 		{"unknown entity", replace(`lang="en-US"`, `lang="&nbsp;"`), "not well-formed XML"},
 		{"no protocol", replace(`protocol="3.0" `, ``), "no protocol attribute"},
 		{"protocol 2.0", replace(`protocol="3.0"`, `protocol="2.0"`), `protocol "2.0" is not supported`},
+		{"no app", []byte(`<request protocol="3.0"><os></os></request>`), "request has no <app>"},
 		{"no appid", replace(`appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" `, ``), "app 1 has no appid"},
 		{"empty appid", replace(`appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}"`, `appid=""`), "app 1 has no appid"},
 		{"no version", replace(`version="3815.2.0" `, ``), "has no version"},
@@ -315,6 +316,7 @@ func TestParseRequestErrors(t *testing.T) {
 			app.OEM = `azure" oemversion="1`
 			return ueRequest("scheduler", app, uePing)
 		}(), "can be read more than one way"},
+		{"long malformed tag", ueRequest("scheduler", withAlias(strings.Repeat("<", maxRepairTag/4)+`"`), uePing), "a malformed <app> of 8"},
 		{"quote in a truncated body", ueRequest("scheduler", withAlias(`"`), uePing)[:300], "not well-formed XML"},
 		{"quote and too many events", func() []byte {
 			b := events(MaxEvents + 1)
