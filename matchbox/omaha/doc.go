@@ -22,13 +22,17 @@
 // update_engine does not escape '"' in values, so a '"' in MACHINE_ALIAS
 // yields a body that is not XML. As long as the body as a whole fails to
 // parse, each start tag of <os>, <app> and <event> that is malformed on
-// its own is read by update_engine's fixed attribute order (a value ends
-// at the '"' before ` nextname="`); when exactly one reading exists the
-// request is read that way and Request.Repaired names the attributes,
-// when more than one does it is refused. A body that is well-formed is
-// read as XML says, even if a '"' made it so (an alias `a" b="c` reads
-// "a"): that keeps attributes a newer client may add from being taken
-// into their neighbour's value.
+// its own is read by update_engine's fixed attribute order: a value ends
+// at a '"' before ` nextname="`, and only the values taken from files a
+// person edits (appid, version, track, oem, oemversion, alephversion,
+// machinealias, board, sp, previousversion) may hold a '"'; numbers and
+// fixed words end at their first. When exactly one reading exists the
+// request is read that way and Request.Repaired names the attributes;
+// when more than one does (a '"' in OEM followed by ` oemversion="`, say),
+// or the tag is longer than 8 KiB, it is refused. A body that is
+// well-formed is read as XML says, even if a '"' made it so (an alias
+// `a" b="c` reads "a"): that keeps attributes a newer client may add from
+// being taken into their neighbour's value.
 //
 // # Answers
 //
