@@ -18,7 +18,8 @@ import (
 //   - storage, render, bmc and release never import front-ends, engines or
 //     each other;
 //   - the helpers (loglimit, netlimit, metrics) import neither the core nor
-//     any other package of matchbox but internal ones.
+//     any other package of matchbox but internal ones;
+//   - wire formats (omaha) import only the standard library.
 func TestImportRules(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}:{{join .Imports \" \"}}", "matchbox.dev/matchbox/...").CombinedOutput()
 	if err != nil {
@@ -29,6 +30,7 @@ func TestImportRules(t *testing.T) {
 	engines := []string{"recorder", "power", "reinstall", "update"}
 	drivers := []string{"storage", "render", "bmc", "release"}
 	helpers := []string{"loglimit", "netlimit", "metrics"}
+	wire := []string{"omaha"}
 	forbidden := map[string][]string{
 		"recorder": {"power", "reinstall"},
 		"power":    {"reinstall"},
@@ -62,6 +64,9 @@ func TestImportRules(t *testing.T) {
 			}
 			rel := strings.TrimPrefix(pkg, mod+"/")
 			top, _, _ := strings.Cut(rel, "/")
+			if first, _, _ := strings.Cut(imp, "/"); slices.Contains(wire, top) && strings.Contains(first, ".") {
+				t.Errorf("%s imports %s: a wire format imports only the standard library", pkg, imp)
+			}
 			if slices.Contains(helpers, top) && (imp == mod || strings.HasPrefix(imp, mod+"/") && !strings.HasPrefix(imp, mod+"/internal/")) {
 				t.Errorf("%s imports %s: a helper imports only the standard library, its dependencies and matchbox/internal", pkg, imp)
 			}

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"text/template"
@@ -14,9 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // poseidon/matchbox's boot script templates (matchbox/http/ipxe.go and
 // grub.go), verbatim.
@@ -40,28 +36,6 @@ func execMatchbox(t *testing.T, src string, boot matchbox.Boot) []byte {
 // selection wraps a profile in a selection with a group using it.
 func selection(p *matchbox.Profile) matchbox.Selection {
 	return matchbox.Selection{Group: &matchbox.Group{ID: "g", Profile: p.ID}, Profile: p}
-}
-
-// checkGolden compares got with testdata/name, rewriting it under -update.
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
 }
 
 var bootProfiles = []struct {
@@ -121,7 +95,7 @@ func TestIPXEMatchesMatchbox(t *testing.T) {
 			if diff := cmp.Diff(string(want), string(got)); diff != "" {
 				t.Errorf("iPXE differs from poseidon/matchbox's (-matchbox +ours):\n%s", diff)
 			}
-			checkGolden(t, "ipxe-"+tt.name+".golden", got)
+			golden.Check(t, "ipxe-"+tt.name+".golden", got)
 		})
 	}
 }
@@ -143,7 +117,7 @@ func TestGRUBMatchesMatchbox(t *testing.T) {
 			if diff := cmp.Diff(string(want), string(got)); diff != "" {
 				t.Errorf("GRUB differs from poseidon/matchbox's (-matchbox +ours):\n%s", diff)
 			}
-			checkGolden(t, "grub-"+tt.name+".golden", got)
+			golden.Check(t, "grub-"+tt.name+".golden", got)
 		})
 	}
 }
