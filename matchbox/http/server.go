@@ -74,6 +74,10 @@ type Config struct {
 	// from the address that holds a current lease of the MAC the request
 	// names; others get 403.
 	Leases LeaseHolder
+	// Updates and UpdatePayloads, when both set, answer Flatcar's update
+	// checks at POST /v1/update/ (update.conf's SERVER=).
+	Updates        Updates
+	UpdatePayloads UpdatePayloads
 }
 
 // Lifecycle is the part of the reinstall engine (reinstall.Engine) the
@@ -289,6 +293,11 @@ func (s *Server) routes() nethttp.Handler {
 			mux.Handle(ep.path+".sig", s.boot(name+".sig", sel, ep.fn, "sig"))
 			mux.Handle(ep.path+".asc", s.boot(name+".asc", sel, ep.fn, "asc"))
 		}
+	}
+	if s.cfg.Updates != nil && s.cfg.UpdatePayloads != nil {
+		h := s.instrument("update", nethttp.HandlerFunc(s.updateEndpoint))
+		mux.Handle("/v1/update", h)
+		mux.Handle("/v1/update/{$}", h)
 	}
 	if s.cfg.Lifecycle != nil {
 		mux.Handle("/lifecycle/report", s.instrument("lifecycle-report", nethttp.HandlerFunc(s.report)))

@@ -192,6 +192,17 @@ func (s *Service) SetPaused(ctx context.Context, name string, paused bool, reaso
 	})
 }
 
+// Machine returns what the service knows of a machine's updates, or
+// ErrNotFound.
+func (s *Service) Machine(ctx context.Context, id string) (Machine, error) {
+	data, err := s.store.Record(ctx, kindMachine, id)
+	if err != nil {
+		return Machine{}, fmt.Errorf("update machine %s: %w", matchbox.Quote(id), err)
+	}
+	var m Machine
+	return m, json.Unmarshal(data, &m)
+}
+
 // Check is one machine's update check.
 type Check struct {
 	MachineID string

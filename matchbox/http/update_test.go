@@ -1,0 +1,163 @@
+package http
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/xml"
+	"io"
+	nethttp "net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/omaha"
+	"matchbox.dev/matchbox/storage"
+	"matchbox.dev/matchbox/update"
+)
+
+// releases is one mirrored stable release with its payloads.
+type releases struct{}
+
+var (
+	osPayload = []byte("CrAU os payload bytes")
+	oemQemu   = []byte("CrAU oem-qemu payload bytes")
+)
+
+func pkg(name string, data []byte) omaha.Package {
+	return omaha.Package{Name: name, Size: int64(len(data)), SHA1: sha1.Sum(data), SHA256: sha256.Sum256(data)}
+}
+
+func (releases) Versions(channel, board string) []string {
+	if channel == "stable" && board == "amd64-usr" {
+		return []string{"4081.2.0"}
+	}
+	return nil
+}
+
+func (releases) Channel(board, version string) (string, bool) {
+	return "stable", board == "amd64-usr" && version == "4081.2.0"
+}
+
+func (releases) Payloads(channel, board, version string) (string, omaha.Package, []omaha.Package, error) {
+	return "stable/amd64-usr/4081.2.0", pkg("flatcar_production_update.gz", osPayload), []omaha.Package{pkg("oem-qemu.gz", oemQemu)}, nil
+}
+
+// ueRequest is a request as update_engine writes it (OMAHA.md §3).
+func ueRequest(version, machineID, body string) string {
+	return `<?xml version="1.0" encoding="UTF-8"?>
+<request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="scheduler" ismachine="1">
+    <os version="Chateau" platform="CoreOS" sp="` + version + `_x86_64"></os>
+    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="` + version + `" track="stable" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="` + machineID + `" machinealias="52:54:00:00:00:01" lang="en-US" board="amd64-usr" hardware_class="" delta_okay="false" >
+        ` + body + `
+    </app>
+</request>
+`
+}
+
+const checkBody = `<ping active="1"></ping>
+        <updatecheck></updatecheck>
+        <event eventtype="3" eventresult="2" previousversion=""></event>`
+
+// omahaAnswer is what the test reads of an answer, as update_engine does.
+type omahaAnswer struct {
+	Apps []struct {
+		Status      string `xml:"status,attr"`
+		UpdateCheck struct {
+			Status string `xml:"status,attr"`
+			URLs   []struct {
+				Codebase string `xml:"codebase,attr"`
+			} `xml:"urls>url"`
+			Manifest struct {
+				Version  string `xml:"version,attr"`
+				Packages []struct {
+					Name string `xml:"name,attr"`
+					Size int64  `xml:"size,attr"`
+				} `xml:"packages>package"`
+				Actions []struct {
+					Event  string `xml:"event,attr"`
+					SHA256 string `xml:"sha256,attr"`
+				} `xml:"actions>action"`
+			} `xml:"manifest"`
+		} `xml:"updatecheck"`
+	} `xml:"app"`
+}
+
+// Update checks answered as update_engine needs them, through a rollout
+// the update service controls: held while the default group is paused,
+// offered once resumed (the OS payload first, codebase ending in '/',
+// base64 SHA-256), followed through the events to completion.
+func TestUpdateEndpoint(t *testing.T) {
+	ctx := context.Background()
+	svc := update.New(storage.NewMemory(), releases{})
+	if err := svc.EnsureDefaultGroups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Config{Catalog: matchbox.NewCatalog(), Updates: svc, UpdatePayloads: releases{}})
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	post := func(path, body string) (int, omahaAnswer, string) {
+		t.Helper()
+		resp, err := nethttp.Post(ts.URL+path, "text/xml", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		var a omahaAnswer
+		if resp.StatusCode == 200 {
+			if err := xml.Unmarshal(data, &a); err != nil {
+				t.Fatalf("answer is not XML: %v\n%s", err, data)
+			}
+		}
+		return resp.StatusCode, a, string(data)
+	}
+	const id = "0123456789abcdef0123456789abcdef"
+	code, a, raw := post("/v1/update/", ueRequest("3815.2.0", id, checkBody))
+	if code != 200 || len(a.Apps) != 1 || a.Apps[0].UpdateCheck.Status != "noupdate" {
+		t.Fatalf("check in the paused default group: %d %s", code, raw)
+	}
+	if err := svc.SetPaused(ctx, "stable", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/update/", "/v1/update"} {
+		code, a, raw = post(path, ueRequest("3815.2.0", id, checkBody))
+		uc := a.Apps[0].UpdateCheck
+		if code != 200 || uc.Status != "ok" || uc.Manifest.Version != "4081.2.0" || len(uc.URLs) != 1 ||
+			uc.URLs[0].Codebase != ts.URL+"/assets/stable/amd64-usr/4081.2.0/" ||
+			len(uc.Manifest.Packages) != 2 || uc.Manifest.Packages[0].Name != "flatcar_production_update.gz" || uc.Manifest.Packages[0].Size != int64(len(osPayload)) {
+			t.Fatalf("%s after resume: %d %s", path, code, raw)
+		}
+		sum := sha256.Sum256(osPayload)
+		if acts := uc.Manifest.Actions; len(acts) != 1 || acts[0].Event != "postinstall" || acts[0].SHA256 != base64.StdEncoding.EncodeToString(sum[:]) {
+			t.Errorf("%s: actions %+v", path, acts)
+		}
+	}
+	// Download, install, reboot into the new version.
+	for _, ev := range []string{`<event eventtype="13" eventresult="1"></event>`, `<event eventtype="14" eventresult="1"></event>`, `<event eventtype="3" eventresult="1"></event>`} {
+		if code, _, raw := post("/v1/update/", ueRequest("3815.2.0", id, ev)); code != 200 {
+			t.Fatalf("event %s: %d %s", ev, code, raw)
+		}
+	}
+	after := strings.Replace(checkBody, `previousversion=""`, `previousversion="3815.2.0"`, 1)
+	if m, err := svc.Machine(ctx, id); err != nil || m.State != update.StateInstalled {
+		t.Fatalf("after the events: %+v, %v; want installed", m, err)
+	}
+	if code, a, raw := post("/v1/update/", ueRequest("4081.2.0", id, after)); code != 200 || a.Apps[0].UpdateCheck.Status != "noupdate" {
+		t.Fatalf("first check after the update: %d %s", code, raw)
+	}
+	if m, err := svc.Machine(ctx, id); err != nil || m.State != update.StateComplete || m.Version != "4081.2.0" {
+		t.Errorf("after the reboot: %+v, %v; want complete on 4081.2.0", m, err)
+	}
+	// A machine that is not Omaha, or too much of it.
+	for name, body := range map[string]string{"not XML": "hello", "too large": strings.Repeat("x", omaha.MaxRequestSize+1)} {
+		if code, _, raw := post("/v1/update/", body); code != 400 {
+			t.Errorf("%s: %d %s", name, code, raw)
+		}
+	}
+	if resp, err := nethttp.Get(ts.URL + "/v1/update/"); err != nil || resp.StatusCode != 405 {
+		t.Errorf("GET: %v %v", resp.StatusCode, err)
+	}
+}
