@@ -26,6 +26,7 @@ import (
 	"matchbox.dev/matchbox/render"
 	"matchbox.dev/matchbox/sign"
 	"matchbox.dev/matchbox/storage"
+	"matchbox.dev/matchbox/update"
 )
 
 // instance is one `matchbox serve`. newServer opens and wires its parts
@@ -57,6 +58,9 @@ type instance struct {
 	booter   *matchbox.Booter
 	nb       *netboot
 	releases *releaseAdmin
+	// updates answers Flatcar's update checks (nil without a mirror).
+	updates        *update.Service
+	updatePayloads *mirrorUpdates
 	// ln is the boot endpoints' listener.
 	ln    net.Listener
 	ready atomic.Bool
@@ -143,7 +147,7 @@ func newServer(ctx context.Context, args []string, stderr io.Writer) (_ *instanc
 	}
 	steps := []func(context.Context) error{
 		s.checkPaths, s.openSigner, s.openStore, s.openCatalog, s.listen,
-		s.setupLifecycle, s.setupNetboot, s.setupBinding, s.setupReleases,
+		s.setupLifecycle, s.setupNetboot, s.setupBinding, s.setupReleases, s.setupUpdates,
 		s.setupAPI, s.setupHTTP, s.setupDebug,
 	}
 	for _, step := range steps {
@@ -372,7 +376,7 @@ func (s *instance) setupHTTP(context.Context) error {
 	if s.nbc.dhcpMode != "off" || s.fc != nil && s.fc.dhcp != nil || s.nbc.tftpAddress != "" {
 		bootFiles = s.nbc.tftpRoot
 	}
-	srv := mbhttp.New(mbhttp.Config{
+	cfg := mbhttp.Config{
 		Catalog:         s.catalog,
 		Booter:          s.booter,
 		Engine:          s.engine,
@@ -394,7 +398,11 @@ func (s *instance) setupHTTP(context.Context) error {
 			return claimsError(s.catalog.Snapshot().Claims())
 		},
 		ShutdownTimeout: s.c.shutdownTimeout,
-	})
+	}
+	if s.updates != nil {
+		cfg.Updates, cfg.UpdatePayloads = s.updates, s.updatePayloads
+	}
+	srv := mbhttp.New(cfg)
 	s.add("http", func(ctx context.Context) error { return srv.Serve(ctx, s.ln) })
 	return nil
 }
