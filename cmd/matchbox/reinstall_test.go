@@ -348,6 +348,11 @@ func TestReinstallEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(installed, "matchbox-first-boot.service") || !strings.Contains(installed, "status=booted") {
 		t.Fatalf("installed-system Ignition: %d %s", code, installed)
 	}
+	// The installed system updates from this matchbox, as this machine.
+	host := strings.TrimPrefix(l.s.url, "http://")
+	if conf := ignitionFile(t, installed, "/etc/flatcar/update.conf"); conf != "SERVER=http://"+host+"/v1/update/\nGROUP=stable\nMACHINE_ALIAS="+mac+"\n" {
+		t.Errorf("update.conf of the installed system:\n%s", conf)
+	}
 	if code, body := l.report("mac="+mac+"&token="+token+"&status=installed&exit=0", "flatcar-install: done\n"); code != 200 {
 		t.Fatalf("success report: %d %s", code, body)
 	}
