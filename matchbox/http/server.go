@@ -104,6 +104,9 @@ type Server struct {
 	// hostNames indexes Config.HostNames (see ownHost).
 	hostNames map[string]bool
 	booter    *matchbox.Booter
+	// updateChecks and updateEvents count the update endpoint's work
+	// (nil without an update service).
+	updateChecks, updateEvents *prometheus.CounterVec
 }
 
 // New returns a Server.
@@ -147,6 +150,15 @@ func New(cfg Config) *Server {
 	// The recorder's suppressed lines are exported here, with the
 	// registry /metrics serves.
 	cfg.Registry.MustRegister(s.requests, s.duration, s.failures, metrics.SuppressedLines(s.limit.Suppressed), metrics.SuppressedLines(cfg.Recorder.Suppressed))
+	if cfg.Updates != nil && cfg.UpdatePayloads != nil {
+		s.updateChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_update_checks_total", Help: "Flatcar update checks answered, by answer: update, none (up to date), held (with the reason), error.",
+		}, []string{"answer", "reason"})
+		s.updateEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_update_events_total", Help: "Flatcar update events taken, by what they say: downloading, downloaded, installed, completed, failed (with update_engine's error code).",
+		}, []string{"event", "code"})
+		cfg.Registry.MustRegister(s.updateChecks, s.updateEvents)
+	}
 	t := cfg.Transport
 	if t.Listener == "" {
 		t.Listener = "boot"

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	nethttp "net/http"
+	"strconv"
 	"time"
 
 	"matchbox.dev/matchbox"
@@ -65,7 +66,7 @@ func (s *Server) updateEndpoint(w nethttp.ResponseWriter, r *nethttp.Request) {
 			a.UnknownApp = true
 			continue
 		}
-		s.updateEvents(ctx, app)
+		s.takeUpdateEvents(ctx, app)
 		if a.UpdateCheck != nil {
 			a.UpdateCheck.Update = s.updateOffer(ctx, r, app)
 		}
@@ -88,9 +89,9 @@ func (s *Server) updateEndpoint(w nethttp.ResponseWriter, r *nethttp.Request) {
 	writeBody(w, "text/xml; charset=utf-8", out)
 }
 
-// updateEvents hands what a machine's events say of its update to the
+// takeUpdateEvents hands what a machine's events say of its update to the
 // service.
-func (s *Server) updateEvents(ctx context.Context, app *omaha.App) {
+func (s *Server) takeUpdateEvents(ctx context.Context, app *omaha.App) {
 	for _, e := range app.Events {
 		outcome, to := update.Progress, update.State("")
 		code, _ := e.ErrorCode.Split()
@@ -109,6 +110,18 @@ func (s *Server) updateEvents(ctx context.Context, app *omaha.App) {
 			}
 			outcome = update.Completed
 		}
+		name := string(to)
+		switch outcome {
+		case update.Completed:
+			name = "completed"
+		case update.Failed:
+			name = "failed"
+		}
+		codeLabel := ""
+		if outcome == update.Failed {
+			codeLabel = errorCodeLabel(int(code))
+		}
+		s.updateEvents.WithLabelValues(name, codeLabel).Inc()
 		err := s.cfg.Updates.Report(ctx, app.MachineID, outcome, to, app.Version, int(code))
 		if err != nil && !errors.Is(err, matchbox.ErrNotFound) {
 			s.logUpdate(ctx, slog.LevelWarn, "update event not recorded", app.MachineID, "event", e.Type.String(), "err", err)
@@ -122,21 +135,29 @@ func (s *Server) updateOffer(ctx context.Context, r *nethttp.Request, app *omaha
 	ans, err := s.cfg.Updates.Decide(ctx, update.Check{MachineID: app.MachineID, Group: app.Track, Version: app.Version, Board: app.Board})
 	switch {
 	case err != nil:
+		s.updateChecks.WithLabelValues("error", "").Inc()
 		s.logUpdate(ctx, slog.LevelWarn, "update check not decided", app.MachineID, "group", app.Track, "err", err)
 		return nil
+	case ans.Hold != "":
+		s.updateChecks.WithLabelValues("held", string(ans.Hold)).Inc()
+		return nil
 	case ans.Version == "":
+		s.updateChecks.WithLabelValues("none", "").Inc()
 		return nil
 	}
 	channel, ok := s.cfg.UpdatePayloads.Channel(app.Board, ans.Version)
 	if !ok {
+		s.updateChecks.WithLabelValues("error", "").Inc()
 		s.logUpdate(ctx, slog.LevelError, "granted release not mirrored", app.MachineID, "version", ans.Version, "board", app.Board)
 		return nil
 	}
 	dir, osPayload, exts, err := s.cfg.UpdatePayloads.Payloads(channel, app.Board, ans.Version)
 	if err != nil {
+		s.updateChecks.WithLabelValues("error", "").Inc()
 		s.logUpdate(ctx, slog.LevelError, "granted release's payloads not found", app.MachineID, "version", ans.Version, "err", err)
 		return nil
 	}
+	s.updateChecks.WithLabelValues("update", "").Inc()
 	return &omaha.Update{Version: ans.Version, URLs: []string{"http://" + requestHost(r) + "/assets/" + dir + "/"}, Payload: osPayload, Extensions: exts}
 }
 
@@ -144,4 +165,18 @@ func (s *Server) updateOffer(ctx context.Context, r *nethttp.Request, app *omaha
 // message in a while (any machine can cause them).
 func (s *Server) logUpdate(ctx context.Context, level slog.Level, msg, machineID string, args ...any) {
 	s.limit.Log(ctx, level, msg, machineID, append([]any{"machine_id", matchbox.Quote(machineID)}, args...)...)
+}
+
+// errorCodeLabel is an update_engine error code as a metric label: the
+// code itself for update_engine's own (below 100), "http" for a failed
+// transfer (2000 and up), "other" for anything else a client may send,
+// so that the label's values stay few.
+func errorCodeLabel(code int) string {
+	switch {
+	case code >= 0 && code < 100:
+		return strconv.Itoa(code)
+	case code >= 2000 && code < 3000:
+		return "http"
+	}
+	return "other"
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/omaha"
 	"matchbox.dev/matchbox/storage"
@@ -95,7 +97,7 @@ func TestUpdateEndpoint(t *testing.T) {
 	if err := svc.EnsureDefaultGroups(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Config{Catalog: matchbox.NewCatalog(), Updates: svc, UpdatePayloads: releases{}})
+	srv := New(Config{Catalog: matchbox.NewCatalog(), Updates: svc, UpdatePayloads: releases{}, Registry: prometheus.NewRegistry()})
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
 	post := func(path, body string) (int, omahaAnswer, string) {
@@ -151,6 +153,13 @@ func TestUpdateEndpoint(t *testing.T) {
 	if m, err := svc.Machine(ctx, id); err != nil || m.State != update.StateComplete || m.Version != "4081.2.0" {
 		t.Errorf("after the reboot: %+v, %v; want complete on 4081.2.0", m, err)
 	}
+	// What happened shows in the metrics.
+	for _, want := range []string{`matchbox_update_checks_total{answer="held",reason="paused"} 1`, `matchbox_update_checks_total{answer="update",reason=""} 2`,
+		`matchbox_update_events_total{code="",event="downloading"} 1`, `matchbox_update_events_total{code="",event="completed"} 1`} {
+		if body := metricsText(t, srv); !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	// A machine that is not Omaha, or too much of it.
 	for name, body := range map[string]string{"not XML": "hello", "too large": strings.Repeat("x", omaha.MaxRequestSize+1)} {
 		if code, _, raw := post("/v1/update/", body); code != 400 {
@@ -160,4 +169,12 @@ func TestUpdateEndpoint(t *testing.T) {
 	if resp, err := nethttp.Get(ts.URL + "/v1/update/"); err != nil || resp.StatusCode != 405 {
 		t.Errorf("GET: %v %v", resp.StatusCode, err)
 	}
+}
+
+// metricsText is what the server's registry exports, as /metrics shows it.
+func metricsText(t *testing.T, srv *Server) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
