@@ -130,8 +130,13 @@ func (s *instance) openAPI(ctx context.Context) (func(context.Context) error, er
 	if releases != nil {
 		ra = releases // a nil *releaseAdmin must stay a nil interface
 	}
+	var updates api.Updates
+	if s.updates != nil {
+		updates = s.updates // likewise a nil *update.Service
+	}
 	apiCfg := api.Config{
 		Releases:  ra,
+		Updates:   updates,
 		BMC:       db,
 		Power:     lc.bmcs,
 		Lifecycle: lc.lc,

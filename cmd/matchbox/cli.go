@@ -39,6 +39,11 @@ const cliUsage = `Usage:
   matchbox machine reinstall MAC [MAC ...] [-profile P] [-force] [-concurrency N] [-wait] | cancel MAC
   matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
+  matchbox update  group set NAME -channel C [-version X.Y.Z|newest] [-match track|group:ID|label:K=V]
+                   [-max-in-flight N] [-max-per-period N -period D] [-timeout D] [-canary N]
+                   [-pause-after-failures N] [-window "Mon-Fri 09:00-17:00 Europe/Berlin"]... [-paused]
+  matchbox update  group list | get NAME | rm NAME
+  matchbox update  pause NAME [-reason TEXT] | resume NAME
 
 FILE is JSON or YAML (one object; "-" reads standard input). For group and
 profile, "apply -f DIR" applies a whole data dir (templates, then profiles,

@@ -3,7 +3,7 @@
 //	matchbox serve [flags]        run the server
 //	matchbox validate [flags]     check a data dir and list every problem
 //	matchbox version              print the version
-//	matchbox group|profile|template|machine|token
+//	matchbox group|profile|template|machine|lease|token|update
 //	                              use a running server's admin API
 package main
 
@@ -48,6 +48,8 @@ Usage:
   matchbox machine bmc set MAC … | power MAC on|off|status | reinstall MAC … [-wait] | cancel MAC
   matchbox lease   list [-mac MAC] | release IP
   matchbox token   list | create -name NAME -role read|admin | revoke NAME
+  matchbox update  group set NAME -channel C … | group list | get NAME | rm NAME
+  matchbox update  pause NAME [-reason TEXT] | resume NAME
                               talk to a running server's admin API
                               ("matchbox group -help" for connection flags)
   matchbox release pull | list | rm
@@ -87,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = machineCLI(ctx, rest, stdout, stderr)
 	case "lease":
 		err = leaseCLI(ctx, rest, stdout, stderr)
+	case "update":
+		err = updateCLI(ctx, rest, stdout, stderr)
 	case "release":
 		err = releaseCLI(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":

@@ -85,6 +85,9 @@ type Config struct {
 	// Releases is the Flatcar release mirror (nil: the release endpoints
 	// answer 503).
 	Releases ReleaseAdmin
+	// Updates is the update service (nil: the update group and machine
+	// endpoints answer 503).
+	Updates Updates
 	// Booter takes the boot decision previews show (default: one over
 	// Catalog, without reinstall gates).
 	Booter *matchbox.Booter
@@ -250,6 +253,16 @@ func (s *Server) Handler() http.Handler {
 	v1.HandleFunc("/releases", s.auth(matchbox.RoleRead, s.need(s.cfg.Releases != nil, errNoReleases, s.listReleases))).Methods(http.MethodGet)
 	v1.HandleFunc("/releases", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Releases != nil, errNoReleases, s.pullRelease))).Methods(http.MethodPost)
 	v1.HandleFunc("/releases/{channel}/{board}/{version}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Releases != nil, errNoReleases, s.removeRelease))).Methods(http.MethodDelete)
+	upd := func(role matchbox.Role, h http.HandlerFunc) http.HandlerFunc {
+		return s.auth(role, s.need(s.cfg.Updates != nil, errNoUpdates, h))
+	}
+	v1.HandleFunc("/update-groups", upd(matchbox.RoleRead, s.listUpdateGroups)).Methods(http.MethodGet)
+	v1.HandleFunc("/update-groups/{name}", upd(matchbox.RoleRead, s.getUpdateGroup)).Methods(http.MethodGet)
+	v1.HandleFunc("/update-groups/{name}", upd(matchbox.RoleAdmin, s.putUpdateGroup)).Methods(http.MethodPut)
+	v1.HandleFunc("/update-groups/{name}", upd(matchbox.RoleAdmin, s.deleteUpdateGroup)).Methods(http.MethodDelete)
+	v1.HandleFunc("/update-groups/{name}/pause", upd(matchbox.RoleAdmin, s.pauseUpdateGroup)).Methods(http.MethodPost)
+	v1.HandleFunc("/update-groups/{name}/resume", upd(matchbox.RoleAdmin, s.resumeUpdateGroup)).Methods(http.MethodPost)
+	v1.HandleFunc("/update-machines/{id}", upd(matchbox.RoleRead, s.getUpdateMachine)).Methods(http.MethodGet)
 	v1.HandleFunc("/reinstalls", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Lifecycle != nil, errNoLifecycle, s.reinstall))).Methods(http.MethodPost)
 	v1.HandleFunc("/leases", s.auth(matchbox.RoleRead, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.listLeases))).Methods(http.MethodGet)
 	v1.HandleFunc("/leases/{ip}", s.auth(matchbox.RoleAdmin, s.need(s.cfg.Leases != nil, "the DHCP server is not running in full mode: there are no leases", s.releaseLease))).Methods(http.MethodDelete)

@@ -35,8 +35,9 @@ type fixture struct {
 }
 
 // newFixture runs the API over real HTTP on loopback, on a store in
-// memory, with a data dir source holding a read-only group and profile.
-func newFixture(t *testing.T) *fixture {
+// memory, with a data dir source holding a read-only group and profile;
+// opts change the API's configuration before it starts.
+func newFixture(t *testing.T, opts ...func(*api.Config, *storage.DB)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	db := storage.NewMemory()
@@ -60,10 +61,14 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	db.SetSecretKey(key)
-	srv, err := api.New(ctx, api.Config{Store: db, Machines: db, BMC: db, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
+	cfg := api.Config{Store: db, Machines: db, BMC: db, Engine: render.NewEngine(render.Options{}), BootHost: "boot.example:8080", Catalog: cat, Reload: func(ctx context.Context) error {
 		_, err := cat.Reload(ctx, "db", db.Objects)
 		return err
-	}})
+	}}
+	for _, o := range opts {
+		o(&cfg, db)
+	}
+	srv, err := api.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,6 +133,20 @@ func (s *Service) PutGroup(ctx context.Context, g Group) error {
 	})
 }
 
+// DeleteGroup deletes a group and its rollout's progress, or returns
+// ErrNotFound. Its machines are held by no group until another matches
+// them; a default group comes back, paused, at the next start
+// (EnsureDefaultGroups).
+func (s *Service) DeleteGroup(ctx context.Context, name string) error {
+	keys := []matchbox.RecordKey{{Kind: kindGroup, Key: name}, {Kind: kindRollout, Key: name}}
+	return s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
+		if old[0] == nil {
+			return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(name), matchbox.ErrNotFound)
+		}
+		return [][]byte{nil, nil}, nil
+	})
+}
+
 // Group returns a group, or ErrNotFound.
 func (s *Service) Group(ctx context.Context, name string) (Group, error) {
 	data, err := s.store.Record(ctx, kindGroup, name)

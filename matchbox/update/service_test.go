@@ -2,11 +2,13 @@ package update
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/storage"
 )
 
@@ -218,5 +220,38 @@ func TestDefaultGroupsHold(t *testing.T) {
 	// Up to date: no update, no hold.
 	if ans, err := s.Decide(ctx, Check{MachineID: "n", Group: "stable", Version: "4081.2.0"}); err != nil || ans != (Answer{}) {
 		t.Fatalf("up to date: %+v, %v", ans, err)
+	}
+}
+
+// Deleting a group deletes it and its rollout's progress; a group not
+// there is not found; EnsureDefaultGroups brings a default one back,
+// paused.
+func TestDeleteGroup(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	s := newService(t, storage.NewMemory(), c)
+	if err := s.SetPaused(ctx, "stable", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if ans, err := s.Decide(ctx, Check{MachineID: "m", Group: "stable", Version: "3815.2.0"}); err != nil || ans.Version == "" {
+		t.Fatalf("check: %+v, %v", ans, err)
+	}
+	if err := s.DeleteGroup(ctx, "stable"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Group(ctx, "stable"); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Fatalf("group after delete: %v", err)
+	}
+	if _, err := s.store.Record(ctx, kindRollout, "stable"); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Fatalf("rollout after delete: %v", err)
+	}
+	if err := s.DeleteGroup(ctx, "stable"); !errors.Is(err, matchbox.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if err := s.EnsureDefaultGroups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := s.Group(ctx, "stable"); err != nil || !g.Policy.Paused {
+		t.Fatalf("default group after EnsureDefaultGroups: %+v, %v", g, err)
 	}
 }

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/update"
+)
+
+const updateUsage = `  matchbox update group set NAME -channel stable|beta|alpha|lts [-version X.Y.Z|newest] [-match track|group:ID|label:K=V]
+        [-max-in-flight N] [-max-per-period N -period DURATION] [-timeout DURATION] [-canary N]
+        [-pause-after-failures N] [-window "Mon-Fri 09:00-17:00 Europe/Berlin"]... [-paused [-reason TEXT]]
+  matchbox update group list | get NAME | rm NAME
+  matchbox update pause NAME [-reason TEXT] | resume NAME
+
+set creates a group or replaces all of its settings; the defaults are
+-version newest and -match track (machines whose update.conf says
+GROUP=NAME). An existing group keeps its paused state and reason (pause
+and resume change them) and its floors (set through the API); a new one
+starts unpaused unless -paused is given. -window is repeatable: grants
+are made only inside a window (none: any time); a window's days are
+Mon…Sun, ranges (Mon-Fri), lists (Sat,Sun) or daily, its zone an IANA
+name (default UTC). The groups stable, beta, alpha and lts exist by
+default, paused; rm of one brings it back, paused, at the server's next
+start.
+`
+
+// updateCLI runs `matchbox update group VERB …` and `matchbox update
+// pause|resume NAME`.
+func updateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("matchbox update", stderr)
+	channel := fs.String("channel", "", "set: the group's release channel (stable, beta, alpha, lts)")
+	version := fs.String("version", update.Newest, "set: the target, X.Y.Z or newest")
+	match := fs.String("match", update.MatchTrack, "set: the machines of the group: track, group:ID or label:K=V")
+	maxInFlight := fs.Int("max-in-flight", 0, "set: at most this many machines updating at once (0: no limit)")
+	maxPerPeriod := fs.Int("max-per-period", 0, "set: at most this many updates granted per -period (0: no limit)")
+	period := fs.Duration("period", 0, "set: the period of -max-per-period (e.g. 1h)")
+	timeout := fs.Duration("timeout", 0, "set: how long an update may take before it counts as failed (default 2h)")
+	canary := fs.Int("canary", 0, "set: this many machines must complete the update before more are granted it")
+	pauseAfter := fs.Int("pause-after-failures", 0, "set: pause the group after this many machines failed the update (0: never)")
+	var windows multiFlag
+	fs.Var(&windows, "window", `set: when updates may be granted, "DAYS HH:MM-HH:MM [ZONE]" (repeatable)`)
+	paused := fs.Bool("paused", false, "set: pause the group")
+	reason := fs.String("reason", "", "pause, set -paused: why the group is paused")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage:\n"+updateUsage+"\n"+cliUsage[strings.Index(cliUsage, "Connection"):])
+	}
+	verb, pos, c, err := startCLI(fs, cf, args)
+	if err != nil {
+		return err
+	}
+	groupPath := func(name string) string { return "/api/v1/update-groups/" + url.PathEscape(name) }
+	sub := ""
+	if verb == "group" && len(pos) > 0 {
+		sub, pos = pos[0], pos[1:]
+	}
+	switch {
+	case sub == "set" && len(pos) == 1:
+		g, err := groupFromFlags(pos[0], *channel, *version, *match, windows, update.Policy{
+			MaxInFlight: *maxInFlight, MaxPerPeriod: *maxPerPeriod, Period: *period, Timeout: *timeout,
+			Canary: *canary, PauseAfterFailures: *pauseAfter,
+		})
+		if err != nil {
+			return err
+		}
+		var old update.Group
+		_, err = c.do(ctx, "GET", groupPath(g.Name), nil, &old)
+		var failure *apiFailure
+		existed := err == nil
+		if err != nil && !(errors.As(err, &failure) && failure.status == http.StatusNotFound) {
+			return fmt.Errorf("update group %s: %w", g.Name, err)
+		}
+		g.Floors, g.Policy.Paused, g.Policy.Reason = old.Floors, old.Policy.Paused, old.Policy.Reason
+		if *paused && !g.Policy.Paused {
+			g.Policy.Paused, g.Policy.Reason = true, *reason
+			if g.Policy.Reason == "" {
+				g.Policy.Reason = "paused with update group set"
+			}
+		}
+		var stored update.Group
+		if _, err := c.do(ctx, "PUT", groupPath(g.Name), g, &stored); err != nil {
+			return fmt.Errorf("set update group %s: %w", g.Name, err)
+		}
+		what := "created"
+		if existed {
+			what = "updated"
+		}
+		fmt.Fprintf(stdout, "update group %s %s%s\n", g.Name, what, pausedText(stored.Policy))
+		return nil
+	case sub == "list" && len(pos) == 0:
+		var out struct {
+			Items []update.Group `json:"items"`
+		}
+		if _, err := c.do(ctx, "GET", "/api/v1/update-groups", nil, &out); err != nil {
+			return fmt.Errorf("list update groups: %w", err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out.Items)
+		}
+		return printUpdateGroups(stdout, out.Items)
+	case sub == "get" && len(pos) == 1:
+		var g update.Group
+		if _, err := c.do(ctx, "GET", groupPath(pos[0]), nil, &g); err != nil {
+			return fmt.Errorf("get update group %s: %w", matchbox.Printable(pos[0]), err)
+		}
+		if cf.output == "table" {
+			return printUpdateGroups(stdout, []update.Group{g})
+		}
+		return printJSON(stdout, g)
+	case sub == "rm" && len(pos) == 1:
+		if _, err := c.do(ctx, "DELETE", groupPath(pos[0]), nil, nil); err != nil {
+			return fmt.Errorf("remove update group %s: %w", matchbox.Printable(pos[0]), err)
+		}
+		fmt.Fprintf(stdout, "update group %s removed\n", matchbox.Printable(pos[0]))
+		return nil
+	case (verb == "pause" || verb == "resume") && len(pos) == 1:
+		var body any
+		if verb == "pause" && *reason != "" {
+			body = map[string]string{"reason": *reason}
+		}
+		var g update.Group
+		if _, err := c.do(ctx, "POST", groupPath(pos[0])+"/"+verb, body, &g); err != nil {
+			return fmt.Errorf("%s update group %s: %w", verb, matchbox.Printable(pos[0]), err)
+		}
+		fmt.Fprintf(stdout, "update group %s %sd%s\n", g.Name, verb, pausedText(g.Policy))
+		return nil
+	}
+	fs.Usage()
+	return errUsage
+}
+
+// groupFromFlags is the group `update group set` writes, checked before
+// it is sent so that a mistake is reported with the flag's name.
+func groupFromFlags(name, channel, version, match string, windows []string, p update.Policy) (update.Group, error) {
+	m, err := update.ParseMatch(match)
+	if err != nil {
+		return update.Group{}, fmt.Errorf("-match: %w", err)
+	}
+	for _, spec := range windows {
+		w, err := update.ParseWindow(spec)
+		if err != nil {
+			return update.Group{}, fmt.Errorf("-window: %w", err)
+		}
+		p.Windows = append(p.Windows, w)
+	}
+	if channel == "" {
+		return update.Group{}, fmt.Errorf("-channel is required: one of %s", strings.Join(update.Channels, ", "))
+	}
+	g := update.Group{Name: name, Channel: channel, Version: version, Match: m, Policy: p}
+	return g, g.Check()
+}
+
+// pausedText says that a group is paused, and why.
+func pausedText(p update.Policy) string {
+	if !p.Paused {
+		return ""
+	}
+	return " (paused: " + matchbox.EscapeLine(p.Reason) + ")"
+}
+
+func printUpdateGroups(w io.Writer, gs []update.Group) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCHANNEL\tVERSION\tMATCH\tLIMITS\tWINDOWS\tPAUSED")
+	for _, g := range gs {
+		var ws []string
+		for _, win := range g.Policy.Windows {
+			ws = append(ws, win.String())
+		}
+		state := "no"
+		if g.Policy.Paused {
+			state = "yes: " + g.Policy.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(g.Name), cell(g.Channel), cell(g.Version), cell(g.Match.String()),
+			orDash(limitsText(g.Policy)), orDash(strings.Join(ws, "; ")), matchbox.EscapeLine(state))
+	}
+	return tw.Flush()
+}
+
+// limitsText is a policy's limits as the flags that set them.
+func limitsText(p update.Policy) string {
+	var parts []string
+	for _, l := range []struct {
+		flag string
+		n    int
+	}{{"max-in-flight", p.MaxInFlight}, {"canary", p.Canary}, {"pause-after-failures", p.PauseAfterFailures}} {
+		if l.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", l.flag, l.n))
+		}
+	}
+	if p.MaxPerPeriod > 0 {
+		parts = append(parts, fmt.Sprintf("max-per-period=%d/%s", p.MaxPerPeriod, p.Period))
+	}
+	if p.Timeout > 0 {
+		parts = append(parts, "timeout="+p.Timeout.String())
+	}
+	return strings.Join(parts, " ")
+}

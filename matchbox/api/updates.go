@@ -1,0 +1,121 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/update"
+)
+
+// Updates is the update service as the API manages it (update.Service).
+type Updates interface {
+	Groups(ctx context.Context) ([]update.Group, error)
+	Group(ctx context.Context, name string) (update.Group, error)
+	PutGroup(ctx context.Context, g update.Group) error
+	DeleteGroup(ctx context.Context, name string) error
+	SetPaused(ctx context.Context, name string, paused bool, reason string) error
+	Machine(ctx context.Context, id string) (update.Machine, error)
+}
+
+const errNoUpdates = "the update service is not configured on this server (it runs with the release mirror: -assets-path)"
+
+func (s *Server) listUpdateGroups(w http.ResponseWriter, r *http.Request) {
+	gs, err := s.cfg.Updates.Groups(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": gs})
+}
+
+func (s *Server) getUpdateGroup(w http.ResponseWriter, r *http.Request) {
+	g, err := s.cfg.Updates.Group(r.Context(), mux.Vars(r)["name"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "", g)
+}
+
+// putUpdateGroup creates or replaces a group, its paused state included:
+// the body is the whole group.
+func (s *Server) putUpdateGroup(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["name"]
+	var g update.Group
+	if !s.decode(w, r, &g) || !pathID(w, name, &g.Name) {
+		return
+	}
+	status := http.StatusOK
+	if _, err := s.cfg.Updates.Group(r.Context(), name); errors.Is(err, matchbox.ErrNotFound) {
+		status = http.StatusCreated
+	} else if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.cfg.Updates.PutGroup(r.Context(), g); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("update group written", "update_group", name, "channel", g.Channel, "version", g.Version, "paused", g.Policy.Paused, "token", caller(r).Name)
+	writeJSON(w, status, "", g)
+}
+
+func (s *Server) deleteUpdateGroup(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["name"]
+	if err := s.cfg.Updates.DeleteGroup(r.Context(), name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("update group deleted", "update_group", name, "token", caller(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// pauseUpdateGroup pauses a group; the optional body gives the reason.
+func (s *Server) pauseUpdateGroup(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength != 0 && !s.decode(w, r, &in) {
+		return
+	}
+	if in.Reason == "" {
+		in.Reason = "paused by " + caller(r).Name
+	}
+	s.setPaused(w, r, true, in.Reason)
+}
+
+func (s *Server) resumeUpdateGroup(w http.ResponseWriter, r *http.Request) {
+	s.setPaused(w, r, false, "")
+}
+
+// setPaused pauses or resumes a group and answers with it.
+func (s *Server) setPaused(w http.ResponseWriter, r *http.Request, paused bool, reason string) {
+	name := mux.Vars(r)["name"]
+	if err := matchbox.CheckValue("reason", reason, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.cfg.Updates.SetPaused(r.Context(), name, paused, reason); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	what := "update group resumed"
+	if paused {
+		what = "update group paused"
+	}
+	s.log.Info(what, "update_group", name, "reason", reason, "token", caller(r).Name)
+	s.getUpdateGroup(w, r)
+}
+
+func (s *Server) getUpdateMachine(w http.ResponseWriter, r *http.Request) {
+	m, err := s.cfg.Updates.Machine(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "", m)
+}
