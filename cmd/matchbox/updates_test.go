@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/xml"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"matchbox.dev/matchbox/omaha/omahatest"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/update"
 )
@@ -45,65 +45,34 @@ func TestUpdateCheckThroughTheBinary(t *testing.T) {
 	db.Close()
 	s := startServer(t, nil, "-data-path", repoRoot(t), "-assets-path", assets, "-db-path", dbPath, "-api-address=")
 
-	check := func(track string) (codebase, version string, pkgs []string, sizes []int64, sha string) {
+	check := func(track string) omahatest.Answer {
 		t.Helper()
-		body := `<?xml version="1.0" encoding="UTF-8"?>
-<request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="scheduler" ismachine="1">
-    <os version="Chateau" platform="CoreOS" sp="3815.2.0_x86_64"></os>
-    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="3815.2.0" track="` + track + `" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="00112233445566778899aabbccddeeff" machinealias="" lang="en-US" board="amd64-usr" hardware_class="" delta_okay="false" >
-        <ping active="1"></ping>
-        <updatecheck></updatecheck>
-        <event eventtype="3" eventresult="2" previousversion=""></event>
-    </app>
-</request>
-`
-		resp, err := http.Post(s.url+"/v1/update/", "text/xml", strings.NewReader(body))
+		m := omahatest.Machine{Version: "3815.2.0", Track: track, MachineID: "00112233445566778899aabbccddeeff"}
+		resp, err := http.Post(s.url+"/v1/update/", "text/xml", strings.NewReader(omahatest.Request(m, omahatest.Check(""))))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
-		var a struct {
-			App struct {
-				UpdateCheck struct {
-					Status string `xml:"status,attr"`
-					URL    struct {
-						Codebase string `xml:"codebase,attr"`
-					} `xml:"urls>url"`
-					Manifest struct {
-						Version  string `xml:"version,attr"`
-						Packages []struct {
-							Name string `xml:"name,attr"`
-							Size int64  `xml:"size,attr"`
-						} `xml:"packages>package"`
-						Action struct {
-							SHA256 string `xml:"sha256,attr"`
-						} `xml:"actions>action"`
-					} `xml:"manifest"`
-				} `xml:"updatecheck"`
-			} `xml:"app"`
+		a, err := omahatest.ReadAnswer(raw)
+		if resp.StatusCode != 200 || err != nil {
+			t.Fatalf("update check (%s): %s %v\n%s", track, resp.Status, err, raw)
 		}
-		if resp.StatusCode != 200 || xml.Unmarshal(raw, &a) != nil {
-			t.Fatalf("update check (%s): %s\n%s", track, resp.Status, raw)
-		}
-		uc := a.App.UpdateCheck
-		for _, p := range uc.Manifest.Packages {
-			pkgs, sizes = append(pkgs, p.Name), append(sizes, p.Size)
-		}
-		return uc.URL.Codebase, uc.Manifest.Version, pkgs, sizes, uc.Manifest.Action.SHA256
+		return a
 	}
-	codebase, version, pkgs, sizes, sha := check("stable")
+	a := check("stable")
 	osData := payloads["flatcar_production_update.gz"]
 	sum := sha256.Sum256(osData)
-	if version != "4081.2.0" || codebase != s.url+"/assets/flatcar/stable/amd64-usr/4081.2.0/" || len(pkgs) != 2 ||
-		pkgs[0] != "flatcar_production_update.gz" || pkgs[1] != "oem-qemu.gz" || sizes[0] != int64(len(osData)) || sha != base64.StdEncoding.EncodeToString(sum[:]) {
-		t.Fatalf("offer: version %s codebase %s packages %v sizes %v sha256 %s", version, codebase, pkgs, sizes, sha)
+	if a.Version != "4081.2.0" || len(a.Codebases) != 1 || a.Codebases[0] != s.url+"/assets/flatcar/stable/amd64-usr/4081.2.0/" || len(a.Packages) != 2 ||
+		a.Packages[0].Name != "flatcar_production_update.gz" || a.Packages[1].Name != "oem-qemu.gz" || a.Packages[0].Size != int64(len(osData)) ||
+		a.SHA256 != base64.StdEncoding.EncodeToString(sum[:]) {
+		t.Fatalf("offer: %+v", a)
 	}
-	code, got := fetch(t, codebase+pkgs[0])
-	if gotSum := sha256.Sum256([]byte(got)); code != 200 || base64.StdEncoding.EncodeToString(gotSum[:]) != sha {
+	code, got := fetch(t, a.Codebases[0]+a.Packages[0].Name)
+	if gotSum := sha256.Sum256([]byte(got)); code != 200 || base64.StdEncoding.EncodeToString(gotSum[:]) != a.SHA256 {
 		t.Errorf("the payload from the codebase: %d, sha256 does not match the offer", code)
 	}
-	if _, version, _, _, _ := check("beta"); version != "" {
-		t.Errorf("a machine of the paused beta group was offered %s", version)
+	if a := check("beta"); a.Version != "" || a.Status != "noupdate" {
+		t.Errorf("a machine of the paused beta group: %+v", a)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/xml"
 	"io"
 	nethttp "net/http"
 	"net/http/httptest"
@@ -16,6 +15,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/omaha"
+	"matchbox.dev/matchbox/omaha/omahatest"
 	"matchbox.dev/matchbox/storage"
 	"matchbox.dev/matchbox/update"
 )
@@ -47,46 +47,6 @@ func (releases) Payloads(channel, board, version string) (string, omaha.Package,
 	return "stable/amd64-usr/4081.2.0", pkg("flatcar_production_update.gz", osPayload), []omaha.Package{pkg("oem-qemu.gz", oemQemu)}, nil
 }
 
-// ueRequest is a request as update_engine writes it (OMAHA.md §3).
-func ueRequest(version, machineID, body string) string {
-	return `<?xml version="1.0" encoding="UTF-8"?>
-<request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="scheduler" ismachine="1">
-    <os version="Chateau" platform="CoreOS" sp="` + version + `_x86_64"></os>
-    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="` + version + `" track="stable" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="` + machineID + `" machinealias="52:54:00:00:00:01" lang="en-US" board="amd64-usr" hardware_class="" delta_okay="false" >
-        ` + body + `
-    </app>
-</request>
-`
-}
-
-const checkBody = `<ping active="1"></ping>
-        <updatecheck></updatecheck>
-        <event eventtype="3" eventresult="2" previousversion=""></event>`
-
-// omahaAnswer is what the test reads of an answer, as update_engine does.
-type omahaAnswer struct {
-	Apps []struct {
-		Status      string `xml:"status,attr"`
-		UpdateCheck struct {
-			Status string `xml:"status,attr"`
-			URLs   []struct {
-				Codebase string `xml:"codebase,attr"`
-			} `xml:"urls>url"`
-			Manifest struct {
-				Version  string `xml:"version,attr"`
-				Packages []struct {
-					Name string `xml:"name,attr"`
-					Size int64  `xml:"size,attr"`
-				} `xml:"packages>package"`
-				Actions []struct {
-					Event  string `xml:"event,attr"`
-					SHA256 string `xml:"sha256,attr"`
-				} `xml:"actions>action"`
-			} `xml:"manifest"`
-		} `xml:"updatecheck"`
-	} `xml:"app"`
-}
-
 // Update checks answered as update_engine needs them, through a rollout
 // the update service controls: held while the default group is paused,
 // offered once resumed (the OS payload first, codebase ending in '/',
@@ -100,7 +60,7 @@ func TestUpdateEndpoint(t *testing.T) {
 	srv := New(Config{Catalog: matchbox.NewCatalog(), Updates: svc, UpdatePayloads: releases{}, Registry: prometheus.NewRegistry()})
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
-	post := func(path, body string) (int, omahaAnswer, string) {
+	post := func(path, body string) (int, omahatest.Answer, string) {
 		t.Helper()
 		resp, err := nethttp.Post(ts.URL+path, "text/xml", strings.NewReader(body))
 		if err != nil {
@@ -108,46 +68,47 @@ func TestUpdateEndpoint(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(resp.Body)
-		var a omahaAnswer
+		var a omahatest.Answer
 		if resp.StatusCode == 200 {
-			if err := xml.Unmarshal(data, &a); err != nil {
+			if a, err = omahatest.ReadAnswer(data); err != nil {
 				t.Fatalf("answer is not XML: %v\n%s", err, data)
 			}
 		}
 		return resp.StatusCode, a, string(data)
 	}
 	const id = "0123456789abcdef0123456789abcdef"
-	code, a, raw := post("/v1/update/", ueRequest("3815.2.0", id, checkBody))
-	if code != 200 || len(a.Apps) != 1 || a.Apps[0].UpdateCheck.Status != "noupdate" {
+	machine := func(version string) omahatest.Machine {
+		return omahatest.Machine{Version: version, Track: "stable", MachineID: id, Alias: "52:54:00:00:00:01"}
+	}
+	code, a, raw := post("/v1/update/", omahatest.Request(machine("3815.2.0"), omahatest.Check("")))
+	if code != 200 || a.Status != "noupdate" {
 		t.Fatalf("check in the paused default group: %d %s", code, raw)
 	}
 	if err := svc.SetPaused(ctx, "stable", false, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"/v1/update/", "/v1/update"} {
-		code, a, raw = post(path, ueRequest("3815.2.0", id, checkBody))
-		uc := a.Apps[0].UpdateCheck
-		if code != 200 || uc.Status != "ok" || uc.Manifest.Version != "4081.2.0" || len(uc.URLs) != 1 ||
-			uc.URLs[0].Codebase != ts.URL+"/assets/stable/amd64-usr/4081.2.0/" ||
-			len(uc.Manifest.Packages) != 2 || uc.Manifest.Packages[0].Name != "flatcar_production_update.gz" || uc.Manifest.Packages[0].Size != int64(len(osPayload)) {
+		code, a, raw = post(path, omahatest.Request(machine("3815.2.0"), omahatest.Check("")))
+		if code != 200 || a.Status != "ok" || a.Version != "4081.2.0" || len(a.Codebases) != 1 ||
+			a.Codebases[0] != ts.URL+"/assets/stable/amd64-usr/4081.2.0/" ||
+			len(a.Packages) != 2 || a.Packages[0].Name != "flatcar_production_update.gz" || a.Packages[0].Size != int64(len(osPayload)) {
 			t.Fatalf("%s after resume: %d %s", path, code, raw)
 		}
 		sum := sha256.Sum256(osPayload)
-		if acts := uc.Manifest.Actions; len(acts) != 1 || acts[0].Event != "postinstall" || acts[0].SHA256 != base64.StdEncoding.EncodeToString(sum[:]) {
-			t.Errorf("%s: actions %+v", path, acts)
+		if a.SHA256 != base64.StdEncoding.EncodeToString(sum[:]) {
+			t.Errorf("%s: postinstall sha256 %q", path, a.SHA256)
 		}
 	}
 	// Download, install, reboot into the new version.
-	for _, ev := range []string{`<event eventtype="13" eventresult="1"></event>`, `<event eventtype="14" eventresult="1"></event>`, `<event eventtype="3" eventresult="1"></event>`} {
-		if code, _, raw := post("/v1/update/", ueRequest("3815.2.0", id, ev)); code != 200 {
+	for _, ev := range []string{omahatest.Event("13", "1"), omahatest.Event("14", "1"), omahatest.Event("3", "1")} {
+		if code, _, raw := post("/v1/update/", omahatest.Request(machine("3815.2.0"), ev)); code != 200 {
 			t.Fatalf("event %s: %d %s", ev, code, raw)
 		}
 	}
-	after := strings.Replace(checkBody, `previousversion=""`, `previousversion="3815.2.0"`, 1)
 	if m, err := svc.Machine(ctx, id); err != nil || m.State != update.StateInstalled {
 		t.Fatalf("after the events: %+v, %v; want installed", m, err)
 	}
-	if code, a, raw := post("/v1/update/", ueRequest("4081.2.0", id, after)); code != 200 || a.Apps[0].UpdateCheck.Status != "noupdate" {
+	if code, a, raw := post("/v1/update/", omahatest.Request(machine("4081.2.0"), omahatest.Check("3815.2.0"))); code != 200 || a.Status != "noupdate" {
 		t.Fatalf("first check after the update: %d %s", code, raw)
 	}
 	if m, err := svc.Machine(ctx, id); err != nil || m.State != update.StateComplete || m.Version != "4081.2.0" {
