@@ -286,6 +286,14 @@ func (s *Service) Decide(ctx context.Context, c Check) (Answer, error) {
 			ans = Answer{Version: target}
 		} else if hold := g.Policy.Admit(now, r.counts()); hold != "" {
 			ans = Answer{Hold: hold}
+			if old[2] == nil {
+				// No record for a hold alone (see stillHeld).
+				out, err := encodeAll(g, r, m)
+				if err == nil {
+					out[2] = nil
+				}
+				return out, err
+			}
 			if m.State != StateOnHold || m.Hold != hold {
 				m.State, m.Hold, m.Updated = StateOnHold, hold, now
 			}
@@ -302,15 +310,19 @@ func (s *Service) Decide(ctx context.Context, c Check) (Answer, error) {
 }
 
 // stillHeld reads, without a transaction, whether the machine is held
-// for the reason it was held for the last time: then nothing is to be
-// written. Any other outcome ("" returned) is decided in the transaction.
+// and nothing is to be written for it: it was held for the same reason at
+// its last check, or the service has no record of it (a record is made by
+// a grant; a hold alone makes none, so that machine ids a client makes up
+// cannot fill the store). Any other outcome ("" returned) is decided in
+// the transaction.
 func (s *Service) stillHeld(ctx context.Context, g Group, target string, c Check) Hold {
 	data, err := s.store.Record(ctx, kindMachine, c.MachineID)
-	if err != nil {
+	recorded := err == nil
+	if err != nil && !errors.Is(err, matchbox.ErrNotFound) {
 		return ""
 	}
 	var m Machine
-	if json.Unmarshal(data, &m) != nil || m.State != StateOnHold || m.Version != c.Version || m.Group != g.Name {
+	if recorded && (json.Unmarshal(data, &m) != nil || m.State != StateOnHold || m.Version != c.Version || m.Group != g.Name) {
 		return ""
 	}
 	rd, err := s.store.Record(ctx, kindRollout, g.Name)
@@ -328,7 +340,7 @@ func (s *Service) stillHeld(ctx context.Context, g Group, target string, c Check
 		// Timed-out grants are to be counted: a write.
 		return ""
 	}
-	if hold := g.Policy.Admit(now, r.counts()); hold == m.Hold {
+	if hold := g.Policy.Admit(now, r.counts()); hold != "" && (!recorded || hold == m.Hold) {
 		return hold
 	}
 	return ""

@@ -255,3 +255,21 @@ func TestDeleteGroup(t *testing.T) {
 		t.Fatalf("default group after EnsureDefaultGroups: %+v, %v", g, err)
 	}
 }
+
+// A hold makes no record: machine ids a client makes up while their group
+// holds them cost no write and leave nothing in the store.
+func TestHoldsMakeNoRecords(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	st := storage.NewMemory()
+	s := newService(t, st, c)
+	for i := range 100 {
+		ans, err := s.Decide(ctx, Check{MachineID: fmt.Sprintf("made-up-%d", i), Group: "stable", Version: "3815.2.0"})
+		if err != nil || ans.Hold != HoldPaused {
+			t.Fatalf("check %d: %+v, %v", i, ans, err)
+		}
+	}
+	if recs, err := st.Records(ctx, kindMachine); err != nil || len(recs) != 0 {
+		t.Errorf("%d machine records after holds only (%v), want none", len(recs), err)
+	}
+}
