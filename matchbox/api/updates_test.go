@@ -174,9 +174,19 @@ func TestUpdateMachine(t *testing.T) {
 	if _, err := svc.Decide(ctx, update.Check{MachineID: "m1", Group: "stable", Version: "3815.2.0", Board: "amd64-usr"}); err != nil {
 		t.Fatal(err)
 	}
-	r := f.do(t, "GET", "/api/v1/update-machines/m1", f.admin, nil)
-	if r.code != 200 || r.body["state"] != string(update.StateOnHold) || r.body["hold"] != string(update.HoldPaused) || r.body["group"] != "stable" {
+	// A hold alone makes no record: the machine is still unknown.
+	if r := f.do(t, "GET", "/api/v1/update-machines/m1", f.admin, nil); r.code != 404 {
 		t.Errorf("machine held by the paused default group: %d %s", r.code, r.raw)
+	}
+	if err := svc.SetPaused(ctx, "stable", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if ans, err := svc.Decide(ctx, update.Check{MachineID: "m1", Group: "stable", Version: "3815.2.0", Board: "amd64-usr"}); err != nil || ans.Version != "4081.2.0" {
+		t.Fatalf("check after resume: %+v, %v", ans, err)
+	}
+	r := f.do(t, "GET", "/api/v1/update-machines/m1", f.admin, nil)
+	if r.code != 200 || r.body["state"] != string(update.StateGranted) || r.body["target"] != "4081.2.0" || r.body["group"] != "stable" {
+		t.Errorf("machine granted an update: %d %s", r.code, r.raw)
 	}
 }
 
