@@ -25,6 +25,21 @@ const (
 	EventAssetServed  EventKind = "http.asset"
 )
 
+// Update steps recorded on machines (the update service's, for machines
+// its clients are linked to).
+const (
+	// EventUpdateVersion: the machine reported running another version
+	// than before (or for the first time).
+	EventUpdateVersion     EventKind = "update.version"
+	EventUpdateGranted     EventKind = "update.granted"
+	EventUpdateHeld        EventKind = "update.held"
+	EventUpdateDownloading EventKind = "update.downloading"
+	EventUpdateDownloaded  EventKind = "update.downloaded"
+	EventUpdateInstalled   EventKind = "update.installed"
+	EventUpdateComplete    EventKind = "update.complete"
+	EventUpdateFailed      EventKind = "update.failed"
+)
+
 // Event is one recorded step of a machine.
 type Event struct {
 	Time time.Time `json:"time"`
@@ -68,7 +83,7 @@ type EventStore interface {
 // Failed reports whether events of kind k are failures.
 func (k EventKind) Failed() bool {
 	switch k {
-	case EventHTTPFailed, EventTFTPFailed, EventDHCPNak, EventDHCPDecline:
+	case EventHTTPFailed, EventTFTPFailed, EventDHCPNak, EventDHCPDecline, EventUpdateFailed:
 		return true
 	}
 	return false

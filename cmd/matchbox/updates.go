@@ -102,5 +102,13 @@ func (s *instance) setupUpdates(ctx context.Context) error {
 	}
 	s.updatePayloads = &mirrorUpdates{m: s.mirror}
 	s.updates = update.New(s.db, s.updatePayloads)
+	s.updates.SetEvents(s.rec.Record)
+	// The groups other servers sharing the database write come through
+	// its change feed (subscribed before the service first reads them).
+	changes := s.db.Changes(ctx, matchbox.ChangeRecord)
+	s.add("update-follow", func(ctx context.Context) error {
+		s.updates.Follow(ctx, changes)
+		return nil
+	})
 	return s.updates.EnsureDefaultGroups(ctx)
 }

@@ -171,7 +171,7 @@ func TestUpdateMachine(t *testing.T) {
 	if r := f.do(t, "GET", "/api/v1/update-machines/m1", f.admin, nil); r.code != 404 {
 		t.Errorf("unknown machine: %d %s", r.code, r.raw)
 	}
-	if _, err := svc.Decide(ctx, update.Check{MachineID: "m1", Group: "stable", Version: "3815.2.0", Board: "amd64-usr"}); err != nil {
+	if _, err := svc.Decide(ctx, update.Check{Client: update.Client{MachineID: "m1"}, Track: "stable", Version: "3815.2.0", Board: "amd64-usr"}); err != nil {
 		t.Fatal(err)
 	}
 	// A hold alone makes no record: the machine is still unknown.
@@ -181,7 +181,7 @@ func TestUpdateMachine(t *testing.T) {
 	if err := svc.SetPaused(ctx, "stable", false, ""); err != nil {
 		t.Fatal(err)
 	}
-	if ans, err := svc.Decide(ctx, update.Check{MachineID: "m1", Group: "stable", Version: "3815.2.0", Board: "amd64-usr"}); err != nil || ans.Version != "4081.2.0" {
+	if ans, err := svc.Decide(ctx, update.Check{Client: update.Client{MachineID: "m1"}, Track: "stable", Version: "3815.2.0", Board: "amd64-usr"}); err != nil || ans.Version != "4081.2.0" {
 		t.Fatalf("check after resume: %+v, %v", ans, err)
 	}
 	r := f.do(t, "GET", "/api/v1/update-machines/m1", f.admin, nil)

@@ -18,7 +18,7 @@ import (
 // answered by (update.Service).
 type Updates interface {
 	Decide(ctx context.Context, c update.Check) (update.Answer, error)
-	Report(ctx context.Context, machineID string, outcome update.Outcome, to update.State, version string, code int) error
+	Report(ctx context.Context, c update.Client, outcome update.Outcome, to update.State, version string, code int) error
 }
 
 // UpdatePayloads finds a mirrored release's update payloads.
@@ -66,9 +66,10 @@ func (s *Server) updateEndpoint(w nethttp.ResponseWriter, r *nethttp.Request) {
 			a.UnknownApp = true
 			continue
 		}
-		s.takeUpdateEvents(ctx, app)
+		client := update.Client{MachineID: app.MachineID, Alias: app.MachineAlias, Addr: remoteIP(r)}
+		s.takeUpdateEvents(ctx, client, app)
 		if a.UpdateCheck != nil {
-			a.UpdateCheck.Update = s.updateOffer(ctx, r, app)
+			a.UpdateCheck.Update = s.updateOffer(ctx, r, client, app)
 		}
 	}
 	out, err := resp.Marshal()
@@ -91,7 +92,7 @@ func (s *Server) updateEndpoint(w nethttp.ResponseWriter, r *nethttp.Request) {
 
 // takeUpdateEvents hands what a machine's events say of its update to the
 // service.
-func (s *Server) takeUpdateEvents(ctx context.Context, app *omaha.App) {
+func (s *Server) takeUpdateEvents(ctx context.Context, client update.Client, app *omaha.App) {
 	for _, e := range app.Events {
 		outcome, to := update.Progress, update.State("")
 		code, _ := e.ErrorCode.Split()
@@ -122,7 +123,7 @@ func (s *Server) takeUpdateEvents(ctx context.Context, app *omaha.App) {
 			codeLabel = errorCodeLabel(int(code))
 		}
 		s.updateEvents.WithLabelValues(name, codeLabel).Inc()
-		err := s.cfg.Updates.Report(ctx, app.MachineID, outcome, to, app.Version, int(code))
+		err := s.cfg.Updates.Report(ctx, client, outcome, to, app.Version, int(code))
 		if err != nil && !errors.Is(err, matchbox.ErrNotFound) {
 			s.logUpdate(ctx, slog.LevelWarn, "update event not recorded", app.MachineID, "event", e.Type.String(), "err", err)
 		}
@@ -131,8 +132,8 @@ func (s *Server) takeUpdateEvents(ctx context.Context, app *omaha.App) {
 
 // updateOffer decides a machine's update check: the update to offer, or
 // nil.
-func (s *Server) updateOffer(ctx context.Context, r *nethttp.Request, app *omaha.App) *omaha.Update {
-	ans, err := s.cfg.Updates.Decide(ctx, update.Check{MachineID: app.MachineID, Group: app.Track, Version: app.Version, Board: app.Board})
+func (s *Server) updateOffer(ctx context.Context, r *nethttp.Request, client update.Client, app *omaha.App) *omaha.Update {
+	ans, err := s.cfg.Updates.Decide(ctx, update.Check{Client: client, Track: app.Track, Version: app.Version, Board: app.Board})
 	switch {
 	case err != nil:
 		s.updateChecks.WithLabelValues("error", "").Inc()

@@ -246,6 +246,12 @@ const (
 	HoldCanary   Hold = "waiting for the canary machines to complete"
 	HoldFailures Hold = "paused after failures"
 	HoldMachine  Hold = "machine on hold"
+	// HoldNoGroup: no update group matches the machine.
+	HoldNoGroup Hold = "no update group matches"
+	// HoldUnlinked: the client is not linked to an inventory machine
+	// and the records of such clients are at their maximum
+	// (MaxUnlinked).
+	HoldUnlinked Hold = "too many clients not linked to the inventory"
 )
 
 // Admit decides whether one more machine may be granted an update at

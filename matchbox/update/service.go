@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"matchbox.dev/matchbox"
@@ -40,9 +44,14 @@ func (s State) inFlight() bool {
 
 // Machine is what the service knows of one machine's updates.
 type Machine struct {
-	// ID is the update client's machine id (/etc/machine-id).
-	ID    string `json:"id"`
-	Group string `json:"group"`
+	// ID is the update client's machine id (/etc/machine-id), as of its
+	// last request.
+	ID string `json:"id"`
+	// MAC is the inventory machine the client is linked to (empty: not
+	// linked), and LinkedBy how.
+	MAC      string   `json:"mac,omitempty"`
+	LinkedBy LinkedBy `json:"linked_by,omitempty"`
+	Group    string   `json:"group"`
 	// Version is the OS version the machine last reported running.
 	Version string `json:"version"`
 	State   State  `json:"state"`
@@ -56,6 +65,16 @@ type Machine struct {
 	ErrorCode int `json:"error_code,omitempty"`
 	// Hold says why the machine is on hold.
 	Hold Hold `json:"hold,omitempty"`
+	// Held is the operator's hold on the machine (SetHeld): rollouts skip
+	// it.
+	Held bool `json:"held,omitempty"`
+}
+
+// TimedOut reports whether the machine's grant has outlived timeout at
+// now without completing: it counts as failed (the service records that
+// at the machine's next request).
+func (m *Machine) TimedOut(now time.Time, timeout time.Duration) bool {
+	return m.State.inFlight() && now.Sub(m.Granted) >= timeout
 }
 
 // rollout is the stored progress of a group's rollout of one target: what
@@ -72,9 +91,11 @@ type rollout struct {
 	Failed    int         `json:"failed"`
 }
 
-// Store is what the service keeps its groups, rollouts and machines in.
+// Store is what the service keeps its groups, rollouts and machines in,
+// and where it finds the machines its clients are.
 type Store interface {
 	matchbox.RecordStore
+	Inventory
 }
 
 // Releases lists the versions mirrored for a channel and board.
@@ -82,20 +103,105 @@ type Releases interface {
 	Versions(channel, board string) []string
 }
 
+// MaxUnlinked bounds the update records of clients not linked to an
+// inventory machine (made by grants only): past it, such clients are held
+// (HoldUnlinked), so that machine ids a client makes up cannot fill the
+// store even in a group without limits.
+const MaxUnlinked = 100_000
+
+// kindCount holds the service's counters; countUnlinked counts the
+// unlinked clients' records.
+const (
+	kindCount     = "update-count"
+	countUnlinked = "unlinked"
+)
+
 // Service decides update checks and follows machines' updates. Its state
 // is in the store: a grant and the budget it spends are committed
 // together before the answer, so concurrent checks, on this server or
 // others sharing the store, never exceed a limit, and a restart loses
-// nothing.
+// nothing. The groups are also kept in memory (a check reads no group
+// record until it grants), reloaded after every write of one, by this
+// service or, through Follow, another sharing the store.
 type Service struct {
-	store    Store
-	releases Releases
-	now      func() time.Time
+	store     Store
+	inventory Inventory
+	releases  Releases
+	now       func() time.Time
+	events    func(matchbox.Event)
+
+	groupsMu sync.Mutex // serialises reloads, so the last one wins
+	groups   atomic.Pointer[[]Group]
 }
 
 // New returns a service over store; releases says what can be granted.
 func New(store Store, releases Releases) *Service {
-	return &Service{store: store, releases: releases, now: time.Now}
+	return &Service{store: store, inventory: store, releases: releases, now: time.Now, events: func(matchbox.Event) {}}
+}
+
+// SetEvents sets where the service sends the update steps of linked
+// machines (a recorder's Record), for their timelines.
+func (s *Service) SetEvents(fn func(matchbox.Event)) { s.events = fn }
+
+// Follow keeps the groups in memory current with writes by other services
+// sharing the store: changes is the store's feed of record changes
+// (ChangeRecord), subscribed to before the service was first used. It
+// returns when ctx ends or changes is closed.
+func (s *Service) Follow(ctx context.Context, changes <-chan matchbox.Change) {
+	for {
+		var ch matchbox.Change
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return
+		case ch, ok = <-changes:
+			if !ok {
+				return
+			}
+		}
+		if ch.Local || ch.Kind != matchbox.ChangeRecord || (ch.Key != "" && !strings.HasPrefix(ch.Key, kindGroup+"/")) {
+			continue
+		}
+		// A failed reload leaves the cache empty: the next check reads
+		// the store again.
+		_ = s.reloadGroups(ctx)
+	}
+}
+
+// groupList returns the groups, sorted by name.
+func (s *Service) groupList(ctx context.Context) ([]Group, error) {
+	if p := s.groups.Load(); p != nil {
+		return *p, nil
+	}
+	if err := s.reloadGroups(ctx); err != nil {
+		return nil, err
+	}
+	if p := s.groups.Load(); p != nil {
+		return *p, nil
+	}
+	return nil, nil
+}
+
+// reloadGroups reads the groups from the store into memory.
+func (s *Service) reloadGroups(ctx context.Context) error {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	gs, err := s.Groups(ctx)
+	if err != nil {
+		s.groups.Store(nil)
+		return err
+	}
+	s.groups.Store(&gs)
+	return nil
+}
+
+// wroteGroups brings the groups in memory up to date after a write of
+// this service, whatever the write's outcome.
+func (s *Service) wroteGroups(ctx context.Context, err error) error {
+	if rerr := s.reloadGroups(ctx); rerr != nil && err == nil {
+		return rerr
+	}
+	return err
 }
 
 // EnsureDefaultGroups creates the default groups (DefaultGroups) that do
@@ -113,10 +219,10 @@ func (s *Service) EnsureDefaultGroups(ctx context.Context) error {
 			return [][]byte{data}, nil
 		})
 		if err != nil {
-			return err
+			return s.wroteGroups(ctx, err)
 		}
 	}
-	return nil
+	return s.wroteGroups(ctx, nil)
 }
 
 // PutGroup creates or replaces a group (its rollout's progress stays).
@@ -128,9 +234,9 @@ func (s *Service) PutGroup(ctx context.Context, g Group) error {
 	if err != nil {
 		return err
 	}
-	return s.store.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: kindGroup, Key: g.Name}}, func([][]byte) ([][]byte, error) {
+	return s.wroteGroups(ctx, s.store.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: kindGroup, Key: g.Name}}, func([][]byte) ([][]byte, error) {
 		return [][]byte{data}, nil
-	})
+	}))
 }
 
 // DeleteGroup deletes a group and its rollout's progress, or returns
@@ -139,12 +245,12 @@ func (s *Service) PutGroup(ctx context.Context, g Group) error {
 // (EnsureDefaultGroups).
 func (s *Service) DeleteGroup(ctx context.Context, name string) error {
 	keys := []matchbox.RecordKey{{Kind: kindGroup, Key: name}, {Kind: kindRollout, Key: name}}
-	return s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
+	return s.wroteGroups(ctx, s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
 		if old[0] == nil {
 			return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(name), matchbox.ErrNotFound)
 		}
 		return [][]byte{nil, nil}, nil
-	})
+	}))
 }
 
 // Group returns a group, or ErrNotFound.
@@ -178,7 +284,7 @@ func (s *Service) Groups(ctx context.Context) ([]Group, error) {
 // automatic pause counted, so the rollout goes on.
 func (s *Service) SetPaused(ctx context.Context, name string, paused bool, reason string) error {
 	keys := []matchbox.RecordKey{{Kind: kindGroup, Key: name}, {Kind: kindRollout, Key: name}}
-	return s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
+	return s.wroteGroups(ctx, s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
 		if old[0] == nil {
 			return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(name), matchbox.ErrNotFound)
 		}
@@ -203,13 +309,14 @@ func (s *Service) SetPaused(ctx context.Context, name string, paused bool, reaso
 			}
 		}
 		return out, nil
-	})
+	}))
 }
 
 // Machine returns what the service knows of a machine's updates, or
-// ErrNotFound.
+// ErrNotFound: id is the MAC of a machine in the inventory, or the
+// machine id of a client not linked to one.
 func (s *Service) Machine(ctx context.Context, id string) (Machine, error) {
-	data, err := s.store.Record(ctx, kindMachine, id)
+	data, err := s.store.Record(ctx, kindMachine, recordKeyOf(id))
 	if err != nil {
 		return Machine{}, fmt.Errorf("update machine %s: %w", matchbox.Quote(id), err)
 	}
@@ -217,12 +324,43 @@ func (s *Service) Machine(ctx context.Context, id string) (Machine, error) {
 	return m, json.Unmarshal(data, &m)
 }
 
+// recordKeyOf is the record key of a machine named by MAC or machine id.
+func recordKeyOf(id string) string {
+	if mac, err := matchbox.NormalizeMAC(id); err == nil && len(mac) == len("00:00:00:00:00:00") {
+		return mac
+	}
+	return unlinkedKey(id)
+}
+
+// SetHeld holds a machine out of every rollout, or releases it: id as
+// for Machine. A machine with no record yet gets one (an operator's
+// action, not a client's).
+func (s *Service) SetHeld(ctx context.Context, id string, held bool) (Machine, error) {
+	key := recordKeyOf(id)
+	var m Machine
+	err := s.store.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: kindMachine, Key: key}}, func(old [][]byte) ([][]byte, error) {
+		m = Machine{}
+		if old[0] != nil {
+			if err := json.Unmarshal(old[0], &m); err != nil {
+				return nil, err
+			}
+		} else if key == id || strings.HasPrefix(key, "id:") {
+			m.ID = id
+		} else {
+			m.MAC = key
+		}
+		m.Held = held
+		data, err := json.Marshal(m)
+		return [][]byte{data}, err
+	})
+	return m, err
+}
+
 // Check is one machine's update check.
 type Check struct {
-	MachineID string
-	// Group is the machine's update group (chosen by the caller from its
-	// track, matchbox group or labels).
-	Group   string
+	Client
+	// Track is the group the client names (GROUP= of update.conf).
+	Track   string
 	Version string
 	Board   string
 }
@@ -232,97 +370,304 @@ type Check struct {
 type Answer struct {
 	Version string
 	Hold    Hold
+	// Group is the machine's update group ("" when none matches).
+	Group string
 }
 
-// Decide answers an update check. A machine up to date, or one holding a
-// grant, costs no store write; a grant is committed (with the budget it
-// spends) before Decide returns it.
+// Decide answers an update check. A machine up to date whose record says
+// so, or one holding a grant, or one held as at its last check, costs no
+// store write; a grant is committed (with the budget it spends) before
+// Decide returns it. The machine's group is chosen from its link to the
+// inventory and its track (groupFor).
 func (s *Service) Decide(ctx context.Context, c Check) (Answer, error) {
-	g, err := s.Group(ctx, c.Group)
+	l, err := s.link(ctx, c.Client)
 	if err != nil {
 		return Answer{}, err
 	}
-	target, ok := g.Target(c.Version, s.releases.Versions(g.Channel, c.Board))
-	if !ok {
-		return Answer{}, nil
-	}
-	if data, err := s.store.Record(ctx, kindMachine, c.MachineID); err == nil {
-		var m Machine
-		if json.Unmarshal(data, &m) == nil && m.State.inFlight() && m.Target == target && s.now().Sub(m.Granted) < g.Policy.GrantTimeout() {
-			// Granted already: offered again until it is done.
-			return Answer{Version: target}, nil
-		}
-	} else if !errors.Is(err, matchbox.ErrNotFound) {
+	groups, err := s.groupList(ctx)
+	if err != nil {
 		return Answer{}, err
 	}
-	if hold := s.stillHeld(ctx, g, target, c); hold != "" {
-		// On hold as before: answered without a write.
-		return Answer{Hold: hold}, nil
+	key := l.key(c.Client)
+	m, recorded, err := s.machineRecord(ctx, key)
+	if err != nil {
+		return Answer{}, err
 	}
-	var ans Answer
-	keys := []matchbox.RecordKey{{Kind: kindGroup, Key: g.Name}, {Kind: kindRollout, Key: g.Name}, {Kind: kindMachine, Key: c.MachineID}}
-	err = s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
+	g, ok := groupFor(groups, l, c.Track)
+	if !ok {
+		if (recorded || l.machine != nil) && !m.says(l, c, "", StateOnHold, HoldNoGroup) {
+			return s.decide(ctx, Group{}, "", key, l, c)
+		}
+		return Answer{Hold: HoldNoGroup}, nil
+	}
+	target, ok := g.Target(c.Version, s.releases.Versions(g.Channel, c.Board))
+	if !ok {
+		// Up to date (or nothing mirrored to go to). A linked machine's
+		// record says its version; an unlinked one gets none.
+		if (l.machine != nil || recorded) && !m.current(l, c, g.Name) {
+			return s.decide(ctx, g, "", key, l, c)
+		}
+		return Answer{Group: g.Name}, nil
+	}
+	if recorded && m.State.inFlight() && m.Target == target && !m.TimedOut(s.now(), g.Policy.GrantTimeout()) {
+		// Granted already: offered again until it is done.
+		return Answer{Version: target, Group: g.Name}, nil
+	}
+	if hold := s.stillHeld(ctx, g, target, l, c, m, recorded); hold != "" {
+		// On hold as before: answered without a write.
+		return Answer{Hold: hold, Group: g.Name}, nil
+	}
+	return s.decide(ctx, g, target, key, l, c)
+}
+
+// machineRecord reads a machine's update record.
+func (s *Service) machineRecord(ctx context.Context, key string) (Machine, bool, error) {
+	data, err := s.store.Record(ctx, kindMachine, key)
+	switch {
+	case errors.Is(err, matchbox.ErrNotFound):
+		return Machine{}, false, nil
+	case err != nil:
+		return Machine{}, false, err
+	}
+	var m Machine
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Machine{}, false, fmt.Errorf("update machine %s: %w", matchbox.Quote(key), err)
+	}
+	return m, true, nil
+}
+
+// says reports whether the record already says what a check would write
+// of a machine in state st with hold h.
+func (m *Machine) says(l link, c Check, group string, st State, h Hold) bool {
+	mac := ""
+	if l.machine != nil {
+		mac = l.machine.MAC
+	}
+	return m.ID == c.MachineID && m.MAC == mac && m.LinkedBy == l.by && m.Group == group && m.Version == c.Version && m.State == st && m.Hold == h
+}
+
+// current reports whether the record of an up-to-date machine needs no
+// write: it says the machine's version and group, and no grant or hold
+// is left to settle.
+func (m *Machine) current(l link, c Check, group string) bool {
+	if m.State.inFlight() || m.State == StateOnHold {
+		return false
+	}
+	return m.says(l, c, group, m.State, m.Hold)
+}
+
+// machineHold is the machine's own hold, if any: a label or the
+// operator's hold.
+func machineHold(l link, m Machine) Hold {
+	if l.labelHeld() || m.Held {
+		return HoldMachine
+	}
+	return ""
+}
+
+// decide commits what a check makes of a machine: a grant of target (with
+// the budget it spends) or a hold, or for an up-to-date machine (target
+// "") its version; a grant it held that has timed out counts as failed.
+// g is the zero Group when no group matches.
+func (s *Service) decide(ctx context.Context, g Group, target, key string, l link, c Check) (Answer, error) {
+	var (
+		ans        Answer
+		before     Machine
+		after      Machine
+		autoPaused bool
+	)
+	keys := []matchbox.RecordKey{{Kind: kindMachine, Key: key}}
+	if g.Name != "" {
+		keys = append(keys, matchbox.RecordKey{Kind: kindGroup, Key: g.Name}, matchbox.RecordKey{Kind: kindRollout, Key: g.Name})
+	}
+	unlinked := l.machine == nil
+	if unlinked {
+		keys = append(keys, matchbox.RecordKey{Kind: kindCount, Key: countUnlinked})
+	}
+	err := s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
 		now := s.now()
-		var g Group
-		if err := json.Unmarshal(old[0], &g); err != nil || old[0] == nil {
-			return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(c.Group), matchbox.ErrNotFound)
-		}
-		r, err := decodeRollout(old[1], target)
-		if err != nil {
-			return nil, err
-		}
-		m := Machine{ID: c.MachineID}
-		if old[2] != nil {
-			if err := json.Unmarshal(old[2], &m); err != nil {
+		out := slices.Clone(old)
+		m := Machine{}
+		exists := old[0] != nil
+		if exists {
+			if err := json.Unmarshal(old[0], &m); err != nil {
 				return nil, err
 			}
 		}
-		r.expire(now, g.Policy)
-		if pause, why := g.Policy.PauseFor(r.counts()); pause {
-			g.Policy.Paused, g.Policy.Reason = true, why
+		before = m
+		m.ID, m.Version = c.MachineID, c.Version
+		if l.machine != nil {
+			m.MAC, m.LinkedBy = l.machine.MAC, l.by
 		}
-		m.Group, m.Version = g.Name, c.Version
-		if _, granted := r.InFlight[m.ID]; granted && m.Target == target {
-			ans = Answer{Version: target}
-		} else if hold := g.Policy.Admit(now, r.counts()); hold != "" {
-			ans = Answer{Hold: hold}
-			if old[2] == nil {
-				// No record for a hold alone (see stillHeld).
-				out, err := encodeAll(g, r, m)
-				if err == nil {
-					out[2] = nil
-				}
-				return out, err
+		var gr Group
+		var r rollout
+		if g.Name != "" {
+			if old[1] == nil || json.Unmarshal(old[1], &gr) != nil {
+				return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(g.Name), matchbox.ErrNotFound)
 			}
+			var err error
+			if target == "" {
+				// Up to date: the rollout stays at its target.
+				r, err = readRollout(old[2])
+			} else {
+				r, err = decodeRollout(old[2], target)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if timedOut := r.expire(now, gr.Policy); slices.Contains(timedOut, key) || (m.State.inFlight() && m.TimedOut(now, gr.Policy.GrantTimeout())) {
+				m.State, m.ErrorCode, m.Hold, m.Updated = StateFailed, 0, "", now
+			}
+			if pause, why := gr.Policy.PauseFor(r.counts()); pause {
+				gr.Policy.Paused, gr.Policy.Reason = true, why
+				autoPaused = true
+			}
+		}
+		m.Group = gr.Name
+		hold := Hold("")
+		switch {
+		case g.Name == "":
+			hold = HoldNoGroup
+		case target == "":
+			// Up to date: a grant it held is complete when it runs the
+			// target.
+			if _, granted := r.InFlight[key]; m.State.inFlight() && c.Version == m.Target {
+				delete(r.InFlight, key)
+				if granted && r.Target == m.Target {
+					r.Completed++
+				}
+				m.State, m.Updated = StateComplete, now
+			} else if m.State == StateOnHold || m.State == "" || m.State.inFlight() {
+				m.State, m.Hold, m.Updated = StateIdle, "", now
+			}
+			ans = Answer{Group: gr.Name}
+		default:
+			_, granted := r.InFlight[key]
+			switch {
+			case granted && m.Target == target:
+				ans = Answer{Version: target, Group: gr.Name}
+			default:
+				if hold = machineHold(l, m); hold == "" {
+					hold = gr.Policy.Admit(now, r.counts())
+				}
+				if hold == "" && unlinked && !exists {
+					n, _ := strconv.Atoi(string(old[len(old)-1]))
+					if n >= MaxUnlinked {
+						hold = HoldUnlinked
+					} else {
+						out[len(out)-1] = []byte(strconv.Itoa(n + 1))
+					}
+				}
+				if hold == "" {
+					r.InFlight[key] = now
+					r.Grants = append(r.Grants, now)
+					r.Granted++
+					m.State, m.Hold, m.Target, m.Granted, m.Updated, m.ErrorCode = StateGranted, "", target, now, now, 0
+					ans = Answer{Version: target, Group: gr.Name}
+				}
+			}
+		}
+		if hold != "" {
+			ans = Answer{Hold: hold, Group: gr.Name}
 			if m.State != StateOnHold || m.Hold != hold {
 				m.State, m.Hold, m.Updated = StateOnHold, hold, now
 			}
-		} else {
-			r.InFlight[m.ID] = now
-			r.Grants = append(r.Grants, now)
-			r.Granted++
-			m.State, m.Hold, m.Target, m.Granted, m.Updated, m.ErrorCode = StateGranted, "", target, now, now, 0
-			ans = Answer{Version: target}
 		}
-		return encodeAll(g, r, m)
+		after = m
+		if !exists && unlinked && !after.State.inFlight() {
+			// No record for a hold alone (see stillHeld).
+			out[0] = nil
+		} else {
+			data, err := json.Marshal(m)
+			if err != nil {
+				return nil, err
+			}
+			out[0] = data
+		}
+		if g.Name != "" {
+			gd, err := json.Marshal(gr)
+			if err != nil {
+				return nil, err
+			}
+			rd, err := json.Marshal(r)
+			if err != nil {
+				return nil, err
+			}
+			out[1], out[2] = gd, rd
+		}
+		return out, nil
 	})
-	return ans, err
+	if err != nil {
+		return Answer{}, err
+	}
+	if autoPaused {
+		_ = s.reloadGroups(ctx)
+	}
+	now := s.now()
+	for _, e := range transitionEvents(before, after) {
+		if ev, ok := l.event(e.kind, c.Client, now, e.detail); ok {
+			s.events(ev)
+		}
+	}
+	return ans, nil
+}
+
+// transition is a step of a machine's update, as its timeline shows it.
+type transition struct {
+	kind   matchbox.EventKind
+	detail string
+}
+
+// transitionEvents says what changed between two records of a machine.
+func transitionEvents(before, after Machine) []transition {
+	var out []transition
+	if before.Version != after.Version && after.Version != "" {
+		out = append(out, transition{matchbox.EventUpdateVersion, "running " + after.Version})
+	}
+	if before.State == after.State && before.Hold == after.Hold {
+		return out
+	}
+	in := "update group " + after.Group
+	switch after.State {
+	case StateGranted:
+		out = append(out, transition{matchbox.EventUpdateGranted, after.Target + " (" + in + ")"})
+	case StateOnHold:
+		out = append(out, transition{matchbox.EventUpdateHeld, string(after.Hold) + " (" + in + ")"})
+	case StateDownloading:
+		out = append(out, transition{matchbox.EventUpdateDownloading, after.Target})
+	case StateDownloaded:
+		out = append(out, transition{matchbox.EventUpdateDownloaded, after.Target})
+	case StateInstalled:
+		out = append(out, transition{matchbox.EventUpdateInstalled, after.Target + ", rebooting into it"})
+	case StateComplete:
+		out = append(out, transition{matchbox.EventUpdateComplete, after.Version})
+	case StateFailed:
+		detail := after.Target + ": grant timed out"
+		if after.ErrorCode != 0 {
+			detail = fmt.Sprintf("%s: update_engine error code %d", after.Target, after.ErrorCode)
+		}
+		out = append(out, transition{matchbox.EventUpdateFailed, detail})
+	}
+	return out
 }
 
 // stillHeld reads, without a transaction, whether the machine is held
-// and nothing is to be written for it: it was held for the same reason at
-// its last check, or the service has no record of it (a record is made by
-// a grant; a hold alone makes none, so that machine ids a client makes up
-// cannot fill the store). Any other outcome ("" returned) is decided in
-// the transaction.
-func (s *Service) stillHeld(ctx context.Context, g Group, target string, c Check) Hold {
-	data, err := s.store.Record(ctx, kindMachine, c.MachineID)
-	recorded := err == nil
-	if err != nil && !errors.Is(err, matchbox.ErrNotFound) {
-		return ""
+// and nothing is to be written for it: its record says it was held for
+// the same reason at its last check, or it has no record and none is to
+// be made (an unlinked client: a grant makes its record, a hold alone
+// none, so that machine ids a client makes up cannot fill the store).
+// Any other outcome ("" returned) is decided in the transaction.
+func (s *Service) stillHeld(ctx context.Context, g Group, target string, l link, c Check, m Machine, recorded bool) Hold {
+	silent := func(h Hold) bool {
+		if recorded {
+			return m.says(l, c, g.Name, StateOnHold, h)
+		}
+		return l.machine == nil
 	}
-	var m Machine
-	if recorded && (json.Unmarshal(data, &m) != nil || m.State != StateOnHold || m.Version != c.Version || m.Group != g.Name) {
+	if h := machineHold(l, m); h != "" {
+		if silent(h) {
+			return h
+		}
 		return ""
 	}
 	rd, err := s.store.Record(ctx, kindRollout, g.Name)
@@ -334,24 +679,36 @@ func (s *Service) stillHeld(ctx context.Context, g Group, target string, c Check
 		return ""
 	}
 	now := s.now()
-	expired := len(r.InFlight)
-	r.expire(now, g.Policy)
-	if len(r.InFlight) != expired {
+	if len(r.expire(now, g.Policy)) > 0 {
 		// Timed-out grants are to be counted: a write.
 		return ""
 	}
-	if hold := g.Policy.Admit(now, r.counts()); hold != "" && (!recorded || hold == m.Hold) {
+	if hold := g.Policy.Admit(now, r.counts()); hold != "" && silent(hold) {
 		return hold
 	}
 	return ""
 }
 
-func decodeRollout(data []byte, target string) (rollout, error) {
+// readRollout decodes a stored rollout as it is.
+func readRollout(data []byte) (rollout, error) {
 	var r rollout
 	if data != nil {
 		if err := json.Unmarshal(data, &r); err != nil {
 			return r, err
 		}
+	}
+	if r.InFlight == nil {
+		r.InFlight = map[string]time.Time{}
+	}
+	return r, nil
+}
+
+// decodeRollout decodes a stored rollout to grant target: the rollout of
+// another target gives way to a new one.
+func decodeRollout(data []byte, target string) (rollout, error) {
+	r, err := readRollout(data)
+	if err != nil {
+		return r, err
 	}
 	if r.Target != target {
 		// A new target starts a new rollout: the canary and the
@@ -364,13 +721,15 @@ func decodeRollout(data []byte, target string) (rollout, error) {
 	return r, nil
 }
 
-// expire drops the grants older than the timeout (failures) and the
-// grant times older than the period.
-func (r *rollout) expire(now time.Time, p Policy) {
+// expire drops the grants older than the timeout (failures), returning
+// their machines, and the grant times older than the period.
+func (r *rollout) expire(now time.Time, p Policy) []string {
+	var out []string
 	for id, at := range r.InFlight {
 		if now.Sub(at) >= p.GrantTimeout() {
 			delete(r.InFlight, id)
 			r.Failed++
+			out = append(out, id)
 		}
 	}
 	keep := 0
@@ -381,23 +740,12 @@ func (r *rollout) expire(now time.Time, p Policy) {
 		keep = len(r.Grants)
 	}
 	r.Grants = slices.Clone(r.Grants[keep:])
+	return out
 }
 
 // counts is what the policy weighs.
 func (r *rollout) counts() Rollout {
 	return Rollout{InFlight: len(r.InFlight), InPeriod: len(r.Grants), Granted: r.Granted, Completed: r.Completed, Failed: r.Failed}
-}
-
-func encodeAll(g Group, r rollout, m Machine) ([][]byte, error) {
-	out := make([][]byte, 3)
-	for i, v := range []any{g, r, m} {
-		data, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = data
-	}
-	return out, nil
 }
 
 // Outcome is what a machine's event says of its update.
@@ -415,32 +763,43 @@ const (
 )
 
 // Report takes what a machine's event says: a step of its granted update
-// (to state), its completion, or its failure with code.
-func (s *Service) Report(ctx context.Context, machineID string, outcome Outcome, to State, version string, code int) error {
-	data, err := s.store.Record(ctx, kindMachine, machineID)
+// (to state), its completion, or its failure with code. A client with no
+// update record (no grant was made to it) has nothing to report:
+// ErrNotFound.
+func (s *Service) Report(ctx context.Context, c Client, outcome Outcome, to State, version string, code int) error {
+	l, err := s.link(ctx, c)
 	if err != nil {
 		return err
 	}
-	var m Machine
-	if err := json.Unmarshal(data, &m); err != nil {
+	key := l.key(c)
+	m, recorded, err := s.machineRecord(ctx, key)
+	switch {
+	case err != nil:
 		return err
+	case !recorded || m.Group == "":
+		return fmt.Errorf("update machine %s: %w", matchbox.Quote(key), matchbox.ErrNotFound)
 	}
-	keys := []matchbox.RecordKey{{Kind: kindGroup, Key: m.Group}, {Kind: kindRollout, Key: m.Group}, {Kind: kindMachine, Key: machineID}}
-	return s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
+	var before, after Machine
+	keys := []matchbox.RecordKey{{Kind: kindGroup, Key: m.Group}, {Kind: kindRollout, Key: m.Group}, {Kind: kindMachine, Key: key}}
+	err = s.store.UpdateRecords(ctx, keys, func(old [][]byte) ([][]byte, error) {
 		now := s.now()
 		var g Group
 		if old[0] == nil || json.Unmarshal(old[0], &g) != nil {
 			return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(m.Group), matchbox.ErrNotFound)
 		}
 		var m Machine
-		if err := json.Unmarshal(old[2], &m); err != nil || old[2] == nil {
-			return nil, fmt.Errorf("update machine %s: %w", matchbox.Quote(machineID), matchbox.ErrNotFound)
+		if old[2] == nil || json.Unmarshal(old[2], &m) != nil {
+			return nil, fmt.Errorf("update machine %s: %w", matchbox.Quote(key), matchbox.ErrNotFound)
 		}
-		r, err := decodeRollout(old[1], m.Target)
+		before, after = m, m
+		// The rollout may have moved on to another target since the
+		// grant: the machine's outcome counts only in its own.
+		r, err := readRollout(old[1])
 		if err != nil {
 			return nil, err
 		}
-		_, granted := r.InFlight[machineID]
+		ours := r.Target == m.Target
+		_, granted := r.InFlight[key]
 		switch {
 		case !granted && outcome != Completed:
 			// Not an update of ours in progress: nothing to count.
@@ -448,23 +807,46 @@ func (s *Service) Report(ctx context.Context, machineID string, outcome Outcome,
 		case outcome == Progress:
 			m.State = to
 		case outcome == Completed:
-			if version != m.Target {
+			if version != m.Target || !m.State.inFlight() && m.State != StateFailed {
 				return old, nil
 			}
-			delete(r.InFlight, machineID)
-			if granted {
+			delete(r.InFlight, key)
+			if granted && ours {
 				r.Completed++
 			}
 			m.State, m.Version = StateComplete, version
 		case outcome == Failed:
-			delete(r.InFlight, machineID)
-			r.Failed++
+			delete(r.InFlight, key)
+			if ours {
+				r.Failed++
+			}
 			m.State, m.ErrorCode = StateFailed, code
 			if pause, why := g.Policy.PauseFor(r.counts()); pause {
 				g.Policy.Paused, g.Policy.Reason = true, why
 			}
 		}
 		m.Updated = now
-		return encodeAll(g, r, m)
+		after = m
+		out := make([][]byte, 3)
+		for i, v := range []any{g, r, m} {
+			if out[i], err = json.Marshal(v); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
 	})
+	if err != nil {
+		return err
+	}
+	if outcome == Failed {
+		// The group may have paused itself.
+		_ = s.reloadGroups(ctx)
+	}
+	now := s.now()
+	for _, e := range transitionEvents(before, after) {
+		if ev, ok := l.event(e.kind, c, now, e.detail); ok {
+			s.events(ev)
+		}
+	}
+	return nil
 }

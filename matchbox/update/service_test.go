@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"matchbox.dev/matchbox"
@@ -78,11 +79,11 @@ func TestFleetRollout(t *testing.T) {
 				if now.Sub(m.granted) >= 10*time.Minute {
 					if m.fail {
 						m.fail = false
-						if err := s.Report(ctx, id, Failed, "", "", 5); err != nil {
+						if err := s.Report(ctx, Client{MachineID: id}, Failed, "", "", 5); err != nil {
 							t.Fatal(err)
 						}
 					} else {
-						if err := s.Report(ctx, id, Completed, "", "4081.2.0", 0); err != nil {
+						if err := s.Report(ctx, Client{MachineID: id}, Completed, "", "4081.2.0", 0); err != nil {
 							t.Fatal(err)
 						}
 						m.version = "4081.2.0"
@@ -97,7 +98,7 @@ func TestFleetRollout(t *testing.T) {
 				// Each machine checks every 15 minutes, at its own time.
 				continue
 			}
-			ans, err := s.Decide(ctx, Check{MachineID: id, Group: "fleet", Version: m.version})
+			ans, err := s.Decide(ctx, Check{Client: Client{MachineID: id}, Track: "fleet", Version: m.version})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,14 +161,29 @@ func TestFleetRollout(t *testing.T) {
 }
 
 // Machines checking at the same moment, on two servers sharing the store,
-// never get more grants than the limit.
+// never get more grants than the limit. The second server learns of the
+// group the first wrote through the store's change feed (Follow).
 func TestConcurrentChecksHoldTheLimit(t *testing.T) {
-	ctx := context.Background()
+	synctest.Test(t, testConcurrentChecksHoldTheLimit)
+}
+
+func testConcurrentChecksHoldTheLimit(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	backend := storage.NewMemoryBackend()
 	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
-	a, b := newService(t, storage.OpenMemory(backend), c), newService(t, storage.OpenMemory(backend), c)
+	sa, sb := storage.OpenMemory(backend), storage.OpenMemory(backend)
+	followed := sb.Changes(ctx, matchbox.ChangeRecord)
+	a, b := newService(t, sa, c), newService(t, sb, c)
+	done := make(chan struct{})
+	go func() { b.Follow(ctx, followed); close(done) }()
+	defer func() { cancel(); <-done }()
 	if err := a.PutGroup(ctx, Group{Name: "g", Channel: "stable", Version: Newest, Match: Match{Kind: MatchTrack}, Policy: Policy{MaxInFlight: 7}}); err != nil {
 		t.Fatal(err)
+	}
+	synctest.Wait()
+	if _, ok := groupFor(*b.groups.Load(), link{}, "g"); !ok {
+		t.Fatal("the second server did not follow the group written by the first")
 	}
 	var mu sync.Mutex
 	granted := 0
@@ -180,7 +196,7 @@ func TestConcurrentChecksHoldTheLimit(t *testing.T) {
 			if i%2 == 1 {
 				s = b
 			}
-			ans, err := s.Decide(ctx, Check{MachineID: fmt.Sprintf("m%d", i), Group: "g", Version: "3815.2.0"})
+			ans, err := s.Decide(ctx, Check{Client: Client{MachineID: fmt.Sprintf("m%d", i)}, Track: "g", Version: "3815.2.0"})
 			if err != nil {
 				t.Error(err)
 				return
@@ -207,18 +223,18 @@ func TestDefaultGroupsHold(t *testing.T) {
 	ctx := context.Background()
 	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
 	s := newService(t, storage.NewMemory(), c)
-	ans, err := s.Decide(ctx, Check{MachineID: "m", Group: "stable", Version: "3815.2.0"})
+	ans, err := s.Decide(ctx, Check{Client: Client{MachineID: "m"}, Track: "stable", Version: "3815.2.0"})
 	if err != nil || ans.Version != "" || ans.Hold != HoldPaused {
 		t.Fatalf("a check in the default stable group: %+v, %v", ans, err)
 	}
 	if err := s.SetPaused(ctx, "stable", false, ""); err != nil {
 		t.Fatal(err)
 	}
-	if ans, err := s.Decide(ctx, Check{MachineID: "m", Group: "stable", Version: "3815.2.0"}); err != nil || ans.Version != "4081.2.0" {
+	if ans, err := s.Decide(ctx, Check{Client: Client{MachineID: "m"}, Track: "stable", Version: "3815.2.0"}); err != nil || ans.Version != "4081.2.0" {
 		t.Fatalf("after resume: %+v, %v", ans, err)
 	}
 	// Up to date: no update, no hold.
-	if ans, err := s.Decide(ctx, Check{MachineID: "n", Group: "stable", Version: "4081.2.0"}); err != nil || ans != (Answer{}) {
+	if ans, err := s.Decide(ctx, Check{Client: Client{MachineID: "n"}, Track: "stable", Version: "4081.2.0"}); err != nil || ans != (Answer{Group: "stable"}) {
 		t.Fatalf("up to date: %+v, %v", ans, err)
 	}
 }
@@ -233,7 +249,7 @@ func TestDeleteGroup(t *testing.T) {
 	if err := s.SetPaused(ctx, "stable", false, ""); err != nil {
 		t.Fatal(err)
 	}
-	if ans, err := s.Decide(ctx, Check{MachineID: "m", Group: "stable", Version: "3815.2.0"}); err != nil || ans.Version == "" {
+	if ans, err := s.Decide(ctx, Check{Client: Client{MachineID: "m"}, Track: "stable", Version: "3815.2.0"}); err != nil || ans.Version == "" {
 		t.Fatalf("check: %+v, %v", ans, err)
 	}
 	if err := s.DeleteGroup(ctx, "stable"); err != nil {
@@ -264,7 +280,7 @@ func TestHoldsMakeNoRecords(t *testing.T) {
 	st := storage.NewMemory()
 	s := newService(t, st, c)
 	for i := range 100 {
-		ans, err := s.Decide(ctx, Check{MachineID: fmt.Sprintf("made-up-%d", i), Group: "stable", Version: "3815.2.0"})
+		ans, err := s.Decide(ctx, Check{Client: Client{MachineID: fmt.Sprintf("made-up-%d", i)}, Track: "stable", Version: "3815.2.0"})
 		if err != nil || ans.Hold != HoldPaused {
 			t.Fatalf("check %d: %+v, %v", i, ans, err)
 		}
