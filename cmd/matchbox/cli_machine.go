@@ -16,6 +16,7 @@ import (
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/api"
+	"matchbox.dev/matchbox/update"
 )
 
 const machineUsage = `  matchbox machine list [-group G] [-profile P] [-label K=V] [-seen-within D] [-limit N]
@@ -124,6 +125,7 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Workflow *matchbox.Workflow `json:"workflow,omitempty"`
 			State    string             `json:"state,omitempty"`
 			Reason   string             `json:"reason,omitempty"`
+			Update   *update.Machine    `json:"update,omitempty"`
 		}
 		if _, err := c.do(ctx, "GET", machinePath(pos[0]), nil, &out); err != nil {
 			return fmt.Errorf("get machine %s: %w", matchbox.Printable(pos[0]), err)
@@ -137,6 +139,10 @@ func machineCLI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			{"Group", cell(m.Group)}, {"Profile", cell(m.Profile)}, {"First seen", timeText(m.FirstSeen)}, {"Last seen", timeText(m.LastSeen)},
 			{"Labels", orDash(labelText(m.Labels))}, {"BMC", bmcText(out.BMC)}, {"Events", strconv.Itoa(len(out.Events))}} {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+		}
+		if u := out.Update; u != nil {
+			fmt.Fprintf(tw, "OS version:\t%s\n", orDash(matchbox.EscapeLine(u.Version)))
+			fmt.Fprintf(tw, "Update:\t%s\n", updateText(u))
 		}
 		if w := out.Workflow; w != nil {
 			fmt.Fprintf(tw, "Reinstall:\t%s (profile %s, attempt %d, since %s)\n", cell(w.State), cell(w.Profile), w.Attempt, w.Entered.Format(time.RFC3339))
@@ -518,4 +524,26 @@ func leaseCLI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fs.Usage()
 	return errUsage
+}
+
+// updateText is a machine's update state in a line: the state, its group
+// and what it is about.
+func updateText(u *update.Machine) string {
+	out := string(u.State)
+	switch {
+	case u.State == update.StateOnHold:
+		out += ": " + string(u.Hold)
+	case u.State == update.StateFailed && u.ErrorCode != 0:
+		out += fmt.Sprintf(" (update_engine error code %d)", u.ErrorCode)
+	}
+	if u.Target != "" && u.State != update.StateIdle {
+		out += ", target " + u.Target
+	}
+	if u.Group != "" {
+		out += ", update group " + u.Group
+	}
+	if u.Held {
+		out += ", held out of rollouts"
+	}
+	return matchbox.EscapeLine(out) + " (" + timeText(u.Updated) + ")"
 }

@@ -19,6 +19,8 @@ const updateUsage = `  matchbox update group set NAME -channel stable|beta|alpha
         [-pause-after-failures N] [-window "Mon-Fri 09:00-17:00 Europe/Berlin"]... [-paused [-reason TEXT]]
   matchbox update group list | get NAME | rm NAME
   matchbox update pause NAME [-reason TEXT] | resume NAME
+  matchbox update status [NAME] [-o table|json]
+  matchbox update hold MACHINE | release MACHINE
 
 set creates a group or replaces all of its settings; the defaults are
 -version newest and -match track (machines whose update.conf says
@@ -30,6 +32,13 @@ Mon…Sun, ranges (Mon-Fri), lists (Sat,Sun) or daily, its zone an IANA
 name (default UTC). The groups stable, beta, alpha and lts exist by
 default, paused; rm of one brings it back, paused, at the server's next
 start.
+
+status shows each group's rollout (its target's grants, completions,
+failures and machines in flight) and its machines by version and update
+state; a grant that outlived the group's timeout counts as failed. hold
+keeps a machine (its MAC, or an update client's machine id) out of every
+rollout until release; the inventory label update-hold=true does the
+same.
 `
 
 // updateCLI runs `matchbox update group VERB …` and `matchbox update
@@ -120,6 +129,32 @@ func updateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		fmt.Fprintf(stdout, "update group %s removed\n", matchbox.Printable(pos[0]))
 		return nil
+	case verb == "status" && len(pos) <= 1:
+		path := "/api/v1/update-status"
+		if len(pos) == 1 {
+			path += "?group=" + url.QueryEscape(pos[0])
+		}
+		var out struct {
+			Items []update.GroupStatus `json:"items"`
+		}
+		if _, err := c.do(ctx, "GET", path, nil, &out); err != nil {
+			return fmt.Errorf("update status: %w", err)
+		}
+		if cf.output == "json" {
+			return printJSON(stdout, out.Items)
+		}
+		return printUpdateStatus(stdout, out.Items)
+	case (verb == "hold" || verb == "release") && len(pos) == 1:
+		var m update.Machine
+		if _, err := c.do(ctx, "POST", "/api/v1/update-machines/"+url.PathEscape(pos[0])+"/"+verb, nil, &m); err != nil {
+			return fmt.Errorf("%s update machine %s: %w", verb, matchbox.Printable(pos[0]), err)
+		}
+		what := "released"
+		if m.Held {
+			what = "held out of rollouts"
+		}
+		fmt.Fprintf(stdout, "machine %s %s\n", matchbox.Printable(pos[0]), what)
+		return nil
 	case (verb == "pause" || verb == "resume") && len(pos) == 1:
 		var body any
 		if verb == "pause" && *reason != "" {
@@ -201,4 +236,53 @@ func limitsText(p update.Policy) string {
 		parts = append(parts, "timeout="+p.Timeout.String())
 	}
 	return strings.Join(parts, " ")
+}
+
+// statusStates are the columns of `update status`, in an update's order.
+var statusStates = []update.State{update.StateIdle, update.StateGranted, update.StateDownloading, update.StateDownloaded,
+	update.StateInstalled, update.StateComplete, update.StateFailed, update.StateOnHold}
+
+// printUpdateStatus prints each group's rollout and its machines, one
+// row per version, one column per update state.
+func printUpdateStatus(w io.Writer, gs []update.GroupStatus) error {
+	for i, g := range gs {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		name := g.Name
+		if name == "" {
+			name = "(no group)"
+		}
+		state := "running"
+		if g.Paused {
+			state = "paused: " + g.Reason
+		}
+		if g.Name == "" {
+			fmt.Fprintf(w, "%s: %d machines\n", name, g.Total)
+		} else {
+			r := g.Rollout
+			fmt.Fprintf(w, "%s (channel %s, version %s): %s\n", matchbox.EscapeLine(name), cell(g.Channel), cell(g.Version), matchbox.EscapeLine(state))
+			fmt.Fprintf(w, "  rollout of %s: %d granted, %d completed, %d failed, %d in flight, %d in the period\n",
+				orDash(r.Target), r.Granted, r.Completed, r.Failed, r.InFlight, r.InPeriod)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		head := []string{"  VERSION"}
+		for _, st := range statusStates {
+			head = append(head, strings.ToUpper(string(st)))
+		}
+		fmt.Fprintln(tw, strings.Join(append(head, "TOTAL"), "\t"))
+		for _, v := range g.Machines {
+			row := []string{"  " + orDash(matchbox.EscapeLine(v.Version))}
+			total := 0
+			for _, st := range statusStates {
+				row = append(row, fmt.Sprint(v.States[st]))
+				total += v.States[st]
+			}
+			fmt.Fprintln(tw, strings.Join(append(row, fmt.Sprint(total)), "\t"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -143,6 +143,15 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) {
 			out["workflow_error"] = err.Error()
 		}
 	}
+	if s.cfg.Updates != nil {
+		// What the update service knows: the OS version and update
+		// state.
+		if u, err := s.cfg.Updates.Machine(r.Context(), m.MAC); err == nil {
+			out["update"] = u
+		} else if !errors.Is(err, matchbox.ErrNotFound) {
+			out["update_error"] = err.Error()
+		}
+	}
 	writeJSON(w, http.StatusOK, "", out)
 }
 

@@ -19,6 +19,8 @@ type Updates interface {
 	DeleteGroup(ctx context.Context, name string) error
 	SetPaused(ctx context.Context, name string, paused bool, reason string) error
 	Machine(ctx context.Context, id string) (update.Machine, error)
+	SetHeld(ctx context.Context, id string, held bool) (update.Machine, error)
+	Status(ctx context.Context, group string) ([]update.GroupStatus, error)
 }
 
 const errNoUpdates = "the update service is not configured on this server (it runs with the release mirror: -assets-path)"
@@ -118,4 +120,37 @@ func (s *Server) getUpdateMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, "", m)
+}
+
+// holdUpdateMachine holds a machine out of every rollout (hold) or
+// releases it (release): {id} is a MAC or an update client's machine id.
+func (s *Server) holdUpdateMachine(held bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := mux.Vars(r)["id"]
+		if err := matchbox.CheckValue("machine", id, false); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		m, err := s.cfg.Updates.SetHeld(r.Context(), id, held)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		what := "update machine released"
+		if held {
+			what = "update machine held"
+		}
+		s.log.Info(what, "machine", matchbox.Quote(id), "token", caller(r).Name)
+		writeJSON(w, http.StatusOK, "", m)
+	}
+}
+
+// updateStatus answers every group's status, or one's (?group=NAME).
+func (s *Server) updateStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.cfg.Updates.Status(r.Context(), r.URL.Query().Get("group"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "", map[string]any{"items": st})
 }

@@ -129,6 +129,8 @@ type Service struct {
 	releases  Releases
 	now       func() time.Time
 	events    func(matchbox.Event)
+	// maxUnlinked is MaxUnlinked (smaller in tests).
+	maxUnlinked int
 
 	groupsMu sync.Mutex // serialises reloads, so the last one wins
 	groups   atomic.Pointer[[]Group]
@@ -136,7 +138,7 @@ type Service struct {
 
 // New returns a service over store; releases says what can be granted.
 func New(store Store, releases Releases) *Service {
-	return &Service{store: store, inventory: store, releases: releases, now: time.Now, events: func(matchbox.Event) {}}
+	return &Service{store: store, inventory: store, releases: releases, now: time.Now, events: func(matchbox.Event) {}, maxUnlinked: MaxUnlinked}
 }
 
 // SetEvents sets where the service sends the update steps of linked
@@ -409,7 +411,7 @@ func (s *Service) Decide(ctx context.Context, c Check) (Answer, error) {
 		}
 		return Answer{Group: g.Name}, nil
 	}
-	if recorded && m.State.inFlight() && m.Target == target && !m.TimedOut(s.now(), g.Policy.GrantTimeout()) {
+	if recorded && m.State.inFlight() && m.Target == target && m.ID == c.MachineID && !m.TimedOut(s.now(), g.Policy.GrantTimeout()) {
 		// Granted already: offered again until it is done.
 		return Answer{Version: target, Group: g.Name}, nil
 	}
@@ -552,7 +554,7 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 				}
 				if hold == "" && unlinked && !exists {
 					n, _ := strconv.Atoi(string(old[len(old)-1]))
-					if n >= MaxUnlinked {
+					if n >= s.maxUnlinked {
 						hold = HoldUnlinked
 					} else {
 						out[len(out)-1] = []byte(strconv.Itoa(n + 1))
