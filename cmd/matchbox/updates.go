@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/omaha"
@@ -103,6 +106,7 @@ func (s *instance) setupUpdates(ctx context.Context) error {
 	s.updatePayloads = &mirrorUpdates{m: s.mirror}
 	s.updates = update.New(s.db, s.updatePayloads)
 	s.updates.SetEvents(s.rec.Record)
+	s.reg.MustRegister(&updateCollector{svc: s.updates, log: s.log})
 	// The groups other servers sharing the database write come through
 	// its change feed (subscribed before the service first reads them).
 	changes := s.db.Changes(ctx, matchbox.ChangeRecord)
@@ -111,4 +115,98 @@ func (s *instance) setupUpdates(ctx context.Context) error {
 		return nil
 	})
 	return s.updates.EnsureDefaultGroups(ctx)
+}
+
+// updateCollector exports where the rollouts stand, from the update
+// service's status: machines per group, version and update state, each
+// group's paused state and its rollout's progress. The status reads every
+// machine's update record, so a scrape reuses one at most
+// updateStatusTTL old.
+type updateCollector struct {
+	svc *update.Service
+	log *slog.Logger
+
+	mu    sync.Mutex
+	at    time.Time
+	cache []update.GroupStatus
+}
+
+const updateStatusTTL = 10 * time.Second
+
+// maxVersionLabels bounds the versions a group's machines are counted
+// under; the rest (and anything that is not a version) count as "other",
+// since clients say which version they run.
+const maxVersionLabels = 20
+
+var (
+	updateMachinesDesc = prometheus.NewDesc("matchbox_update_machines", "Machines known to the update service, by update group, the version they run and their update state.", []string{"group", "version", "state"}, nil)
+	updatePausedDesc   = prometheus.NewDesc("matchbox_update_group_paused", "1 when an update group is paused (by an operator or after failures).", []string{"group"}, nil)
+	updateRolloutDesc  = prometheus.NewDesc("matchbox_update_rollout_machines", "The progress of each update group's rollout of its target: machines granted it, completed, failed, in flight.", []string{"group", "target", "count"}, nil)
+)
+
+func (c *updateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- updateMachinesDesc
+	ch <- updatePausedDesc
+	ch <- updateRolloutDesc
+}
+
+func (c *updateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if c.cache == nil || time.Since(c.at) >= updateStatusTTL {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := c.svc.Status(ctx, "")
+		cancel()
+		if err != nil {
+			c.log.Warn("update status for metrics not read", "err", err)
+		} else {
+			c.cache, c.at = st, time.Now()
+		}
+	}
+	st := c.cache
+	c.mu.Unlock()
+	for _, g := range st {
+		for _, v := range versionLabels(g.Machines) {
+			for state, n := range v.States {
+				ch <- prometheus.MustNewConstMetric(updateMachinesDesc, prometheus.GaugeValue, float64(n), g.Name, v.Version, string(state))
+			}
+		}
+		if g.Name == "" {
+			continue
+		}
+		paused := 0.0
+		if g.Paused {
+			paused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(updatePausedDesc, prometheus.GaugeValue, paused, g.Name)
+		r := g.Rollout
+		if r.Target == "" {
+			continue
+		}
+		for _, kv := range []struct {
+			name string
+			n    int
+		}{{"granted", r.Granted}, {"completed", r.Completed}, {"failed", r.Failed}, {"in_flight", r.InFlight}} {
+			ch <- prometheus.MustNewConstMetric(updateRolloutDesc, prometheus.GaugeValue, float64(kv.n), g.Name, r.Target, kv.name)
+		}
+	}
+}
+
+// versionLabels merges the counts of versions past the first
+// maxVersionLabels, and of anything that is not a version, into "other".
+func versionLabels(vs []update.VersionStates) []update.VersionStates {
+	var out []update.VersionStates
+	other := update.VersionStates{Version: "other", States: map[update.State]int{}}
+	for _, v := range vs {
+		if _, ok := matchbox.ParseVersion(v.Version); ok && len(out) < maxVersionLabels {
+			out = append(out, v)
+			continue
+		}
+		for st, n := range v.States {
+			other.States[st] += n
+		}
+	}
+	if len(other.States) > 0 {
+		out = append(out, other)
+	}
+	return out
 }

@@ -119,6 +119,14 @@ func TestUpdateCheckThroughTheBinary(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`OS version:\s+4081\.2\.0`).MatchString(out) || !regexp.MustCompile(`Update:\s+complete, target 4081\.2\.0, update group stable`).MatchString(out) {
 		t.Errorf("machine get: %d %s", code, out)
 	}
+	_, metrics := fetch(t, s.url+"/metrics")
+	for _, want := range []string{`matchbox_update_machines{group="stable",state="complete",version="4081.2.0"} 1`, `matchbox_update_grants_total{group="stable"} 1`,
+		`matchbox_update_group_paused{group="beta"} 1`, `matchbox_update_group_paused{group="stable"} 0`,
+		`matchbox_update_rollout_machines{count="completed",group="stable",target="4081.2.0"} 1`, `matchbox_update_events_total{code="",event="completed"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	// The timeline: booted, granted, the steps, complete (events are
 	// written in the background: asked until they are there, bounded).
 	events := waitCLI(t, env, func(out string) bool { return strings.Contains(out, "update.complete") }, "machine", "events", mac)

@@ -104,9 +104,9 @@ type Server struct {
 	// hostNames indexes Config.HostNames (see ownHost).
 	hostNames map[string]bool
 	booter    *matchbox.Booter
-	// updateChecks and updateEvents count the update endpoint's work
-	// (nil without an update service).
-	updateChecks, updateEvents *prometheus.CounterVec
+	// updateChecks, updateEvents and updateGrants count the update
+	// endpoint's work (nil without an update service).
+	updateChecks, updateEvents, updateGrants *prometheus.CounterVec
 }
 
 // New returns a Server.
@@ -157,7 +157,10 @@ func New(cfg Config) *Server {
 		s.updateEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matchbox_update_events_total", Help: "Flatcar update events taken, by what they say: downloading, downloaded, installed, completed, failed (with update_engine's error code).",
 		}, []string{"event", "code"})
-		cfg.Registry.MustRegister(s.updateChecks, s.updateEvents)
+		s.updateGrants = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "matchbox_update_grants_total", Help: "Flatcar updates granted, by update group.",
+		}, []string{"group"})
+		cfg.Registry.MustRegister(s.updateChecks, s.updateEvents, s.updateGrants)
 	}
 	t := cfg.Transport
 	if t.Listener == "" {

@@ -159,6 +159,9 @@ func (s *Server) updateOffer(ctx context.Context, r *nethttp.Request, client upd
 		return nil
 	}
 	s.updateChecks.WithLabelValues("update", "").Inc()
+	if ans.Granted {
+		s.updateGrants.WithLabelValues(ans.Group).Inc()
+	}
 	return &omaha.Update{Version: ans.Version, URLs: []string{"http://" + requestHost(r) + "/assets/" + dir + "/"}, Payload: osPayload, Extensions: exts}
 }
 

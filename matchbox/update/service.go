@@ -374,6 +374,9 @@ type Answer struct {
 	Hold    Hold
 	// Group is the machine's update group ("" when none matches).
 	Group string
+	// Granted is set when this check made the grant (not when it offers
+	// one made before).
+	Granted bool
 }
 
 // Decide answers an update check. A machine up to date whose record says
@@ -565,7 +568,7 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 					r.Grants = append(r.Grants, now)
 					r.Granted++
 					m.State, m.Hold, m.Target, m.Granted, m.Updated, m.ErrorCode = StateGranted, "", target, now, now, 0
-					ans = Answer{Version: target, Group: gr.Name}
+					ans = Answer{Version: target, Group: gr.Name, Granted: true}
 				}
 			}
 		}
