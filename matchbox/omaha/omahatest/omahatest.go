@@ -1,11 +1,14 @@
 // Package omahatest plays Flatcar's update client in tests: requests
 // written as update_engine writes them (OMAHA.md §3: its template, byte
-// for byte), and answers read as it reads them.
+// for byte, values escaped as libxml2 escapes them), and answers read as
+// it reads them.
 package omahatest
 
 import (
 	"encoding/xml"
+	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Machine is what a request says of the machine sending it.
@@ -23,7 +26,7 @@ type Machine struct {
 func Check(previousVersion string) string {
 	return `<ping active="1"></ping>
         <updatecheck></updatecheck>
-        <event eventtype="3" eventresult="2" previousversion="` + previousVersion + `"></event>`
+        <event eventtype="3" eventresult="2" previousversion="` + escape(previousVersion) + `"></event>`
 }
 
 // Event is the body of an event update_engine posts on its own.
@@ -31,7 +34,10 @@ func Event(typ, result string) string {
 	return `<event eventtype="` + typ + `" eventresult="` + result + `"></event>`
 }
 
-// Request is a whole request of m with body (Check, Event, …).
+// Request is a whole request of m with body (Check, Event, …). Its
+// values are escaped as update_engine escapes them (escape), so a '"' in
+// one is written as it is and makes the body malformed, as it does on a
+// real machine.
 func Request(m Machine, body string) string {
 	board := m.Board
 	if board == "" {
@@ -39,12 +45,40 @@ func Request(m Machine, body string) string {
 	}
 	return `<?xml version="1.0" encoding="UTF-8"?>
 <request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="scheduler" ismachine="1">
-    <os version="Chateau" platform="CoreOS" sp="` + m.Version + `_x86_64"></os>
-    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="` + m.Version + `" track="` + m.Track + `" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="` + m.MachineID + `" machinealias="` + m.Alias + `" lang="en-US" board="` + board + `" hardware_class="" delta_okay="false" >
+    <os version="Chateau" platform="CoreOS" sp="` + escape(m.Version) + `_x86_64"></os>
+    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="` + escape(m.Version) + `" track="` + escape(m.Track) + `" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="` + escape(m.MachineID) + `" machinealias="` + escape(m.Alias) + `" lang="en-US" board="` + escape(board) + `" hardware_class="" delta_okay="false" >
         ` + body + `
     </app>
 </request>
 `
+}
+
+// escape writes a value as libxml2's xmlEncodeEntitiesReentrant does for
+// update_engine (OMAHA.md §3): '<', '>', '&' and CR as references,
+// non-ASCII as hexadecimal references, other control characters but LF
+// and tab dropped, and '"' left as it is.
+func escape(v string) string {
+	var b strings.Builder
+	for _, r := range v {
+		switch {
+		case r == '<':
+			b.WriteString("&lt;")
+		case r == '>':
+			b.WriteString("&gt;")
+		case r == '&':
+			b.WriteString("&amp;")
+		case r == '\r':
+			b.WriteString("&#13;")
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r < 0x20:
+		case r >= utf8.RuneSelf:
+			fmt.Fprintf(&b, "&#x%X;", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // Answer is what update_engine reads of an answer: the first app's update
@@ -110,4 +144,42 @@ func ReadAnswer(data []byte) (Answer, error) {
 		}
 	}
 	return a, nil
+}
+
+// App is one <app> of an answer, as the server wrote it.
+type App struct {
+	AppID  string
+	Status string // the app's status: ok, error-unknownApplication
+	// UpdateCheck is the updatecheck's status: ok, noupdate; "" when the
+	// app has no updatecheck.
+	UpdateCheck string
+	Events      int // the <event> acknowledgements
+}
+
+// ReadApps reads every app of an answer (update_engine reads only the
+// first one's update check: ReadAnswer).
+func ReadApps(data []byte) ([]App, error) {
+	var r struct {
+		XMLName xml.Name `xml:"response"`
+		Apps    []struct {
+			AppID       string `xml:"appid,attr"`
+			Status      string `xml:"status,attr"`
+			UpdateCheck *struct {
+				Status string `xml:"status,attr"`
+			} `xml:"updatecheck"`
+			Events []struct{} `xml:"event"`
+		} `xml:"app"`
+	}
+	if err := xml.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	out := make([]App, 0, len(r.Apps))
+	for _, a := range r.Apps {
+		app := App{AppID: a.AppID, Status: a.Status, Events: len(a.Events)}
+		if a.UpdateCheck != nil {
+			app.UpdateCheck = a.UpdateCheck.Status
+		}
+		out = append(out, app)
+	}
+	return out, nil
 }
