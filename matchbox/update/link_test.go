@@ -283,3 +283,19 @@ func TestUnlinkedRecordsBounded(t *testing.T) {
 		t.Errorf("a linked machine past the unlinked bound: %+v", ans)
 	}
 }
+
+// A version that is not a Flatcar version is refused, not granted the
+// newest release (it would sort below every one), and writes nothing.
+func TestUnparseableVersionRefused(t *testing.T) {
+	ctx := context.Background()
+	f := newLinkFixture(t)
+	for _, v := range []string{"abc", "3815.2", "3815.2.0+dev", "03815.2.0"} {
+		ans, err := f.s.Decide(ctx, Check{Client: Client{MachineID: "a", Alias: macA}, Track: "stable", Version: v})
+		if !errors.Is(err, matchbox.ErrInvalid) || ans.Version != "" {
+			t.Errorf("version %q: %+v, %v", v, ans, err)
+		}
+	}
+	if recs, _ := f.st.Records(ctx, kindMachine); len(recs) != 0 {
+		t.Errorf("%d machine records after refused checks", len(recs))
+	}
+}

@@ -379,12 +379,18 @@ type Answer struct {
 	Granted bool
 }
 
-// Decide answers an update check. A machine up to date whose record says
+// Decide answers an update check (a version that is not X.Y.Z[.W] is
+// ErrInvalid, with nothing written). A machine up to date whose record says
 // so, or one holding a grant, or one held as at its last check, costs no
 // store write; a grant is committed (with the budget it spends) before
 // Decide returns it. The machine's group is chosen from its link to the
 // inventory and its track (groupFor).
 func (s *Service) Decide(ctx context.Context, c Check) (Answer, error) {
+	if _, ok := matchbox.ParseVersion(c.Version); !ok {
+		// It would sort below every release: refused rather than
+		// granted the newest.
+		return Answer{}, fmt.Errorf("version %s is not a Flatcar version (X.Y.Z): %w", matchbox.Quote(c.Version), matchbox.ErrInvalid)
+	}
 	l, err := s.link(ctx, c.Client)
 	if err != nil {
 		return Answer{}, err
