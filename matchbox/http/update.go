@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/netlimit"
 	"matchbox.dev/matchbox/omaha"
 	"matchbox.dev/matchbox/update"
 )
@@ -67,6 +68,10 @@ func (s *Server) updateEndpoint(w nethttp.ResponseWriter, r *nethttp.Request) {
 		return
 	}
 	req, err := omaha.ParseRequest(body)
+	// What is left of the body is the parsed request: its place among
+	// the bodies being read goes to the next one, before the decision
+	// (which may wait for a store commit) holds it up.
+	netlimit.BodyDone(r)
 	if err != nil {
 		s.fail(w, r, "update", q, fmt.Errorf("%w: %w", matchbox.ErrInvalid, err))
 		return

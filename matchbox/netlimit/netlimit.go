@@ -160,7 +160,8 @@ func (l *Limits) Server(h http.Handler) *http.Server {
 // Handler bounds the requests with a body that h serves at once: beyond
 // MaxBodies such a request is answered 503, its body unread. Requests
 // without a body are never refused. A body's place is held until h
-// returns, since what h read of it lives until then.
+// returns, since what h read of it lives until then, or until h calls
+// BodyDone.
 func (l *Limits) Handler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
@@ -180,9 +181,24 @@ func (l *Limits) Handler(h http.Handler) http.Handler {
 			fmt.Fprintln(w, "too many request bodies being read: retry")
 			return
 		}
-		defer func() { <-l.bodies }()
-		h.ServeHTTP(w, r)
+		var once sync.Once
+		release := func() { once.Do(func() { <-l.bodies }) }
+		defer release()
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, release)))
 	})
+}
+
+type bodyKey struct{}
+
+// BodyDone tells the limits that the handler of r is done with its body
+// (read and dropped, say parsed into something small): its place goes to
+// the next request before the handler returns, so that a handler that
+// then waits (on a store write) does not hold it. Without Handler's
+// limits it does nothing.
+func BodyDone(r *http.Request) {
+	if release, ok := r.Context().Value(bodyKey{}).(func()); ok {
+		release()
+	}
 }
 
 // logLine writes a warning about src, if the line limiter allows it.

@@ -217,6 +217,56 @@ func TestBodies(t *testing.T) {
 	}
 }
 
+// A handler that is done with its body (BodyDone) gives its place to the
+// next request while it goes on: a second body is read, not refused.
+func TestBodyDone(t *testing.T) {
+	entered, release := make(chan string, 2), make(chan struct{})
+	addr, l := serve(t, Config{MaxBodies: 1}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, _ := io.ReadAll(r.Body)
+		BodyDone(r)
+		BodyDone(r) // twice: the place is given back once
+		entered <- string(data)
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	errs := make(chan error, 2)
+	post := func(body string) {
+		resp, err := http.Post("http://"+addr+"/", "text/plain", strings.NewReader(body))
+		if err == nil {
+			if resp.StatusCode != 200 {
+				err = fmt.Errorf("%s: %s", body, resp.Status)
+			}
+			resp.Body.Close()
+		}
+		errs <- err
+	}
+	go post("first")
+	if got := <-entered; got != "first" {
+		t.Fatalf("first handler read %q", got)
+	}
+	go post("second")
+	if got := <-entered; got != "second" {
+		t.Fatalf("second handler read %q", got)
+	}
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := testutil.ToFloat64(l.bodiesRefused); n != 0 {
+		t.Errorf("bodies refused: %v, want 0", n)
+	}
+	// The places are all free again: MaxBodies more bodies fit.
+	go post("third")
+	if got := <-entered; got != "third" {
+		t.Fatalf("third handler read %q", got)
+	}
+	if err := <-errs; err != nil {
+		t.Error(err)
+	}
+}
+
 // bigFile writes a file larger than what the kernel buffers of a
 // loopback connection hold.
 func bigFile(t *testing.T) (string, []byte) {

@@ -56,14 +56,16 @@ func (db *DB) Records(_ context.Context, kind string) ([]matchbox.Record, error)
 }
 
 // UpdateRecords reads, changes and writes records in one transaction; see
-// matchbox.RecordStore.
+// matchbox.RecordStore. Concurrent updates share a commit (a storm of
+// update checks costs one disk sync per batch, not one per machine); fn
+// then runs again alone when another's failure undoes the batch.
 func (db *DB) UpdateRecords(_ context.Context, keys []matchbox.RecordKey, fn func(values [][]byte) ([][]byte, error)) error {
 	for _, k := range keys {
 		if err := checkRecordKey(k); err != nil {
 			return err
 		}
 	}
-	return db.update(func(tx kvTx, ch *changeSet) error {
+	return db.batch(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(bucketRecords)
 		old := make([][]byte, len(keys))
 		for i, k := range keys {

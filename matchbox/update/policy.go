@@ -179,6 +179,10 @@ func (g *Group) Check() error {
 		return fmt.Errorf("update group %s: -max-per-period needs -period: %w", g.Name, matchbox.ErrInvalid)
 	case p.Period > 0 && p.MaxPerPeriod == 0:
 		return fmt.Errorf("update group %s: -period needs -max-per-period: %w", g.Name, matchbox.ErrInvalid)
+	case p.MaxInFlight > maxTracked:
+		return fmt.Errorf("update group %s: -max-in-flight %d: at most %d (0: no limit): %w", g.Name, p.MaxInFlight, maxTracked, matchbox.ErrInvalid)
+	case p.Canary > maxTracked:
+		return fmt.Errorf("update group %s: -canary %d: at most %d: %w", g.Name, p.Canary, maxTracked, matchbox.ErrInvalid)
 	case p.MaxInFlight > 0 && p.Canary > p.MaxInFlight:
 		// Allowed: the canary only bounds grants further.
 	}
@@ -284,6 +288,13 @@ func (p *Policy) PauseFor(r Rollout) (bool, string) {
 		return false, ""
 	}
 	return true, fmt.Sprintf("paused automatically: %d machines failed the update (limit %d)", r.Failed, p.PauseAfterFailures)
+}
+
+// tracks reports whether the policy weighs the grants in flight one by
+// one: a limit in flight, a canary, or a pause after failures (which
+// counts the grants that time out).
+func (p *Policy) tracks() bool {
+	return p.MaxInFlight > 0 || p.Canary > 0 || p.PauseAfterFailures > 0
 }
 
 // GrantTimeout is how long a grant of this policy may take.

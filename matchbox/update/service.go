@@ -77,20 +77,6 @@ func (m *Machine) TimedOut(now time.Time, timeout time.Duration) bool {
 	return m.State.inFlight() && now.Sub(m.Granted) >= timeout
 }
 
-// rollout is the stored progress of a group's rollout of one target: what
-// the policy weighs, kept exact by every grant and every outcome.
-type rollout struct {
-	Target string `json:"target"`
-	// InFlight maps the machines holding a grant to when it was made.
-	InFlight map[string]time.Time `json:"in_flight,omitempty"`
-	// Grants are the times of the grants of the last period, oldest
-	// first.
-	Grants    []time.Time `json:"grants,omitempty"`
-	Granted   int         `json:"granted"`
-	Completed int         `json:"completed"`
-	Failed    int         `json:"failed"`
-}
-
 // Store is what the service keeps its groups, rollouts and machines in,
 // and where it finds the machines its clients are.
 type Store interface {
@@ -134,6 +120,7 @@ type Service struct {
 
 	groupsMu sync.Mutex // serialises reloads, so the last one wins
 	groups   atomic.Pointer[[]Group]
+	rollouts rolloutCache
 }
 
 // New returns a service over store; releases says what can be granted.
@@ -510,26 +497,60 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 		if l.machine != nil {
 			m.MAC, m.LinkedBy = l.machine.MAC, l.by
 		}
-		var gr Group
-		var r rollout
+		// The rollout is read from the cache and copied only when this
+		// check changes it (a grant, a completion, a timeout): a hold
+		// rewrites neither it nor the group.
+		var (
+			gr      Group
+			base    = &rollout{}
+			changed *rollout
+			counts  Rollout
+		)
+		mutable := func() *rollout {
+			if changed == nil {
+				r := base.clone()
+				if target != "" {
+					r.retarget(target)
+				}
+				changed = &r
+			}
+			return changed
+		}
+		inFlight := func() bool {
+			r := base
+			if changed != nil {
+				r = changed
+			}
+			_, ok := r.InFlight[key]
+			return ok
+		}
 		if g.Name != "" {
 			if old[1] == nil || json.Unmarshal(old[1], &gr) != nil {
 				return nil, fmt.Errorf("update group %s: %w", matchbox.Quote(g.Name), matchbox.ErrNotFound)
 			}
 			var err error
-			if target == "" {
-				// Up to date: the rollout stays at its target.
-				r, err = readRollout(old[2])
-			} else {
-				r, err = decodeRollout(old[2], target)
-			}
-			if err != nil {
+			if base, err = s.rollouts.get(g.Name, old[2]); err != nil {
 				return nil, err
 			}
-			if timedOut := r.expire(now, gr.Policy); slices.Contains(timedOut, key) || (m.State.inFlight() && m.TimedOut(now, gr.Policy.GrantTimeout())) {
+			rt := target
+			if rt == "" {
+				// Up to date: the rollout stays at its target.
+				rt = base.Target
+			}
+			var expired int
+			counts, expired = base.countsFor(rt, now, gr.Policy)
+			timedOut := m.State.inFlight() && m.TimedOut(now, gr.Policy.GrantTimeout())
+			if expired > 0 {
+				r := mutable()
+				if slices.Contains(r.expire(now, gr.Policy), key) {
+					timedOut = true
+				}
+				counts = r.counts(now, gr.Policy)
+			}
+			if timedOut {
 				m.State, m.ErrorCode, m.Hold, m.Updated = StateFailed, 0, "", now
 			}
-			if pause, why := gr.Policy.PauseFor(r.counts()); pause {
+			if pause, why := gr.Policy.PauseFor(counts); pause {
 				gr.Policy.Paused, gr.Policy.Reason = true, why
 				autoPaused = true
 			}
@@ -542,40 +563,39 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 		case target == "":
 			// Up to date: a grant it held is complete when it runs the
 			// target.
-			if _, granted := r.InFlight[key]; m.State.inFlight() && c.Version == m.Target {
-				delete(r.InFlight, key)
-				if granted && r.Target == m.Target {
-					r.Completed++
+			if m.State.inFlight() && c.Version == m.Target {
+				if inFlight() || base.Target == m.Target {
+					r := mutable()
+					delete(r.InFlight, key)
+					if r.Target == m.Target {
+						r.Completed++
+					}
 				}
 				m.State, m.Updated = StateComplete, now
 			} else if m.State == StateOnHold || m.State == "" || m.State.inFlight() {
 				m.State, m.Hold, m.Updated = StateIdle, "", now
 			}
 			ans = Answer{Group: gr.Name}
+		case m.State.inFlight() && m.Target == target:
+			// Granted before (and not timed out, see above): offered
+			// again until it is done.
+			ans = Answer{Version: target, Group: gr.Name}
 		default:
-			_, granted := r.InFlight[key]
-			switch {
-			case granted && m.Target == target:
-				ans = Answer{Version: target, Group: gr.Name}
-			default:
-				if hold = machineHold(l, m); hold == "" {
-					hold = gr.Policy.Admit(now, r.counts())
+			if hold = machineHold(l, m); hold == "" {
+				hold = gr.Policy.Admit(now, counts)
+			}
+			if hold == "" && unlinked && !exists {
+				n, _ := strconv.Atoi(string(old[len(old)-1]))
+				if n >= s.maxUnlinked {
+					hold = HoldUnlinked
+				} else {
+					out[len(out)-1] = []byte(strconv.Itoa(n + 1))
 				}
-				if hold == "" && unlinked && !exists {
-					n, _ := strconv.Atoi(string(old[len(old)-1]))
-					if n >= s.maxUnlinked {
-						hold = HoldUnlinked
-					} else {
-						out[len(out)-1] = []byte(strconv.Itoa(n + 1))
-					}
-				}
-				if hold == "" {
-					r.InFlight[key] = now
-					r.Grants = append(r.Grants, now)
-					r.Granted++
-					m.State, m.Hold, m.Target, m.Granted, m.Updated, m.ErrorCode = StateGranted, "", target, now, now, 0
-					ans = Answer{Version: target, Group: gr.Name, Granted: true}
-				}
+			}
+			if hold == "" {
+				mutable().grant(key, now, gr.Policy)
+				m.State, m.Hold, m.Target, m.Granted, m.Updated, m.ErrorCode = StateGranted, "", target, now, now, 0
+				ans = Answer{Version: target, Group: gr.Name, Granted: true}
 			}
 		}
 		if hold != "" {
@@ -595,16 +615,19 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 			}
 			out[0] = data
 		}
-		if g.Name != "" {
+		if autoPaused {
 			gd, err := json.Marshal(gr)
 			if err != nil {
 				return nil, err
 			}
-			rd, err := json.Marshal(r)
+			out[1] = gd
+		}
+		if changed != nil {
+			rd, err := json.Marshal(changed)
 			if err != nil {
 				return nil, err
 			}
-			out[1], out[2] = gd, rd
+			out[2] = rd
 		}
 		return out, nil
 	})
@@ -685,78 +708,20 @@ func (s *Service) stillHeld(ctx context.Context, g Group, target string, l link,
 	if err != nil && !errors.Is(err, matchbox.ErrNotFound) {
 		return ""
 	}
-	r, err := decodeRollout(rd, target)
+	r, err := s.rollouts.get(g.Name, rd)
 	if err != nil {
 		return ""
 	}
 	now := s.now()
-	if len(r.expire(now, g.Policy)) > 0 {
+	counts, expired := r.countsFor(target, now, g.Policy)
+	if expired > 0 {
 		// Timed-out grants are to be counted: a write.
 		return ""
 	}
-	if hold := g.Policy.Admit(now, r.counts()); hold != "" && silent(hold) {
+	if hold := g.Policy.Admit(now, counts); hold != "" && silent(hold) {
 		return hold
 	}
 	return ""
-}
-
-// readRollout decodes a stored rollout as it is.
-func readRollout(data []byte) (rollout, error) {
-	var r rollout
-	if data != nil {
-		if err := json.Unmarshal(data, &r); err != nil {
-			return r, err
-		}
-	}
-	if r.InFlight == nil {
-		r.InFlight = map[string]time.Time{}
-	}
-	return r, nil
-}
-
-// decodeRollout decodes a stored rollout to grant target: the rollout of
-// another target gives way to a new one.
-func decodeRollout(data []byte, target string) (rollout, error) {
-	r, err := readRollout(data)
-	if err != nil {
-		return r, err
-	}
-	if r.Target != target {
-		// A new target starts a new rollout: the canary and the
-		// failures count again; machines in flight keep their grants.
-		r = rollout{Target: target, InFlight: r.InFlight, Grants: r.Grants}
-	}
-	if r.InFlight == nil {
-		r.InFlight = map[string]time.Time{}
-	}
-	return r, nil
-}
-
-// expire drops the grants older than the timeout (failures), returning
-// their machines, and the grant times older than the period.
-func (r *rollout) expire(now time.Time, p Policy) []string {
-	var out []string
-	for id, at := range r.InFlight {
-		if now.Sub(at) >= p.GrantTimeout() {
-			delete(r.InFlight, id)
-			r.Failed++
-			out = append(out, id)
-		}
-	}
-	keep := 0
-	for keep < len(r.Grants) && p.Period > 0 && now.Sub(r.Grants[keep]) >= p.Period {
-		keep++
-	}
-	if p.Period == 0 {
-		keep = len(r.Grants)
-	}
-	r.Grants = slices.Clone(r.Grants[keep:])
-	return out
-}
-
-// counts is what the policy weighs.
-func (r *rollout) counts() Rollout {
-	return Rollout{InFlight: len(r.InFlight), InPeriod: len(r.Grants), Granted: r.Granted, Completed: r.Completed, Failed: r.Failed}
 }
 
 // Outcome is what a machine's event says of its update.
@@ -810,7 +775,11 @@ func (s *Service) Report(ctx context.Context, c Client, outcome Outcome, to Stat
 			return nil, err
 		}
 		ours := r.Target == m.Target
+		// Its grant is followed in the rollout, or (a group that does
+		// not weigh grants one by one, or one with more in flight than
+		// it follows) its record holds one that has not timed out.
 		_, granted := r.InFlight[key]
+		granted = granted || m.State.inFlight() && !m.TimedOut(now, g.Policy.GrantTimeout())
 		switch {
 		case !granted && outcome != Completed:
 			// Not an update of ours in progress: nothing to count.
@@ -832,7 +801,7 @@ func (s *Service) Report(ctx context.Context, c Client, outcome Outcome, to Stat
 				r.Failed++
 			}
 			m.State, m.ErrorCode = StateFailed, code
-			if pause, why := g.Policy.PauseFor(r.counts()); pause {
+			if pause, why := g.Policy.PauseFor(r.counts(now, g.Policy)); pause {
 				g.Policy.Paused, g.Policy.Reason = true, why
 			}
 		}

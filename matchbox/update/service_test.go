@@ -289,3 +289,77 @@ func TestHoldsMakeNoRecords(t *testing.T) {
 		t.Errorf("%d machine records after holds only (%v), want none", len(recs), err)
 	}
 }
+
+// A rollout's record stays small whatever the fleet: 2,500 machines
+// granted at once in a group that pauses after failures but has no limit
+// in flight, under a per-period limit larger than that, fit in a record
+// (grants in flight followed one by one up to maxTracked, grants of the
+// period counted in buckets).
+func TestRolloutRecordBounded(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	st := storage.NewMemory()
+	s := newService(t, st, c)
+	if err := s.PutGroup(ctx, Group{Name: "all", Channel: "stable", Version: Newest, Match: Match{Kind: MatchTrack},
+		Policy: Policy{MaxPerPeriod: 50_000, Period: 24 * time.Hour, PauseAfterFailures: 10, Timeout: 24 * time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	const fleet = 2_500
+	for i := range fleet {
+		ans, err := s.Decide(ctx, Check{Client: Client{MachineID: fmt.Sprintf("m%d", i)}, Track: "all", Version: "3815.2.0"})
+		if err != nil || ans.Version != "4081.2.0" {
+			t.Fatalf("check %d: %+v, %v", i, ans, err)
+		}
+		if i%20 == 19 {
+			c.add(time.Minute)
+		}
+	}
+	data, err := st.Record(ctx, kindRollout, "all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := readRollout(data)
+	if len(data) > matchbox.MaxRecord/2 || len(r.InFlight) != maxTracked || len(r.Grants) > grantBuckets+1 || r.Granted != fleet {
+		t.Errorf("rollout record: %d bytes, %d in flight, %d buckets, %d granted", len(data), len(r.InFlight), len(r.Grants), r.Granted)
+	}
+	if c := r.counts(c.now(), Policy{MaxPerPeriod: 50_000, Period: 24 * time.Hour}); c.InPeriod != fleet {
+		t.Errorf("%d grants in the period, want %d", c.InPeriod, fleet)
+	}
+	if err := s.PutGroup(ctx, Group{Name: "big", Channel: "stable", Version: Newest, Match: Match{Kind: MatchTrack}, Policy: Policy{MaxInFlight: maxTracked + 1}}); !errors.Is(err, matchbox.ErrInvalid) {
+		t.Errorf("a max in flight above %d: %v", maxTracked, err)
+	}
+}
+
+// A period's grants count for at least the period (up to a bucket's
+// width longer, never shorter), so the limit holds across bucket edges.
+func TestGrantBucketsHoldThePeriod(t *testing.T) {
+	p := Policy{MaxPerPeriod: 3, Period: time.Hour}
+	var r rollout
+	r.InFlight = map[string]time.Time{}
+	start := time.Date(2026, 12, 7, 10, 0, 3, 0, time.UTC)
+	var times []time.Time
+	for i := range 3 {
+		at := start.Add(time.Duration(i) * 7 * time.Second)
+		r.grant(fmt.Sprint(i), at, p)
+		times = append(times, at)
+	}
+	width := p.Period / grantBuckets
+	for d := time.Duration(0); d < p.Period+2*width+time.Minute; d += time.Second {
+		now := start.Add(d)
+		exact := 0
+		for _, at := range times {
+			if now.Sub(at) < p.Period {
+				exact++
+			}
+		}
+		got := r.counts(now, p).InPeriod
+		if got < exact || got > 0 && exact == 0 && d > p.Period+2*width {
+			t.Fatalf("at +%v: %d grants counted in the period, %d made in it", d, got, exact)
+		}
+	}
+	at := start.Add(p.Period + time.Minute)
+	r.expire(at, p)
+	if c := r.counts(at, p); c.InPeriod != 0 || len(r.Grants) != 0 {
+		t.Errorf("after the period and a bucket: %d grants, %d buckets", c.InPeriod, len(r.Grants))
+	}
+}

@@ -119,8 +119,8 @@ func (s *Service) Status(ctx context.Context, name string) ([]GroupStatus, error
 			if err != nil {
 				return nil, fmt.Errorf("update group %s: rollout: %w", matchbox.Quote(g.Name), err)
 			}
-			r.expire(now, g.Policy)
-			gs.Rollout = RolloutStatus{Target: r.Target, InFlight: len(r.InFlight), InPeriod: len(r.Grants), Granted: r.Granted, Completed: r.Completed, Failed: r.Failed}
+			c := r.counts(now, g.Policy)
+			gs.Rollout = RolloutStatus{Target: r.Target, InFlight: c.InFlight, InPeriod: c.InPeriod, Granted: c.Granted, Completed: c.Completed, Failed: c.Failed}
 		}
 		add(gs, byGroup[g.Name])
 	}

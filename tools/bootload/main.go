@@ -48,9 +48,10 @@ func main() {
 	sizes := flag.String("groups", "10,1000,100000", "comma-separated group counts")
 	dur := flag.Duration("duration", 5*time.Second, "load duration per endpoint")
 	conc := flag.Int("concurrency", 32, "concurrent client connections")
-	endpoints := flag.String("endpoints", "ipxe,metadata,ignition-cached,ignition-new", "endpoints to load")
+	endpoints := flag.String("endpoints", "ipxe,metadata,ignition-cached,ignition-new", "endpoints to load (also update-storm and update: Flatcar update checks, see update.go)")
 	keep := flag.String("keep", "", "keep the generated data dirs under this folder")
 	machines := flag.Int("machines", 100_000, "distinct machines the requests come from, whatever the group count (those without a group of their own get the default group)")
+	flag.DurationVar(&stormWindow, "storm-window", time.Minute, "update-storm: the time over which every machine checks once")
 	rate := flag.Int("rate", 5_000, "after each saturating run, also measure latency at this fixed request rate per second (0: off)")
 	loader := flag.String("load", "auto", `load generator: "wrk", "go" (built in) or "auto" (wrk when on PATH)`)
 	extra := flag.String("server-flags", "", `flags added to the README's "matchbox serve" command line, space-separated (default: none, the README's defaults)`)
@@ -205,6 +206,10 @@ func freePort() (string, error) {
 // useWrk selects wrk as the load generator.
 var useWrk bool
 
+// sources is the number of loopback addresses drive's workers connect
+// from (0 or 1: the default one).
+var sources int
+
 // numMachines is the number of distinct machines requests come from.
 var numMachines int
 
@@ -281,7 +286,14 @@ func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string,
 	if err != nil {
 		return err
 	}
-	args := append([]string{"serve", "-address", addr, "-data-path", dir, "-assets-path", "", "-api-address", apiAddr}, serverFlags...)
+	assets := ""
+	if wantsUpdates(endpoints) {
+		// A release to update to, and the machines in the inventory.
+		if assets, err = prepareUpdates(base, dir, numMachines); err != nil {
+			return err
+		}
+	}
+	args := append([]string{"serve", "-address", addr, "-data-path", dir, "-assets-path", assets, "-api-address", apiAddr}, serverFlags...)
 	logPath := filepath.Join(base, fmt.Sprintf("server-%d.log", n))
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -342,6 +354,17 @@ func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string,
 			}
 			pathFor = func(r *rand.Rand, _ int) string { return "/ignition?seq=0&mac=" + mac(r.IntN(set)) }
 			luaPath = fmt.Sprintf(`"/ignition?seq=0&mac=" .. mac(math.random(0, %d))`, set-1)
+		case "update-storm", "update":
+			run := runStorm
+			if ep == "update" {
+				run = func(n int, url, apiURL, dir string, conc, machines int) error {
+					return runUpToDate(n, url, apiURL, dir, conc, dur, machines)
+				}
+			}
+			if err := run(n, url, "http://"+apiAddr, dir, conc, macs); err != nil {
+				return err
+			}
+			continue
 		case "ignition-new":
 			var seq atomic.Int64
 			pathFor = func(r *rand.Rand, _ int) string {
@@ -357,14 +380,14 @@ func runSize(bin string, n int, dur time.Duration, conc int, endpoints []string,
 				return err
 			}
 		} else {
-			res = load(url, conc, dur, pathFor)
+			res = load(conc, dur, getPath(url, pathFor))
 		}
 		fmt.Printf("%-8d %-16s %10.0f %9v %9v %9v %7d\n", n, ep, res.rate, res.p50, res.p99, res.max, res.errors)
 		if fixedRate > 0 && ep != "ignition-new" {
 			// Let the server finish what the saturating run left behind
 			// (inventory writes, a collection) before measuring latency.
 			time.Sleep(3 * time.Second)
-			res := loadAtRate(url, conc, dur, fixedRate, pathFor)
+			res := loadAtRate(conc, dur, fixedRate, getPath(url, pathFor))
 			fmt.Printf("%-8d %-16s %10.0f %9v %9v %9v %7d\n", n, fmt.Sprintf("%s@%d/s", ep, fixedRate), res.rate, res.p50, res.p99, res.max, res.errors)
 		}
 	}
@@ -393,19 +416,28 @@ type result struct {
 
 // load runs conc workers for dur, each on its own keep-alive connection,
 // each sending its next request as soon as the last one is answered.
-func load(url string, conc int, dur time.Duration, pathFor func(*rand.Rand, int) string) result {
+func load(conc int, dur time.Duration, send sender) result {
 	end := time.Now().Add(dur)
 	var next atomic.Int64
-	return drive(url, conc, 42, pathFor, func() (int, time.Time, bool) {
+	return drive(conc, 42, send, func() (int, time.Time, bool) {
 		now := time.Now()
 		return int(next.Add(1) - 1), now, now.Before(end)
 	})
 }
 
+// sender sends request i (r: the worker's randomness) over c and says
+// whether it was answered as it should be.
+type sender func(c *http.Client, r *rand.Rand, i int) error
+
+// getPath is the sender of GET requests of the paths pathFor makes.
+func getPath(url string, pathFor func(*rand.Rand, int) string) sender {
+	return func(c *http.Client, r *rand.Rand, i int) error { return getOK(c, url+pathFor(r, i)) }
+}
+
 // drive runs conc workers, each on its own keep-alive connection, sending
 // requests as next hands them out (their number and when each is due)
 // until it says stop, and measures each from when it was due.
-func drive(url string, conc int, seed uint64, pathFor func(*rand.Rand, int) string, next func() (int, time.Time, bool)) result {
+func drive(conc int, seed uint64, send sender, next func() (int, time.Time, bool)) result {
 	var mu sync.Mutex
 	var all []time.Duration
 	var errs atomic.Int64
@@ -415,7 +447,15 @@ func drive(url string, conc int, seed uint64, pathFor func(*rand.Rand, int) stri
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}, Timeout: 10 * time.Second}
+			tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
+			if sources > 1 {
+				// Machines come from many addresses: worker w from
+				// 127.0.0.(2 + w%sources), within the server's
+				// connections-per-address limit.
+				d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+w%sources))}}
+				tr.DialContext = d.DialContext
+			}
+			client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 			// Closed when done: connections left idle would count against
 			// the server's per-address connection limit in the next run.
 			defer client.CloseIdleConnections()
@@ -429,7 +469,7 @@ func drive(url string, conc int, seed uint64, pathFor func(*rand.Rand, int) stri
 				if d := time.Until(due); d > 0 {
 					time.Sleep(d)
 				}
-				if err := getOK(client, url+pathFor(r, i)); err != nil {
+				if err := send(client, r, i); err != nil {
 					errs.Add(1)
 					continue
 				}
@@ -461,12 +501,12 @@ func summarize(all []time.Duration, errs int64, elapsed time.Duration) result {
 // is due at start + i/rate whether or not earlier ones have finished) over
 // conc keep-alive connections, and measures each latency from the moment
 // the request was due, so time spent waiting for a free connection counts.
-func loadAtRate(url string, conc int, dur time.Duration, rate int, pathFor func(*rand.Rand, int) string) result {
+func loadAtRate(conc int, dur time.Duration, rate int, send sender) result {
 	total := int64(dur.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
 	var next atomic.Int64
-	return drive(url, conc, 7, pathFor, func() (int, time.Time, bool) {
+	return drive(conc, 7, send, func() (int, time.Time, bool) {
 		i := next.Add(1) - 1
 		return int(i), start.Add(time.Duration(i) * interval), i < total
 	})
