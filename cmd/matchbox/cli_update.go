@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,27 +78,22 @@ func updateCLI(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		var old update.Group
-		_, err = c.do(ctx, "GET", groupPath(g.Name), nil, &old)
-		var failure *apiFailure
-		existed := err == nil
-		if err != nil && !(errors.As(err, &failure) && failure.status == http.StatusNotFound) {
-			return fmt.Errorf("update group %s: %w", g.Name, err)
-		}
-		g.Floors, g.Policy.Paused, g.Policy.Reason = old.Floors, old.Policy.Paused, old.Policy.Reason
-		if *paused && !g.Policy.Paused {
+		if *paused {
 			g.Policy.Paused, g.Policy.Reason = true, *reason
 			if g.Policy.Reason == "" {
 				g.Policy.Reason = "paused with update group set"
 			}
 		}
+		// The server keeps an existing group's floors and paused state,
+		// reading and writing it in one transaction.
 		var stored update.Group
-		if _, err := c.do(ctx, "PUT", groupPath(g.Name), g, &stored); err != nil {
+		a, err := c.send(ctx, "PUT", groupPath(g.Name)+"?keep=state", g, "", &stored)
+		if err != nil {
 			return fmt.Errorf("set update group %s: %w", g.Name, err)
 		}
-		what := "created"
-		if existed {
-			what = "updated"
+		what := "updated"
+		if a.status == http.StatusCreated {
+			what = "created"
 		}
 		fmt.Fprintf(stdout, "update group %s %s%s\n", g.Name, what, pausedText(stored.Policy))
 		return nil

@@ -2,7 +2,7 @@ package api
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -15,7 +15,7 @@ import (
 type Updates interface {
 	Groups(ctx context.Context) ([]update.Group, error)
 	Group(ctx context.Context, name string) (update.Group, error)
-	PutGroup(ctx context.Context, g update.Group) error
+	SetGroup(ctx context.Context, g update.Group, keepState bool) (update.Group, bool, error)
 	DeleteGroup(ctx context.Context, name string) error
 	SetPaused(ctx context.Context, name string, paused bool, reason string) error
 	Machine(ctx context.Context, id string) (update.Machine, error)
@@ -44,26 +44,35 @@ func (s *Server) getUpdateGroup(w http.ResponseWriter, r *http.Request) {
 }
 
 // putUpdateGroup creates or replaces a group, its paused state included:
-// the body is the whole group.
+// the body is the whole group. With ?keep=state an existing group keeps
+// its floors and paused state (the body can pause it, not resume it), in
+// one transaction: what `update group set` does.
 func (s *Server) putUpdateGroup(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
+	keep := false
+	switch v := r.URL.Query().Get("keep"); v {
+	case "":
+	case "state":
+		keep = true
+	default:
+		s.fail(w, r, fmt.Errorf("keep=%s: want keep=state: %w", matchbox.Quote(v), matchbox.ErrInvalid))
+		return
+	}
 	var g update.Group
 	if !s.decode(w, r, &g) || !pathID(w, name, &g.Name) {
 		return
 	}
+	stored, created, err := s.cfg.Updates.SetGroup(r.Context(), g, keep)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	status := http.StatusOK
-	if _, err := s.cfg.Updates.Group(r.Context(), name); errors.Is(err, matchbox.ErrNotFound) {
+	if created {
 		status = http.StatusCreated
-	} else if err != nil {
-		s.fail(w, r, err)
-		return
 	}
-	if err := s.cfg.Updates.PutGroup(r.Context(), g); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.log.Info("update group written", "update_group", name, "channel", g.Channel, "version", g.Version, "paused", g.Policy.Paused, "token", caller(r).Name)
-	writeJSON(w, status, "", g)
+	s.log.Info("update group written", "update_group", name, "channel", stored.Channel, "version", stored.Version, "paused", stored.Policy.Paused, "token", caller(r).Name)
+	writeJSON(w, status, "", stored)
 }
 
 func (s *Server) deleteUpdateGroup(w http.ResponseWriter, r *http.Request) {

@@ -216,16 +216,37 @@ func (s *Service) EnsureDefaultGroups(ctx context.Context) error {
 
 // PutGroup creates or replaces a group (its rollout's progress stays).
 func (s *Service) PutGroup(ctx context.Context, g Group) error {
+	_, _, err := s.SetGroup(ctx, g, false)
+	return err
+}
+
+// SetGroup creates or replaces a group (its rollout's progress stays) and
+// returns what it stored and whether it created it. With keepState, an
+// existing group keeps its floors and its paused state and reason (g
+// pauses it only if it was not paused), read and written in one
+// transaction, so that a pause made meanwhile is not undone.
+func (s *Service) SetGroup(ctx context.Context, g Group, keepState bool) (Group, bool, error) {
 	if err := g.Check(); err != nil {
-		return err
+		return Group{}, false, err
 	}
-	data, err := json.Marshal(g)
-	if err != nil {
-		return err
-	}
-	return s.wroteGroups(ctx, s.store.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: kindGroup, Key: g.Name}}, func([][]byte) ([][]byte, error) {
-		return [][]byte{data}, nil
-	}))
+	var stored Group
+	var created bool
+	err := s.store.UpdateRecords(ctx, []matchbox.RecordKey{{Kind: kindGroup, Key: g.Name}}, func(old [][]byte) ([][]byte, error) {
+		stored, created = g, old[0] == nil
+		if keepState && !created {
+			var was Group
+			if err := json.Unmarshal(old[0], &was); err != nil {
+				return nil, err
+			}
+			stored.Floors = was.Floors
+			if was.Policy.Paused || !g.Policy.Paused {
+				stored.Policy.Paused, stored.Policy.Reason = was.Policy.Paused, was.Policy.Reason
+			}
+		}
+		data, err := json.Marshal(stored)
+		return [][]byte{data}, err
+	})
+	return stored, created, s.wroteGroups(ctx, err)
 }
 
 // DeleteGroup deletes a group and its rollout's progress, or returns

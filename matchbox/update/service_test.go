@@ -363,3 +363,29 @@ func TestGrantBucketsHoldThePeriod(t *testing.T) {
 		t.Errorf("after the period and a bucket: %d grants, %d buckets", c.InPeriod, len(r.Grants))
 	}
 }
+
+// SetGroup with keepState keeps an existing group's floors and pause (a
+// body can pause, not resume); without it, the body is the whole group.
+func TestSetGroupKeepsState(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	s := newService(t, storage.NewMemory(), c)
+	g := Group{Name: "w", Channel: "stable", Version: Newest, Match: Match{Kind: MatchTrack}, Floors: []string{"3815.2.0"}}
+	if _, created, err := s.SetGroup(ctx, g, true); err != nil || !created {
+		t.Fatalf("create: %v, %v", created, err)
+	}
+	if err := s.SetPaused(ctx, "w", true, "freeze"); err != nil {
+		t.Fatal(err)
+	}
+	g.Floors, g.Policy.MaxInFlight = nil, 3
+	stored, created, err := s.SetGroup(ctx, g, true)
+	if err != nil || created || !stored.Policy.Paused || stored.Policy.Reason != "freeze" || len(stored.Floors) != 1 || stored.Policy.MaxInFlight != 3 {
+		t.Fatalf("set keeping state: %+v, %v, %v", stored, created, err)
+	}
+	if got, _ := s.Group(ctx, "w"); got.Policy.Reason != "freeze" || len(got.Floors) != 1 {
+		t.Errorf("stored: %+v", got)
+	}
+	if stored, _, err := s.SetGroup(ctx, g, false); err != nil || stored.Policy.Paused || stored.Floors != nil {
+		t.Errorf("set replacing: %+v, %v", stored, err)
+	}
+}
