@@ -139,3 +139,96 @@ func metricsText(t *testing.T, srv *Server) string {
 	srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
 }
+
+// A failure (with the 1<<28 flag update_engine adds for every server but
+// Flatcar's) and a rollback, as update_engine reports them: the machine's
+// record names the code without flags, it is not offered the same version
+// again at once (after a rollback: not until an operator releases it),
+// the group pauses itself after two failures, and the metrics count the
+// codes.
+func TestUpdateFailureAndRollback(t *testing.T) {
+	ctx := context.Background()
+	svc := update.New(storage.NewMemory(), releases{})
+	if err := svc.PutGroup(ctx, update.Group{Name: "stable", Channel: "stable", Version: update.Newest, Match: update.Match{Kind: update.MatchTrack},
+		Policy: update.Policy{PauseAfterFailures: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Config{Catalog: matchbox.NewCatalog(), Updates: svc, UpdatePayloads: releases{}, Registry: prometheus.NewRegistry()})
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	post := func(m omahatest.Machine, body string) omahatest.Answer {
+		t.Helper()
+		resp, err := nethttp.Post(ts.URL+"/v1/update/", "text/xml", strings.NewReader(omahatest.Request(m, body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		a, err := omahatest.ReadAnswer(data)
+		if resp.StatusCode != 200 || err != nil {
+			t.Fatalf("%s: %v\n%s", resp.Status, err, data)
+		}
+		return a
+	}
+	machine := func(id string) omahatest.Machine {
+		return omahatest.Machine{Version: "3815.2.0", Track: "stable", MachineID: id}
+	}
+	// A download that fails: code 9 with the self-hosted flag.
+	a := machine("0000000000000000000000000000000a")
+	if ans := post(a, omahatest.Check("")); ans.Version != "4081.2.0" {
+		t.Fatalf("first machine's check: %+v", ans)
+	}
+	post(a, omahatest.Event("13", "1"))
+	post(a, `<event eventtype="3" eventresult="0" errorcode="268435465"></event>`)
+	if m, err := svc.Machine(ctx, a.MachineID); err != nil || m.State != update.StateFailed || m.ErrorCode != 9 || m.FailedTarget != "4081.2.0" {
+		t.Fatalf("after a failed download: %+v, %v", m, err)
+	}
+	if ans := post(a, omahatest.Check("")); ans.Version != "" || ans.Status != "noupdate" {
+		t.Errorf("check right after the failure: %+v", ans)
+	}
+	if m, _ := svc.Machine(ctx, a.MachineID); m.Hold != update.HoldRetry {
+		t.Errorf("hold after a failure: %+v", m)
+	}
+	// Installed, rebooted, rolled back: the next check carries the
+	// rollback event (no flags) and is not offered the version again.
+	b := machine("0000000000000000000000000000000b")
+	if ans := post(b, omahatest.Check("")); ans.Version != "4081.2.0" {
+		t.Fatalf("second machine's check: %+v", ans)
+	}
+	for _, ev := range []string{omahatest.Event("13", "1"), omahatest.Event("14", "1"), omahatest.Event("3", "1")} {
+		post(b, ev)
+	}
+	rollback := `<ping active="1"></ping>
+        <updatecheck></updatecheck>
+        <event eventtype="3" eventresult="0" errorcode="44"></event>`
+	if ans := post(b, rollback); ans.Version != "" || ans.Status != "noupdate" {
+		t.Errorf("check after a rollback: %+v", ans)
+	}
+	m, err := svc.Machine(ctx, b.MachineID)
+	if err != nil || m.State != update.StateOnHold || m.Hold != update.HoldRolledBack || m.ErrorCode != 44 || m.Version != "3815.2.0" {
+		t.Errorf("after the rollback: %+v, %v", m, err)
+	}
+	// Two failures: the group paused itself.
+	if g, _ := svc.Group(ctx, "stable"); !g.Policy.Paused || !strings.Contains(g.Policy.Reason, "2 machines failed") {
+		t.Errorf("group after two failures: %+v", g.Policy)
+	}
+	for _, want := range []string{`matchbox_update_events_total{code="9",event="failed"} 1`, `matchbox_update_events_total{code="44",event="failed"} 1`} {
+		if body := metricsText(t, srv); !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// Resumed, and the machine released by the operator: it may try
+	// again.
+	if err := svc.SetPaused(ctx, "stable", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if ans := post(b, omahatest.Check("")); ans.Version != "" {
+		t.Errorf("rolled-back machine before its release: %+v", ans)
+	}
+	if _, err := svc.SetHeld(ctx, b.MachineID, false); err != nil {
+		t.Fatal(err)
+	}
+	if ans := post(b, omahatest.Check("")); ans.Version != "4081.2.0" {
+		t.Errorf("rolled-back machine after its release: %+v", ans)
+	}
+}

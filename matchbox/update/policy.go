@@ -250,6 +250,12 @@ const (
 	HoldCanary   Hold = "waiting for the canary machines to complete"
 	HoldFailures Hold = "paused after failures"
 	HoldMachine  Hold = "machine on hold"
+	// HoldRetry: the machine failed to update to this version less than
+	// RetryAfterFailure ago.
+	HoldRetry Hold = "failed this version lately: retried after an hour"
+	// HoldRolledBack: the machine rolled back from this version (it did
+	// not boot); an operator's release lets it try again.
+	HoldRolledBack Hold = "rolled back from this version: release the machine to retry"
 	// HoldNoGroup: no update group matches the machine.
 	HoldNoGroup Hold = "no update group matches"
 	// HoldUnlinked: the client is not linked to an inventory machine

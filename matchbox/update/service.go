@@ -68,6 +68,27 @@ type Machine struct {
 	// Held is the operator's hold on the machine (SetHeld): rollouts skip
 	// it.
 	Held bool `json:"held,omitempty"`
+	// FailedTarget is the last version the machine failed to update to,
+	// at FailedAt: it is not offered that version again for
+	// RetryAfterFailure, or, after a rollback, until an operator
+	// releases it (SetHeld false).
+	FailedTarget string    `json:"failed_target,omitempty"`
+	FailedAt     time.Time `json:"failed_at,omitzero"`
+}
+
+// RetryAfterFailure is how long a machine that failed to update to a
+// version waits before it is offered that version again.
+const RetryAfterFailure = time.Hour
+
+// codeRollback is update_engine's error code of a rollback: the machine
+// rebooted into the version it updated from (the new one did not boot).
+const codeRollback = 44
+
+// failed records that the machine failed its target at now with code (0:
+// the grant timed out).
+func (m *Machine) failed(now time.Time, code int) {
+	m.State, m.ErrorCode, m.Hold, m.Updated = StateFailed, code, "", now
+	m.FailedTarget, m.FailedAt = m.Target, now
 }
 
 // TimedOut reports whether the machine's grant has outlived timeout at
@@ -360,6 +381,11 @@ func (s *Service) SetHeld(ctx context.Context, id string, held bool) (Machine, e
 			m.MAC = key
 		}
 		m.Held = held
+		if !held {
+			// A release also lets the machine try again a version it
+			// failed (or rolled back from).
+			m.FailedTarget, m.FailedAt = "", time.Time{}
+		}
 		data, err := json.Marshal(m)
 		return [][]byte{data}, err
 	})
@@ -475,11 +501,19 @@ func (m *Machine) current(l link, c Check, group string) bool {
 	return m.says(l, c, group, m.State, m.Hold)
 }
 
-// machineHold is the machine's own hold, if any: a label or the
-// operator's hold.
-func machineHold(l link, m Machine) Hold {
-	if l.labelHeld() || m.Held {
+// machineHold is the machine's own hold from target at now, if any: a
+// label or the operator's hold, or a recent failure of target (a
+// rollback: until an operator releases it).
+func machineHold(l link, m Machine, target string, now time.Time) Hold {
+	switch {
+	case l.labelHeld() || m.Held:
 		return HoldMachine
+	case m.FailedTarget == "" || m.FailedTarget != target:
+		return ""
+	case m.ErrorCode == codeRollback:
+		return HoldRolledBack
+	case now.Sub(m.FailedAt) < RetryAfterFailure:
+		return HoldRetry
 	}
 	return ""
 }
@@ -569,7 +603,7 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 				counts = r.counts(now, gr.Policy)
 			}
 			if timedOut {
-				m.State, m.ErrorCode, m.Hold, m.Updated = StateFailed, 0, "", now
+				m.failed(now, 0)
 			}
 			if pause, why := gr.Policy.PauseFor(counts); pause {
 				gr.Policy.Paused, gr.Policy.Reason = true, why
@@ -602,7 +636,7 @@ func (s *Service) decide(ctx context.Context, g Group, target, key string, l lin
 			// again until it is done.
 			ans = Answer{Version: target, Group: gr.Name}
 		default:
-			if hold = machineHold(l, m); hold == "" {
+			if hold = machineHold(l, m, target, now); hold == "" {
 				hold = gr.Policy.Admit(now, counts)
 			}
 			if hold == "" && unlinked && !exists {
@@ -719,7 +753,7 @@ func (s *Service) stillHeld(ctx context.Context, g Group, target string, l link,
 		}
 		return l.machine == nil
 	}
-	if h := machineHold(l, m); h != "" {
+	if h := machineHold(l, m, target, s.now()); h != "" {
 		if silent(h) {
 			return h
 		}
@@ -821,7 +855,7 @@ func (s *Service) Report(ctx context.Context, c Client, outcome Outcome, to Stat
 			if ours {
 				r.Failed++
 			}
-			m.State, m.ErrorCode = StateFailed, code
+			m.failed(now, code)
 			if pause, why := g.Policy.PauseFor(r.counts(now, g.Policy)); pause {
 				g.Policy.Paused, g.Policy.Reason = true, why
 			}
