@@ -37,7 +37,8 @@ failures and machines in flight) and its machines by version and update
 state; a grant that outlived the group's timeout counts as failed. hold
 keeps a machine (its MAC, or an update client's machine id) out of every
 rollout until release; the inventory label update-hold=true does the
-same.
+same. release also lets a machine try again a version it rolled back
+from.
 `
 
 // updateCLI runs `matchbox update group VERB …` and `matchbox update
