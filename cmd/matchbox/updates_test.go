@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -53,13 +54,16 @@ func TestUpdateCheckThroughTheBinary(t *testing.T) {
 	s := startServer(t, nil, "-data-path", repoRoot(t), "-assets-path", assets, "-db-path", dbPath, "-api-token-file", token)
 	env := []string{"MATCHBOX_ENDPOINT=" + s.apiURL, "MATCHBOX_TOKEN_FILE=" + token}
 
-	// The machine boots from matchbox (no DHCP server of ours runs, so
-	// its request identifies it) and enters the inventory.
+	// The machines boot from matchbox (no DHCP server of ours runs, so
+	// their requests identify them) and enter the inventory.
 	const mac = "52:54:00:12:34:56"
-	if code, body := fetch(t, s.url+"/ipxe?mac="+mac); code != 200 {
-		t.Fatalf("boot: %d %s", code, body)
+	others := []string{"52:54:00:12:34:57", "52:54:00:12:34:58"}
+	for _, m := range append([]string{mac}, others...) {
+		if code, body := fetch(t, s.url+"/ipxe?mac="+m); code != 200 {
+			t.Fatalf("boot: %d %s", code, body)
+		}
+		waitCLI(t, env, func(out string) bool { return strings.Contains(out, m) }, "machine", "get", m, "-o", "json")
 	}
-	waitCLI(t, env, func(out string) bool { return strings.Contains(out, mac) }, "machine", "get", mac, "-o", "json")
 
 	post := func(m omahatest.Machine, body string) omahatest.Answer {
 		t.Helper()
@@ -98,21 +102,33 @@ func TestUpdateCheckThroughTheBinary(t *testing.T) {
 		t.Errorf("a machine of the paused beta group: %+v", a)
 	}
 
-	// The update goes through, and the machine reboots into it.
-	for _, typ := range []string{"13", "14", "3"} {
-		post(machine, omahatest.Event(typ, "1"))
+	// The updates go through, and the machines reboot into them: this
+	// one and two others.
+	updateOne := func(machine omahatest.Machine) {
+		t.Helper()
+		for _, typ := range []string{"13", "14", "3"} {
+			post(machine, omahatest.Event(typ, "1"))
+		}
+		machine.Version = "4081.2.0"
+		if a := post(machine, omahatest.Check("3815.2.0")); a.Version != "" || a.Status != "noupdate" {
+			t.Errorf("the updated machine's check: %+v", a)
+		}
 	}
-	machine.Version = "4081.2.0"
-	if a := post(machine, omahatest.Check("3815.2.0")); a.Version != "" || a.Status != "noupdate" {
-		t.Errorf("the updated machine's check: %+v", a)
+	updateOne(machine)
+	for i, m := range others {
+		other := omahatest.Machine{Version: "3815.2.0", Track: "stable", MachineID: fmt.Sprintf("%032x", i+1), Alias: m}
+		if a := post(other, omahatest.Check("")); a.Version != "4081.2.0" {
+			t.Fatalf("machine %s's check: %+v", m, a)
+		}
+		updateOne(other)
 	}
 	code, out := runCLI(t, env, "update", "status", "stable", "-o", "json")
 	var st []update.GroupStatus
-	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st) != 1 || st[0].Total != 1 || len(st[0].Machines) != 1 ||
-		st[0].Machines[0].Version != "4081.2.0" || st[0].Machines[0].States[update.StateComplete] != 1 || st[0].Rollout.Completed != 1 {
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st) != 1 || st[0].Total != 3 || len(st[0].Machines) != 1 ||
+		st[0].Machines[0].Version != "4081.2.0" || st[0].Machines[0].States[update.StateComplete] != 3 || st[0].Rollout.Completed != 3 {
 		t.Errorf("update status: %d %s", code, out)
 	}
-	if code, out := runCLI(t, env, "update", "status"); code != 0 || !strings.Contains(out, "rollout of 4081.2.0: 1 granted, 1 completed, 0 failed") {
+	if code, out := runCLI(t, env, "update", "status"); code != 0 || !strings.Contains(out, "rollout of 4081.2.0: 3 granted, 3 completed, 0 failed") {
 		t.Errorf("update status table: %d %s", code, out)
 	}
 	code, out = runCLI(t, env, "machine", "get", mac, "-o", "table")
@@ -120,9 +136,9 @@ func TestUpdateCheckThroughTheBinary(t *testing.T) {
 		t.Errorf("machine get: %d %s", code, out)
 	}
 	_, metrics := fetch(t, s.url+"/metrics")
-	for _, want := range []string{`matchbox_update_machines{group="stable",state="complete",version="4081.2.0"} 1`, `matchbox_update_grants_total{group="stable"} 1`,
+	for _, want := range []string{`matchbox_update_machines{group="stable",state="complete",version="4081.2.0"} 3`, `matchbox_update_grants_total{group="stable"} 3`,
 		`matchbox_update_group_paused{group="beta"} 1`, `matchbox_update_group_paused{group="stable"} 0`,
-		`matchbox_update_rollout_machines{count="completed",group="stable",target="4081.2.0"} 1`, `matchbox_update_events_total{code="",event="completed"} 1`} {
+		`matchbox_update_rollout_machines{count="completed",group="stable",target="4081.2.0"} 3`, `matchbox_update_events_total{code="",event="completed"} 3`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
