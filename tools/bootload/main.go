@@ -533,12 +533,18 @@ end
 // loadWrk runs wrk (one thread, conc connections) for dur with requests
 // from luaPath and parses its report.
 func loadWrk(url string, conc int, dur time.Duration, luaPath string) (result, error) {
+	return runWrk(url, conc, dur, fmt.Sprintf(wrkScript, luaPath))
+}
+
+// runWrk runs wrk (one thread, conc connections) for dur with a Lua
+// script and parses its report.
+func runWrk(url string, conc int, dur time.Duration, script string) (result, error) {
 	f, err := os.CreateTemp("", "bootload-*.lua")
 	if err != nil {
 		return result{}, err
 	}
 	defer os.Remove(f.Name())
-	if _, err := fmt.Fprintf(f, wrkScript, luaPath); err != nil {
+	if _, err := f.WriteString(script); err != nil {
 		return result{}, err
 	}
 	f.Close()

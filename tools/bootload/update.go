@@ -24,9 +24,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -353,19 +351,5 @@ func loadWrkUpdate(url string, conc int, dur time.Duration, machines int) (resul
 	if !ok1 || !ok2 {
 		return result{}, errors.New("update request template: machine id or alias not found")
 	}
-	f, err := os.CreateTemp("", "bootload-update-*.lua")
-	if err != nil {
-		return result{}, err
-	}
-	defer os.Remove(f.Name())
-	if _, err := fmt.Fprintf(f, wrkUpdateScript, p1, p2, p3, machines-1); err != nil {
-		return result{}, err
-	}
-	f.Close()
-	secs := max(1, int(dur.Round(time.Second)/time.Second))
-	out, err := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(conc), "-d"+strconv.Itoa(secs)+"s", "--latency", "-s", f.Name(), url).CombinedOutput()
-	if err != nil {
-		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
-	}
-	return parseWrk(string(out))
+	return runWrk(url, conc, dur, fmt.Sprintf(wrkUpdateScript, p1, p2, p3, machines-1))
 }
