@@ -3,7 +3,8 @@ package omaha
 import (
 	"fmt"
 	"strings"
-	"unicode/utf8"
+
+	"matchbox.dev/matchbox/omaha/omahatest"
 )
 
 // This file writes requests as update_engine does (OMAHA.md §3,
@@ -41,11 +42,11 @@ func ueRequest(installSource string, app ueApp, body ...string) []byte {
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
 	b.WriteString(`<request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="` +
 		installSource + `" ismachine="1">` + "\n")
-	b.WriteString(`    <os version="Chateau" platform="CoreOS" sp="` + libxmlEscape(app.Version+"_x86_64") + `"></os>` + "\n")
+	b.WriteString(`    <os version="Chateau" platform="CoreOS" sp="` + omahatest.Escape(app.Version+"_x86_64") + `"></os>` + "\n")
 	fmt.Fprintf(&b, `    <app appid="%s" version="%s" track="%s" bootid="%s" oem="%s" oemversion="%s" alephversion="%s" machineid="%s" machinealias="%s" lang="%s" board="%s" hardware_class="" delta_okay="false" >`+"\n",
-		libxmlEscape(app.AppID), libxmlEscape(app.Version), libxmlEscape(app.Track), libxmlEscape(app.BootID),
-		libxmlEscape(app.OEM), libxmlEscape(app.OEMVersion), libxmlEscape(app.AlephVersion), libxmlEscape(app.MachineID),
-		libxmlEscape(app.MachineAlias), libxmlEscape(app.Lang), libxmlEscape(app.Board))
+		omahatest.Escape(app.AppID), omahatest.Escape(app.Version), omahatest.Escape(app.Track), omahatest.Escape(app.BootID),
+		omahatest.Escape(app.OEM), omahatest.Escape(app.OEMVersion), omahatest.Escape(app.AlephVersion), omahatest.Escape(app.MachineID),
+		omahatest.Escape(app.MachineAlias), omahatest.Escape(app.Lang), omahatest.Escape(app.Board))
 	for _, line := range body {
 		b.WriteString("        " + line + "\n")
 	}
@@ -62,7 +63,7 @@ const (
 
 // ueCheckEvent is the event line every update check carries.
 func ueCheckEvent(previousVersion string) string {
-	return `<event eventtype="3" eventresult="2" previousversion="` + libxmlEscape(previousVersion) + `"></event>`
+	return `<event eventtype="3" eventresult="2" previousversion="` + omahatest.Escape(previousVersion) + `"></event>`
 }
 
 // ueEvent is an event report's line: errorcode only when the result is
@@ -72,31 +73,4 @@ func ueEvent(typ, result int, code int32) string {
 		return fmt.Sprintf(`<event eventtype="%d" eventresult="%d"></event>`, typ, result)
 	}
 	return fmt.Sprintf(`<event eventtype="%d" eventresult="%d" errorcode="%d"></event>`, typ, result, code)
-}
-
-// libxmlEscape escapes as libxml2's xmlEncodeEntitiesReentrant(NULL, v):
-// '<', '>', '&' as entities, CR as &#13;, non-ASCII as &#xHEX;, other
-// control characters dropped, '"' left as it is.
-func libxmlEscape(v string) string {
-	var b strings.Builder
-	for _, r := range v {
-		switch {
-		case r == '<':
-			b.WriteString("&lt;")
-		case r == '>':
-			b.WriteString("&gt;")
-		case r == '&':
-			b.WriteString("&amp;")
-		case r == '\r':
-			b.WriteString("&#13;")
-		case r == '\n' || r == '\t':
-			b.WriteRune(r)
-		case r < 0x20:
-		case r >= utf8.RuneSelf:
-			fmt.Fprintf(&b, "&#x%X;", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }

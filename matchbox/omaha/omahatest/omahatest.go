@@ -26,7 +26,7 @@ type Machine struct {
 func Check(previousVersion string) string {
 	return `<ping active="1"></ping>
         <updatecheck></updatecheck>
-        <event eventtype="3" eventresult="2" previousversion="` + escape(previousVersion) + `"></event>`
+        <event eventtype="3" eventresult="2" previousversion="` + Escape(previousVersion) + `"></event>`
 }
 
 // Event is the body of an event update_engine posts on its own.
@@ -45,19 +45,19 @@ func Request(m Machine, body string) string {
 	}
 	return `<?xml version="1.0" encoding="UTF-8"?>
 <request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="scheduler" ismachine="1">
-    <os version="Chateau" platform="CoreOS" sp="` + escape(m.Version) + `_x86_64"></os>
-    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="` + escape(m.Version) + `" track="` + escape(m.Track) + `" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="` + escape(m.MachineID) + `" machinealias="` + escape(m.Alias) + `" lang="en-US" board="` + escape(board) + `" hardware_class="" delta_okay="false" >
+    <os version="Chateau" platform="CoreOS" sp="` + Escape(m.Version) + `_x86_64"></os>
+    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="` + Escape(m.Version) + `" track="` + Escape(m.Track) + `" bootid="{b0}" oem="qemu" oemversion="0.1" alephversion="3815.2.0" machineid="` + Escape(m.MachineID) + `" machinealias="` + Escape(m.Alias) + `" lang="en-US" board="` + Escape(board) + `" hardware_class="" delta_okay="false" >
         ` + body + `
     </app>
 </request>
 `
 }
 
-// escape writes a value as libxml2's xmlEncodeEntitiesReentrant does for
+// Escape writes a value as libxml2's xmlEncodeEntitiesReentrant does for
 // update_engine (OMAHA.md §3): '<', '>', '&' and CR as references,
 // non-ASCII as hexadecimal references, other control characters but LF
 // and tab dropped, and '"' left as it is.
-func escape(v string) string {
+func Escape(v string) string {
 	var b strings.Builder
 	for _, r := range v {
 		switch {
