@@ -386,12 +386,7 @@ func (f *badInputFixture) do(t *testing.T, m int, req *nethttp.Request) (int, ne
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, data
+	return readResponse(t, resp)
 }
 
 // sendBad sends case c as its machine m and checks the answer.
@@ -470,6 +465,12 @@ func (f *badInputFixture) rawChunked(t *testing.T, m int, body string) (int, net
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readResponse(t, resp)
+}
+
+// readResponse reads and closes an answer: its status, header and body.
+func readResponse(t *testing.T, resp *nethttp.Response) (int, nethttp.Header, []byte) {
+	t.Helper()
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
