@@ -20,8 +20,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -127,6 +125,8 @@ type Server struct {
 	tokens  map[string]matchbox.Token // by hash
 
 	booter *matchbox.Booter
+	// reloads coalesces the catalog reloads of writes.
+	reloads *reloader
 	// tokenChanges are the store's token changes (nil: not followed).
 	tokenChanges <-chan matchbox.Change
 }
@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Booter == nil {
 		cfg.Booter = matchbox.NewBooter(cfg.Catalog, nil)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, booter: cfg.Booter}
+	s := &Server{cfg: cfg, log: cfg.Logger, booter: cfg.Booter, reloads: newReloader()}
 	if cfg.Changes != nil {
 		// Subscribed before the load: nothing written between is missed.
 		s.tokenChanges = cfg.Changes.Changes(ctx, matchbox.ChangeToken)
@@ -374,7 +374,10 @@ func writeError(w http.ResponseWriter, status int, code, msg string, details map
 
 // fail maps a store or validation error to its answer.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var oe *objErr
 	switch {
+	case errors.As(err, &oe):
+		writeError(w, oe.status, oe.code, oe.msg, oe.details)
 	case errors.Is(err, matchbox.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error(), nil)
 	case errors.Is(err, matchbox.ErrInvalid):
@@ -436,19 +439,6 @@ func condition(r *http.Request) matchbox.Condition {
 	return matchbox.Condition{IfMatch: strings.TrimSpace(r.Header.Get("If-Match")), IfNoneMatch: strings.TrimSpace(r.Header.Get("If-None-Match")) == "*"}
 }
 
-// reload makes the boot endpoints see a write.
-func (s *Server) reload(r *http.Request) error {
-	if s.cfg.Reload == nil {
-		return nil
-	}
-	return s.cfg.Reload(r.Context())
-}
-
-// readOnly is the error for objects that come from the data dir.
-func readOnly(what, id, origin string) error {
-	return fmt.Errorf("%w: %s %q comes from the data dir (%s) and is read-only through the API: edit the file instead", matchbox.ErrConflict, what, id, origin)
-}
-
 func fromDB(origin string) bool { return origin == "db" }
 
 // objectJSON is an object's JSON with where it comes from added.
@@ -490,39 +480,33 @@ func pathID(w http.ResponseWriter, path string, body *string) bool {
 	return true
 }
 
-// commitPut runs put (a conditional write), reloads the catalog and
-// answers with view, 201 when nothing existed before (existed is the old
-// ETag, empty when there was none).
-func (s *Server) commitPut(w http.ResponseWriter, r *http.Request, what, id, existed string, put func() (string, error), view any) {
-	tag, err := put()
+// answerPut answers a write: view with the new ETag, 201 when the object
+// is new.
+func (s *Server) answerPut(w http.ResponseWriter, r *http.Request, tag string, created bool, err error, view any) {
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, fmt.Errorf("%s %q stored, but the boot endpoints do not serve it yet: %w", what, id, err))
-		return
-	}
-	s.log.Info(what+" written", what, id, "token", caller(r).Name)
 	status := http.StatusOK
-	if existed == "" {
+	if created {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, tag, view)
 }
 
-// commitDelete runs del, reloads the catalog and answers 204.
-func (s *Server) commitDelete(w http.ResponseWriter, r *http.Request, what, id string, del func() error) {
-	if err := del(); err != nil {
+// answerDelete answers a delete: 204.
+func (s *Server) answerDelete(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.reload(r); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.log.Info(what+" deleted", what, id, "token", caller(r).Name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// restWrite is how the REST API writes: conditional on If-Match /
+// If-None-Match, references checked.
+func restWrite(r *http.Request) writeMode {
+	return writeMode{cond: condition(r), who: caller(r).Name, refs: true}
 }
 
 // getObject answers with an object from the database (with its ETag), or
@@ -575,31 +559,12 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &g) || !pathID(w, id, &g.ID) {
 		return
 	}
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	snap := s.cfg.Catalog.Snapshot()
-	if dg, ok := snap.Group(id); ok && !fromDB(dg.Origin) {
-		s.fail(w, r, readOnly("group", id, dg.Origin))
-		return
-	}
-	if _, ok := snap.Profile(g.Profile); !ok && g.Profile != "" {
-		writeError(w, http.StatusBadRequest, "invalid_reference", fmt.Sprintf("group %q names profile %q, which does not exist", id, g.Profile),
-			map[string]any{"field": "profile", "profile": g.Profile})
-		return
-	}
-	_, existed, _ := s.cfg.Store.GroupVersion(r.Context(), id)
-	s.commitPut(w, r, "group", id, existed, func() (string, error) { return s.cfg.Store.PutGroupIf(r.Context(), &g, condition(r)) }, objectJSON(&g, "db"))
+	tag, created, err := s.storeGroup(r.Context(), &g, restWrite(r))
+	s.answerPut(w, r, tag, created, err, objectJSON(&g, "db"))
 }
 
 func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
-	id := mux.Vars(r)["id"]
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
-		s.fail(w, r, readOnly("group", id, dg.Origin))
-		return
-	}
-	s.commitDelete(w, r, "group", id, func() error { return s.cfg.Store.DeleteGroupIf(r.Context(), id, condition(r)) })
+	s.answerDelete(w, r, s.removeGroup(r.Context(), mux.Vars(r)["id"], restWrite(r)))
 }
 
 // Profiles.
@@ -626,58 +591,12 @@ func (s *Server) putProfile(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &p) || !pathID(w, id, &p.ID) {
 		return
 	}
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	snap := s.cfg.Catalog.Snapshot()
-	if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
-		s.fail(w, r, readOnly("profile", id, dp.Origin))
-		return
-	}
-	for _, ref := range p.TemplateRefs() {
-		if _, ok := snap.Template(ref.Kind, ref.Name); !ok {
-			writeError(w, http.StatusBadRequest, "invalid_reference", fmt.Sprintf("profile %q names %s template %q, which does not exist", id, ref.Kind, ref.Name),
-				map[string]any{"field": ref.Kind.ProfileField(), "template": ref.Name})
-			return
-		}
-	}
-	if err := render.CheckProfile(&p); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_template", fmt.Sprintf("profile %q: %v", id, err), nil)
-		return
-	}
-	_, existed, _ := s.cfg.Store.ProfileVersion(r.Context(), id)
-	s.commitPut(w, r, "profile", id, existed, func() (string, error) { return s.cfg.Store.PutProfileIf(r.Context(), &p, condition(r)) }, objectJSON(&p, "db"))
-}
-
-// inUse answers 409 when users is not empty.
-func inUse(w http.ResponseWriter, what, id, userKind string, users []string) bool {
-	if len(users) == 0 {
-		return false
-	}
-	sort.Strings(users)
-	writeError(w, http.StatusConflict, "in_use", fmt.Sprintf("%s %q is used by %d %s(s); change them first", what, id, len(users), userKind),
-		map[string]any{userKind + "s": users})
-	return true
+	tag, created, err := s.storeProfile(r.Context(), &p, restWrite(r))
+	s.answerPut(w, r, tag, created, err, objectJSON(&p, "db"))
 }
 
 func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) {
-	id := mux.Vars(r)["id"]
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	snap := s.cfg.Catalog.Snapshot()
-	if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
-		s.fail(w, r, readOnly("profile", id, dp.Origin))
-		return
-	}
-	var users []string
-	for _, g := range snap.Groups() {
-		if g.Profile == id {
-			users = append(users, g.ID)
-		}
-	}
-	if inUse(w, "profile", id, "group", users) {
-		return
-	}
-	s.commitDelete(w, r, "profile", id, func() error { return s.cfg.Store.DeleteProfileIf(r.Context(), id, condition(r)) })
+	s.answerDelete(w, r, s.removeProfile(r.Context(), mux.Vars(r)["id"], restWrite(r)))
 }
 
 // Templates. The API's kinds are ignition (raw Ignition, names ending in
@@ -778,19 +697,8 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := &matchbox.Template{Kind: kind, Name: v["name"], Content: content}
-	if err := render.CheckTemplate(t); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_template", fmt.Sprintf("%s template %q: %v", v["kind"], t.Name, err), nil)
-		return
-	}
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	if dt, ok := s.cfg.Catalog.Snapshot().Template(kind, t.Name); ok && !fromDB(dt.Origin) {
-		s.fail(w, r, readOnly("template", t.Name, dt.Origin))
-		return
-	}
-	_, existed, _ := s.cfg.Store.TemplateVersion(r.Context(), kind, t.Name)
-	s.commitPut(w, r, "template", t.Name, existed, func() (string, error) { return s.cfg.Store.PutTemplateIf(r.Context(), t, condition(r)) },
-		map[string]any{"kind": v["kind"], "name": t.Name, "size": len(content), "source": "api"})
+	tag, created, err := s.storeTemplate(r.Context(), t, v["kind"], restWrite(r))
+	s.answerPut(w, r, tag, created, err, map[string]any{"kind": v["kind"], "name": t.Name, "size": len(content), "source": "api"})
 }
 
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
@@ -800,24 +708,7 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	name := v["name"]
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	snap := s.cfg.Catalog.Snapshot()
-	if dt, ok := snap.Template(kind, name); ok && !fromDB(dt.Origin) {
-		s.fail(w, r, readOnly("template", name, dt.Origin))
-		return
-	}
-	var users []string
-	for _, p := range snap.Profiles() {
-		if slices.Contains(p.TemplateRefs(), matchbox.TemplateRef{Kind: kind, Name: name}) {
-			users = append(users, p.ID)
-		}
-	}
-	if inUse(w, "template", name, "profile", users) {
-		return
-	}
-	s.commitDelete(w, r, "template", name, func() error { return s.cfg.Store.DeleteTemplateIf(r.Context(), kind, name, condition(r)) })
+	s.answerDelete(w, r, s.removeTemplate(r.Context(), kind, v["name"], restWrite(r)))
 }
 
 // Tokens.

@@ -1,0 +1,258 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+
+	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/render"
+)
+
+// The writes of groups, profiles and templates, shared by the REST API
+// and the gRPC API: the same checks, the same store, the same reload of
+// what the boot endpoints serve. Only the REST API checks references (a
+// group's profile and a profile's templates exist, nothing in use is
+// deleted); the gRPC API writes as poseidon/matchbox does, without, since
+// its clients write a profile before its template and replace a profile
+// that groups still name (see grpc.go).
+
+// writeMode is how one write is made.
+type writeMode struct {
+	cond matchbox.Condition
+	// who made the write, for the log (a token name, or cert:CN).
+	who string
+	// refs checks references, holding Server.writes from the check to the
+	// reload so that no other checked write falls between.
+	refs bool
+}
+
+// objErr is a write refused before the store: the REST answer (status,
+// code, details) and the kind (matchbox.ErrInvalid, ErrConflict) the
+// gRPC API maps to its status code.
+type objErr struct {
+	status   int
+	code     string
+	msg      string
+	details  map[string]any
+	kind     error
+	readOnly bool // the object comes from the data dir
+}
+
+func (e *objErr) Error() string { return e.msg }
+func (e *objErr) Unwrap() error { return e.kind }
+
+// readOnly is the error for objects that come from the data dir.
+func readOnly(what, id, origin string) error {
+	return &objErr{status: http.StatusConflict, code: "conflict", kind: matchbox.ErrConflict, readOnly: true,
+		msg: fmt.Sprintf("%v: %s %q comes from the data dir (%s) and is read-only through the API: edit the file instead", matchbox.ErrConflict, what, id, origin)}
+}
+
+// isReadOnly reports whether err refuses a write to a data-dir object.
+func isReadOnly(err error) bool {
+	var oe *objErr
+	return errors.As(err, &oe) && oe.readOnly
+}
+
+// lockFor takes Server.writes when the write checks references.
+func (s *Server) lockFor(m writeMode) func() {
+	if !m.refs {
+		return func() {}
+	}
+	s.writes.Lock()
+	return s.writes.Unlock
+}
+
+// committed makes the boot endpoints see a write that the store took, and
+// logs it.
+func (s *Server) committed(ctx context.Context, what, id, verb, who string) error {
+	if err := s.reloadCatalog(ctx); err != nil {
+		return fmt.Errorf("%s %q %s, but the boot endpoints do not serve it yet: %w", what, id, verb, err)
+	}
+	s.log.Info(what+" "+verb, what, id, "token", who)
+	return nil
+}
+
+// putGroup stores g (create or replace): it returns the new ETag and
+// whether the group is new.
+func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode) (string, bool, error) {
+	defer s.lockFor(m)()
+	snap := s.cfg.Catalog.Snapshot()
+	if dg, ok := snap.Group(g.ID); ok && !fromDB(dg.Origin) {
+		return "", false, readOnly("group", g.ID, dg.Origin)
+	}
+	if _, ok := snap.Profile(g.Profile); m.refs && !ok && g.Profile != "" {
+		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
+			msg:     fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile),
+			details: map[string]any{"field": "profile", "profile": g.Profile}}
+	}
+	_, existed, _ := s.cfg.Store.GroupVersion(ctx, g.ID)
+	tag, err := s.cfg.Store.PutGroupIf(ctx, g, m.cond)
+	if err != nil {
+		return "", false, err
+	}
+	return tag, existed == "", s.committed(ctx, "group", g.ID, "written", m.who)
+}
+
+func (s *Server) removeGroup(ctx context.Context, id string, m writeMode) error {
+	defer s.lockFor(m)()
+	if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
+		return readOnly("group", id, dg.Origin)
+	}
+	if err := s.cfg.Store.DeleteGroupIf(ctx, id, m.cond); err != nil {
+		return err
+	}
+	return s.committed(ctx, "group", id, "deleted", m.who)
+}
+
+func (s *Server) storeProfile(ctx context.Context, p *matchbox.Profile, m writeMode) (string, bool, error) {
+	defer s.lockFor(m)()
+	snap := s.cfg.Catalog.Snapshot()
+	if dp, ok := snap.Profile(p.ID); ok && !fromDB(dp.Origin) {
+		return "", false, readOnly("profile", p.ID, dp.Origin)
+	}
+	for _, ref := range p.TemplateRefs() {
+		if _, ok := snap.Template(ref.Kind, ref.Name); m.refs && !ok {
+			return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
+				msg:     fmt.Sprintf("profile %q names %s template %q, which does not exist", p.ID, ref.Kind, ref.Name),
+				details: map[string]any{"field": ref.Kind.ProfileField(), "template": ref.Name}}
+		}
+	}
+	if err := render.CheckProfile(p); err != nil {
+		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_template", kind: matchbox.ErrInvalid,
+			msg: fmt.Sprintf("profile %q: %v", p.ID, err)}
+	}
+	_, existed, _ := s.cfg.Store.ProfileVersion(ctx, p.ID)
+	tag, err := s.cfg.Store.PutProfileIf(ctx, p, m.cond)
+	if err != nil {
+		return "", false, err
+	}
+	return tag, existed == "", s.committed(ctx, "profile", p.ID, "written", m.who)
+}
+
+// inUse refuses to delete an object that others name.
+func inUse(what, id, userKind string, users []string) error {
+	sort.Strings(users)
+	return &objErr{status: http.StatusConflict, code: "in_use", kind: matchbox.ErrConflict,
+		msg:     fmt.Sprintf("%s %q is used by %d %s(s); change them first", what, id, len(users), userKind),
+		details: map[string]any{userKind + "s": users}}
+}
+
+func (s *Server) removeProfile(ctx context.Context, id string, m writeMode) error {
+	defer s.lockFor(m)()
+	snap := s.cfg.Catalog.Snapshot()
+	if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
+		return readOnly("profile", id, dp.Origin)
+	}
+	if m.refs {
+		var users []string
+		for _, g := range snap.Groups() {
+			if g.Profile == id {
+				users = append(users, g.ID)
+			}
+		}
+		if len(users) > 0 {
+			return inUse("profile", id, "group", users)
+		}
+	}
+	if err := s.cfg.Store.DeleteProfileIf(ctx, id, m.cond); err != nil {
+		return err
+	}
+	return s.committed(ctx, "profile", id, "deleted", m.who)
+}
+
+// storeTemplate stores t; apiKind is the kind as the caller named it, for
+// errors.
+func (s *Server) storeTemplate(ctx context.Context, t *matchbox.Template, apiKind string, m writeMode) (string, bool, error) {
+	if err := render.CheckTemplate(t); err != nil {
+		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_template", kind: matchbox.ErrInvalid,
+			msg: fmt.Sprintf("%s template %q: %v", apiKind, t.Name, err)}
+	}
+	defer s.lockFor(m)()
+	if dt, ok := s.cfg.Catalog.Snapshot().Template(t.Kind, t.Name); ok && !fromDB(dt.Origin) {
+		return "", false, readOnly("template", t.Name, dt.Origin)
+	}
+	_, existed, _ := s.cfg.Store.TemplateVersion(ctx, t.Kind, t.Name)
+	tag, err := s.cfg.Store.PutTemplateIf(ctx, t, m.cond)
+	if err != nil {
+		return "", false, err
+	}
+	return tag, existed == "", s.committed(ctx, "template", t.Name, "written", m.who)
+}
+
+func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind, name string, m writeMode) error {
+	defer s.lockFor(m)()
+	snap := s.cfg.Catalog.Snapshot()
+	if dt, ok := snap.Template(kind, name); ok && !fromDB(dt.Origin) {
+		return readOnly("template", name, dt.Origin)
+	}
+	if m.refs {
+		var users []string
+		for _, p := range snap.Profiles() {
+			if slices.Contains(p.TemplateRefs(), matchbox.TemplateRef{Kind: kind, Name: name}) {
+				users = append(users, p.ID)
+			}
+		}
+		if len(users) > 0 {
+			return inUse("template", name, "profile", users)
+		}
+	}
+	if err := s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond); err != nil {
+		return err
+	}
+	return s.committed(ctx, "template", name, "deleted", m.who)
+}
+
+// reloader runs the catalog reloads writes ask for, one at a time, and
+// lets one reload serve every write committed before it started: writers
+// arriving together wait for one reload, not one each.
+type reloader struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	asked   uint64 // tickets handed out
+	covered uint64 // tickets the last finished reload covers
+	running bool
+	err     error // of the last finished reload
+}
+
+func newReloader() *reloader {
+	r := &reloader{}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+// do returns once a reload that started after this call has finished,
+// with its error. Call it after the write committed.
+func (r *reloader) do(ctx context.Context, reload func(context.Context) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked++
+	mine := r.asked
+	for r.covered < mine {
+		if r.running {
+			r.cond.Wait()
+			continue
+		}
+		r.running = true
+		upTo := r.asked
+		r.mu.Unlock()
+		// The reload is not cancelled with this caller: others wait on it.
+		err := reload(context.WithoutCancel(ctx))
+		r.mu.Lock()
+		r.running, r.covered, r.err = false, upTo, err
+		r.cond.Broadcast()
+	}
+	return r.err
+}
+
+// reloadCatalog makes the boot endpoints see the writes committed so far.
+func (s *Server) reloadCatalog(ctx context.Context) error {
+	if s.cfg.Reload == nil {
+		return nil
+	}
+	return s.reloads.do(ctx, s.cfg.Reload)
+}
