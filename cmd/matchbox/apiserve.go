@@ -42,6 +42,53 @@ func apiFlags(fs *flag.FlagSet) *apiConfig {
 	return c
 }
 
+// apiServer returns the server behind the admin APIs (REST and gRPC),
+// made on first use: certRole and verifyCert are the REST API's client
+// certificate settings (the gRPC API has its own rule, see
+// api.Server.GRPCOptions).
+func (s *instance) apiServer(ctx context.Context, certRole matchbox.Role, verifyCert func([][]*x509.Certificate) error) (*api.Server, error) {
+	if s.apiSrv != nil {
+		return s.apiSrv, nil
+	}
+	db, catalog := s.db, s.catalog
+	var ra api.ReleaseAdmin
+	if s.releases != nil {
+		ra = s.releases // a nil *releaseAdmin must stay a nil interface
+	}
+	var updates api.Updates
+	if s.updates != nil {
+		updates = s.updates // likewise a nil *update.Service
+	}
+	apiCfg := api.Config{
+		Releases:  ra,
+		Updates:   updates,
+		BMC:       db,
+		Power:     s.lc.bmcs,
+		Lifecycle: s.lc.lc,
+		Store:     db,
+		Machines:  db,
+		Leases:    s.nb.leases,
+		Catalog:   catalog,
+		Booter:    s.booter,
+		Engine:    s.engine,
+		BootHost:  s.ln.Addr().String(),
+		Logger:    s.log,
+		Changes:   db,
+		Reload: func(ctx context.Context) error {
+			_, err := catalog.Reload(ctx, "db", db.Objects)
+			return err
+		},
+	}
+	apiCfg.CertDefaultRole, apiCfg.VerifyCertificate = certRole, verifyCert
+	srv, err := api.New(ctx, apiCfg)
+	if err != nil {
+		return nil, err
+	}
+	s.add("api-tokens", srv.Follow)
+	s.apiSrv = srv
+	return srv, nil
+}
+
 // loopbackOnly reports whether addr listens on loopback only.
 func loopbackOnly(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
@@ -70,8 +117,7 @@ func (s *instance) setupAPI(ctx context.Context) error {
 // openAPI opens the admin API and returns what serves it (nil when the
 // API is off).
 func (s *instance) openAPI(ctx context.Context) (func(context.Context) error, error) {
-	ac, dataPath, db, catalog, booter, engine := s.ac, s.c.dataPath, s.db, s.catalog, s.booter, s.engine
-	bootHost, leases, lc, releases, log := s.ln.Addr().String(), s.nb.leases, s.lc, s.releases, s.log
+	ac, dataPath, db, log := s.ac, s.c.dataPath, s.db, s.log
 	if ac.address == "" {
 		return nil, nil
 	}
@@ -126,40 +172,10 @@ func (s *instance) openAPI(ctx context.Context) (func(context.Context) error, er
 	if _, err := api.EnsureAdminToken(ctx, db, ac.tokenFile, defaultTokenFile, log); err != nil {
 		return nil, err
 	}
-	var ra api.ReleaseAdmin
-	if releases != nil {
-		ra = releases // a nil *releaseAdmin must stay a nil interface
-	}
-	var updates api.Updates
-	if s.updates != nil {
-		updates = s.updates // likewise a nil *update.Service
-	}
-	apiCfg := api.Config{
-		Releases:  ra,
-		Updates:   updates,
-		BMC:       db,
-		Power:     lc.bmcs,
-		Lifecycle: lc.lc,
-		Store:     db,
-		Machines:  db,
-		Leases:    leases,
-		Catalog:   catalog,
-		Booter:    booter,
-		Engine:    engine,
-		BootHost:  bootHost,
-		Logger:    log,
-		Changes:   db,
-		Reload: func(ctx context.Context) error {
-			_, err := catalog.Reload(ctx, "db", db.Objects)
-			return err
-		},
-	}
-	apiCfg.CertDefaultRole, apiCfg.VerifyCertificate = certRole, verifyCert
-	srv, err := api.New(ctx, apiCfg)
+	srv, err := s.apiServer(ctx, certRole, verifyCert)
 	if err != nil {
 		return nil, err
 	}
-	s.add("api-tokens", srv.Follow)
 	ln, err := net.Listen("tcp", ac.address)
 	if err != nil {
 		return nil, fmt.Errorf("-api-address: %w", err)

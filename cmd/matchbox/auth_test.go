@@ -231,12 +231,19 @@ func TestServeRevocationList(t *testing.T) {
 // exit code and output. One that serves instead is stopped and failed.
 func serveRefused(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	return serveRefusedEnv(t, nil, args...)
+}
+
+// serveRefusedEnv is serveRefused with env added to the environment.
+func serveRefusedEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if !hasFlag(args, "secret-key-file") {
 		args = append(args, "-secret-key-file", filepath.Join(t.TempDir(), "secret.key"))
 	}
 	cmd := exec.CommandContext(ctx, bin, append([]string{"serve"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("serve %v did not refuse to start:\n%s", args, out)

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/api"
 	mbhttp "matchbox.dev/matchbox/http"
 	"matchbox.dev/matchbox/recorder"
 	"matchbox.dev/matchbox/release"
@@ -61,6 +62,8 @@ type instance struct {
 	// updates answers Flatcar's update checks (nil without a mirror).
 	updates        *update.Service
 	updatePayloads *mirrorUpdates
+	// apiSrv serves the admin APIs (nil when neither is on).
+	apiSrv *api.Server
 	// ln is the boot endpoints' listener.
 	ln    net.Listener
 	ready atomic.Bool
@@ -148,7 +151,7 @@ func newServer(ctx context.Context, args []string, stderr io.Writer) (_ *instanc
 	steps := []func(context.Context) error{
 		s.checkPaths, s.openSigner, s.openStore, s.openCatalog, s.listen,
 		s.setupLifecycle, s.setupNetboot, s.setupBinding, s.setupReleases, s.setupUpdates,
-		s.setupAPI, s.setupHTTP, s.setupDebug,
+		s.setupAPI, s.setupRPC, s.setupHTTP, s.setupDebug,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -162,9 +165,6 @@ func newServer(ctx context.Context, args []string, stderr io.Writer) (_ *instanc
 // is opened.
 func (s *instance) checkPaths(context.Context) error {
 	c := s.c
-	if c.rpcAddress != "" || c.certFile != "" || c.keyFile != "" || c.caFile != "" {
-		s.log.Warn("the poseidon/matchbox gRPC API is not served; -rpc-address, -cert-file, -key-file and -ca-file are ignored")
-	}
 	if c.debugAddress != "" && !loopbackOnly(c.debugAddress) {
 		return fmt.Errorf("-debug-address %s is not a loopback address: the profiling endpoints have no authentication; listen on 127.0.0.1 and reach them through an SSH tunnel (ssh -L 6060:127.0.0.1:6060 HOST)", c.debugAddress)
 	}

@@ -64,15 +64,17 @@ func (b *syncBuffer) String() string {
 }
 
 type server struct {
-	url    string
-	apiURL string // the admin API, when it runs
-	cmd    *exec.Cmd
-	log    *syncBuffer
+	url     string
+	apiURL  string // the admin API, when it runs
+	rpcAddr string // the gRPC API (host:port), when it runs
+	cmd     *exec.Cmd
+	log     *syncBuffer
 }
 
 var (
 	addrRE    = regexp.MustCompile(`msg="matchbox serving".* address=(\S+)`)
 	apiAddrRE = regexp.MustCompile(`msg="admin API listening" address=(\S+)`)
+	rpcAddrRE = regexp.MustCompile(`msg="gRPC API listening" address=(\S+)`)
 )
 
 // startServer runs `matchbox serve` with args (and env) on a free loopback
@@ -108,7 +110,7 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	found, apiFound := make(chan string, 1), make(chan string, 1)
+	found, apiFound, rpcFound := make(chan string, 1), make(chan string, 1), make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -117,6 +119,12 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 			if m := apiAddrRE.FindStringSubmatch(line); m != nil {
 				select {
 				case apiFound <- m[1]:
+				default:
+				}
+			}
+			if m := rpcAddrRE.FindStringSubmatch(line); m != nil {
+				select {
+				case rpcFound <- m[1]:
 				default:
 				}
 			}
@@ -131,6 +139,11 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 		select { // logged before the boot endpoints serve
 		case a := <-apiFound:
 			s.apiURL = "http://" + a
+		default:
+		}
+		select {
+		case a := <-rpcFound:
+			s.rpcAddr = a
 		default:
 		}
 	case <-time.After(30 * time.Second):

@@ -42,8 +42,8 @@ type serveConfig struct {
 	configFile      string
 	debugAddress    string
 	render          renderLimits
-	// Flags of poseidon/matchbox's gRPC API, accepted so existing unit
-	// files keep working; the API is not served.
+	// poseidon/matchbox's gRPC API (rpcserve.go): its address, TLS
+	// certificate and key, and the CA of its client certificates.
 	rpcAddress, certFile, keyFile, caFile string
 }
 
@@ -65,10 +65,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.configFile, "config", "", "config file (YAML or JSON): serve flags by name, and a dhcp section for per-interface modes and per-subnet options")
 	c.render.define(fs)
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", `soft memory limit of the Go runtime: "auto" (from the loaded configuration), "off", or MiB`)
-	fs.StringVar(&c.rpcAddress, "rpc-address", "", "poseidon/matchbox gRPC API address (not served; accepted for compatibility)")
-	fs.StringVar(&c.certFile, "cert-file", "", "poseidon/matchbox gRPC TLS certificate (accepted for compatibility)")
-	fs.StringVar(&c.keyFile, "key-file", "", "poseidon/matchbox gRPC TLS key (accepted for compatibility)")
-	fs.StringVar(&c.caFile, "ca-file", "", "poseidon/matchbox gRPC client CA (accepted for compatibility)")
+	fs.StringVar(&c.rpcAddress, "rpc-address", "", "listen address of the gRPC API (poseidon/matchbox's, for terraform-provider-matchbox); served only over TLS with client certificates (empty disables it)")
+	fs.StringVar(&c.certFile, "cert-file", defaultRPCCertFile, "TLS certificate of the gRPC API (PEM), read again when it changes")
+	fs.StringVar(&c.keyFile, "key-file", defaultRPCKeyFile, "TLS private key of the gRPC API (PEM)")
+	fs.StringVar(&c.caFile, "ca-file", defaultRPCCAFile, "CA certificate(s) (PEM) whose client certificates the gRPC API accepts (role from the OU: read, admin, or none: admin)")
 	return c
 }
 

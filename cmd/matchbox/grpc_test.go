@@ -1,0 +1,406 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"matchbox.dev/matchbox/api/rpcpb"
+	pb "matchbox.dev/matchbox/api/serverpb"
+	"matchbox.dev/matchbox/api/storagepb"
+)
+
+// rpcClient is a gRPC client of poseidon/matchbox's API, dialled as
+// terraform-provider-matchbox dials: TLS 1.2 or newer, the CA as its
+// roots, a client certificate, no ServerName (the address's host is
+// checked against the server certificate).
+type rpcClient struct {
+	conn     *grpc.ClientConn
+	groups   rpcpb.GroupsClient
+	profiles rpcpb.ProfilesClient
+	ign      rpcpb.IgnitionClient
+	generic  rpcpb.GenericClient
+	sel      rpcpb.SelectClient
+}
+
+func dialRPC(t testing.TB, addr, caFile, certFile, keyFile string) *rpcClient {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("no CA certificate")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	if certFile != "" {
+		kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{kp}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &rpcClient{conn, rpcpb.NewGroupsClient(conn), rpcpb.NewProfilesClient(conn), rpcpb.NewIgnitionClient(conn),
+		rpcpb.NewGenericClient(conn), rpcpb.NewSelectClient(conn)}
+}
+
+// rpcCtx bounds one call.
+func rpcCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wantCode fails unless err has the gRPC status code want (and, when
+// given, a message containing msg).
+func wantCode(t *testing.T, what string, err error, want codes.Code, msg string) {
+	t.Helper()
+	if st, _ := status.FromError(err); st.Code() != want || !strings.Contains(st.Message(), msg) {
+		t.Errorf("%s: %v; want %s %q", what, err, want, msg)
+	}
+}
+
+// rpcLab is a server with the gRPC API on, its CA and client certificates.
+type rpcLab struct {
+	s                  *server
+	data, db           string
+	ca                 *testCA
+	caFile             string
+	srvCert, srvKey    string
+	admin, adminKey    string // no OU, as poseidon/matchbox's certificates
+	reader, readerKey  string // OU=read
+	adminOU, adminOUKy string // OU=admin
+}
+
+func newRPCLab(t *testing.T, data string, args ...string) *rpcLab {
+	t.Helper()
+	l := &rpcLab{data: data, db: filepath.Join(t.TempDir(), "m.db"), ca: newTestCA(t)}
+	l.caFile = filepath.Join(l.ca.dir, "ca.pem")
+	l.srvCert, l.srvKey = l.ca.issue(t, "server", true)
+	l.admin, l.adminKey = l.ca.issue(t, "terraform", false)
+	l.reader, l.readerKey = l.ca.issue(t, "viewer", false, "read")
+	l.adminOU, l.adminOUKy = l.ca.issue(t, "ops", false, "admin")
+	l.start(t, args...)
+	return l
+}
+
+func (l *rpcLab) start(t *testing.T, args ...string) {
+	t.Helper()
+	l.s = startServer(t, nil, append([]string{"-data-path", l.data, "-assets-path", "", "-db-path", l.db,
+		"-rpc-address", "127.0.0.1:0", "-cert-file", l.srvCert, "-key-file", l.srvKey, "-ca-file", l.caFile}, args...)...)
+	if l.s.rpcAddr == "" {
+		t.Fatalf("gRPC API not listening:\n%s", l.s.log.String())
+	}
+}
+
+// stop ends the server (SIGTERM) and waits for it.
+func (l *rpcLab) stop(t *testing.T) {
+	t.Helper()
+	_ = l.s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- l.s.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+// restGet reads an admin REST API path with the admin token.
+func (l *rpcLab) restGet(t *testing.T, path string) (int, string) {
+	t.Helper()
+	token, err := os.ReadFile(filepath.Join(l.data, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", l.s.apiURL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	return doRequest(t, req)
+}
+
+func doRequest(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
+
+const rawIgnition = `{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/raw","contents":{"source":"data:,raw"}}]}}`
+
+// Every method of every service, with an admin certificate that has no
+// OU (as poseidon/matchbox's lab certificates): objects written over gRPC
+// are the REST API's objects and the boot endpoints serve them at once,
+// data-dir objects are read-only (FailedPrecondition), bad objects
+// InvalidArgument with nothing written, missing ones NotFound; the
+// objects are still there after a restart.
+func TestGRPCAPI(t *testing.T) {
+	data := labDataDir(t) // data-dir groups node, other; profiles a, b; ignition base.yaml
+	writeFile(t, filepath.Join(data, "generic", "dd.txt"), "from the data dir")
+	l := newRPCLab(t, data)
+	c := dialRPC(t, l.s.rpcAddr, l.caFile, l.admin, l.adminKey)
+	ctx := rpcCtx(t)
+
+	// Ignition: raw Ignition and Butane by name; a bad one is refused.
+	if _, err := c.ign.IgnitionPut(ctx, &pb.IgnitionPutRequest{Name: "web.ign", Config: []byte(rawIgnition)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ign.IgnitionPut(ctx, &pb.IgnitionPutRequest{Name: "web.yaml.tmpl", Config: []byte(baseButane)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.ign.IgnitionGet(ctx, &pb.IgnitionGetRequest{Name: "web.ign"}); err != nil || string(r.GetConfig()) != rawIgnition {
+		t.Errorf("IgnitionGet web.ign: %v %q", err, r.GetConfig())
+	}
+	_, err := c.ign.IgnitionPut(ctx, &pb.IgnitionPutRequest{Name: "bad.ign", Config: []byte(`{"ignition": {"version": "9.9.9"}}`)})
+	wantCode(t, "IgnitionPut of bad raw Ignition", err, codes.InvalidArgument, "bad.ign")
+	_, err = c.ign.IgnitionPut(ctx, &pb.IgnitionPutRequest{Name: "bad.yaml", Config: []byte("variant: flatcar\nversion: 1.1.0\nstorage: [")})
+	wantCode(t, "IgnitionPut of bad Butane", err, codes.InvalidArgument, "bad.yaml")
+	for _, n := range []string{"bad.ign", "bad.yaml", "nothing.ign"} {
+		_, err = c.ign.IgnitionGet(ctx, &pb.IgnitionGetRequest{Name: n})
+		wantCode(t, "IgnitionGet "+n, err, codes.NotFound, n)
+	}
+	if r, err := c.ign.IgnitionGet(ctx, &pb.IgnitionGetRequest{Name: "base.yaml"}); err != nil || string(r.GetConfig()) != baseButane {
+		t.Errorf("IgnitionGet of a data-dir template: %v %q", err, r.GetConfig())
+	}
+	_, err = c.ign.IgnitionPut(ctx, &pb.IgnitionPutRequest{Name: "base.yaml", Config: []byte(baseButane)})
+	wantCode(t, "IgnitionPut of a data-dir template", err, codes.FailedPrecondition, "data dir")
+
+	// Generic templates.
+	if _, err := c.generic.GenericPut(ctx, &pb.GenericPutRequest{Name: "web", Config: []byte("motd={{.motd}}")}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.generic.GenericGet(ctx, &pb.GenericGetRequest{Name: "web"}); err != nil || string(r.GetConfig()) != "motd={{.motd}}" {
+		t.Errorf("GenericGet: %v %q", err, r.GetConfig())
+	}
+	if r, err := c.generic.GenericGet(ctx, &pb.GenericGetRequest{Name: "dd.txt"}); err != nil || string(r.GetConfig()) != "from the data dir" {
+		t.Errorf("GenericGet of a data-dir template: %v %q", err, r.GetConfig())
+	}
+	_, err = c.generic.GenericPut(ctx, &pb.GenericPutRequest{Name: "broken", Config: []byte("{{.motd")})
+	wantCode(t, "GenericPut of a broken template", err, codes.InvalidArgument, "broken")
+	_, err = c.generic.GenericDelete(ctx, &pb.GenericDeleteRequest{Name: "dd.txt"})
+	wantCode(t, "GenericDelete of a data-dir template", err, codes.FailedPrecondition, "data dir")
+
+	// Profiles.
+	web := &storagepb.Profile{Id: "web", Name: "Web", IgnitionId: "web.yaml.tmpl", GenericId: "web",
+		Boot: &storagepb.NetBoot{Kernel: "/assets/vmlinuz", Initrd: []string{"/assets/initrd.cpio.gz"}, Args: []string{"console=ttyS0", "flatcar.first_boot=yes"}}}
+	if _, err := c.profiles.ProfilePut(ctx, &pb.ProfilePutRequest{Profile: web}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.profiles.ProfileGet(ctx, &pb.ProfileGetRequest{Id: "web"}); err != nil || r.GetProfile().GetBoot().GetKernel() != "/assets/vmlinuz" ||
+		!slices.Equal(r.GetProfile().GetBoot().GetArgs(), web.Boot.Args) || r.GetProfile().GetIgnitionId() != "web.yaml.tmpl" || r.GetProfile().GetGenericId() != "web" || r.GetProfile().GetName() != "Web" {
+		t.Errorf("ProfileGet: %v %v", err, r)
+	}
+	if r, err := c.profiles.ProfileGet(ctx, &pb.ProfileGetRequest{Id: "a"}); err != nil || r.GetProfile().GetBoot() == nil {
+		t.Errorf("ProfileGet of a data-dir profile: %v %v", err, r)
+	}
+	_, err = c.profiles.ProfilePut(ctx, &pb.ProfilePutRequest{Profile: &storagepb.Profile{Id: "a"}})
+	wantCode(t, "ProfilePut of a data-dir profile", err, codes.FailedPrecondition, "data dir")
+	_, err = c.profiles.ProfilePut(ctx, &pb.ProfilePutRequest{Profile: &storagepb.Profile{Id: "args", Boot: &storagepb.NetBoot{Args: []string{"x={{.motd"}}}})
+	wantCode(t, "ProfilePut with a broken argument template", err, codes.InvalidArgument, "boot.args[0]")
+	_, err = c.profiles.ProfilePut(ctx, &pb.ProfilePutRequest{})
+	wantCode(t, "ProfilePut without a profile", err, codes.InvalidArgument, "no profile")
+	if r, err := c.profiles.ProfileList(ctx, &pb.ProfileListRequest{}); err != nil || len(r.GetProfiles()) != 3 {
+		t.Errorf("ProfileList: %v %v", err, r)
+	}
+	_, err = c.profiles.ProfileGet(ctx, &pb.ProfileGetRequest{Id: "args"})
+	wantCode(t, "ProfileGet of a refused profile", err, codes.NotFound, "args")
+
+	// Groups.
+	grp := &storagepb.Group{Id: "web1", Name: "web one", Profile: "web", Selector: map[string]string{"mac": "52:54:00:aa:00:01"}, Metadata: []byte(`{"motd": "from grpc", "rack": "r1"}`)}
+	if _, err := c.groups.GroupPut(ctx, &pb.GroupPutRequest{Group: grp}); err != nil {
+		t.Fatal(err)
+	}
+	// Served at once, by the boot endpoints and the REST API.
+	if code, body := fetch(t, l.s.url+"/ipxe?mac=52:54:00:aa:00:01"); code != 200 || !strings.Contains(body, "/assets/vmlinuz") || !strings.Contains(body, "flatcar.first_boot=yes") {
+		t.Errorf("/ipxe right after GroupPut: %d %s", code, body)
+	}
+	if code, body := fetch(t, l.s.url+"/ignition?mac=52:54:00:aa:00:01"); code != 200 || !strings.Contains(body, "from%20grpc") && !strings.Contains(body, "from grpc") {
+		t.Errorf("/ignition right after GroupPut: %d %s", code, body)
+	}
+	if code, body := fetch(t, l.s.url+"/generic?mac=52:54:00:aa:00:01"); code != 200 || body != "motd=from grpc" {
+		t.Errorf("/generic: %d %q", code, body)
+	}
+	if code, body := l.restGet(t, "/api/v1/groups/web1"); code != 200 || !strings.Contains(body, `"source": "api"`) || !strings.Contains(body, "from grpc") {
+		t.Errorf("REST GET of a group written over gRPC: %d %s", code, body)
+	}
+	if code, body := l.restGet(t, "/api/v1/templates/butane/web.yaml.tmpl"); code != 200 || body != baseButane {
+		t.Errorf("REST GET of a template written over gRPC: %d %s", code, body)
+	}
+	r, err := c.groups.GroupGet(ctx, &pb.GroupGetRequest{Id: "web1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]string // as terraform-provider-matchbox reads it
+	if err := json.Unmarshal(r.GetGroup().GetMetadata(), &meta); err != nil || meta["motd"] != "from grpc" || meta["rack"] != "r1" ||
+		r.GetGroup().GetSelector()["mac"] != "52:54:00:aa:00:01" || r.GetGroup().GetProfile() != "web" || r.GetGroup().GetName() != "web one" {
+		t.Errorf("GroupGet: %v %v", err, r)
+	}
+	if r, err := c.groups.GroupGet(ctx, &pb.GroupGetRequest{Id: "node"}); err != nil || r.GetGroup().GetProfile() != "a" {
+		t.Errorf("GroupGet of a data-dir group: %v %v", err, r)
+	}
+	if r, err := c.groups.GroupList(ctx, &pb.GroupListRequest{}); err != nil || len(r.GetGroups()) != 3 {
+		t.Errorf("GroupList: %v %v", err, r)
+	}
+	for _, bad := range []struct {
+		what string
+		g    *storagepb.Group
+		msg  string
+	}{
+		{"no profile", &storagepb.Group{Id: "bad"}, "no profile"},
+		{"metadata not JSON", &storagepb.Group{Id: "bad", Profile: "web", Metadata: []byte("motd: x")}, "not a JSON object"},
+		{"metadata a JSON list", &storagepb.Group{Id: "bad", Profile: "web", Metadata: []byte(`["x"]`)}, "not a JSON object"},
+		{"bad MAC selector", &storagepb.Group{Id: "bad", Profile: "web", Selector: map[string]string{"mac": "52:54:00"}}, "52:54:00"},
+		{"no id", &storagepb.Group{Profile: "web"}, "no id"},
+	} {
+		_, err := c.groups.GroupPut(ctx, &pb.GroupPutRequest{Group: bad.g})
+		wantCode(t, "GroupPut with "+bad.what, err, codes.InvalidArgument, bad.msg)
+	}
+	_, err = c.groups.GroupGet(ctx, &pb.GroupGetRequest{Id: "bad"})
+	wantCode(t, "GroupGet of a refused group", err, codes.NotFound, "bad")
+	_, err = c.groups.GroupPut(ctx, &pb.GroupPutRequest{Group: &storagepb.Group{Id: "node", Profile: "web"}})
+	wantCode(t, "GroupPut of a data-dir group", err, codes.FailedPrecondition, "data dir")
+	_, err = c.groups.GroupDelete(ctx, &pb.GroupDeleteRequest{Id: "other"})
+	wantCode(t, "GroupDelete of a data-dir group", err, codes.FailedPrecondition, "data dir")
+
+	// Select, as the boot endpoints select.
+	if r, err := c.sel.SelectGroup(ctx, &pb.SelectGroupRequest{Labels: map[string]string{"mac": "52:54:00:AA:00:01"}}); err != nil || r.GetGroup().GetId() != "web1" {
+		t.Errorf("SelectGroup: %v %v", err, r)
+	}
+	if r, err := c.sel.SelectProfile(ctx, &pb.SelectProfileRequest{Labels: map[string]string{"mac": "52:54:00:aa:00:01"}}); err != nil || r.GetProfile().GetId() != "web" {
+		t.Errorf("SelectProfile: %v %v", err, r)
+	}
+	_, err = c.sel.SelectGroup(ctx, &pb.SelectGroupRequest{Labels: map[string]string{"mac": "52:54:00:ff:ff:ff"}})
+	wantCode(t, "SelectGroup without a match", err, codes.NotFound, "no matching group")
+	_, err = c.sel.SelectProfile(ctx, &pb.SelectProfileRequest{Labels: map[string]string{"mac": "52:54:00:ff:ff:ff"}})
+	wantCode(t, "SelectProfile without a match", err, codes.NotFound, "no matching group")
+
+	// Kept across a restart.
+	l.stop(t)
+	l.start(t)
+	c = dialRPC(t, l.s.rpcAddr, l.caFile, l.adminOU, l.adminOUKy)
+	if r, err := c.groups.GroupGet(ctx, &pb.GroupGetRequest{Id: "web1"}); err != nil || r.GetGroup().GetProfile() != "web" {
+		t.Errorf("GroupGet after a restart: %v %v", err, r)
+	}
+	if code, body := fetch(t, l.s.url+"/ipxe?mac=52:54:00:aa:00:01"); code != 200 || !strings.Contains(body, "/assets/vmlinuz") {
+		t.Errorf("/ipxe after a restart: %d %s", code, body)
+	}
+
+	// Deletes; a second delete, or one of an object never written, is
+	// NotFound.
+	if _, err := c.groups.GroupDelete(ctx, &pb.GroupDeleteRequest{Id: "web1"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := fetch(t, l.s.url+"/ipxe?mac=52:54:00:aa:00:01"); code != 404 {
+		t.Errorf("/ipxe right after GroupDelete: %d", code)
+	}
+	_, err = c.groups.GroupDelete(ctx, &pb.GroupDeleteRequest{Id: "web1"})
+	wantCode(t, "GroupDelete of a missing group", err, codes.NotFound, "web1")
+	_, err = c.groups.GroupGet(ctx, &pb.GroupGetRequest{Id: "web1"})
+	wantCode(t, "GroupGet of a deleted group", err, codes.NotFound, "web1")
+	if _, err := c.profiles.ProfileDelete(ctx, &pb.ProfileDeleteRequest{Id: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.profiles.ProfileDelete(ctx, &pb.ProfileDeleteRequest{Id: "web"})
+	wantCode(t, "ProfileDelete of a missing profile", err, codes.NotFound, "web")
+	_, err = c.profiles.ProfileDelete(ctx, &pb.ProfileDeleteRequest{Id: "a"})
+	wantCode(t, "ProfileDelete of a data-dir profile", err, codes.FailedPrecondition, "data dir")
+	for _, n := range []string{"web.ign", "web.yaml.tmpl"} {
+		if _, err := c.ign.IgnitionDelete(ctx, &pb.IgnitionDeleteRequest{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.ign.IgnitionDelete(ctx, &pb.IgnitionDeleteRequest{Name: n})
+		wantCode(t, "IgnitionDelete of a missing template", err, codes.NotFound, n)
+	}
+	if _, err := c.generic.GenericDelete(ctx, &pb.GenericDeleteRequest{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.generic.GenericGet(ctx, &pb.GenericGetRequest{Name: "web"})
+	wantCode(t, "GenericGet of a deleted template", err, codes.NotFound, "web")
+	if code, body := l.restGet(t, "/api/v1/templates"); code != 200 || strings.Contains(body, "web") {
+		t.Errorf("REST templates after the deletes: %d %s", code, body)
+	}
+}
+
+// Who may call: a certificate of the -ca-file CA (OU=read only reads), no
+// one else; and the flags without TLS files refuse to start.
+func TestGRPCClientCertificates(t *testing.T) {
+	l := newRPCLab(t, t.TempDir())
+	ctx := rpcCtx(t)
+	put := func(c *rpcClient) error {
+		_, err := c.generic.GenericPut(ctx, &pb.GenericPutRequest{Name: "x", Config: []byte("x")})
+		return err
+	}
+
+	reader := dialRPC(t, l.s.rpcAddr, l.caFile, l.reader, l.readerKey)
+	if _, err := reader.groups.GroupList(ctx, &pb.GroupListRequest{}); err != nil {
+		t.Errorf("read certificate listing: %v", err)
+	}
+	wantCode(t, "read certificate writing", put(reader), codes.PermissionDenied, "role read")
+	_, err := reader.groups.GroupDelete(ctx, &pb.GroupDeleteRequest{Id: "x"})
+	wantCode(t, "read certificate deleting", err, codes.PermissionDenied, "role read")
+
+	other := newTestCA(t)
+	strangerCert, strangerKey := other.issue(t, "stranger", false)
+	wantCode(t, "certificate of another CA", put(dialRPC(t, l.s.rpcAddr, l.caFile, strangerCert, strangerKey)), codes.Unavailable, "")
+	wantCode(t, "no client certificate", put(dialRPC(t, l.s.rpcAddr, l.caFile, "", "")), codes.Unavailable, "")
+	// A client that does not trust the server's CA does not talk to it.
+	wantCode(t, "server certificate of an unknown CA", put(dialRPC(t, l.s.rpcAddr, filepath.Join(other.dir, "ca.pem"), l.admin, l.adminKey)), codes.Unavailable, "certificate")
+	odd, oddKey := l.ca.issue(t, "odd", false, "ops")
+	wantCode(t, "certificate whose OU names no role", put(dialRPC(t, l.s.rpcAddr, l.caFile, odd, oddKey)), codes.PermissionDenied, "names no role")
+	if code, body := l.restGet(t, "/api/v1/templates/generic"); code != 200 || strings.Contains(body, `"x"`) {
+		t.Errorf("a refused write was stored: %d %s", code, body)
+	}
+	if err := put(dialRPC(t, l.s.rpcAddr, l.caFile, l.admin, l.adminKey)); err != nil {
+		t.Errorf("admin certificate: %v", err)
+	}
+
+	// -rpc-address without the TLS files (the defaults, missing here, or
+	// empty) refuses to start, saying why.
+	for _, args := range [][]string{
+		{},
+		{"-cert-file", "", "-key-file", l.srvKey, "-ca-file", l.caFile},
+		{"-cert-file", l.srvCert, "-key-file", l.srvKey, "-ca-file", filepath.Join(t.TempDir(), "none.pem")},
+	} {
+		code, out := serveRefused(t, append([]string{"-data-path", t.TempDir(), "-db-path", filepath.Join(t.TempDir(), "m.db"), "-address", "127.0.0.1:0",
+			"-api-address", "", "-rpc-address", "127.0.0.1:0"}, args...)...)
+		if code == 0 || !strings.Contains(out, "served only over TLS with client certificates") {
+			t.Errorf("-rpc-address with %q: exit %d\n%s", args, code, out)
+		}
+	}
+	// The variables of poseidon/matchbox's unit files work as the flags.
+	code, out := serveRefusedEnv(t, []string{"MATCHBOX_RPC_ADDRESS=127.0.0.1:0", "MATCHBOX_CERT_FILE=/nonexistent/server.crt"},
+		"-data-path", t.TempDir(), "-db-path", filepath.Join(t.TempDir(), "m.db"), "-address", "127.0.0.1:0", "-api-address", "")
+	if code == 0 || !strings.Contains(out, "-cert-file: stat /nonexistent/server.crt") {
+		t.Errorf("MATCHBOX_RPC_ADDRESS and MATCHBOX_CERT_FILE: exit %d\n%s", code, out)
+	}
+}
