@@ -404,3 +404,229 @@ func TestGRPCClientCertificates(t *testing.T) {
 		t.Errorf("MATCHBOX_RPC_ADDRESS and MATCHBOX_CERT_FILE: exit %d\n%s", code, out)
 	}
 }
+
+// tfProvider makes the calls terraform-provider-matchbox makes for its
+// matchbox_profile and matchbox_group resources (create, read, delete;
+// every attribute forces a replacement, so an update is a delete and a
+// create).
+type tfProvider struct {
+	t   *testing.T
+	c   *rpcClient
+	ctx context.Context
+}
+
+type tfProfile struct {
+	name, kernel         string
+	initrd, args         []string
+	clc, raw, genericCfg string
+}
+
+// configName is the Ignition template's name the provider derives.
+func (p tfProfile) configName() (string, string) {
+	switch {
+	case p.clc != "":
+		return p.name + ".yaml.tmpl", p.clc
+	case p.raw != "":
+		return p.name + ".ign", p.raw
+	}
+	return "", ""
+}
+
+func (tf tfProvider) createProfile(p tfProfile) error {
+	ignName, ignContent := p.configName()
+	genName := ""
+	if p.genericCfg != "" {
+		genName = p.name
+	}
+	_, err := tf.c.profiles.ProfilePut(tf.ctx, &pb.ProfilePutRequest{Profile: &storagepb.Profile{Id: p.name,
+		Boot: &storagepb.NetBoot{Kernel: p.kernel, Initrd: p.initrd, Args: p.args}, IgnitionId: ignName, GenericId: genName}})
+	if err != nil {
+		return err
+	}
+	if ignContent != "" {
+		if _, err := tf.c.ign.IgnitionPut(tf.ctx, &pb.IgnitionPutRequest{Name: ignName, Config: []byte(ignContent)}); err != nil {
+			return err
+		}
+	}
+	if p.genericCfg != "" {
+		if _, err := tf.c.generic.GenericPut(tf.ctx, &pb.GenericPutRequest{Name: genName, Config: []byte(p.genericCfg)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readProfile is the provider's refresh: false when the resource is gone
+// (any error counts as gone).
+func (tf tfProvider) readProfile(p tfProfile) bool {
+	if _, err := tf.c.profiles.ProfileGet(tf.ctx, &pb.ProfileGetRequest{Id: p.name}); err != nil {
+		return false
+	}
+	if n, content := p.configName(); content != "" {
+		if _, err := tf.c.ign.IgnitionGet(tf.ctx, &pb.IgnitionGetRequest{Name: n}); err != nil {
+			return false
+		}
+	}
+	if p.genericCfg != "" {
+		if _, err := tf.c.generic.GenericGet(tf.ctx, &pb.GenericGetRequest{Name: p.name}); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (tf tfProvider) deleteProfile(p tfProfile) error {
+	if _, err := tf.c.profiles.ProfileDelete(tf.ctx, &pb.ProfileDeleteRequest{Id: p.name}); err != nil {
+		return err
+	}
+	if n, content := p.configName(); content != "" {
+		if _, err := tf.c.ign.IgnitionDelete(tf.ctx, &pb.IgnitionDeleteRequest{Name: n}); err != nil {
+			return err
+		}
+	}
+	if p.genericCfg != "" {
+		if _, err := tf.c.generic.GenericDelete(tf.ctx, &pb.GenericDeleteRequest{Name: p.name}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type tfGroup struct {
+	name, profile      string
+	selector, metadata map[string]string
+}
+
+func (tf tfProvider) createGroup(g tfGroup) error {
+	meta := map[string]any{}
+	for k, v := range g.metadata {
+		meta[k] = v
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	_, err = tf.c.groups.GroupPut(tf.ctx, &pb.GroupPutRequest{Group: &storagepb.Group{Id: g.name, Profile: g.profile, Selector: g.selector, Metadata: b}})
+	return err
+}
+
+// readGroup is the provider's refresh: the group as it reads it back, nil
+// when it is gone; an error when it cannot read the answer.
+func (tf tfProvider) readGroup(name string) (*tfGroup, error) {
+	r, err := tf.c.groups.GroupGet(tf.ctx, &pb.GroupGetRequest{Id: name})
+	if err != nil {
+		return nil, nil
+	}
+	var meta map[string]string
+	if err := json.Unmarshal(r.GetGroup().GetMetadata(), &meta); err != nil {
+		return nil, err
+	}
+	return &tfGroup{name: name, profile: r.GetGroup().GetProfile(), selector: r.GetGroup().GetSelector(), metadata: meta}, nil
+}
+
+func (tf tfProvider) deleteGroup(name string) error {
+	_, err := tf.c.groups.GroupDelete(tf.ctx, &pb.GroupDeleteRequest{Id: name})
+	return err
+}
+
+// A terraform apply, refresh, two replacing updates and a destroy, as
+// terraform-provider-matchbox makes them over gRPC, with a Butane
+// (container_linux_config) and then a raw Ignition profile; the machine
+// boots through /ipxe and /ignition after each step. While a profile is
+// replaced, its group names a profile that does not exist: the machine
+// gets 404, never the default group.
+func TestGRPCTerraformSequence(t *testing.T) {
+	data := t.TempDir()
+	writeFile(t, filepath.Join(data, "profiles", "install.json"), profileJSON("install", "/assets/installer"))
+	writeFile(t, filepath.Join(data, "ignition", "base.yaml"), baseButane)
+	writeFile(t, filepath.Join(data, "groups", "default.json"), `{"id": "default", "profile": "install", "metadata": {"motd": "installer"}}`)
+	l := newRPCLab(t, data)
+	tf := tfProvider{t, dialRPC(t, l.s.rpcAddr, l.caFile, l.admin, l.adminKey), rpcCtx(t)}
+	mac, mac2 := "52:54:00:b0:00:01", "52:54:00:b0:00:02"
+	boot := func(step, m, kernel, ignition string) {
+		t.Helper()
+		if code, body := fetch(t, l.s.url+"/ipxe?mac="+m); code != 200 || !strings.Contains(body, kernel) {
+			t.Errorf("%s: /ipxe?mac=%s: %d %s", step, m, code, body)
+		}
+		if code, body := fetch(t, l.s.url+"/ignition?mac="+m); code != 200 || !strings.Contains(body, ignition) {
+			t.Errorf("%s: /ignition?mac=%s: %d %s", step, m, code, body)
+		}
+	}
+
+	// terraform apply: the profile (Butane with a template action), then
+	// the group that names it.
+	butane := "variant: flatcar\nversion: 1.1.0\nstorage:\n  files:\n    - path: /etc/hostname\n      contents:\n        inline: {{.hostname}}\n"
+	worker := tfProfile{name: "worker", kernel: "/assets/flatcar/vmlinuz", initrd: []string{"/assets/flatcar/initrd.cpio.gz"},
+		args: []string{"initrd=flatcar_production_pxe_image.cpio.gz", "flatcar.first_boot=yes", "ignition.config.url=http://matchbox/ignition?mac=${mac:hexhyp}"},
+		clc: butane, genericCfg: "role={{.role}}"}
+	if err := tf.createProfile(worker); err != nil {
+		t.Fatal(err)
+	}
+	node := tfGroup{name: "node1", profile: "worker", selector: map[string]string{"mac": mac}, metadata: map[string]string{"hostname": "node1.example", "role": "worker"}}
+	if err := tf.createGroup(node); err != nil {
+		t.Fatal(err)
+	}
+	boot("apply", mac, "/assets/flatcar/vmlinuz", "node1.example")
+	if code, body := fetch(t, l.s.url+"/generic?mac="+mac); code != 200 || body != "role=worker" {
+		t.Errorf("/generic: %d %q", code, body)
+	}
+
+	// terraform plan: a refresh finds both as written.
+	if !tf.readProfile(worker) {
+		t.Error("refresh: profile gone")
+	}
+	if g, err := tf.readGroup("node1"); err != nil || g == nil || g.profile != "worker" || g.selector["mac"] != mac || g.metadata["hostname"] != "node1.example" {
+		t.Errorf("refresh: group %+v, %v", g, err)
+	}
+
+	// The profile changes to raw Ignition: replaced (destroyed, then
+	// created), the group untouched.
+	if err := tf.deleteProfile(worker); err != nil {
+		t.Fatalf("replacing the profile: delete: %v", err)
+	}
+	if code, body := fetch(t, l.s.url+"/ipxe?mac="+mac); code != 404 || strings.Contains(body, "installer") {
+		t.Errorf("while the profile is replaced: /ipxe %d %s (want 404, not the default group)", code, body)
+	}
+	worker2 := worker
+	worker2.clc, worker2.raw = "", rawIgnition
+	if err := tf.createProfile(worker2); err != nil {
+		t.Fatalf("replacing the profile: create: %v", err)
+	}
+	boot("profile replaced", mac, "/assets/flatcar/vmlinuz", "/etc/raw")
+	if _, err := tf.c.ign.IgnitionGet(tf.ctx, &pb.IgnitionGetRequest{Name: "worker.yaml.tmpl"}); status.Code(err) != codes.NotFound {
+		t.Errorf("the replaced profile's Butane template: %v", err)
+	}
+
+	// The group's selector and metadata change: replaced.
+	if err := tf.deleteGroup("node1"); err != nil {
+		t.Fatal(err)
+	}
+	node.selector = map[string]string{"mac": mac2}
+	node.metadata["hostname"] = "node1b.example"
+	if err := tf.createGroup(node); err != nil {
+		t.Fatal(err)
+	}
+	boot("group replaced", mac2, "/assets/flatcar/vmlinuz", "/etc/raw")
+	boot("group replaced: the old MAC", mac, "/assets/installer", "")
+	if g, err := tf.readGroup("node1"); err != nil || g == nil || g.selector["mac"] != mac2 || g.metadata["hostname"] != "node1b.example" {
+		t.Errorf("refresh after the replace: group %+v, %v", g, err)
+	}
+
+	// terraform destroy: the group, then the profile.
+	if err := tf.deleteGroup("node1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tf.deleteProfile(worker2); err != nil {
+		t.Fatal(err)
+	}
+	if tf.readProfile(worker2) {
+		t.Error("refresh after destroy: the profile is still there")
+	}
+	if g, err := tf.readGroup("node1"); err != nil || g != nil {
+		t.Errorf("refresh after destroy: group %+v, %v", g, err)
+	}
+	boot("destroyed", mac2, "/assets/installer", "")
+	if code, body := l.restGet(t, "/api/v1/templates"); code != 200 || strings.Contains(body, "worker") {
+		t.Errorf("templates left after destroy: %d %s", code, body)
+	}
+}
