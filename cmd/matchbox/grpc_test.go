@@ -558,7 +558,7 @@ func TestGRPCTerraformSequence(t *testing.T) {
 	butane := "variant: flatcar\nversion: 1.1.0\nstorage:\n  files:\n    - path: /etc/hostname\n      contents:\n        inline: {{.hostname}}\n"
 	worker := tfProfile{name: "worker", kernel: "/assets/flatcar/vmlinuz", initrd: []string{"/assets/flatcar/initrd.cpio.gz"},
 		args: []string{"initrd=flatcar_production_pxe_image.cpio.gz", "flatcar.first_boot=yes", "ignition.config.url=http://matchbox/ignition?mac=${mac:hexhyp}"},
-		clc: butane, genericCfg: "role={{.role}}"}
+		clc:  butane, genericCfg: "role={{.role}}"}
 	if err := tf.createProfile(worker); err != nil {
 		t.Fatal(err)
 	}
