@@ -315,4 +315,3 @@ func makeCerts(dir string) (*tls.Config, certFiles, error) {
 	pool.AddCert(ca)
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{kp}}, f, nil
 }
-
