@@ -397,8 +397,14 @@ func TestGRPCClientCertificates(t *testing.T) {
 			t.Errorf("-rpc-address with %q: exit %d\n%s", args, code, out)
 		}
 	}
+	// poseidon/matchbox's gRPC port is the REST API's default one: said.
+	code, out := serveRefused(t, "-data-path", t.TempDir(), "-db-path", filepath.Join(t.TempDir(), "m.db"), "-address", "127.0.0.1:0",
+		"-rpc-address", "0.0.0.0:8081", "-cert-file", l.srvCert, "-key-file", l.srvKey, "-ca-file", l.caFile)
+	if code == 0 || !strings.Contains(out, "-rpc-address 0.0.0.0:8081 and -api-address 127.0.0.1:8081 share a port") {
+		t.Errorf("-rpc-address on the REST API's port: exit %d\n%s", code, out)
+	}
 	// The variables of poseidon/matchbox's unit files work as the flags.
-	code, out := serveRefusedEnv(t, []string{"MATCHBOX_RPC_ADDRESS=127.0.0.1:0", "MATCHBOX_CERT_FILE=/nonexistent/server.crt"},
+	code, out = serveRefusedEnv(t, []string{"MATCHBOX_RPC_ADDRESS=127.0.0.1:0", "MATCHBOX_CERT_FILE=/nonexistent/server.crt"},
 		"-data-path", t.TempDir(), "-db-path", filepath.Join(t.TempDir(), "m.db"), "-address", "127.0.0.1:0", "-api-address", "")
 	if code == 0 || !strings.Contains(out, "-cert-file: stat /nonexistent/server.crt") {
 		t.Errorf("MATCHBOX_RPC_ADDRESS and MATCHBOX_CERT_FILE: exit %d\n%s", code, out)

@@ -165,6 +165,9 @@ func newServer(ctx context.Context, args []string, stderr io.Writer) (_ *instanc
 // is opened.
 func (s *instance) checkPaths(context.Context) error {
 	c := s.c
+	if c.rpcAddress != "" && addrsClash(c.rpcAddress, s.ac.address) {
+		return fmt.Errorf("-rpc-address %s and -api-address %s share a port: the gRPC API (poseidon/matchbox's, often on 8081) and the REST admin API (on 127.0.0.1:8081 by default) need one each; give -api-address another, e.g. 127.0.0.1:8082, or -api-address \"\" to turn the REST API off", c.rpcAddress, s.ac.address)
+	}
 	if c.debugAddress != "" && !loopbackOnly(c.debugAddress) {
 		return fmt.Errorf("-debug-address %s is not a loopback address: the profiling endpoints have no authentication; listen on 127.0.0.1 and reach them through an SSH tunnel (ssh -L 6060:127.0.0.1:6060 HOST)", c.debugAddress)
 	}

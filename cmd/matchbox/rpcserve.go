@@ -202,3 +202,16 @@ func (k *keyPairFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	k.log.Info("gRPC API certificate read again", "cert_file", k.certFile)
 	return k.cert, nil
 }
+
+// addrsClash reports whether two listen addresses would take the same
+// port: the same port number, on the same host or one of them on every
+// address.
+func addrsClash(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" || pa == "" {
+		return false
+	}
+	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || any(ha) || any(hb)
+}
