@@ -383,6 +383,24 @@ func TestGRPCClientCertificates(t *testing.T) {
 	if err := put(dialRPC(t, l.s.rpcAddr, l.caFile, l.admin, l.adminKey)); err != nil {
 		t.Errorf("admin certificate: %v", err)
 	}
+	// Refusals are logged and counted.
+	waitFor(t, 10*time.Second, "the failed handshakes logged", func() bool {
+		return strings.Contains(l.s.log.String(), "gRPC API TLS handshake failed")
+	})
+	_, metrics := fetch(t, l.s.url+"/metrics")
+	for _, m := range []string{
+		`matchbox_grpc_requests_total{code="PermissionDenied",method="/rpcpb.Generic/GenericPut"} 2`,
+		`matchbox_grpc_requests_total{code="OK",method="/rpcpb.Generic/GenericPut"} 1`,
+		`matchbox_grpc_requests_total{code="OK",method="/rpcpb.Groups/GroupList"} 1`,
+		"matchbox_grpc_handshake_failures_total",
+	} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+	if strings.Contains(metrics, "matchbox_grpc_handshake_failures_total 0") {
+		t.Error("no failed handshake counted")
+	}
 
 	// -rpc-address without the TLS files (the defaults, missing here, or
 	// empty) refuses to start, saying why.

@@ -47,9 +47,18 @@ func (s *instance) setupRPC(ctx context.Context) error {
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "matchbox_grpc_requests_total", Help: "gRPC API calls, by method and status code.",
 	}, []string{"method", "code"})
-	s.reg.MustRegister(calls)
+	handshakes := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "matchbox_grpc_handshake_failures_total", Help: "gRPC API connections whose TLS handshake failed (no client certificate, one of another CA, a client that does not trust the server).",
+	})
+	s.reg.MustRegister(calls, handshakes)
+	lines := loglimit.New(s.log)
+	creds := loggedCreds{credentials.NewTLS(tlsCfg), func(remote string, err error) {
+		handshakes.Inc()
+		host, _, _ := net.SplitHostPort(remote)
+		lines.Log(context.Background(), slog.LevelWarn, "gRPC API TLS handshake failed", host, "remote", remote, "err", err)
+	}}
 	opts := append(srv.GRPCOptions(func(method string, code codes.Code) { calls.WithLabelValues(method, code.String()).Inc() }),
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(creds),
 		// A client that does not finish its TLS handshake in this time
 		// is dropped.
 		grpc.ConnectionTimeout(10*time.Second),
@@ -214,4 +223,23 @@ func addrsClash(a, b string) bool {
 	}
 	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	return ha == hb || any(ha) || any(hb)
+}
+
+// loggedCreds are TLS credentials that tell failed of every server
+// handshake that fails: grpc-go drops such connections without a word.
+type loggedCreds struct {
+	credentials.TransportCredentials
+	failed func(remote string, err error)
+}
+
+func (c loggedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		c.failed(conn.RemoteAddr().String(), err)
+	}
+	return out, info, err
+}
+
+func (c loggedCreds) Clone() credentials.TransportCredentials {
+	return loggedCreds{c.TransportCredentials.Clone(), c.failed}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"matchbox.dev/matchbox"
+	"matchbox.dev/matchbox/loglimit"
 	"matchbox.dev/matchbox/render"
 )
 
@@ -127,6 +128,8 @@ type Server struct {
 	booter *matchbox.Booter
 	// reloads coalesces the catalog reloads of writes.
 	reloads *reloader
+	// lines bounds the log lines of refused gRPC calls.
+	lines *loglimit.Limiter
 	// tokenChanges are the store's token changes (nil: not followed).
 	tokenChanges <-chan matchbox.Change
 }
@@ -142,7 +145,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Booter == nil {
 		cfg.Booter = matchbox.NewBooter(cfg.Catalog, nil)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, booter: cfg.Booter, reloads: newReloader()}
+	s := &Server{cfg: cfg, log: cfg.Logger, booter: cfg.Booter, reloads: newReloader(), lines: loglimit.New(cfg.Logger)}
 	if cfg.Changes != nil {
 		// Subscribed before the load: nothing written between is missed.
 		s.tokenChanges = cfg.Changes.Changes(ctx, matchbox.ChangeToken)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -105,17 +106,17 @@ func (s *Server) grpcCall(ctx context.Context, req any, info *grpc.UnaryServerIn
 	if cert == nil {
 		// The listener requires a verified certificate; this is a server
 		// set up without it.
-		s.log.Warn("gRPC call without a verified client certificate refused", "method", info.FullMethod, "remote", remote)
+		s.lines.Log(ctx, slog.LevelWarn, "gRPC call without a verified client certificate refused", remote, "method", info.FullMethod, "remote", remote)
 		return nil, status.Error(codes.Unauthenticated, "a client certificate signed by the -ca-file CA is required")
 	}
 	cn := matchbox.Quote(cert.Subject.CommonName)
 	role, err := matchbox.CertificateRole(cert.Subject.OrganizationalUnit, matchbox.RoleAdmin)
 	if err != nil {
-		s.log.Warn("gRPC client certificate refused", "cn", cn, "method", info.FullMethod, "remote", remote, "reason", err)
+		s.lines.Log(ctx, slog.LevelWarn, "gRPC client certificate refused", cn, "cn", cn, "method", info.FullMethod, "remote", remote, "reason", err)
 		return nil, status.Errorf(codes.PermissionDenied, "client certificate CN=%s refused: %v", cn, err)
 	}
 	if role != matchbox.RoleAdmin && !grpcReads[info.FullMethod] {
-		s.log.Warn("gRPC write refused: the client certificate has role read", "cn", cn, "method", info.FullMethod, "remote", remote)
+		s.lines.Log(ctx, slog.LevelWarn, "gRPC write refused: the client certificate has role read", cn+" "+info.FullMethod, "cn", cn, "method", info.FullMethod, "remote", remote)
 		return nil, status.Errorf(codes.PermissionDenied, "client certificate CN=%s has role read; %s needs admin", cn, info.FullMethod)
 	}
 	return h(context.WithValue(ctx, grpcCaller{}, "cert:"+cert.Subject.CommonName), req)
