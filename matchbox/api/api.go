@@ -1,7 +1,10 @@
-// Package api is matchbox's admin API: a JSON REST API under /api/v1/ for
-// automation and the CLI, on its own listener, separate from the boot
-// endpoints machines use. Every call needs a bearer token; tokens have a
-// role (read or admin) and are stored only as hashes.
+// Package api is matchbox's admin APIs, on their own listeners, separate
+// from the boot endpoints machines use: a JSON REST API under /api/v1/ for
+// automation and the CLI, where every call needs a bearer token (tokens
+// have a role, read or admin, and are stored only as hashes) or a client
+// certificate; and poseidon/matchbox's gRPC API for the automation written
+// for it (grpc.go), over mutual TLS. Both write groups, profiles and
+// templates through the same checks (objects.go).
 package api
 
 import (
