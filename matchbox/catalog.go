@@ -96,20 +96,26 @@ type source struct {
 	objs     Objects // without Groups
 	groups   []string
 	problems []Problem
+	// distinct is whether no two groups share an id.
+	distinct bool
 }
 
 // compileSource packs the groups of objs and sorts them by id (stably, so
 // the first of two groups with one id still comes first).
 func compileSource(objs Objects) source {
 	packed, failed := packGroups(objs.Groups)
-	sortPackedByID(packed)
+	sorted, distinct := idOrder(packed)
+	if !sorted {
+		sortPackedByID(packed)
+		_, distinct = idOrder(packed)
+	}
 	var probs []Problem
 	for _, g := range failed {
 		probs = append(probs, Problem{g.Origin, SeverityError,
 			fmt.Sprintf("group %q: metadata cannot be held (not representable in JSON, or nested deeper than %d levels); the group is ignored", g.ID, MaxMetadataDepth)})
 	}
 	objs.Groups = nil
-	return source{objs, packed, probs}
+	return source{objs, packed, probs, distinct}
 }
 
 func newSnapshot(sources []source) *Snapshot {
@@ -117,12 +123,22 @@ func newSnapshot(sources []source) *Snapshot {
 		profiles:  make(map[string]*Profile),
 		templates: make(map[templateKey]*Template),
 	}
-	n := 0
-	for _, src := range sources {
-		n += len(src.groups)
+	// When one source has every group, in strictly increasing id order (the
+	// catalog keeps its sources so), no two share an id: the snapshot holds
+	// that source's slice, and needs neither the id map nor a sort.
+	shared := soleSortedGroups(sources)
+	var (
+		byID   map[string]string // only while building: id → packed group
+		groups []string
+	)
+	if shared == nil {
+		n := 0
+		for _, src := range sources {
+			n += len(src.groups)
+		}
+		byID = make(map[string]string, n)
+		groups = make([]string, 0, n)
 	}
-	byID := make(map[string]string, n) // only while building: id → packed group
-	groups := make([]string, 0, n)
 	for _, src := range sources {
 		s.problems = append(s.problems, src.objs.Problems...)
 		s.problems = append(s.problems, src.problems...)
@@ -136,15 +152,17 @@ func newSnapshot(sources []source) *Snapshot {
 			s.claims = append(s.claims, c)
 			s.problems = append(s.problems, c.problem())
 		}
-		for _, p := range src.groups {
-			id := packedID(p)
-			if prev, ok := byID[id]; ok {
-				s.problems = append(s.problems, Problem{UnpackGroup(p).Origin, SeverityWarning,
-					fmt.Sprintf("group id %q is also defined by %s; both groups are kept and selected by the usual rules", id, UnpackGroup(prev).Origin)})
-			} else {
-				byID[id] = p
+		if shared == nil {
+			for _, p := range src.groups {
+				id := packedID(p)
+				if prev, ok := byID[id]; ok {
+					s.problems = append(s.problems, Problem{UnpackGroup(p).Origin, SeverityWarning,
+						fmt.Sprintf("group id %q is also defined by %s; both groups are kept and selected by the usual rules", id, UnpackGroup(prev).Origin)})
+				} else {
+					byID[id] = p
+				}
+				groups = append(groups, p)
 			}
-			groups = append(groups, p)
 		}
 		for _, p := range src.objs.Profiles {
 			if prev, ok := s.profiles[p.ID]; ok {
@@ -164,18 +182,32 @@ func newSnapshot(sources []source) *Snapshot {
 			s.templates[k] = t
 		}
 	}
-	clear(byID)
-	if shared := soleSortedGroups(sources); shared != nil && len(shared) == len(groups) {
-		// The only source of groups is already in id order (the catalog
-		// keeps its sources so): hold its slice rather than a copy.
+	if shared != nil {
 		groups = shared
 	} else {
+		clear(byID)
 		sortPackedByID(groups)
 	}
 	s.groups = slices.Clip(groups)
 	s.index = newIndex(s.groups)
 	s.problems = append(s.problems, s.checkReferences()...)
 	return s
+}
+
+// idOrder reports whether packed groups are in id order, and whether
+// their ids are distinct when they are. The database hands them out in
+// id order.
+func idOrder(packed []string) (sorted, distinct bool) {
+	distinct = true
+	for i := 1; i < len(packed); i++ {
+		switch strings.Compare(packedID(packed[i-1]), packedID(packed[i])) {
+		case 1:
+			return false, false
+		case 0:
+			distinct = false
+		}
+	}
+	return true, distinct
 }
 
 // sortPackedByID sorts packed groups by id, stably.
@@ -192,43 +224,49 @@ func sortPackedByID(packed []string) {
 }
 
 // soleSortedGroups returns the groups of the only source that has any,
-// when they are in strictly increasing id order; otherwise nil.
+// when their ids are distinct (and so strictly increasing); otherwise nil.
 func soleSortedGroups(sources []source) []string {
-	var only []string
-	for _, src := range sources {
-		if len(src.groups) == 0 {
+	var only *source
+	for i := range sources {
+		if len(sources[i].groups) == 0 {
 			continue
 		}
 		if only != nil {
 			return nil
 		}
-		only = src.groups
+		only = &sources[i]
 	}
-	for i := 1; i < len(only); i++ {
-		if packedID(only[i-1]) >= packedID(only[i]) {
-			return nil
-		}
+	if only == nil || !only.distinct {
+		return nil
 	}
-	return only
+	return only.groups
 }
 
 // checkReferences reports groups naming missing profiles, profiles naming
 // missing templates, several default groups and identical selector sets.
 func (s *Snapshot) checkReferences() []Problem {
 	var probs []Problem
-	bySel := make(map[string]*Group)
-	for _, p := range s.groups {
-		g := new(Group)
+	// Groups are read in place (g, prev) rather than unpacked onto the
+	// heap: at 10,000 groups, a reload would otherwise allocate them all.
+	bySel := make(map[string]int32, len(s.groups)) // selector string → group number
+	var g, prev Group
+	var known string // a profile found to exist: most groups share a few
+	for i, p := range s.groups {
 		g.unpack(p)
 		if g.Profile == "" {
 			probs = append(probs, Problem{g.Origin, SeverityError,
 				fmt.Sprintf("group %q has no profile: the machines it selects get none (404)", g.ID)})
-		} else if _, ok := s.profiles[g.Profile]; !ok {
-			probs = append(probs, Problem{g.Origin, SeverityError,
-				fmt.Sprintf("group %q names profile %q, which does not exist: the machines it selects get none (404)", g.ID, g.Profile)})
+		} else if g.Profile != known {
+			if _, ok := s.profiles[g.Profile]; ok {
+				known = g.Profile
+			} else {
+				probs = append(probs, Problem{g.Origin, SeverityError,
+					fmt.Sprintf("group %q names profile %q, which does not exist: the machines it selects get none (404)", g.ID, g.Profile)})
+			}
 		}
 		sel := g.SelectorString()
-		if prev, ok := bySel[sel]; ok {
+		if j, ok := bySel[sel]; ok {
+			prev.unpack(s.groups[j])
 			what := "has the same selectors as"
 			if sel == "" {
 				what = "is a second default group (no selectors) besides"
@@ -241,7 +279,7 @@ func (s *Snapshot) checkReferences() []Problem {
 				fmt.Sprintf("group %q %s group %q (%s); %s", g.ID, what, prev.ID, prev.Origin, why)})
 			continue
 		}
-		bySel[sel] = g
+		bySel[sel] = int32(i)
 	}
 	ids := make([]string, 0, len(s.profiles))
 	for id := range s.profiles {

@@ -108,67 +108,90 @@ func (idx *Index) compare(a, b int32) int {
 // newIndex builds the index of packed groups. The index keeps groups; the
 // caller must not change it afterwards.
 func newIndex(groups []string) *Index {
-	type pair struct{ k, v string }
-	freq := make(map[pair]int, len(groups))
-	var g Group
-	for _, p := range groups {
-		g.unpack(p)
-		for k, v := range g.Selectors() {
-			freq[pair{k, v}]++
-		}
-	}
 	idx := &Index{groups: groups, seed: maphash.MakeSeed(), bestDefault: -1}
-	type filed struct {
-		h uint64
-		i int32
-	}
-	var all []filed
+	// The pairs with a value, by their bucket key, each group's in key
+	// order (frozen selectors are sorted): hashes[ends[i-1]:ends[i]] are
+	// group i's. Counting pairs by key rather than by the strings merges
+	// the counts of two pairs sharing a key, as their buckets are merged:
+	// it may file a group under another of its pairs, which never changes
+	// an answer (see pairHash).
+	var hashes []uint64
+	ends := make([]int, len(groups))
+	freq := make(map[uint64]int32, len(groups))
+	var g Group
 	for i, p := range groups {
-		i := int32(i)
 		g.unpack(p)
-		if g.SelectorCount() == 0 {
-			if idx.bestDefault < 0 || idx.compare(i, idx.bestDefault) < 0 {
-				idx.bestDefault = i
-			}
-			continue
-		}
-		var best pair
-		bestN := -1
 		for k, v := range g.Selectors() {
 			if v == "" {
 				continue
 			}
-			p := pair{k, v}
-			n := freq[p]
-			if bestN < 0 || n < bestN || (n == bestN && (p.k < best.k || (p.k == best.k && p.v < best.v))) {
-				best, bestN = p, n
-			}
+			h := pairHash(idx.seed, k, v)
+			hashes = append(hashes, h)
+			freq[h]++
 		}
-		if bestN < 0 {
-			idx.always = append(idx.always, i)
+		ends[i] = len(hashes)
+	}
+	type filed struct {
+		h uint64
+		i int32
+	}
+	// A group filed under a pair no other group has is alone in its
+	// bucket (a bucket holds only groups with its pair): those need no
+	// sort, and a fleet selected by MAC is mostly them.
+	alone := make([]filed, 0, len(groups))
+	var shared []filed
+	start := 0
+	for i, p := range groups {
+		i := int32(i)
+		own := hashes[start:ends[i]]
+		start = ends[i]
+		if len(own) == 0 {
+			g.unpack(p)
+			if g.SelectorCount() == 0 {
+				if idx.bestDefault < 0 || idx.compare(i, idx.bestDefault) < 0 {
+					idx.bestDefault = i
+				}
+			} else {
+				idx.always = append(idx.always, i)
+			}
 			continue
 		}
-		all = append(all, filed{pairHash(idx.seed, best.k, best.v), i})
+		// The least common pair; of equally common ones the first by key.
+		best, bestN := own[0], freq[own[0]]
+		for _, h := range own[1:] {
+			if n := freq[h]; n < bestN {
+				best, bestN = h, n
+			}
+		}
+		if bestN == 1 {
+			alone = append(alone, filed{best, i})
+		} else {
+			shared = append(shared, filed{best, i})
+		}
 	}
 	slices.SortFunc(idx.always, idx.compare)
 	// Order by bucket, then by precedence within each bucket.
-	slices.SortFunc(all, func(a, b filed) int {
+	slices.SortFunc(shared, func(a, b filed) int {
 		if c := cmp.Compare(a.h, b.h); c != 0 {
 			return c
 		}
 		return idx.compare(a.i, b.i)
 	})
-	idx.entries = make([]int32, len(all))
-	idx.buckets = make(map[uint64]span, len(freq))
-	for i, f := range all {
-		idx.entries[i] = f.i
-		if i > 0 && all[i-1].h == f.h {
+	idx.entries = make([]int32, 0, len(alone)+len(shared))
+	idx.buckets = make(map[uint64]span, len(alone)+len(shared))
+	for _, f := range alone {
+		idx.buckets[f.h] = span{uint32(len(idx.entries)), 1}
+		idx.entries = append(idx.entries, f.i)
+	}
+	for i, f := range shared {
+		if i > 0 && shared[i-1].h == f.h {
 			sp := idx.buckets[f.h]
 			sp.n++
 			idx.buckets[f.h] = sp
 		} else {
-			idx.buckets[f.h] = span{uint32(i), 1}
+			idx.buckets[f.h] = span{uint32(len(idx.entries)), 1}
 		}
+		idx.entries = append(idx.entries, f.i)
 	}
 	return idx
 }

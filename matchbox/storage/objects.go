@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
+	"sync"
 
 	"matchbox.dev/matchbox"
 )
@@ -218,52 +220,159 @@ func listValues[T any](db *DB, bucket []byte) ([]T, error) {
 	return out, err
 }
 
+// The catalog reloads the database's objects after every write through the
+// admin API, and a fleet has thousands of groups: decoding, checking and
+// freezing all of them each time would cost a write tens of milliseconds.
+// Objects keeps what it made of each stored value and makes it again only
+// when the value changed.
+
+// objectCache is what Objects made of each bucket's values.
+type objectCache struct {
+	mu        sync.Mutex // one Objects at a time
+	seed      maphash.Seed
+	groups    bucketCache[matchbox.Group]
+	profiles  bucketCache[matchbox.Profile]
+	templates bucketCache[matchbox.Template]
+}
+
+// decodedObject is what Objects made of one stored value: the object, and
+// the error it is reported stale with (nil: none). Objects hands out obj
+// again for as long as the value stays the same, to callers that keep it
+// (the catalog's snapshots): nothing may change it once made.
+type decodedObject[T any] struct {
+	key   string
+	size  int
+	hash  uint64 // of the stored value, with objectCache.seed
+	obj   *T
+	stale error
+}
+
+// bucketCache holds a bucket's decoded objects in key order, as the last
+// scan found them: bounded by the bucket. spare is the slice before,
+// emptied, for the next scan to fill.
+type bucketCache[T any] struct {
+	entries, spare []decodedObject[T]
+}
+
+// scan returns the decoded object of every value of bucket, in key order:
+// the one made before for a value with the same hash and length, one made
+// by decode (obj and stale) otherwise. The cache keeps the keys scanned
+// only, and changes only when the scan succeeds.
+func (c *bucketCache[T]) scan(tx kvTx, bucket []byte, seed maphash.Seed, decode func(v []byte) (decodedObject[T], error)) ([]decodedObject[T], error) {
+	old, next := c.entries, c.spare[:0]
+	j := 0 // old[:j] sort before the key scanned
+	err := tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		for j < len(old) && old[j].key < string(k) {
+			j++
+		}
+		h := maphash.Bytes(seed, v)
+		if j < len(old) && old[j].key == string(k) && old[j].size == len(v) && old[j].hash == h {
+			next = append(next, old[j])
+			j++
+			return nil
+		}
+		d, err := decode(v)
+		if err != nil {
+			return fmt.Errorf("decode %s %q: %w", bucket, k, err)
+		}
+		d.key, d.size, d.hash = string(k), len(v), h
+		next = append(next, d)
+		return nil
+	})
+	if err != nil {
+		clear(next)
+		c.spare = next[:0]
+		return nil, err
+	}
+	clear(old) // no longer keeps objects the store has dropped alive
+	c.entries, c.spare = next, old[:0]
+	return next, nil
+}
+
+// storedGroup decodes a stored group, checks it and freezes it.
+func storedGroup(v []byte) (decodedObject[matchbox.Group], error) {
+	g := new(matchbox.Group)
+	if err := json.Unmarshal(v, g); err != nil {
+		return decodedObject[matchbox.Group]{}, err
+	}
+	g.Origin = "db"
+	stale := checkGroupText(g) // before Freeze, which moves the metadata
+	g.Freeze()                 // held by the catalog for the life of the server
+	return decodedObject[matchbox.Group]{obj: g, stale: stale}, nil
+}
+
+// storedProfile decodes a stored profile and checks it.
+func storedProfile(v []byte) (decodedObject[matchbox.Profile], error) {
+	p := new(matchbox.Profile)
+	if err := json.Unmarshal(v, p); err != nil {
+		return decodedObject[matchbox.Profile]{}, err
+	}
+	p.Origin = "db"
+	return decodedObject[matchbox.Profile]{obj: p, stale: ValidateProfile(p)}, nil
+}
+
+// storedTemplateObject decodes a stored template and checks its name.
+func storedTemplateObject(v []byte) (decodedObject[matchbox.Template], error) {
+	var st storedTemplate
+	if err := json.Unmarshal(v, &st); err != nil {
+		return decodedObject[matchbox.Template]{}, err
+	}
+	t := &matchbox.Template{Kind: st.Kind, Name: st.Name, Content: st.Content, Origin: "db"}
+	return decodedObject[matchbox.Template]{obj: t, stale: matchbox.CheckName("template name", st.Name)}, nil
+}
+
 // Objects returns every group, profile and template in the database, in
-// key order, for the catalog.
+// key order, for the catalog. Objects it returned before come back as
+// they were while their stored values stay the same: callers must not
+// change them.
 func (db *DB) Objects(_ context.Context) (matchbox.Objects, error) {
-	var objs matchbox.Objects
+	c := &db.objects
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var (
-		groups   []*matchbox.Group
-		profiles []*matchbox.Profile
-		tmpls    []*storedTemplate
+		groups    []decodedObject[matchbox.Group]
+		profiles  []decodedObject[matchbox.Profile]
+		templates []decodedObject[matchbox.Template]
 	)
 	err := db.kv.View(func(tx kvTx) error {
-		if err := decodeEach(tx, bucketGroups, func(g *matchbox.Group) { groups = append(groups, g) }); err != nil {
+		var err error
+		if groups, err = c.groups.scan(tx, bucketGroups, c.seed, storedGroup); err != nil {
 			return err
 		}
-		if err := decodeEach(tx, bucketProfiles, func(p *matchbox.Profile) { profiles = append(profiles, p) }); err != nil {
+		if profiles, err = c.profiles.scan(tx, bucketProfiles, c.seed, storedProfile); err != nil {
 			return err
 		}
-		return decodeEach(tx, bucketTemplates, func(st *storedTemplate) { tmpls = append(tmpls, st) })
+		templates, err = c.templates.scan(tx, bucketTemplates, c.seed, storedTemplateObject)
+		return err
 	})
+	var objs matchbox.Objects
 	if err != nil {
 		return objs, err
 	}
 	// Objects written before names were checked are served as they are
 	// (dropping one would change which machines get what) and reported.
 	stale := func(err error) {
-		objs.Problems = append(objs.Problems, matchbox.Problem{Origin: "db", Severity: matchbox.SeverityWarning,
-			Message: err.Error() + "; it was stored before such names were refused and is still served: replace it with one of a valid name"})
-	}
-	for _, g := range groups {
-		g.Origin = "db"
-		if err := checkGroupText(g); err != nil {
-			stale(err)
-		}
-		g.Freeze() // held by the catalog for the life of the server
-	}
-	for _, p := range profiles {
-		p.Origin = "db"
-		if err := ValidateProfile(p); err != nil {
-			stale(err)
+		if err != nil {
+			objs.Problems = append(objs.Problems, matchbox.Problem{Origin: "db", Severity: matchbox.SeverityWarning,
+				Message: err.Error() + "; it was stored before such names were refused and is still served: replace it with one of a valid name"})
 		}
 	}
-	objs.Groups, objs.Profiles = groups, profiles
-	for _, st := range tmpls {
-		if err := matchbox.CheckName("template name", st.Name); err != nil {
-			stale(err)
-		}
-		objs.Templates = append(objs.Templates, &matchbox.Template{Kind: st.Kind, Name: st.Name, Content: st.Content, Origin: "db"})
-	}
+	objs.Groups = cachedObjects(groups, stale)
+	objs.Profiles = cachedObjects(profiles, stale)
+	objs.Templates = cachedObjects(templates, stale)
 	return objs, nil
+}
+
+// cachedObjects returns the objects of decoded (nil when there are none),
+// handing each one's stale error to stale.
+func cachedObjects[T any](decoded []decodedObject[T], stale func(error)) []*T {
+	if len(decoded) == 0 {
+		return nil
+	}
+	out := make([]*T, len(decoded))
+	for i, d := range decoded {
+		out[i] = d.obj
+		stale(d.stale)
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -65,6 +66,8 @@ type DB struct {
 	// inventory bounds the machine records events create.
 	inventory inventory
 	key       atomic.Pointer[SecretKey]
+	// objects is what Objects decoded (objects.go).
+	objects objectCache
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close: ends the change feeds
@@ -79,6 +82,7 @@ type backendState struct {
 
 func newDB(kv kvBackend, state *backendState) *DB {
 	db := &DB{kv: kv, state: state, closed: make(chan struct{})}
+	db.objects.seed = maphash.MakeSeed()
 	db.inventory.count = &state.machines
 	return db
 }
