@@ -45,7 +45,7 @@ func OpenBolt(path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	return newDB(kvBackend{bolt: &boltKV{db}}, state), nil
+	return newDB(kvBackend{bolt: &boltKV{db: db}}, state), nil
 }
 
 func migrate(db *bolt.DB) error {
@@ -89,7 +89,10 @@ func migrate(db *bolt.DB) error {
 
 // boltKV is the kv layer over a bbolt database. The adapter types are
 // bbolt's own under another name, so that wrapping costs no allocation.
-type boltKV struct{ db *bolt.DB }
+type boltKV struct {
+	db   *bolt.DB
+	comb combiner
+}
 
 type (
 	boltTx     bolt.Tx
@@ -105,8 +108,10 @@ func (s *boltKV) Update(fn func(kvTx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn((*boltTx)(tx)) })
 }
 
+// Batch is Update shared with the writers waiting when it commits (see
+// combiner).
 func (s *boltKV) Batch(fn func(kvTx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return fn((*boltTx)(tx)) })
+	return s.comb.do(fn, s.Update)
 }
 
 func (s *boltKV) Close() error { return s.db.Close() }

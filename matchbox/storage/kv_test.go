@@ -23,7 +23,7 @@ func TestKV(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { db.Close() })
-			return &boltKV{db}
+			return &boltKV{db: db}
 		},
 		"memory": func(t *testing.T) kvStore {
 			kv := &memKV{b: NewMemoryBackend()}

@@ -57,7 +57,10 @@ func putIf(db *DB, o objectKind, key string, v any, cond matchbox.Condition) (st
 	if err != nil {
 		return "", err
 	}
-	err = db.update(func(tx kvTx, ch *changeSet) error {
+	// Batched: concurrent writers (Terraform's parallel applies) share a
+	// commit; the function only checks before it writes, so running it
+	// again is harmless.
+	err = db.batch(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(o.bucket)
 		if err := check(cond, o.what, key, bk.Get([]byte(key))); err != nil {
 			return err
@@ -72,7 +75,7 @@ func putIf(db *DB, o objectKind, key string, v any, cond matchbox.Condition) (st
 }
 
 func deleteIf(db *DB, o objectKind, key string, cond matchbox.Condition) error {
-	return db.update(func(tx kvTx, ch *changeSet) error {
+	return db.batch(func(tx kvTx, ch *changeSet) error {
 		bk := tx.Bucket(o.bucket)
 		stored := bk.Get([]byte(key))
 		if stored == nil {

@@ -50,7 +50,9 @@ func main() {
 	n := flag.Int("groups", 10_000, "groups to create per run")
 	concs := flag.String("concurrency", "10,1", "comma-separated client counts (terraform's default -parallelism is 10)")
 	modes := flag.String("modes", "grpc,rest", "APIs to write through: grpc, rest")
+	extra := flag.String("server-flags", "", `flags added to the server's command line, space-separated (default: none)`)
 	flag.Parse()
+	serverFlags = strings.Fields(*extra)
 	if *bin == "" || *n < 1 {
 		fmt.Fprintln(os.Stderr, "grpcload: -matchbox is required and -groups must be at least 1")
 		os.Exit(2)
@@ -74,6 +76,9 @@ func main() {
 		}
 	}
 }
+
+// serverFlags are added to the server's command line (-server-flags).
+var serverFlags []string
 
 func mac(i int) string {
 	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
@@ -109,8 +114,8 @@ func run(bin, mode string, n, conc int) error {
 	addr, apiAddr, rpcAddr := freePort(), freePort(), freePort()
 	// The README's command (data in the data dir, the admin API on), and
 	// the gRPC API.
-	cmd := exec.Command(bin, "serve", "-address", addr, "-data-path", data, "-assets-path", "", "-api-address", apiAddr,
-		"-rpc-address", rpcAddr, "-cert-file", files.cert, "-key-file", files.key, "-ca-file", files.ca)
+	cmd := exec.Command(bin, append([]string{"serve", "-address", addr, "-data-path", data, "-assets-path", "", "-api-address", apiAddr,
+		"-rpc-address", rpcAddr, "-cert-file", files.cert, "-key-file", files.key, "-ca-file", files.ca}, serverFlags...)...)
 	logFile, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		return err

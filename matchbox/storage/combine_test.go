@@ -1,0 +1,169 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Writers that arrive while a commit runs share the next transaction; a
+// writer whose function fails gets its own error and writes nothing, the
+// others commit; every writer's result is its own.
+func TestCombinerSharesCommits(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrate(db); err != nil {
+		t.Fatal(err)
+	}
+	kv := &boltKV{db: db}
+
+	// The first writer holds its transaction open until three more have
+	// queued behind it.
+	release, started := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free() // before db.Close, even when the test fails early
+	first := make(chan error, 1)
+	go func() {
+		first <- kv.Batch(func(tx kvTx) error {
+			close(started)
+			<-release
+			return tx.Bucket(bucketGroups).Put([]byte("first"), []byte("1"))
+		})
+	}()
+	waitQueued := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			kv.comb.mu.Lock()
+			q := len(kv.comb.queue)
+			kv.comb.mu.Unlock()
+			if q == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d writers queued, want %d", q, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	<-started
+	var mu sync.Mutex
+	txs := map[string]kvTx{}
+	runs := map[string]int{}
+	errRefused := errors.New("refused")
+	results := make(map[string]chan error)
+	for _, name := range []string{"a", "b", "c"} {
+		results[name] = make(chan error, 1)
+		go func() {
+			results[name] <- kv.Batch(func(tx kvTx) error {
+				mu.Lock()
+				txs[name] = tx
+				runs[name]++
+				mu.Unlock()
+				if name == "b" {
+					return errRefused
+				}
+				return tx.Bucket(bucketGroups).Put([]byte(name), []byte(name))
+			})
+		}()
+		// In this order, so that b fails between a and c.
+		waitQueued(len(results))
+	}
+	free()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]error{"a": nil, "b": errRefused, "c": nil} {
+		if err := <-results[name]; !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Errorf("writer %s: %v, want %v", name, err, want)
+		}
+	}
+	// a and c ran together (twice: once with b, once after its failure),
+	// b alone at the end; a and c's last transaction is one.
+	if runs["a"] != 2 || runs["c"] != 1 || runs["b"] != 2 {
+		t.Errorf("runs %v", runs)
+	}
+	if txs["a"] != txs["c"] {
+		t.Error("a and c did not commit in one transaction")
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketGroups)
+		for k, want := range map[string]string{"first": "1", "a": "a", "c": "c", "b": ""} {
+			if got := string(b.Get([]byte(k))); got != want {
+				return fmt.Errorf("%s = %q, want %q", k, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	// Idle again: a lone writer commits on its own.
+	if err := kv.Batch(func(tx kvTx) error { return tx.Bucket(bucketGroups).Put([]byte("lone"), []byte("x")) }); err != nil {
+		t.Fatal(err)
+	}
+	kv.comb.mu.Lock()
+	busy, q := kv.comb.busy, len(kv.comb.queue)
+	kv.comb.mu.Unlock()
+	if busy || q != 0 {
+		t.Errorf("after the writes: busy %v, %d queued", busy, q)
+	}
+}
+
+// Many concurrent writers: every write lands once and every writer hears
+// back.
+func TestCombinerManyWriters(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrate(db); err != nil {
+		t.Fatal(err)
+	}
+	kv := &boltKV{db: db}
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for w := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				key := fmt.Sprintf("w%d-%d", w, i)
+				errs <- kv.Batch(func(tx kvTx) error {
+					if i == 7 {
+						return errors.New(key)
+					}
+					return tx.Bucket(bucketGroups).Put([]byte(key), []byte("v"))
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != 20 {
+		t.Errorf("%d writes failed, want 20", failed)
+	}
+	n := 0
+	db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketGroups).ForEach(func(k, v []byte) error { n++; return nil })
+	})
+	if n != 380 {
+		t.Errorf("%d keys stored, want 380", n)
+	}
+}
