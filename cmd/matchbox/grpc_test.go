@@ -279,6 +279,7 @@ func TestGRPCAPI(t *testing.T) {
 		{"no profile", &storagepb.Group{Id: "bad"}, "no profile"},
 		{"metadata not JSON", &storagepb.Group{Id: "bad", Profile: "web", Metadata: []byte("motd: x")}, "not a JSON object"},
 		{"metadata a JSON list", &storagepb.Group{Id: "bad", Profile: "web", Metadata: []byte(`["x"]`)}, "not a JSON object"},
+		{"metadata with trailing data", &storagepb.Group{Id: "bad", Profile: "web", Metadata: []byte(`{"a": "b"}}`)}, "trailing data"},
 		{"bad MAC selector", &storagepb.Group{Id: "bad", Profile: "web", Selector: map[string]string{"mac": "52:54:00"}}, "52:54:00"},
 		{"no id", &storagepb.Group{Profile: "web"}, "no id"},
 	} {

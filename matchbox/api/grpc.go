@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -170,7 +171,7 @@ func groupFromPB(in *storagepb.Group) (*matchbox.Group, error) {
 		if err := dec.Decode(&g.Metadata); err != nil {
 			return nil, invalid("group %q: metadata is not a JSON object: %v", g.ID, err)
 		}
-		if dec.More() {
+		if _, err := dec.Token(); err != io.EOF {
 			return nil, invalid("group %q: metadata: trailing data after the JSON object", g.ID)
 		}
 		if g.Metadata == nil {

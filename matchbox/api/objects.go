@@ -77,7 +77,7 @@ func (s *Server) committed(ctx context.Context, what, id, verb, who string) erro
 	return nil
 }
 
-// putGroup stores g (create or replace): it returns the new ETag and
+// storeGroup stores g (create or replace): it returns the new ETag and
 // whether the group is new.
 func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode) (string, bool, error) {
 	defer s.lockFor(m)()
