@@ -79,35 +79,7 @@ func BenchmarkMachineAPI(b *testing.B) {
 // groups already created through it: the write, the catalog reload and
 // the answer.
 func BenchmarkGroupWrite(b *testing.B) {
-	db, err := storage.OpenBolt(filepath.Join(b.TempDir(), "m.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	ctx := context.Background()
-	if _, err := db.PutProfileIf(ctx, &matchbox.Profile{ID: "p"}, matchbox.Condition{}); err != nil {
-		b.Fatal(err)
-	}
-	for i := range 10_000 {
-		g := &matchbox.Group{ID: fmt.Sprintf("g%d", i), Profile: "p", Selector: map[string]string{"mac": fmt.Sprintf("52:54:00:00:%02x:%02x", byte(i>>8), byte(i))}}
-		if _, err := db.PutGroupIf(ctx, g, matchbox.Condition{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cat := matchbox.NewCatalog("db")
-	reload := func(ctx context.Context) error {
-		_, err := cat.Reload(ctx, "db", db.Objects)
-		return err
-	}
-	if err := reload(ctx); err != nil {
-		b.Fatal(err)
-	}
-	secret, _ := api.NewSecret()
-	db.CreateToken(ctx, matchbox.Token{Name: "bench", Role: matchbox.RoleAdmin, Hash: api.HashSecret(secret)})
-	srv, err := api.New(ctx, api.Config{Store: db, Catalog: cat, Reload: reload})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, secret := groupsAPI(b, 10_000)
 	h := srv.Handler()
 	n := 0
 	for b.Loop() {
@@ -121,4 +93,45 @@ func BenchmarkGroupWrite(b *testing.B) {
 			b.Fatalf("%d %s", rec.Code, rec.Body)
 		}
 	}
+}
+
+// groupsAPI is the API over a database holding n groups (g0, g1, …, each
+// selecting a MAC, with metadata) of profile p, with the catalog loaded
+// and reloaded after every write as the server does, and the secret of an
+// admin token.
+func groupsAPI(b *testing.B, n int) (*api.Server, string) {
+	b.Helper()
+	db, err := storage.OpenBolt(filepath.Join(b.TempDir(), "m.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	if _, err := db.PutProfileIf(ctx, &matchbox.Profile{ID: "p"}, matchbox.Condition{}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		g := &matchbox.Group{ID: fmt.Sprintf("g%d", i), Profile: "p", Selector: map[string]string{"mac": fmt.Sprintf("52:54:00:00:%02x:%02x", byte(i>>8), byte(i))},
+			Metadata: map[string]any{"hostname": fmt.Sprintf("node%d", i)}}
+		if _, err := db.PutGroupIf(ctx, g, matchbox.Condition{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cat := matchbox.NewCatalog("datadir", "db")
+	reload := func(ctx context.Context) error {
+		_, err := cat.Reload(ctx, "db", db.Objects)
+		return err
+	}
+	if err := reload(ctx); err != nil {
+		b.Fatal(err)
+	}
+	secret, _ := api.NewSecret()
+	if err := db.CreateToken(ctx, matchbox.Token{Name: "bench", Role: matchbox.RoleAdmin, Hash: api.HashSecret(secret)}); err != nil {
+		b.Fatal(err)
+	}
+	srv, err := api.New(ctx, api.Config{Store: db, Catalog: cat, Reload: reload})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv, secret
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,12 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"matchbox.dev/matchbox"
-	"matchbox.dev/matchbox/api"
 	"matchbox.dev/matchbox/api/rpcpb"
 	pb "matchbox.dev/matchbox/api/serverpb"
 	"matchbox.dev/matchbox/api/storagepb"
-	"matchbox.dev/matchbox/storage"
 )
 
 // grpcTLS makes a CA, and TLS settings for a server (127.0.0.1) and an
@@ -67,34 +63,8 @@ func grpcTLS(tb testing.TB) (server, client *tls.Config) {
 // "parallel" runs 10 clients at once (terraform's default parallelism),
 // whose reloads are shared.
 func BenchmarkGRPCGroupPutGet(b *testing.B) {
-	db, err := storage.OpenBolt(filepath.Join(b.TempDir(), "m.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	srv, _ := groupsAPI(b, 10_000)
 	ctx := context.Background()
-	if _, err := db.PutProfileIf(ctx, &matchbox.Profile{ID: "p"}, matchbox.Condition{}); err != nil {
-		b.Fatal(err)
-	}
-	for i := range 10_000 {
-		g := &matchbox.Group{ID: fmt.Sprintf("g%d", i), Profile: "p", Selector: map[string]string{"mac": fmt.Sprintf("52:54:00:00:%02x:%02x", byte(i>>8), byte(i))},
-			Metadata: map[string]any{"hostname": fmt.Sprintf("node%d", i)}}
-		if _, err := db.PutGroupIf(ctx, g, matchbox.Condition{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cat := matchbox.NewCatalog("datadir", "db")
-	reload := func(ctx context.Context) error {
-		_, err := cat.Reload(ctx, "db", db.Objects)
-		return err
-	}
-	if err := reload(ctx); err != nil {
-		b.Fatal(err)
-	}
-	srv, err := api.New(ctx, api.Config{Store: db, Catalog: cat, Reload: reload})
-	if err != nil {
-		b.Fatal(err)
-	}
 	serverTLS, clientTLS := grpcTLS(b)
 	gs := grpc.NewServer(append(srv.GRPCOptions(nil), grpc.Creds(credentials.NewTLS(serverTLS)))...)
 	srv.RegisterGRPC(gs)
@@ -125,6 +95,13 @@ func BenchmarkGRPCGroupPutGet(b *testing.B) {
 			b.Fatal(r, err)
 		}
 	}
+	b.Run("get", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := groups.GroupGet(ctx, &pb.GroupGetRequest{Id: "g1"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -15,15 +15,7 @@ import (
 // writer whose function fails gets its own error and writes nothing, the
 // others commit; every writer's result is its own.
 func TestCombinerSharesCommits(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	kv := &boltKV{db: db}
+	db, kv := openBoltKV(t)
 
 	// The first writer holds its transaction open until three more have
 	// queued behind it.
@@ -95,7 +87,7 @@ func TestCombinerSharesCommits(t *testing.T) {
 	if txs["a"] != txs["c"] {
 		t.Error("a and c did not commit in one transaction")
 	}
-	err = db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketGroups)
 		for k, want := range map[string]string{"first": "1", "a": "a", "c": "c", "b": ""} {
 			if got := string(b.Get([]byte(k))); got != want {
@@ -122,15 +114,7 @@ func TestCombinerSharesCommits(t *testing.T) {
 // Many concurrent writers: every write lands once and every writer hears
 // back.
 func TestCombinerManyWriters(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	kv := &boltKV{db: db}
+	db, kv := openBoltKV(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 400)
 	for w := range 20 {
@@ -166,4 +150,18 @@ func TestCombinerManyWriters(t *testing.T) {
 	if n != 380 {
 		t.Errorf("%d keys stored, want 380", n)
 	}
+}
+
+// openBoltKV is a migrated bbolt database and the store's kv layer over it.
+func openBoltKV(t *testing.T) (*bolt.DB, *boltKV) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := migrate(db); err != nil {
+		t.Fatal(err)
+	}
+	return db, &boltKV{db: db}
 }
