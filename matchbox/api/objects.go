@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"matchbox.dev/matchbox"
 	"matchbox.dev/matchbox/render"
@@ -91,8 +92,10 @@ func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode)
 			details: map[string]any{"field": "profile", "profile": g.Profile}}
 	}
 	_, existed, _ := s.cfg.Store.GroupVersion(ctx, g.ID)
+	s.reloads.begin()
 	tag, err := s.cfg.Store.PutGroupIf(ctx, g, m.cond)
 	if err != nil {
+		s.reloads.abandon()
 		return "", false, err
 	}
 	return tag, existed == "", s.committed(ctx, "group", g.ID, "written", m.who)
@@ -103,7 +106,9 @@ func (s *Server) removeGroup(ctx context.Context, id string, m writeMode) error 
 	if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
 		return readOnly("group", id, dg.Origin)
 	}
+	s.reloads.begin()
 	if err := s.cfg.Store.DeleteGroupIf(ctx, id, m.cond); err != nil {
+		s.reloads.abandon()
 		return err
 	}
 	return s.committed(ctx, "group", id, "deleted", m.who)
@@ -127,8 +132,10 @@ func (s *Server) storeProfile(ctx context.Context, p *matchbox.Profile, m writeM
 			msg: fmt.Sprintf("profile %q: %v", p.ID, err)}
 	}
 	_, existed, _ := s.cfg.Store.ProfileVersion(ctx, p.ID)
+	s.reloads.begin()
 	tag, err := s.cfg.Store.PutProfileIf(ctx, p, m.cond)
 	if err != nil {
+		s.reloads.abandon()
 		return "", false, err
 	}
 	return tag, existed == "", s.committed(ctx, "profile", p.ID, "written", m.who)
@@ -159,7 +166,9 @@ func (s *Server) removeProfile(ctx context.Context, id string, m writeMode) erro
 			return inUse("profile", id, "group", users)
 		}
 	}
+	s.reloads.begin()
 	if err := s.cfg.Store.DeleteProfileIf(ctx, id, m.cond); err != nil {
+		s.reloads.abandon()
 		return err
 	}
 	return s.committed(ctx, "profile", id, "deleted", m.who)
@@ -177,8 +186,10 @@ func (s *Server) storeTemplate(ctx context.Context, t *matchbox.Template, apiKin
 		return "", false, readOnly("template", t.Name, dt.Origin)
 	}
 	_, existed, _ := s.cfg.Store.TemplateVersion(ctx, t.Kind, t.Name)
+	s.reloads.begin()
 	tag, err := s.cfg.Store.PutTemplateIf(ctx, t, m.cond)
 	if err != nil {
+		s.reloads.abandon()
 		return "", false, err
 	}
 	return tag, existed == "", s.committed(ctx, "template", t.Name, "written", m.who)
@@ -201,7 +212,9 @@ func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind,
 			return inUse("template", name, "profile", users)
 		}
 	}
+	s.reloads.begin()
 	if err := s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond); err != nil {
+		s.reloads.abandon()
 		return err
 	}
 	return s.committed(ctx, "template", name, "deleted", m.who)
@@ -209,15 +222,23 @@ func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind,
 
 // reloader runs the catalog reloads writes ask for, one at a time, and
 // lets one reload serve every write committed before it started: writers
-// arriving together wait for one reload, not one each.
+// arriving together wait for one reload, not one each. A reload about to
+// start first waits, briefly, for the writes being committed at that
+// moment (begun, not yet asked for their reload), so that it covers them
+// too instead of leaving them to the next one.
 type reloader struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	asked   uint64 // tickets handed out
-	covered uint64 // tickets the last finished reload covers
-	running bool
-	err     error // of the last finished reload
+	mu         sync.Mutex
+	cond       *sync.Cond
+	asked      uint64 // tickets handed out
+	covered    uint64 // tickets the last finished reload covers
+	committing int    // writes begun and not yet asked for (or abandoned)
+	running    bool
+	err        error // of the last finished reload
 }
+
+// gatherWait bounds how long a reload waits for the writes being
+// committed when it is due (a commit takes a millisecond or two).
+var gatherWait = 3 * time.Millisecond
 
 func newReloader() *reloader {
 	r := &reloader{}
@@ -225,19 +246,49 @@ func newReloader() *reloader {
 	return r
 }
 
+// begin says a write is about to be committed; call do (committed) or
+// abandon (failed) after it.
+func (r *reloader) begin() {
+	r.mu.Lock()
+	r.committing++
+	r.mu.Unlock()
+}
+
+// abandon says a begun write failed: it asks for no reload.
+func (r *reloader) abandon() {
+	r.mu.Lock()
+	r.committing--
+	r.cond.Broadcast()
+	r.mu.Unlock()
+}
+
 // do returns once a reload that started after this call has finished,
-// with its error. Call it after the write committed.
+// with its error. Call it after the write committed (begin before it).
 func (r *reloader) do(ctx context.Context, reload func(context.Context) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.committing--
 	r.asked++
 	mine := r.asked
+	r.cond.Broadcast() // a reload gathering writes may be waiting for this one
 	for r.covered < mine {
 		if r.running {
 			r.cond.Wait()
 			continue
 		}
 		r.running = true
+		if r.committing > 0 {
+			deadline := time.Now().Add(gatherWait)
+			t := time.AfterFunc(gatherWait, func() {
+				r.mu.Lock()
+				r.cond.Broadcast()
+				r.mu.Unlock()
+			})
+			for r.committing > 0 && time.Now().Before(deadline) {
+				r.cond.Wait()
+			}
+			t.Stop()
+		}
 		upTo := r.asked
 		r.mu.Unlock()
 		// The reload is not cancelled with this caller: others wait on it.
@@ -252,6 +303,7 @@ func (r *reloader) do(ctx context.Context, reload func(context.Context) error) e
 // reloadCatalog makes the boot endpoints see the writes committed so far.
 func (s *Server) reloadCatalog(ctx context.Context) error {
 	if s.cfg.Reload == nil {
+		s.reloads.abandon() // nothing to reload: done with the write
 		return nil
 	}
 	return s.reloads.do(ctx, s.cfg.Reload)
