@@ -40,7 +40,7 @@ func setupClientCerts(cfg *tls.Config, caFile, crlFile string, log *slog.Logger)
 	if crlFile == "" {
 		return nil, nil
 	}
-	crl, err := loadRevocationList(crlFile, cas, log)
+	crl, err := loadRevocationList(apiCRLFlags, crlFile, cas, log)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +82,7 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 // effect at the next handshake, without a restart. A changed file that
 // does not load is logged, and the lists read before stay in force.
 type revocationList struct {
+	flags crlFlags
 	path  string
 	cas   []*x509.Certificate
 	log   *slog.Logger
@@ -95,16 +96,25 @@ type revocationList struct {
 	staleSaid  bool                       // the lists' staleness was logged
 }
 
-func loadRevocationList(path string, cas []*x509.Certificate, log *slog.Logger) (*revocationList, error) {
+// crlFlags name a listener's flags, in messages, and the line it logs
+// when it refuses a revoked certificate.
+type crlFlags struct{ crl, ca, refused string }
+
+var (
+	apiCRLFlags = crlFlags{"-api-crl-file", "-api-ca-file", "admin API TLS handshake refused"}
+	rpcCRLFlags = crlFlags{"-crl-file", "-ca-file", "gRPC API TLS handshake refused: client certificate revoked"}
+)
+
+func loadRevocationList(flags crlFlags, path string, cas []*x509.Certificate, log *slog.Logger) (*revocationList, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("-api-crl-file: %w", err)
+		return nil, fmt.Errorf("%s: %w", flags.crl, err)
 	}
-	revoked, next, n, err := readCRLs(path, cas)
+	revoked, next, n, err := readCRLs(path, cas, flags.ca)
 	if err != nil {
-		return nil, fmt.Errorf("-api-crl-file %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", flags.crl, path, err)
 	}
-	l := &revocationList{path: path, cas: cas, log: log, limit: loglimit.New(log), info: info, revoked: revoked, nextUpdate: next}
+	l := &revocationList{flags: flags, path: path, cas: cas, log: log, limit: loglimit.New(log), info: info, revoked: revoked, nextUpdate: next}
 	log.Info("client certificate revocation list loaded", "file", path, "revoked", n, "next_update", next)
 	l.mu.Lock()
 	l.staleLocked(time.Now())
@@ -115,7 +125,7 @@ func loadRevocationList(path string, cas []*x509.Certificate, log *slog.Logger) 
 // readCRLs reads a file of PEM ("X509 CRL" blocks) or DER CRLs, each
 // verified against the CA that issued it: the revoked serials by issuer,
 // the earliest NextUpdate, and how many serials there are.
-func readCRLs(path string, cas []*x509.Certificate) (map[string]map[string]bool, time.Time, int, error) {
+func readCRLs(path string, cas []*x509.Certificate, caFlag string) (map[string]map[string]bool, time.Time, int, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, time.Time{}, 0, err
@@ -149,7 +159,7 @@ func readCRLs(path string, cas []*x509.Certificate) (map[string]map[string]bool,
 			}
 			return nil, time.Time{}, 0, fmt.Errorf("CRL %d: %w", i+1, err)
 		}
-		if err := checkCRLIssuer(rl, cas); err != nil {
+		if err := checkCRLIssuer(rl, cas, caFlag); err != nil {
 			return nil, time.Time{}, 0, fmt.Errorf("CRL %d (issuer %s): %w", i+1, rl.Issuer, err)
 		}
 		serials := revoked[string(rl.RawIssuer)]
@@ -169,7 +179,7 @@ func readCRLs(path string, cas []*x509.Certificate) (map[string]map[string]bool,
 }
 
 // checkCRLIssuer verifies that a CA of cas signed rl.
-func checkCRLIssuer(rl *x509.RevocationList, cas []*x509.Certificate) error {
+func checkCRLIssuer(rl *x509.RevocationList, cas []*x509.Certificate, caFlag string) error {
 	var last error
 	for _, ca := range cas {
 		if !bytes.Equal(ca.RawSubject, rl.RawIssuer) {
@@ -180,9 +190,9 @@ func checkCRLIssuer(rl *x509.RevocationList, cas []*x509.Certificate) error {
 		}
 	}
 	if last != nil {
-		return fmt.Errorf("signature not verified by the CA of that name in -api-ca-file: %w", last)
+		return fmt.Errorf("signature not verified by the CA of that name in %s: %w", caFlag, last)
 	}
-	return errors.New("no CA of that name in -api-ca-file")
+	return fmt.Errorf("no CA of that name in %s", caFlag)
 }
 
 // serialKey is a serial number as it is looked up and shown: hexadecimal,
@@ -197,7 +207,7 @@ func (l *revocationList) verifyConnection(cs tls.ConnectionState) error {
 	}
 	if err := l.check(cs.VerifiedChains); err != nil {
 		leaf := cs.VerifiedChains[0][0]
-		l.limit.Log(context.Background(), slog.LevelWarn, "admin API TLS handshake refused", serialKey(leaf.SerialNumber), "reason", err)
+		l.limit.Log(context.Background(), slog.LevelWarn, l.flags.refused, serialKey(leaf.SerialNumber), "reason", err)
 		return err
 	}
 	return nil
@@ -222,8 +232,8 @@ func (l *revocationList) check(chains [][]*x509.Certificate) error {
 func (l *revocationList) chainLocked(chain []*x509.Certificate) error {
 	for _, c := range chain {
 		if l.revoked[string(c.RawIssuer)][serialKey(c.SerialNumber)] {
-			return fmt.Errorf("certificate %s (serial %s) is revoked by the CRL of %s (-api-crl-file)",
-				matchbox.Quote(c.Subject.CommonName), serialKey(c.SerialNumber), c.Issuer)
+			return fmt.Errorf("certificate %s (serial %s) is revoked by the CRL of %s (%s)",
+				matchbox.Quote(c.Subject.CommonName), serialKey(c.SerialNumber), c.Issuer, l.flags.crl)
 		}
 	}
 	return nil
@@ -246,7 +256,7 @@ func (l *revocationList) refreshLocked() {
 	// Remember this version even if it does not load, so that it is
 	// reported once, not at every handshake.
 	l.info = info
-	revoked, next, n, err := readCRLs(l.path, l.cas)
+	revoked, next, n, err := readCRLs(l.path, l.cas, l.flags.ca)
 	if err != nil {
 		l.log.Error("the client certificate revocation list changed and does not load; the lists read before stay in force", "file", l.path, "err", err)
 		return

@@ -93,13 +93,20 @@ type rpcLab struct {
 
 func newRPCLab(t *testing.T, data string, args ...string) *rpcLab {
 	t.Helper()
+	return newRPCLabWith(t, data, func(*rpcLab) []string { return args })
+}
+
+// newRPCLabWith is newRPCLab with flags made from the lab's CA and
+// certificates.
+func newRPCLabWith(t *testing.T, data string, flags func(l *rpcLab) []string) *rpcLab {
+	t.Helper()
 	l := &rpcLab{data: data, db: filepath.Join(t.TempDir(), "m.db"), ca: newTestCA(t)}
 	l.caFile = filepath.Join(l.ca.dir, "ca.pem")
 	l.srvCert, l.srvKey = l.ca.issue(t, "server", true)
 	l.admin, l.adminKey = l.ca.issue(t, "terraform", false)
 	l.reader, l.readerKey = l.ca.issue(t, "viewer", false, "read")
 	l.adminOU, l.adminOUKy = l.ca.issue(t, "ops", false, "admin")
-	l.start(t, args...)
+	l.start(t, flags(l)...)
 	return l
 }
 
@@ -552,6 +559,32 @@ func (tf tfProvider) readGroup(name string) (*tfGroup, error) {
 func (tf tfProvider) deleteGroup(name string) error {
 	_, err := tf.c.groups.GroupDelete(tf.ctx, &pb.GroupDeleteRequest{Id: name})
 	return err
+}
+
+// With -crl-file, a revoked certificate is refused at the handshake, and
+// at its next call on a connection opened before the revocation.
+func TestGRPCRevokedCertificate(t *testing.T) {
+	crlFile := filepath.Join(t.TempDir(), "ca.crl")
+	l := newRPCLabWith(t, t.TempDir(), func(l *rpcLab) []string {
+		l.ca.crl(t, crlFile, time.Now().Add(time.Hour), false)
+		return []string{"-crl-file", crlFile}
+	})
+	ctx := rpcCtx(t)
+	open := dialRPC(t, l.s.rpcAddr, l.caFile, l.admin, l.adminKey)
+	if _, err := open.groups.GroupList(ctx, &pb.GroupListRequest{}); err != nil {
+		t.Fatalf("before the revocation: %v", err)
+	}
+	l.ca.crl(t, crlFile, time.Now().Add(time.Hour), false, l.admin)
+	_, err := open.generic.GenericPut(ctx, &pb.GenericPutRequest{Name: "x", Config: []byte("x")})
+	wantCode(t, "a call on a connection opened before the revocation", err, codes.PermissionDenied, "is revoked by the CRL")
+	_, err = dialRPC(t, l.s.rpcAddr, l.caFile, l.admin, l.adminKey).groups.GroupList(ctx, &pb.GroupListRequest{})
+	wantCode(t, "a new connection with the revoked certificate", err, codes.Unavailable, "")
+	if _, err := dialRPC(t, l.s.rpcAddr, l.caFile, l.reader, l.readerKey).groups.GroupList(ctx, &pb.GroupListRequest{}); err != nil {
+		t.Errorf("a certificate not revoked: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the refused handshake logged", func() bool {
+		return strings.Contains(l.s.log.String(), "gRPC API TLS handshake refused: client certificate revoked")
+	})
 }
 
 // A terraform apply, refresh, two replacing updates and a destroy, as

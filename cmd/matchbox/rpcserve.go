@@ -36,7 +36,7 @@ func (s *instance) setupRPC(ctx context.Context) error {
 	if c.rpcAddress == "" {
 		return nil
 	}
-	tlsCfg, err := rpcTLS(c.certFile, c.keyFile, c.caFile, s.log)
+	tlsCfg, crl, err := rpcTLS(c.certFile, c.keyFile, c.caFile, c.crlFile, s.log)
 	if err != nil {
 		return fmt.Errorf("-rpc-address %s: the gRPC API is served only over TLS with client certificates: %w", c.rpcAddress, err)
 	}
@@ -57,7 +57,11 @@ func (s *instance) setupRPC(ctx context.Context) error {
 		host, _, _ := net.SplitHostPort(remote)
 		lines.Log(context.Background(), slog.LevelWarn, "gRPC API TLS handshake failed", host, "remote", remote, "err", err)
 	}}
-	opts := append(srv.GRPCOptions(func(method string, code codes.Code) { calls.WithLabelValues(method, code.String()).Inc() }),
+	var verify func([][]*x509.Certificate) error
+	if crl != nil {
+		verify = crl.check // a certificate revoked while its connection stays open
+	}
+	opts := append(srv.GRPCOptions(func(method string, code codes.Code) { calls.WithLabelValues(method, code.String()).Inc() }, verify),
 		grpc.Creds(creds),
 		// A client that does not finish its TLS handshake in this time
 		// is dropped.
@@ -97,24 +101,25 @@ func (s *instance) setupRPC(ctx context.Context) error {
 
 // rpcTLS is the gRPC listener's TLS: TLS 1.2 or newer (ECDHE with AES-GCM
 // or ChaCha20 under 1.2), a client certificate required and verified
-// against the CAs of caFile, the server certificate read again from its
-// files when they change (checked at each handshake), so a renewed
-// certificate needs no restart.
-func rpcTLS(certFile, keyFile, caFile string, log *slog.Logger) (*tls.Config, error) {
+// against the CAs of caFile (and, with crlFile, not revoked: the list is
+// returned for the calls to check too), the server certificate read again
+// from its files when they change (checked at each handshake), so a
+// renewed certificate needs no restart.
+func rpcTLS(certFile, keyFile, caFile, crlFile string, log *slog.Logger) (*tls.Config, *revocationList, error) {
 	for _, f := range [][2]string{{"-cert-file", certFile}, {"-key-file", keyFile}, {"-ca-file", caFile}} {
 		if f[1] == "" {
-			return nil, fmt.Errorf("%s is empty", f[0])
+			return nil, nil, fmt.Errorf("%s is empty", f[0])
 		}
 		if _, err := os.Stat(f[1]); err != nil {
-			return nil, fmt.Errorf("%s: %w", f[0], err)
+			return nil, nil, fmt.Errorf("%s: %w", f[0], err)
 		}
 	}
 	if err := checkSecretFile(log, "-key-file", keyFile); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cas, err := readCertificates(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("-ca-file: %w", err)
+		return nil, nil, fmt.Errorf("-ca-file: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, ca := range cas {
@@ -122,9 +127,9 @@ func rpcTLS(certFile, keyFile, caFile string, log *slog.Logger) (*tls.Config, er
 	}
 	kp, err := newKeyPairFiles(certFile, keyFile, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		ClientAuth:     tls.RequireAndVerifyClientCert,
 		ClientCAs:      pool,
@@ -134,7 +139,16 @@ func rpcTLS(certFile, keyFile, caFile string, log *slog.Logger) (*tls.Config, er
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
-	}, nil
+	}
+	if crlFile == "" {
+		return cfg, nil, nil
+	}
+	crl, err := loadRevocationList(rpcCRLFlags, crlFile, cas, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.VerifyConnection = crl.verifyConnection
+	return cfg, crl, nil
 }
 
 // keyPairFiles is a certificate and key kept in line with their files: at

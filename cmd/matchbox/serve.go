@@ -44,7 +44,7 @@ type serveConfig struct {
 	render          renderLimits
 	// poseidon/matchbox's gRPC API (rpcserve.go): its address, TLS
 	// certificate and key, and the CA of its client certificates.
-	rpcAddress, certFile, keyFile, caFile string
+	rpcAddress, certFile, keyFile, caFile, crlFile string
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -69,6 +69,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.certFile, "cert-file", defaultRPCCertFile, "TLS certificate of the gRPC API (PEM), read again when it changes")
 	fs.StringVar(&c.keyFile, "key-file", defaultRPCKeyFile, "TLS private key of the gRPC API (PEM)")
 	fs.StringVar(&c.caFile, "ca-file", defaultRPCCAFile, "CA certificate(s) (PEM) whose client certificates the gRPC API accepts (role from the OU: read, admin, or none: admin)")
+	fs.StringVar(&c.crlFile, "crl-file", "", "certificate revocation lists (PEM or DER) of the -ca-file CAs, for the gRPC API; checked on every handshake and call, read again when the file changes")
 	return c
 }
 

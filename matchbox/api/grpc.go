@@ -63,13 +63,16 @@ var grpcReads = map[string]bool{
 // credentials: the caller's role checked on every call (from its verified
 // client certificate, see matchbox.CertificateRole; a certificate without
 // an organizational unit is admin, as every client certificate is to
-// poseidon/matchbox), messages bounded by Config.MaxBody, and observe (may
-// be nil) told of every call's method and status code.
-func (s *Server) GRPCOptions(observe func(method string, code codes.Code)) []grpc.ServerOption {
+// poseidon/matchbox), messages bounded by Config.MaxBody, observe (may be
+// nil) told of every call's method and status code, and verify (may be
+// nil) asked about the caller's verified chains at every call (a
+// revocation list: a certificate revoked while its connection stays open
+// is refused, PermissionDenied).
+func (s *Server) GRPCOptions(observe func(method string, code codes.Code), verify func([][]*x509.Certificate) error) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBody) + 64<<10),
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			resp, err := s.grpcCall(ctx, req, info, h)
+			resp, err := s.grpcCall(ctx, req, info, h, verify)
 			if observe != nil {
 				observe(info.FullMethod, status.Code(err))
 			}
@@ -92,12 +95,14 @@ func (s *Server) RegisterGRPC(gs *grpc.Server) {
 type grpcCaller struct{}
 
 // grpcCall authenticates and authorises one call, then runs it.
-func (s *Server) grpcCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+func (s *Server) grpcCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler, verify func([][]*x509.Certificate) error) (any, error) {
 	p, _ := peer.FromContext(ctx)
 	var cert *x509.Certificate
+	var chains [][]*x509.Certificate
 	if p != nil {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
-			cert = ti.State.VerifiedChains[0][0]
+			chains = ti.State.VerifiedChains
+			cert = chains[0][0]
 		}
 	}
 	remote := ""
@@ -111,6 +116,12 @@ func (s *Server) grpcCall(ctx context.Context, req any, info *grpc.UnaryServerIn
 		return nil, status.Error(codes.Unauthenticated, "a client certificate signed by the -ca-file CA is required")
 	}
 	cn := matchbox.Quote(cert.Subject.CommonName)
+	if verify != nil {
+		if err := verify(chains); err != nil {
+			s.lines.Log(ctx, slog.LevelWarn, "gRPC client certificate refused", cn, "cn", cn, "method", info.FullMethod, "remote", remote, "reason", err)
+			return nil, status.Errorf(codes.PermissionDenied, "client certificate CN=%s refused: %v", cn, err)
+		}
+	}
 	role, err := matchbox.CertificateRole(cert.Subject.OrganizationalUnit, matchbox.RoleAdmin)
 	if err != nil {
 		s.lines.Log(ctx, slog.LevelWarn, "gRPC client certificate refused", cn, "cn", cn, "method", info.FullMethod, "remote", remote, "reason", err)
@@ -404,8 +415,9 @@ type selectRPC struct {
 	rpcpb.UnimplementedSelectServer
 }
 
-// selection is the group (and profile) the catalog selects for labels, as
-// the boot endpoints do.
+// selection is the group (and profile) the catalog selects for labels, by
+// the boot endpoints' rules; as in poseidon/matchbox, a reinstall's install
+// profile is not part of it.
 func (g selectRPC) selection(labels map[string]string) (matchbox.Selection, error) {
 	vals := make(map[string][]string, len(labels))
 	for k, v := range labels {
@@ -433,9 +445,12 @@ func (g selectRPC) SelectProfile(ctx context.Context, req *pb.SelectProfileReque
 	sel, err := g.selection(req.GetLabels())
 	if sel.Profile == nil {
 		if err == nil || errors.Is(err, matchbox.ErrNotFound) {
-			if sel.Group == nil {
+			switch {
+			case sel.Group == nil:
 				err = fmt.Errorf("no matching group: %w", matchbox.ErrNotFound)
-			} else {
+			case sel.Group.Profile == "":
+				err = fmt.Errorf("no matching profile: group %q has no profile: %w", sel.Group.ID, matchbox.ErrNotFound)
+			default:
 				err = fmt.Errorf("no matching profile: group %q names profile %q, which does not exist: %w", sel.Group.ID, sel.Group.Profile, matchbox.ErrNotFound)
 			}
 		}

@@ -66,7 +66,7 @@ func BenchmarkGRPCGroupPutGet(b *testing.B) {
 	srv, _ := groupsAPI(b, 10_000)
 	ctx := context.Background()
 	serverTLS, clientTLS := grpcTLS(b)
-	gs := grpc.NewServer(append(srv.GRPCOptions(nil), grpc.Creds(credentials.NewTLS(serverTLS)))...)
+	gs := grpc.NewServer(append(srv.GRPCOptions(nil, nil), grpc.Creds(credentials.NewTLS(serverTLS)))...)
 	srv.RegisterGRPC(gs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -225,15 +225,20 @@ func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind,
 // arriving together wait for one reload, not one each. A reload about to
 // start first waits, briefly, for the writes being committed at that
 // moment (begun, not yet asked for their reload), so that it covers them
-// too instead of leaving them to the next one.
+// too instead of leaving them to the next one. Each writer gets the result
+// of the reload that covered its write.
 type reloader struct {
 	mu         sync.Mutex
 	cond       *sync.Cond
-	asked      uint64 // tickets handed out
-	covered    uint64 // tickets the last finished reload covers
-	committing int    // writes begun and not yet asked for (or abandoned)
-	running    bool
-	err        error // of the last finished reload
+	pending    *reloadRound // the round writers asking now join (nil: none yet)
+	running    bool         // a round is reading or gathering
+	committing int          // writes begun and not yet asked for (or abandoned)
+}
+
+// reloadRound is one reload and the writes it covers.
+type reloadRound struct {
+	finished bool
+	err      error
 }
 
 // gatherWait bounds how long a reload waits for the writes being
@@ -268,36 +273,57 @@ func (r *reloader) do(ctx context.Context, reload func(context.Context) error) e
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.committing--
-	r.asked++
-	mine := r.asked
-	r.cond.Broadcast() // a reload gathering writes may be waiting for this one
-	for r.covered < mine {
+	r.cond.Broadcast() // a round gathering writes may be waiting for this one
+	if r.pending == nil {
+		r.pending = &reloadRound{}
+	}
+	round := r.pending // not started reading: it covers this write
+	for !round.finished {
 		if r.running {
 			r.cond.Wait()
 			continue
 		}
+		// Nobody leads the pending round: this writer does.
 		r.running = true
-		if r.committing > 0 {
-			deadline := time.Now().Add(gatherWait)
-			t := time.AfterFunc(gatherWait, func() {
-				r.mu.Lock()
-				r.cond.Broadcast()
-				r.mu.Unlock()
-			})
-			for r.committing > 0 && time.Now().Before(deadline) {
-				r.cond.Wait()
-			}
-			t.Stop()
-		}
-		upTo := r.asked
+		r.gather()
+		r.pending = nil // writers asking from now on need the next round
 		r.mu.Unlock()
-		// The reload is not cancelled with this caller: others wait on it.
-		err := reload(context.WithoutCancel(ctx))
+		err := safeReload(context.WithoutCancel(ctx), reload) // others wait on it: not cancelled with this caller
 		r.mu.Lock()
-		r.running, r.covered, r.err = false, upTo, err
+		round.finished, round.err = true, err
+		r.running = false
 		r.cond.Broadcast()
 	}
-	return r.err
+	return round.err
+}
+
+// gather waits, at most gatherWait, until no write is being committed.
+// The caller holds mu.
+func (r *reloader) gather() {
+	if r.committing <= 0 {
+		return
+	}
+	deadline := time.Now().Add(gatherWait)
+	t := time.AfterFunc(gatherWait, func() {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	})
+	defer t.Stop()
+	for r.committing > 0 && time.Now().Before(deadline) {
+		r.cond.Wait()
+	}
+}
+
+// safeReload runs reload, a panic in it returned as an error: the writers
+// waiting on it must hear back.
+func safeReload(ctx context.Context, reload func(context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("catalog reload panicked: %v", p)
+		}
+	}()
+	return reload(ctx)
 }
 
 // reloadCatalog makes the boot endpoints see the writes committed so far.

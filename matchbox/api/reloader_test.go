@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +69,42 @@ func TestReloaderGathersCommittingWrites(t *testing.T) {
 	defer r.mu.Unlock()
 	if r.committing != 0 || r.running {
 		t.Errorf("left committing %d, running %v", r.committing, r.running)
+	}
+}
+
+// Each writer gets the result of the reload that covered its write, not of
+// a later one; a reload that panics fails its writers, and the next works.
+func TestReloaderResultsPerRound(t *testing.T) {
+	r := newReloader()
+	ctx := context.Background()
+	gate := make(chan error)
+	reload := func(context.Context) error { return <-gate }
+	a, z := make(chan error, 1), make(chan error, 1)
+	r.begin()
+	go func() { a <- r.do(ctx, reload) }()
+	waitFor(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.running && r.pending == nil })
+	// z commits while a's reload reads: it needs the next round.
+	r.begin()
+	go func() { z <- r.do(ctx, reload) }()
+	waitFor(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.pending != nil })
+	errZ := errors.New("z's reload failed")
+	gate <- nil  // a's round
+	gate <- errZ // z's round
+	if err := <-a; err != nil {
+		t.Errorf("a, covered by a reload that worked: %v", err)
+	}
+	if err := <-z; !errors.Is(err, errZ) {
+		t.Errorf("z: %v, want %v", err, errZ)
+	}
+
+	r.begin()
+	err := r.do(ctx, func(context.Context) error { panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "panicked: boom") {
+		t.Errorf("a reload that panics: %v", err)
+	}
+	r.begin()
+	if err := r.do(ctx, func(context.Context) error { return nil }); err != nil {
+		t.Errorf("after a panic: %v", err)
 	}
 }
 

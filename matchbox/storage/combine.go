@@ -1,6 +1,9 @@
 package storage
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // combiner shares write transactions between concurrent writers without
 // delaying any: a writer that finds no commit running commits at once;
@@ -77,7 +80,7 @@ func runCombined(batch []*combined, update func(func(kvTx) error) error) {
 		failed := -1
 		err := update(func(tx kvTx) error {
 			for i, w := range batch {
-				if err := w.fn(tx); err != nil {
+				if err := safeCall(w.fn, tx); err != nil {
 					failed = i
 					return err
 				}
@@ -91,7 +94,19 @@ func runCombined(batch []*combined, update func(func(kvTx) error) error) {
 			return
 		}
 		w := batch[failed]
-		w.res <- update(w.fn)
+		w.res <- update(func(tx kvTx) error { return safeCall(w.fn, tx) })
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
 	}
+}
+
+// safeCall runs one writer's function, a panic in it returned as its
+// error: it runs on another writer's goroutine, and the others in its
+// batch, and every writer after them, must still hear back.
+func safeCall(fn func(kvTx) error, tx kvTx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("write panicked: %v", p)
+		}
+	}()
+	return fn(tx)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,8 +80,9 @@ func TestCombinerSharesCommits(t *testing.T) {
 			t.Errorf("writer %s: %v, want %v", name, err, want)
 		}
 	}
-	// a and c ran together (twice: once with b, once after its failure),
-	// b alone at the end; a and c's last transaction is one.
+	// a ran twice (with b, then again after b's failure), b twice (in the
+	// batch, then alone for its own result), c once, with a the second
+	// time: a and c's last transaction is one.
 	if runs["a"] != 2 || runs["c"] != 1 || runs["b"] != 2 {
 		t.Errorf("runs %v", runs)
 	}
@@ -164,4 +166,49 @@ func openBoltKV(t *testing.T) (*bolt.DB, *boltKV) {
 		t.Fatal(err)
 	}
 	return db, &boltKV{db: db}
+}
+
+// A writer whose function panics gets an error; the others in its batch
+// commit, and later writers are not stranded.
+func TestCombinerPanic(t *testing.T) {
+	db, kv := openBoltKV(t)
+	errs := make(chan error, 3)
+	for i, name := range []string{"x", "boom", "y"} {
+		go func() {
+			errs <- kv.Batch(func(tx kvTx) error {
+				if i == 1 {
+					panic("boom")
+				}
+				return tx.Bucket(bucketGroups).Put([]byte(name), []byte("v"))
+			})
+		}()
+	}
+	panicked := 0
+	for range 3 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				if !strings.Contains(err.Error(), "write panicked: boom") {
+					t.Errorf("error %v", err)
+				}
+				panicked++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a writer did not hear back")
+		}
+	}
+	if panicked != 1 {
+		t.Errorf("%d writers failed, want 1", panicked)
+	}
+	if err := kv.Batch(func(tx kvTx) error { return tx.Bucket(bucketGroups).Put([]byte("after"), []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		for _, k := range []string{"x", "y", "after"} {
+			if tx.Bucket(bucketGroups).Get([]byte(k)) == nil {
+				t.Errorf("%s not stored", k)
+			}
+		}
+		return nil
+	})
 }
