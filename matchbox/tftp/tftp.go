@@ -255,8 +255,10 @@ func (s *Server) request(pc *ipv4.PacketConn, pkt []byte, remote netip.AddrPort,
 		if local.Is4() && !local.IsUnspecified() && !local.IsMulticast() && local != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 			cm = &ipv4.ControlMessage{Src: local.AsSlice()}
 		}
-		pc.WriteTo(appendError(nil, code, err.Error()), cm, net.UDPAddrFromAddrPort(remote))
+		// Counted before it is sent: whoever reads the ERROR then sees it
+		// in the metrics.
 		s.transfers.WithLabelValues(result).Inc()
+		pc.WriteTo(appendError(nil, code, err.Error()), cm, net.UDPAddrFromAddrPort(remote))
 		s.limit.Log(context.Background(), slog.LevelInfo, "tftp: refused", remote.Addr().String()+" "+result+" "+req.filename,
 			"remote", remote.Addr(), "mac", mac, "file", matchbox.Quote(req.filename), "result", result, "err", err)
 		// A flood from a forged address gets these: they are not the
