@@ -99,7 +99,7 @@ func BenchmarkGroupWrite(b *testing.B) {
 // selecting a MAC, with metadata) of profile p, with the catalog loaded
 // and reloaded after every write as the server does, and the secret of an
 // admin token.
-func groupsAPI(b *testing.B, n int) (*api.Server, string) {
+func groupsAPI(b testing.TB, n int) (*api.Server, string) {
 	b.Helper()
 	db, err := storage.OpenBolt(filepath.Join(b.TempDir(), "m.db"))
 	if err != nil {

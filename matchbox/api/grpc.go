@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -71,8 +72,19 @@ var grpcReads = map[string]bool{
 func (s *Server) GRPCOptions(observe func(method string, code codes.Code), verify func([][]*x509.Certificate) error) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBody) + 64<<10),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			resp, err := s.grpcCall(ctx, req, info, h, verify)
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+			// A call that panics fails alone, as an HTTP request does,
+			// rather than taking the server (DHCP, TFTP, boot) down.
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.Error("gRPC call panicked", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+					resp, err = nil, status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+					if observe != nil {
+						observe(info.FullMethod, codes.Internal)
+					}
+				}
+			}()
+			resp, err = s.grpcCall(ctx, req, info, h, verify)
 			if observe != nil {
 				observe(info.FullMethod, status.Code(err))
 			}
