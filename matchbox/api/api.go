@@ -51,6 +51,9 @@ type Store interface {
 	TemplateVersion(ctx context.Context, kind matchbox.TemplateKind, name string) (*matchbox.Template, string, error)
 	PutTemplateIf(ctx context.Context, t *matchbox.Template, cond matchbox.Condition) (string, error)
 	DeleteTemplateIf(ctx context.Context, kind matchbox.TemplateKind, name string, cond matchbox.Condition) error
+	// Objects are the database's groups, profiles and templates; they
+	// must not be changed.
+	Objects(ctx context.Context) (matchbox.Objects, error)
 	CreateToken(ctx context.Context, t matchbox.Token) error
 	DeleteToken(ctx context.Context, name string) error
 	Tokens(ctx context.Context) ([]matchbox.Token, error)
@@ -116,8 +119,8 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	// writes serialises writes so that a reference check and the write it
-	// guards see the same configuration.
+	// writes serialises the REST API's writes from their reference
+	// checks to their commit, so that a check sees every write before it.
 	writes sync.Mutex
 
 	// tableMu serialises the changes of the token table: a reload's read

@@ -631,3 +631,65 @@ func TestMethodNotAllowed(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent REST writes overlap their reloads, but a reference check
+// still sees every write committed before it: groups written while their
+// profile is deleted either make the delete fail (in use) or are refused
+// (the profile is gone); no group is left naming a missing profile, and
+// every write that succeeded is served when its answer comes.
+func TestConcurrentWritesKeepReferences(t *testing.T) {
+	f := newFixture(t)
+	for round := range 20 {
+		prof := fmt.Sprintf("p%d", round)
+		if r := f.do(t, "PUT", "/api/v1/profiles/"+prof, f.admin, map[string]any{"boot": map[string]any{"kernel": "/k"}}); r.code != 201 {
+			t.Fatalf("profile: %d %s", r.code, r.raw)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		written := map[string]bool{}
+		for w := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("g%d-%d", round, w)
+				mac := fmt.Sprintf("52:54:00:%02x:00:%02x", round, w)
+				r := f.do(t, "PUT", "/api/v1/groups/"+id, f.admin, map[string]any{"profile": prof, "selector": map[string]string{"mac": mac}})
+				switch r.code {
+				case 201:
+					if sel, err := f.catalog.Snapshot().Select(map[string]string{"mac": mac}); err != nil || sel.Group.ID != id {
+						t.Errorf("%s answered 201 but not served: %v", id, err)
+					}
+					mu.Lock()
+					written[id] = true
+					mu.Unlock()
+				case 400:
+				default:
+					t.Errorf("group %s: %d %s", id, r.code, r.raw)
+				}
+			}()
+		}
+		wg.Add(1)
+		var deleted bool
+		go func() {
+			defer wg.Done()
+			r := f.do(t, "DELETE", "/api/v1/profiles/"+prof, f.admin, nil)
+			deleted = r.code == 204
+			if r.code != 204 && r.code != 409 {
+				t.Errorf("delete: %d %s", r.code, r.raw)
+			}
+		}()
+		wg.Wait()
+		objs, err := f.db.Objects(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range objs.Groups {
+			if g.Profile == prof && deleted {
+				t.Errorf("round %d: group %s names profile %s, which was deleted", round, g.ID, prof)
+			}
+		}
+		if !deleted && len(written) == 0 {
+			t.Errorf("round %d: the delete was refused, yet no group was written", round)
+		}
+	}
+}

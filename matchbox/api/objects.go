@@ -28,7 +28,7 @@ type writeMode struct {
 	// who made the write, for the log (a token name, or cert:CN).
 	who string
 	// refs checks references, holding Server.writes from the check to the
-	// reload so that no other checked write falls between.
+	// commit so that no other checked write falls between.
 	refs bool
 }
 
@@ -78,67 +78,132 @@ func (s *Server) committed(ctx context.Context, what, id, verb, who string) erro
 	return nil
 }
 
+// References are checked against what is committed, not against the
+// catalog's snapshot, which lags a write until its reload: the data dir's
+// objects from the snapshot (only the data dir's watcher changes them),
+// the database's from the store. Checked writes hold Server.writes from
+// their check to their commit, so a check sees every checked write before
+// it; the reloads that follow run outside it, shared between writers.
+
+// profileExists reports whether a profile of that id is committed.
+func (s *Server) profileExists(ctx context.Context, snap *matchbox.Snapshot, id string) bool {
+	if p, ok := snap.Profile(id); ok && !fromDB(p.Origin) {
+		return true
+	}
+	_, _, err := s.cfg.Store.ProfileVersion(ctx, id)
+	return err == nil
+}
+
+// templateExists reports whether a template of that kind and name is
+// committed.
+func (s *Server) templateExists(ctx context.Context, snap *matchbox.Snapshot, ref matchbox.TemplateRef) bool {
+	if t, ok := snap.Template(ref.Kind, ref.Name); ok && !fromDB(t.Origin) {
+		return true
+	}
+	_, _, err := s.cfg.Store.TemplateVersion(ctx, ref.Kind, ref.Name)
+	return err == nil
+}
+
+// committedObjects are the data dir's objects (from snap) and the
+// database's (from the store), for the checks of what is in use.
+func (s *Server) committedObjects(ctx context.Context, snap *matchbox.Snapshot) ([]*matchbox.Group, []*matchbox.Profile, error) {
+	db, err := s.cfg.Store.Objects(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	groups, profiles := db.Groups, db.Profiles
+	for _, g := range snap.Groups() {
+		if !fromDB(g.Origin) {
+			groups = append(groups, g)
+		}
+	}
+	for _, p := range snap.Profiles() {
+		if !fromDB(p.Origin) {
+			profiles = append(profiles, p)
+		}
+	}
+	return groups, profiles, nil
+}
+
 // storeGroup stores g (create or replace): it returns the new ETag and
 // whether the group is new.
 func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode) (string, bool, error) {
-	defer s.lockFor(m)()
-	snap := s.cfg.Catalog.Snapshot()
-	if dg, ok := snap.Group(g.ID); ok && !fromDB(dg.Origin) {
-		return "", false, readOnly("group", g.ID, dg.Origin)
-	}
-	if _, ok := snap.Profile(g.Profile); m.refs && !ok && g.Profile != "" {
-		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
-			msg:     fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile),
-			details: map[string]any{"field": "profile", "profile": g.Profile}}
-	}
-	_, existed, _ := s.cfg.Store.GroupVersion(ctx, g.ID)
-	s.reloads.begin()
-	tag, err := s.cfg.Store.PutGroupIf(ctx, g, m.cond)
+	tag, created, err := func() (string, bool, error) {
+		defer s.lockFor(m)()
+		snap := s.cfg.Catalog.Snapshot()
+		if dg, ok := snap.Group(g.ID); ok && !fromDB(dg.Origin) {
+			return "", false, readOnly("group", g.ID, dg.Origin)
+		}
+		if m.refs && g.Profile != "" && !s.profileExists(ctx, snap, g.Profile) {
+			return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
+				msg:     fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile),
+				details: map[string]any{"field": "profile", "profile": g.Profile}}
+		}
+		_, existed, _ := s.cfg.Store.GroupVersion(ctx, g.ID)
+		s.reloads.begin()
+		tag, err := s.cfg.Store.PutGroupIf(ctx, g, m.cond)
+		if err != nil {
+			s.reloads.abandon()
+			return "", false, err
+		}
+		return tag, existed == "", nil
+	}()
 	if err != nil {
-		s.reloads.abandon()
 		return "", false, err
 	}
-	return tag, existed == "", s.committed(ctx, "group", g.ID, "written", m.who)
+	return tag, created, s.committed(ctx, "group", g.ID, "written", m.who)
 }
 
 func (s *Server) removeGroup(ctx context.Context, id string, m writeMode) error {
-	defer s.lockFor(m)()
-	if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
-		return readOnly("group", id, dg.Origin)
-	}
-	s.reloads.begin()
-	if err := s.cfg.Store.DeleteGroupIf(ctx, id, m.cond); err != nil {
-		s.reloads.abandon()
+	err := func() error {
+		defer s.lockFor(m)()
+		if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
+			return readOnly("group", id, dg.Origin)
+		}
+		s.reloads.begin()
+		if err := s.cfg.Store.DeleteGroupIf(ctx, id, m.cond); err != nil {
+			s.reloads.abandon()
+			return err
+		}
+		return nil
+	}()
+	if err != nil {
 		return err
 	}
 	return s.committed(ctx, "group", id, "deleted", m.who)
 }
 
 func (s *Server) storeProfile(ctx context.Context, p *matchbox.Profile, m writeMode) (string, bool, error) {
-	defer s.lockFor(m)()
-	snap := s.cfg.Catalog.Snapshot()
-	if dp, ok := snap.Profile(p.ID); ok && !fromDB(dp.Origin) {
-		return "", false, readOnly("profile", p.ID, dp.Origin)
-	}
-	for _, ref := range p.TemplateRefs() {
-		if _, ok := snap.Template(ref.Kind, ref.Name); m.refs && !ok {
-			return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
-				msg:     fmt.Sprintf("profile %q names %s template %q, which does not exist", p.ID, ref.Kind, ref.Name),
-				details: map[string]any{"field": ref.Kind.ProfileField(), "template": ref.Name}}
-		}
-	}
 	if err := render.CheckProfile(p); err != nil {
 		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_template", kind: matchbox.ErrInvalid,
 			msg: fmt.Sprintf("profile %q: %v", p.ID, err)}
 	}
-	_, existed, _ := s.cfg.Store.ProfileVersion(ctx, p.ID)
-	s.reloads.begin()
-	tag, err := s.cfg.Store.PutProfileIf(ctx, p, m.cond)
+	tag, created, err := func() (string, bool, error) {
+		defer s.lockFor(m)()
+		snap := s.cfg.Catalog.Snapshot()
+		if dp, ok := snap.Profile(p.ID); ok && !fromDB(dp.Origin) {
+			return "", false, readOnly("profile", p.ID, dp.Origin)
+		}
+		for _, ref := range p.TemplateRefs() {
+			if m.refs && !s.templateExists(ctx, snap, ref) {
+				return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
+					msg:     fmt.Sprintf("profile %q names %s template %q, which does not exist", p.ID, ref.Kind, ref.Name),
+					details: map[string]any{"field": ref.Kind.ProfileField(), "template": ref.Name}}
+			}
+		}
+		_, existed, _ := s.cfg.Store.ProfileVersion(ctx, p.ID)
+		s.reloads.begin()
+		tag, err := s.cfg.Store.PutProfileIf(ctx, p, m.cond)
+		if err != nil {
+			s.reloads.abandon()
+			return "", false, err
+		}
+		return tag, existed == "", nil
+	}()
 	if err != nil {
-		s.reloads.abandon()
 		return "", false, err
 	}
-	return tag, existed == "", s.committed(ctx, "profile", p.ID, "written", m.who)
+	return tag, created, s.committed(ctx, "profile", p.ID, "written", m.who)
 }
 
 // inUse refuses to delete an object that others name.
@@ -150,25 +215,35 @@ func inUse(what, id, userKind string, users []string) error {
 }
 
 func (s *Server) removeProfile(ctx context.Context, id string, m writeMode) error {
-	defer s.lockFor(m)()
-	snap := s.cfg.Catalog.Snapshot()
-	if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
-		return readOnly("profile", id, dp.Origin)
-	}
-	if m.refs {
-		var users []string
-		for _, g := range snap.Groups() {
-			if g.Profile == id {
-				users = append(users, g.ID)
+	err := func() error {
+		defer s.lockFor(m)()
+		snap := s.cfg.Catalog.Snapshot()
+		if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
+			return readOnly("profile", id, dp.Origin)
+		}
+		if m.refs {
+			groups, _, err := s.committedObjects(ctx, snap)
+			if err != nil {
+				return err
+			}
+			var users []string
+			for _, g := range groups {
+				if g.Profile == id {
+					users = append(users, g.ID)
+				}
+			}
+			if len(users) > 0 {
+				return inUse("profile", id, "group", users)
 			}
 		}
-		if len(users) > 0 {
-			return inUse("profile", id, "group", users)
+		s.reloads.begin()
+		if err := s.cfg.Store.DeleteProfileIf(ctx, id, m.cond); err != nil {
+			s.reloads.abandon()
+			return err
 		}
-	}
-	s.reloads.begin()
-	if err := s.cfg.Store.DeleteProfileIf(ctx, id, m.cond); err != nil {
-		s.reloads.abandon()
+		return nil
+	}()
+	if err != nil {
 		return err
 	}
 	return s.committed(ctx, "profile", id, "deleted", m.who)
@@ -181,40 +256,56 @@ func (s *Server) storeTemplate(ctx context.Context, t *matchbox.Template, apiKin
 		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_template", kind: matchbox.ErrInvalid,
 			msg: fmt.Sprintf("%s template %q: %v", apiKind, t.Name, err)}
 	}
-	defer s.lockFor(m)()
-	if dt, ok := s.cfg.Catalog.Snapshot().Template(t.Kind, t.Name); ok && !fromDB(dt.Origin) {
-		return "", false, readOnly("template", t.Name, dt.Origin)
-	}
-	_, existed, _ := s.cfg.Store.TemplateVersion(ctx, t.Kind, t.Name)
-	s.reloads.begin()
-	tag, err := s.cfg.Store.PutTemplateIf(ctx, t, m.cond)
+	tag, created, err := func() (string, bool, error) {
+		defer s.lockFor(m)()
+		if dt, ok := s.cfg.Catalog.Snapshot().Template(t.Kind, t.Name); ok && !fromDB(dt.Origin) {
+			return "", false, readOnly("template", t.Name, dt.Origin)
+		}
+		_, existed, _ := s.cfg.Store.TemplateVersion(ctx, t.Kind, t.Name)
+		s.reloads.begin()
+		tag, err := s.cfg.Store.PutTemplateIf(ctx, t, m.cond)
+		if err != nil {
+			s.reloads.abandon()
+			return "", false, err
+		}
+		return tag, existed == "", nil
+	}()
 	if err != nil {
-		s.reloads.abandon()
 		return "", false, err
 	}
-	return tag, existed == "", s.committed(ctx, "template", t.Name, "written", m.who)
+	return tag, created, s.committed(ctx, "template", t.Name, "written", m.who)
 }
 
 func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind, name string, m writeMode) error {
-	defer s.lockFor(m)()
-	snap := s.cfg.Catalog.Snapshot()
-	if dt, ok := snap.Template(kind, name); ok && !fromDB(dt.Origin) {
-		return readOnly("template", name, dt.Origin)
-	}
-	if m.refs {
-		var users []string
-		for _, p := range snap.Profiles() {
-			if slices.Contains(p.TemplateRefs(), matchbox.TemplateRef{Kind: kind, Name: name}) {
-				users = append(users, p.ID)
+	err := func() error {
+		defer s.lockFor(m)()
+		snap := s.cfg.Catalog.Snapshot()
+		if dt, ok := snap.Template(kind, name); ok && !fromDB(dt.Origin) {
+			return readOnly("template", name, dt.Origin)
+		}
+		if m.refs {
+			_, profiles, err := s.committedObjects(ctx, snap)
+			if err != nil {
+				return err
+			}
+			var users []string
+			for _, p := range profiles {
+				if slices.Contains(p.TemplateRefs(), matchbox.TemplateRef{Kind: kind, Name: name}) {
+					users = append(users, p.ID)
+				}
+			}
+			if len(users) > 0 {
+				return inUse("template", name, "profile", users)
 			}
 		}
-		if len(users) > 0 {
-			return inUse("template", name, "profile", users)
+		s.reloads.begin()
+		if err := s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond); err != nil {
+			s.reloads.abandon()
+			return err
 		}
-	}
-	s.reloads.begin()
-	if err := s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond); err != nil {
-		s.reloads.abandon()
+		return nil
+	}()
+	if err != nil {
 		return err
 	}
 	return s.committed(ctx, "template", name, "deleted", m.who)
