@@ -587,6 +587,55 @@ func TestGRPCRevokedCertificate(t *testing.T) {
 	})
 }
 
+// A renewed server certificate is served from the next handshake on,
+// without a restart; one that does not load leaves the old one served.
+func TestGRPCServerCertificateRenewed(t *testing.T) {
+	l := newRPCLab(t, t.TempDir())
+	served := func() string {
+		t.Helper()
+		pemCA, _ := os.ReadFile(l.caFile)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pemCA)
+		kp, err := tls.LoadX509KeyPair(l.admin, l.adminKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := tls.Dial("tcp", l.s.rpcAddr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{kp}, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "server" {
+		t.Fatalf("served %q", cn)
+	}
+	// Renewed in place, as a certificate manager does: both files
+	// rewritten.
+	newCert, newKey := l.ca.issue(t, "server-renewed", true)
+	later := time.Now().Add(time.Minute)
+	for _, f := range [][2]string{{newCert, l.srvCert}, {newKey, l.srvKey}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, f[1], string(b))
+		os.Chtimes(f[1], later, later)
+	}
+	if cn := served(); cn != "server-renewed" {
+		t.Errorf("after the renewal: served %q", cn)
+	}
+	// A broken certificate file: the one before stays.
+	writeFile(t, l.srvCert, "not a certificate")
+	os.Chtimes(l.srvCert, later.Add(time.Minute), later.Add(time.Minute))
+	if cn := served(); cn != "server-renewed" {
+		t.Errorf("after a broken renewal: served %q", cn)
+	}
+	waitFor(t, 10*time.Second, "the broken renewal logged", func() bool {
+		return strings.Contains(l.s.log.String(), "gRPC API certificate files changed but do not load")
+	})
+}
+
 // A terraform apply, refresh, two replacing updates and a destroy, as
 // terraform-provider-matchbox makes them over gRPC, with a Butane
 // (container_linux_config) and then a raw Ignition profile; the machine
