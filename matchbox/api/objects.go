@@ -68,6 +68,17 @@ func (s *Server) lockFor(m writeMode) func() {
 	return s.writes.Unlock
 }
 
+// commitWrite runs a store write, announced to the reloader (see
+// reloader.begin) so that a reload due meanwhile can wait for it.
+func (s *Server) commitWrite(write func() error) error {
+	s.reloads.begin()
+	if err := write(); err != nil {
+		s.reloads.abandon()
+		return err
+	}
+	return nil
+}
+
 // committed makes the boot endpoints see a write that the store took, and
 // logs it.
 func (s *Server) committed(ctx context.Context, what, id, verb, who string) error {
@@ -140,13 +151,9 @@ func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode)
 				details: map[string]any{"field": "profile", "profile": g.Profile}}
 		}
 		_, existed, _ := s.cfg.Store.GroupVersion(ctx, g.ID)
-		s.reloads.begin()
-		tag, err := s.cfg.Store.PutGroupIf(ctx, g, m.cond)
-		if err != nil {
-			s.reloads.abandon()
-			return "", false, err
-		}
-		return tag, existed == "", nil
+		var tag string
+		err := s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutGroupIf(ctx, g, m.cond); return err })
+		return tag, existed == "", err
 	}()
 	if err != nil {
 		return "", false, err
@@ -160,12 +167,7 @@ func (s *Server) removeGroup(ctx context.Context, id string, m writeMode) error 
 		if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
 			return readOnly("group", id, dg.Origin)
 		}
-		s.reloads.begin()
-		if err := s.cfg.Store.DeleteGroupIf(ctx, id, m.cond); err != nil {
-			s.reloads.abandon()
-			return err
-		}
-		return nil
+		return s.commitWrite(func() error { return s.cfg.Store.DeleteGroupIf(ctx, id, m.cond) })
 	}()
 	if err != nil {
 		return err
@@ -192,13 +194,9 @@ func (s *Server) storeProfile(ctx context.Context, p *matchbox.Profile, m writeM
 			}
 		}
 		_, existed, _ := s.cfg.Store.ProfileVersion(ctx, p.ID)
-		s.reloads.begin()
-		tag, err := s.cfg.Store.PutProfileIf(ctx, p, m.cond)
-		if err != nil {
-			s.reloads.abandon()
-			return "", false, err
-		}
-		return tag, existed == "", nil
+		var tag string
+		err := s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutProfileIf(ctx, p, m.cond); return err })
+		return tag, existed == "", err
 	}()
 	if err != nil {
 		return "", false, err
@@ -236,12 +234,7 @@ func (s *Server) removeProfile(ctx context.Context, id string, m writeMode) erro
 				return inUse("profile", id, "group", users)
 			}
 		}
-		s.reloads.begin()
-		if err := s.cfg.Store.DeleteProfileIf(ctx, id, m.cond); err != nil {
-			s.reloads.abandon()
-			return err
-		}
-		return nil
+		return s.commitWrite(func() error { return s.cfg.Store.DeleteProfileIf(ctx, id, m.cond) })
 	}()
 	if err != nil {
 		return err
@@ -262,13 +255,9 @@ func (s *Server) storeTemplate(ctx context.Context, t *matchbox.Template, apiKin
 			return "", false, readOnly("template", t.Name, dt.Origin)
 		}
 		_, existed, _ := s.cfg.Store.TemplateVersion(ctx, t.Kind, t.Name)
-		s.reloads.begin()
-		tag, err := s.cfg.Store.PutTemplateIf(ctx, t, m.cond)
-		if err != nil {
-			s.reloads.abandon()
-			return "", false, err
-		}
-		return tag, existed == "", nil
+		var tag string
+		err := s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutTemplateIf(ctx, t, m.cond); return err })
+		return tag, existed == "", err
 	}()
 	if err != nil {
 		return "", false, err
@@ -298,12 +287,7 @@ func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind,
 				return inUse("template", name, "profile", users)
 			}
 		}
-		s.reloads.begin()
-		if err := s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond); err != nil {
-			s.reloads.abandon()
-			return err
-		}
-		return nil
+		return s.commitWrite(func() error { return s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond) })
 	}()
 	if err != nil {
 		return err
