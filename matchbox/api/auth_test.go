@@ -38,7 +38,7 @@ type testCA struct {
 	next int64
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -58,7 +58,18 @@ func newTestCA(t *testing.T) *testCA {
 }
 
 // client issues a client certificate with the given OUs.
-func (ca *testCA) client(t *testing.T, cn string, ous ...string) tls.Certificate {
+func (ca *testCA) client(t testing.TB, cn string, ous ...string) tls.Certificate {
+	t.Helper()
+	return ca.issue(t, cn, false, ous...)
+}
+
+// server issues a server certificate for 127.0.0.1.
+func (ca *testCA) server(t testing.TB) tls.Certificate {
+	t.Helper()
+	return ca.issue(t, "server", true)
+}
+
+func (ca *testCA) issue(t testing.TB, cn string, server bool, ous ...string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -67,6 +78,10 @@ func (ca *testCA) client(t *testing.T, cn string, ous ...string) tls.Certificate
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.next), Subject: pkix.Name{CommonName: cn, OrganizationalUnit: ous},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+	}
 	ca.next++
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

@@ -45,29 +45,28 @@ func TestGeneratedProtoIsCurrent(t *testing.T) {
 // as its .proto files number them decode into ours, and the method paths
 // are its.
 func TestProtoWireCompatible(t *testing.T) {
-	var b []byte
-	str := func(num protowire.Number, s string) {
-		b = protowire.AppendTag(b, num, protowire.BytesType)
-		b = protowire.AppendString(b, s)
+	// A message is its fields, each a number and its bytes (strings,
+	// bytes, messages and map entries are all length-delimited).
+	type field struct {
+		num protowire.Number
+		val []byte
 	}
+	msg := func(fields ...field) []byte {
+		var b []byte
+		for _, f := range fields {
+			b = protowire.AppendTag(b, f.num, protowire.BytesType)
+			b = protowire.AppendBytes(b, f.val)
+		}
+		return b
+	}
+	str := func(num protowire.Number, s string) field { return field{num, []byte(s)} }
+	sub := func(num protowire.Number, fields ...field) field { return field{num, msg(fields...)} }
+
 	// Profile: id 1, name 2, ignition_id 3, cloud_id 4, boot 5 (NetBoot:
 	// kernel 1, initrd 2, args 4), generic_id 6.
-	var boot []byte
-	boot = protowire.AppendTag(boot, 1, protowire.BytesType)
-	boot = protowire.AppendString(boot, "/k")
-	boot = protowire.AppendTag(boot, 2, protowire.BytesType)
-	boot = protowire.AppendString(boot, "/i")
-	boot = protowire.AppendTag(boot, 4, protowire.BytesType)
-	boot = protowire.AppendString(boot, "console=ttyS0")
-	str(1, "p")
-	str(2, "P")
-	str(3, "p.ign")
-	str(4, "p.cloud")
-	b = protowire.AppendTag(b, 5, protowire.BytesType)
-	b = protowire.AppendBytes(b, boot)
-	str(6, "p.gen")
 	var p storagepb.Profile
-	if err := proto.Unmarshal(b, &p); err != nil {
+	if err := proto.Unmarshal(msg(str(1, "p"), str(2, "P"), str(3, "p.ign"), str(4, "p.cloud"),
+		sub(5, str(1, "/k"), str(2, "/i"), str(4, "console=ttyS0")), str(6, "p.gen")), &p); err != nil {
 		t.Fatal(err)
 	}
 	if p.Id != "p" || p.Name != "P" || p.IgnitionId != "p.ign" || p.CloudId != "p.cloud" || p.GenericId != "p.gen" ||
@@ -76,45 +75,25 @@ func TestProtoWireCompatible(t *testing.T) {
 	}
 	// Group: id 1, name 2, profile 3, selector 4 (map entries: key 1,
 	// value 2), metadata 5.
-	b = nil
-	str(1, "g")
-	str(2, "G")
-	str(3, "p")
-	var entry []byte
-	entry = protowire.AppendTag(entry, 1, protowire.BytesType)
-	entry = protowire.AppendString(entry, "mac")
-	entry = protowire.AppendTag(entry, 2, protowire.BytesType)
-	entry = protowire.AppendString(entry, "52:54:00:00:00:01")
-	b = protowire.AppendTag(b, 4, protowire.BytesType)
-	b = protowire.AppendBytes(b, entry)
-	str(5, `{"a":"b"}`)
 	var g storagepb.Group
-	if err := proto.Unmarshal(b, &g); err != nil {
+	if err := proto.Unmarshal(msg(str(1, "g"), str(2, "G"), str(3, "p"), sub(4, str(1, "mac"), str(2, "52:54:00:00:00:01")), str(5, `{"a":"b"}`)), &g); err != nil {
 		t.Fatal(err)
 	}
 	if g.Id != "g" || g.Name != "G" || g.Profile != "p" || g.Selector["mac"] != "52:54:00:00:00:01" || string(g.Metadata) != `{"a":"b"}` {
 		t.Errorf("group decoded as %v", &g)
 	}
 	// Templates: name 1 and config 2 in a Put, config 1 in a Get answer.
-	b = nil
-	str(1, "t.ign")
-	str(2, "{}")
 	var put pb.IgnitionPutRequest
-	if err := proto.Unmarshal(b, &put); err != nil || put.Name != "t.ign" || string(put.Config) != "{}" {
+	if err := proto.Unmarshal(msg(str(1, "t.ign"), str(2, "{}")), &put); err != nil || put.Name != "t.ign" || string(put.Config) != "{}" {
 		t.Errorf("IgnitionPutRequest decoded as %v, %v", &put, err)
 	}
-	b = nil
-	str(1, "x")
 	var got pb.GenericGetResponse
-	if err := proto.Unmarshal(b, &got); err != nil || string(got.Config) != "x" {
+	if err := proto.Unmarshal(msg(str(1, "x")), &got); err != nil || string(got.Config) != "x" {
 		t.Errorf("GenericGetResponse decoded as %v, %v", &got, err)
 	}
 	// Requests name their object in field 1.
-	b = nil
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	b = protowire.AppendBytes(b, []byte{0x0a, 0x01, 'g'})
 	var gp pb.GroupPutRequest
-	if err := proto.Unmarshal(b, &gp); err != nil || gp.GetGroup().GetId() != "g" {
+	if err := proto.Unmarshal(msg(sub(1, str(1, "g"))), &gp); err != nil || gp.GetGroup().GetId() != "g" {
 		t.Errorf("GroupPutRequest decoded as %v, %v", &gp, err)
 	}
 	for _, m := range []string{
