@@ -136,72 +136,69 @@ func (s *Server) committedObjects(ctx context.Context, snap *matchbox.Snapshot) 
 	return groups, profiles, nil
 }
 
+// apply runs check-and-commit, holding Server.writes when the write checks
+// references, then makes the boot endpoints see the write.
+func (s *Server) apply(ctx context.Context, m writeMode, what, id, verb string, commit func() error) error {
+	if err := func() error {
+		defer s.lockFor(m)()
+		return commit()
+	}(); err != nil {
+		return err
+	}
+	return s.committed(ctx, what, id, verb, m.who)
+}
+
 // storeGroup stores g (create or replace): it returns the new ETag and
 // whether the group is new.
-func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode) (string, bool, error) {
-	tag, created, err := func() (string, bool, error) {
-		defer s.lockFor(m)()
+func (s *Server) storeGroup(ctx context.Context, g *matchbox.Group, m writeMode) (tag string, created bool, err error) {
+	err = s.apply(ctx, m, "group", g.ID, "written", func() error {
 		snap := s.cfg.Catalog.Snapshot()
 		if dg, ok := snap.Group(g.ID); ok && !fromDB(dg.Origin) {
-			return "", false, readOnly("group", g.ID, dg.Origin)
+			return readOnly("group", g.ID, dg.Origin)
 		}
 		if m.refs && g.Profile != "" && !s.profileExists(ctx, snap, g.Profile) {
-			return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
+			return &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
 				msg:     fmt.Sprintf("group %q names profile %q, which does not exist", g.ID, g.Profile),
 				details: map[string]any{"field": "profile", "profile": g.Profile}}
 		}
 		_, existed, _ := s.cfg.Store.GroupVersion(ctx, g.ID)
-		var tag string
-		err := s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutGroupIf(ctx, g, m.cond); return err })
-		return tag, existed == "", err
-	}()
-	if err != nil {
-		return "", false, err
-	}
-	return tag, created, s.committed(ctx, "group", g.ID, "written", m.who)
+		created = existed == ""
+		return s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutGroupIf(ctx, g, m.cond); return err })
+	})
+	return tag, created, err
 }
 
 func (s *Server) removeGroup(ctx context.Context, id string, m writeMode) error {
-	err := func() error {
-		defer s.lockFor(m)()
+	return s.apply(ctx, m, "group", id, "deleted", func() error {
 		if dg, ok := s.cfg.Catalog.Snapshot().Group(id); ok && !fromDB(dg.Origin) {
 			return readOnly("group", id, dg.Origin)
 		}
 		return s.commitWrite(func() error { return s.cfg.Store.DeleteGroupIf(ctx, id, m.cond) })
-	}()
-	if err != nil {
-		return err
-	}
-	return s.committed(ctx, "group", id, "deleted", m.who)
+	})
 }
 
-func (s *Server) storeProfile(ctx context.Context, p *matchbox.Profile, m writeMode) (string, bool, error) {
+func (s *Server) storeProfile(ctx context.Context, p *matchbox.Profile, m writeMode) (tag string, created bool, err error) {
 	if err := render.CheckProfile(p); err != nil {
 		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_template", kind: matchbox.ErrInvalid,
 			msg: fmt.Sprintf("profile %q: %v", p.ID, err)}
 	}
-	tag, created, err := func() (string, bool, error) {
-		defer s.lockFor(m)()
+	err = s.apply(ctx, m, "profile", p.ID, "written", func() error {
 		snap := s.cfg.Catalog.Snapshot()
 		if dp, ok := snap.Profile(p.ID); ok && !fromDB(dp.Origin) {
-			return "", false, readOnly("profile", p.ID, dp.Origin)
+			return readOnly("profile", p.ID, dp.Origin)
 		}
 		for _, ref := range p.TemplateRefs() {
 			if m.refs && !s.templateExists(ctx, snap, ref) {
-				return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
+				return &objErr{status: http.StatusBadRequest, code: "invalid_reference", kind: matchbox.ErrInvalid,
 					msg:     fmt.Sprintf("profile %q names %s template %q, which does not exist", p.ID, ref.Kind, ref.Name),
 					details: map[string]any{"field": ref.Kind.ProfileField(), "template": ref.Name}}
 			}
 		}
 		_, existed, _ := s.cfg.Store.ProfileVersion(ctx, p.ID)
-		var tag string
-		err := s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutProfileIf(ctx, p, m.cond); return err })
-		return tag, existed == "", err
-	}()
-	if err != nil {
-		return "", false, err
-	}
-	return tag, created, s.committed(ctx, "profile", p.ID, "written", m.who)
+		created = existed == ""
+		return s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutProfileIf(ctx, p, m.cond); return err })
+	})
+	return tag, created, err
 }
 
 // inUse refuses to delete an object that others name.
@@ -213,8 +210,7 @@ func inUse(what, id, userKind string, users []string) error {
 }
 
 func (s *Server) removeProfile(ctx context.Context, id string, m writeMode) error {
-	err := func() error {
-		defer s.lockFor(m)()
+	return s.apply(ctx, m, "profile", id, "deleted", func() error {
 		snap := s.cfg.Catalog.Snapshot()
 		if dp, ok := snap.Profile(id); ok && !fromDB(dp.Origin) {
 			return readOnly("profile", id, dp.Origin)
@@ -235,39 +231,29 @@ func (s *Server) removeProfile(ctx context.Context, id string, m writeMode) erro
 			}
 		}
 		return s.commitWrite(func() error { return s.cfg.Store.DeleteProfileIf(ctx, id, m.cond) })
-	}()
-	if err != nil {
-		return err
-	}
-	return s.committed(ctx, "profile", id, "deleted", m.who)
+	})
 }
 
 // storeTemplate stores t; apiKind is the kind as the caller named it, for
 // errors.
-func (s *Server) storeTemplate(ctx context.Context, t *matchbox.Template, apiKind string, m writeMode) (string, bool, error) {
+func (s *Server) storeTemplate(ctx context.Context, t *matchbox.Template, apiKind string, m writeMode) (tag string, created bool, err error) {
 	if err := render.CheckTemplate(t); err != nil {
 		return "", false, &objErr{status: http.StatusBadRequest, code: "invalid_template", kind: matchbox.ErrInvalid,
 			msg: fmt.Sprintf("%s template %q: %v", apiKind, t.Name, err)}
 	}
-	tag, created, err := func() (string, bool, error) {
-		defer s.lockFor(m)()
+	err = s.apply(ctx, m, "template", t.Name, "written", func() error {
 		if dt, ok := s.cfg.Catalog.Snapshot().Template(t.Kind, t.Name); ok && !fromDB(dt.Origin) {
-			return "", false, readOnly("template", t.Name, dt.Origin)
+			return readOnly("template", t.Name, dt.Origin)
 		}
 		_, existed, _ := s.cfg.Store.TemplateVersion(ctx, t.Kind, t.Name)
-		var tag string
-		err := s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutTemplateIf(ctx, t, m.cond); return err })
-		return tag, existed == "", err
-	}()
-	if err != nil {
-		return "", false, err
-	}
-	return tag, created, s.committed(ctx, "template", t.Name, "written", m.who)
+		created = existed == ""
+		return s.commitWrite(func() (err error) { tag, err = s.cfg.Store.PutTemplateIf(ctx, t, m.cond); return err })
+	})
+	return tag, created, err
 }
 
 func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind, name string, m writeMode) error {
-	err := func() error {
-		defer s.lockFor(m)()
+	return s.apply(ctx, m, "template", name, "deleted", func() error {
 		snap := s.cfg.Catalog.Snapshot()
 		if dt, ok := snap.Template(kind, name); ok && !fromDB(dt.Origin) {
 			return readOnly("template", name, dt.Origin)
@@ -288,11 +274,7 @@ func (s *Server) removeTemplate(ctx context.Context, kind matchbox.TemplateKind,
 			}
 		}
 		return s.commitWrite(func() error { return s.cfg.Store.DeleteTemplateIf(ctx, kind, name, m.cond) })
-	}()
-	if err != nil {
-		return err
-	}
-	return s.committed(ctx, "template", name, "deleted", m.who)
+	})
 }
 
 // reloader runs the catalog reloads writes ask for, one at a time, and
